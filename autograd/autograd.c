@@ -1,0 +1,191 @@
+/* autograd/autograd.c — grad mode, recording, and the backward engine.
+ *
+ * backward(out): a depth-first walk from out's node lists every node it depends on in
+ * post-order (inputs before the ops that use them); running the list in reverse visits each
+ * node after every consumer of its output has added its share of the gradient. */
+#include "../tensor/internal.h"
+
+#include <stdatomic.h>
+
+static _Thread_local bool grad_disabled;
+
+bool sl_grad_enabled(void) { return !grad_disabled; }
+
+bool sl_set_grad_enabled(bool enabled)
+{
+    bool prev = !grad_disabled;
+    grad_disabled = !enabled;
+    return prev;
+}
+
+sl_tensor *sl_requires_grad(sl_tensor *t, bool requires_grad)
+{
+    SL_CHECK_TENSOR("sl_requires_grad", t);
+    if (t->node)
+        return SL_FAIL(SL_ERR_STATE,
+                       "sl_requires_grad: %s %s was made by %s; only leaves take the flag "
+                       "(sl_detach first)",
+                       sl_dtype_name(t->dtype), sl_shape_str(t), t->node->op);
+    if (requires_grad && !sl__check_float("sl_requires_grad", t)) return NULL;
+    t->requires_grad = requires_grad;
+    return t;
+}
+
+void sl_zero_grad(sl_tensor *t)
+{
+    if (t && t->grad) sl_fill(t->grad, 0.0);
+}
+
+sl_tensor *sl_detach(const sl_tensor *t)
+{
+    SL_CHECK_TENSOR("sl_detach", t);
+    return sl__alias(t);
+}
+
+bool sl_record(sl_node **node, const char *op, sl_tensor *out, int n_in, sl_tensor *const *in,
+               sl_backward_fn backward, size_t saved_bytes)
+{
+    *node = NULL;
+    if (grad_disabled || !out) return true;
+    bool any = false;
+    for (int i = 0; i < n_in; i++) any |= in[i] && in[i]->requires_grad;
+    if (!any) return true;
+    sl_arena *a = out->arena;
+    sl_node *n = sl_arena_alloc(a, sizeof *n, 16);
+    sl_tensor **ins = sl_arena_alloc(a, sizeof *ins * (size_t)(n_in ? n_in : 1), 16);
+    void *saved = saved_bytes ? sl_arena_alloc(a, saved_bytes, 64) : NULL;
+    if (!n || !ins || (saved_bytes && !saved)) return false;
+    memset(n, 0, sizeof *n);
+    memcpy(ins, in, sizeof *ins * (size_t)n_in);
+    if (saved) memset(saved, 0, saved_bytes);
+    n->op = op;
+    n->backward = backward;
+    n->out = out;
+    n->n_in = n_in;
+    n->in = ins;
+    n->saved = saved;
+    out->requires_grad = true;
+    out->node = n;
+    *node = n;
+    return true;
+}
+
+/* The gradient buffer of t: its node's (intermediate) or its own (leaf), made on first use in
+ * the tensor's own arena. */
+static sl_tensor *grad_buffer(sl_tensor *t)
+{
+    sl_tensor **slot = t->node ? &t->node->grad : &t->grad;
+    if (!*slot) {
+        sl_arena *prev = sl_arena_set(t->arena);
+        *slot = sl_zeros(t->dtype, t->ndim, t->shape);
+        sl_arena_set(prev);
+    }
+    return *slot;
+}
+
+sl_tensor *sl_input_grad(sl_node *node, int i)
+{
+    if (!node || i < 0 || i >= node->n_in) return NULL;
+    sl_tensor *t = node->in[i];
+    if (!t || !t->requires_grad) return NULL;
+    return grad_buffer(t);
+}
+
+/* ---------------------------------------------------------------- topological order */
+
+typedef struct {
+    sl_node *node;
+    int next_input;
+} frame;
+
+static _Thread_local sl_node **order;
+static _Thread_local frame *stack;
+static _Thread_local size_t order_cap, stack_cap;
+static atomic_uint epoch_counter;
+
+static bool grow(void **buf, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap) return true;
+    size_t c = *cap ? *cap : 256;
+    while (c < need) c *= 2;
+    void *p = sl__realloc(*buf, c * elem);
+    if (!p) return sl_set_error(SL_ERR_OOM, "sl_backward: out of memory for the node list");
+    *buf = p;
+    *cap = c;
+    return true;
+}
+
+/* Fills `order` with the nodes reachable from root, inputs before consumers. */
+static bool topo_sort(sl_node *root, size_t *count)
+{
+    unsigned epoch = atomic_fetch_add(&epoch_counter, 1) + 1;
+    size_t n = 0, sp = 0;
+    if (!grow((void **)&stack, &stack_cap, 1, sizeof *stack)) return false;
+    stack[sp++] = (frame){root, 0};
+    root->visit = epoch;
+    while (sp) {
+        frame *f = &stack[sp - 1];
+        if (f->next_input < f->node->n_in) {
+            sl_tensor *t = f->node->in[f->next_input++];
+            sl_node *c = t ? t->node : NULL;
+            if (c && t->requires_grad && c->visit != epoch) {
+                c->visit = epoch;
+                if (!grow((void **)&stack, &stack_cap, sp + 1, sizeof *stack)) return false;
+                stack[sp++] = (frame){c, 0};
+            }
+            continue;
+        }
+        if (!grow((void **)&order, &order_cap, n + 1, sizeof *order)) return false;
+        order[n++] = f->node;
+        sp--;
+    }
+    *count = n;
+    return true;
+}
+
+/* ---------------------------------------------------------------- backward */
+
+bool sl_backward_ex(sl_tensor *out, const sl_tensor *grad_out, int flags)
+{
+    if (!out) return sl__null_arg("sl_backward", "out");
+    if (!out->requires_grad)
+        return sl_set_error(SL_ERR_STATE,
+                            "sl_backward: %s %s does not require grad (no input requires grad, "
+                            "or grad mode was off when it was made)",
+                            sl_dtype_name(out->dtype), sl_shape_str(out));
+    if (grad_out && (!sl__same_shape(out, grad_out) || grad_out->dtype != out->dtype))
+        return sl_set_error(SL_ERR_SHAPE, "sl_backward: gradient %s %s does not match output %s %s",
+                            sl_dtype_name(grad_out->dtype), sl_shape_str(grad_out),
+                            sl_dtype_name(out->dtype), sl_shape_str(out));
+    if (!grad_out && sl_numel(out) != 1)
+        return sl_set_error(SL_ERR_SHAPE,
+                            "sl_backward: output %s has more than one element; pass its "
+                            "gradient to sl_backward_ex",
+                            sl_shape_str(out));
+    size_t count = 0;
+    if (out->node && !topo_sort(out->node, &count)) return false;
+    for (size_t k = 0; k < count; k++)
+        if (order[k]->consumed)
+            return sl_set_error(SL_ERR_STATE,
+                                "sl_backward: the graph through %s was already consumed by an "
+                                "earlier backward; pass SL_RETAIN_GRAPH to the first one to run "
+                                "backward twice",
+                                order[k]->op);
+    /* Seed. */
+    sl_tensor *g = grad_buffer(out);
+    if (!g) return false;
+    if (grad_out) sl__accumulate(g, grad_out);
+    else sl_set(g, 0, sl_get(g, 0) + 1.0);
+    bool retain = flags & SL_RETAIN_GRAPH;
+    for (size_t k = count; k-- > 0;) {
+        sl_node *n = order[k];
+        if (!n->grad) continue; /* nothing flowed into it */
+        bool ok = n->backward(n);
+        n->grad = NULL;
+        if (!retain) n->consumed = true;
+        if (!ok) return false;
+    }
+    return true;
+}
+
+bool sl_backward(sl_tensor *loss) { return sl_backward_ex(loss, NULL, 0); }

@@ -1,0 +1,122 @@
+/* shortlong/autograd.h — reverse-mode autograd on a define-by-run tape, and gradcheck.
+ *
+ * Every op whose inputs require grad (while grad mode is on) records a node: its name, its
+ * inputs, its output, whatever its backward needs (`saved`), and its backward function. The
+ * nodes live in the arena of the op's output, so resetting the step arena drops the tape.
+ * sl_backward() sorts the nodes reachable from the output topologically and runs each
+ * backward once, in reverse order. Backward functions ACCUMULATE (+=) into the gradients of
+ * their inputs, so fan-in needs nothing special.
+ *
+ * Gradients of leaves (tensors made by creation functions, with requires_grad set) accumulate
+ * in leaf->grad, allocated in the leaf's own arena, until sl_zero_grad(). Gradients of
+ * intermediate tensors are not kept.
+ *
+ * A backward consumes the graph: a second backward through the same nodes is an SL_ERR_STATE
+ * error unless the first one passed SL_RETAIN_GRAPH.
+ */
+#ifndef SHORTLONG_AUTOGRAD_H
+#define SHORTLONG_AUTOGRAD_H
+
+#include "tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* --------------------------------------------------------------- grad mode */
+
+bool sl_grad_enabled(void);
+/* Turns recording on or off for the calling thread; returns the previous state.
+ *     bool prev = sl_set_grad_enabled(false);  ...no nodes, no saved memory...
+ *     sl_set_grad_enabled(prev);                                               */
+bool sl_set_grad_enabled(bool enabled);
+
+/* Marks a leaf as requiring grad. Fails (SL_ERR_STATE) on a tensor made by an op, and
+ * (SL_ERR_DTYPE) on an i32 tensor. Returns t, or NULL on error. */
+sl_tensor *sl_requires_grad(sl_tensor *t, bool requires_grad);
+/* Zeroes t->grad if it exists (keeps the buffer). */
+void sl_zero_grad(sl_tensor *t);
+/* A view of t's data with no history and no grad. */
+sl_tensor *sl_detach(const sl_tensor *t);
+
+/* ---------------------------------------------------------------- backward */
+
+enum { SL_RETAIN_GRAPH = 1 };
+
+/* Backpropagates from a one-element tensor (a loss), seeding its gradient with 1. */
+bool sl_backward(sl_tensor *loss);
+/* Backpropagates from any tensor with an explicit gradient of the same shape (NULL: ones).
+ * flags: 0 or SL_RETAIN_GRAPH. */
+bool sl_backward_ex(sl_tensor *out, const sl_tensor *grad_out, int flags);
+
+/* ---------------------------------------------------------------- custom ops */
+
+/* Returns false on failure (with the error recorded). */
+typedef bool (*sl_backward_fn)(sl_node *node);
+
+struct sl_node {
+    const char *op;          /* "sl_matmul", ... */
+    sl_backward_fn backward;
+    sl_tensor *out;          /* the op's output */
+    sl_tensor *grad;         /* d(loss)/d(out), contiguous, during backward; NULL otherwise */
+    int n_in;
+    sl_tensor **in;          /* the op's inputs */
+    void *saved;             /* op-specific state: saved_bytes zeroed bytes, 64-byte aligned */
+    uint32_t visit;          /* internal: topological sort */
+    bool consumed;           /* internal: a backward ran through it without SL_RETAIN_GRAPH */
+};
+
+/* For op writers. If grad mode is on and any input requires grad, records `out` as made by op
+ * `op` from in[0..n_in-1]: sets out->requires_grad and out->node and stores the node in *node,
+ * with a `saved` block of saved_bytes zeroed bytes for the op to fill. Otherwise *node = NULL.
+ * Returns false only on OOM (error set): the op must then fail rather than return an output
+ * whose gradient would silently be missing.
+ *     sl_node *n;
+ *     if (!sl_record(&n, "sl_mul", out, 2, (sl_tensor *[]){a, b}, mul_backward, 0)) return NULL;
+ */
+bool sl_record(sl_node **node, const char *op, sl_tensor *out, int n_in, sl_tensor *const *in,
+               sl_backward_fn backward, size_t saved_bytes);
+/* For backward functions: the gradient buffer of input i (contiguous, its shape and dtype,
+ * zero the first time it is asked for in a pass), to ACCUMULATE into. Check
+ * node->in[i]->requires_grad first and skip inputs that do not (this returns NULL for them);
+ * for the others NULL means OOM, with the error set: return false. */
+sl_tensor *sl_input_grad(sl_node *node, int i);
+
+/* ---------------------------------------------------------------- gradcheck */
+
+/* A function of tensors under test. Returns its output (any shape), or NULL on error. */
+typedef sl_tensor *(*sl_gradcheck_fn)(sl_tensor *const *inputs, int n_inputs, void *user);
+
+typedef struct sl_gradcheck_opts {
+    double eps;       /* central-difference step; default 1e-6 */
+    double atol;      /* default 1e-5 */
+    double rtol;      /* default 1e-3 */
+    uint64_t seed;    /* for the random projection of non-scalar outputs; default 1 */
+    bool quiet;       /* do not print the failure report to stderr */
+} sl_gradcheck_opts;
+
+typedef struct sl_gradcheck_result {
+    bool ok;
+    int input;             /* the input with the worst element, -1 if none */
+    int64_t index;         /* that element's row-major flat index */
+    double analytic;       /* the analytic gradient there */
+    double numeric;        /* the finite-difference gradient there */
+    double excess;         /* |a - n| - (atol + rtol * |n|), worst over all elements */
+    bool repeat_ok;        /* a second backward gave bitwise the same gradients */
+    char message[512];     /* a human-readable report */
+} sl_gradcheck_result;
+
+/* Checks the analytic gradient of fn against central differences in float64.
+ * Every floating input that requires grad must be f64 (i32 inputs pass through unperturbed).
+ * A non-scalar output y is reduced to sum(w * y) with fixed random weights w, so the check
+ * covers the full vector-Jacobian product. An element passes when
+ * |analytic - numeric| <= atol + rtol * |numeric|. It also checks that running forward and
+ * backward a second time gives bitwise the same gradients. opts may be NULL (defaults);
+ * result may be NULL. Temporary tensors go to a private arena. Returns result->ok. */
+bool sl_gradcheck(sl_gradcheck_fn fn, int n_inputs, sl_tensor *const *inputs, void *user,
+                  const sl_gradcheck_opts *opts, sl_gradcheck_result *result);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,105 @@
+/* shortlong/ops.h — differentiable ops.
+ *
+ * Every op takes and returns tensors in the current arena, records itself on the autograd tape
+ * when an input requires grad, and has hand-written forward and backward kernels for f32 and
+ * f64. Floating inputs of one op must share a dtype (no silent promotion: use sl_to_dtype).
+ * Binary elementwise ops broadcast with numpy's rules. On error an op returns NULL and records a
+ * message naming the op and the shapes (see tensor.h).
+ *
+ * Axes may be negative (counted from the end), as in numpy.
+ */
+#ifndef SHORTLONG_OPS_H
+#define SHORTLONG_OPS_H
+
+#include "autograd.h"
+#include "tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- elementwise (elementwise.c) */
+
+sl_tensor *sl_add(sl_tensor *a, sl_tensor *b);
+sl_tensor *sl_sub(sl_tensor *a, sl_tensor *b);
+sl_tensor *sl_mul(sl_tensor *a, sl_tensor *b);
+sl_tensor *sl_div(sl_tensor *a, sl_tensor *b);
+sl_tensor *sl_neg(sl_tensor *a);
+sl_tensor *sl_add_scalar(sl_tensor *a, double s);
+sl_tensor *sl_mul_scalar(sl_tensor *a, double s);
+sl_tensor *sl_pow_scalar(sl_tensor *a, double exponent);
+sl_tensor *sl_exp(sl_tensor *a);
+sl_tensor *sl_log(sl_tensor *a);
+sl_tensor *sl_sqrt(sl_tensor *a);
+sl_tensor *sl_tanh(sl_tensor *a);
+sl_tensor *sl_sigmoid(sl_tensor *a);
+sl_tensor *sl_relu(sl_tensor *a);
+typedef enum sl_gelu_approx { SL_GELU_ERF = 0, SL_GELU_TANH = 1 } sl_gelu_approx;
+sl_tensor *sl_gelu(sl_tensor *a, sl_gelu_approx approx);
+/* A copy in another dtype (f32 <-> f64; i32 -> float without grad). */
+sl_tensor *sl_to_dtype(sl_tensor *a, sl_dtype dtype);
+
+/* ---------------------------------------------------------------- reductions (reduce.c) */
+
+/* Reduce over n_axes axes (n_axes == 0: all axes). keepdim keeps them as size 1. */
+sl_tensor *sl_sum(sl_tensor *a, int n_axes, const int *axes, bool keepdim);
+sl_tensor *sl_mean(sl_tensor *a, int n_axes, const int *axes, bool keepdim);
+/* Variance with `correction` subtracted from the count (0: population, 1: unbiased). */
+sl_tensor *sl_var(sl_tensor *a, int n_axes, const int *axes, bool keepdim, int correction);
+/* Maximum; the gradient goes to the first position of the maximum. */
+sl_tensor *sl_max(sl_tensor *a, int n_axes, const int *axes, bool keepdim);
+/* Shorthands: sum / mean of every element (a 0-d tensor). */
+sl_tensor *sl_sum_all(sl_tensor *a);
+sl_tensor *sl_mean_all(sl_tensor *a);
+
+/* ---------------------------------------------------------------- matmul (matmul.c) */
+
+/* a [..., M, K] @ b [..., K, N] -> [..., M, N]; both at least 2-D; batch dims broadcast.
+ * Operands whose last two dims are transposed views go to cblas as transposed, uncopied. */
+sl_tensor *sl_matmul(sl_tensor *a, sl_tensor *b);
+
+/* ---------------------------------------------------------------- shape (shape.c) */
+
+/* A view when the strides allow it, else a copy. One entry may be -1 (inferred). */
+sl_tensor *sl_reshape(sl_tensor *a, int ndim, const int64_t *shape);
+sl_tensor *sl_permute(sl_tensor *a, const int *perm); /* perm has a->ndim entries */
+sl_tensor *sl_transpose(sl_tensor *a, int dim0, int dim1);
+/* Elements start, start+step, ... < stop along dim (step >= 1; start/stop clamp like Python). */
+sl_tensor *sl_slice(sl_tensor *a, int dim, int64_t start, int64_t stop, int64_t step);
+sl_tensor *sl_narrow(sl_tensor *a, int dim, int64_t start, int64_t length);
+/* Broadcast to shape (numpy rules; a view with stride 0 on the new dims). */
+sl_tensor *sl_expand(sl_tensor *a, int ndim, const int64_t *shape);
+sl_tensor *sl_squeeze(sl_tensor *a, int dim);
+sl_tensor *sl_unsqueeze(sl_tensor *a, int dim);
+sl_tensor *sl_concat(int n, sl_tensor *const *tensors, int dim);
+/* a itself when already contiguous, else a contiguous copy. */
+sl_tensor *sl_contiguous(sl_tensor *a);
+
+/* ---------------------------------------------------------------- softmax (softmax.c) */
+
+sl_tensor *sl_softmax(sl_tensor *a, int axis);
+sl_tensor *sl_log_softmax(sl_tensor *a, int axis);
+
+/* ---------------------------------------------------------------- nn primitives (nnops.c) */
+
+/* Normalises over the last dim: (x - mean) / sqrt(var + eps) * weight + bias.
+ * weight and bias are [C] and may be NULL (no affine part). */
+sl_tensor *sl_layernorm(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, double eps);
+/* weight [V, D], indices i32 [...] -> [..., D]. An index outside [0, V) is SL_ERR_INDEX. */
+sl_tensor *sl_embedding(sl_tensor *weight, sl_tensor *indices);
+/* logits [..., C], targets i32 [...] -> mean over targets != ignore_index of
+ * -log_softmax(logits)[target] (a 0-d tensor). Pass SL_NO_IGNORE to count every target. */
+#define SL_NO_IGNORE INT32_MIN
+sl_tensor *sl_cross_entropy(sl_tensor *logits, sl_tensor *targets, int32_t ignore_index);
+/* Zeroes each element with probability p and scales the rest by 1/(1-p), drawing from rng.
+ * Identity when !train or p == 0. */
+sl_tensor *sl_dropout(sl_tensor *x, double p, sl_rng *rng, bool train);
+/* cond ? a : b elementwise, broadcast; cond is i32 (non-zero = true). */
+sl_tensor *sl_where(sl_tensor *cond, sl_tensor *a, sl_tensor *b);
+/* x with value where mask (i32, broadcast to x) is non-zero. */
+sl_tensor *sl_masked_fill(sl_tensor *x, sl_tensor *mask, double value);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

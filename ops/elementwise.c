@@ -1,0 +1,255 @@
+/* ops/elementwise.c — unary, scalar and broadcasting binary elementwise ops.
+ *
+ * Forward and backward kernels live in elementwise_kernels.h (one type-generic source, made
+ * into f32 and f64 functions below). This file checks arguments, allocates outputs, records
+ * the tape node and runs the kernels: contiguous operands in parallel chunks, broadcast
+ * operands through the strided iterator. */
+#include "../tensor/internal.h"
+#include <shortlong/ops.h>
+
+#include <math.h>
+
+typedef enum {
+    U_NEG, U_ADDS, U_MULS, U_POW, U_EXP, U_LOG, U_SQRT, U_TANH, U_SIGMOID, U_RELU, U_GELU_ERF,
+    U_GELU_TANH, U_COUNT
+} unary_op;
+static const char *const unary_name[] = {
+    "sl_neg", "sl_add_scalar", "sl_mul_scalar", "sl_pow_scalar", "sl_exp", "sl_log", "sl_sqrt",
+    "sl_tanh", "sl_sigmoid", "sl_relu", "sl_gelu", "sl_gelu"};
+_Static_assert(sizeof unary_name / sizeof *unary_name == U_COUNT, "a name for every unary op");
+
+typedef enum { B_ADD, B_SUB, B_MUL, B_DIV, B_COUNT } binary_op;
+static const char *const binary_name[] = {"sl_add", "sl_sub", "sl_mul", "sl_div"};
+_Static_assert(sizeof binary_name / sizeof *binary_name == B_COUNT, "a name for every binary op");
+
+#define T float
+#define SUF f32
+#include "elementwise_kernels.h"
+#undef T
+#undef SUF
+#define T double
+#define SUF f64
+#include "elementwise_kernels.h"
+#undef T
+#undef SUF
+
+enum { GRAIN = 1 << 15 }; /* elements per parallel chunk, at least */
+
+/* ---------------------------------------------------------------- unary */
+
+typedef struct {
+    unary_op op;
+    double p;
+} unary_saved;
+
+typedef struct {
+    unary_op op;
+    sl_dtype dtype;
+    const void *x, *y, *g;
+    void *out;
+    double p;
+} unary_job;
+
+static void unary_forward_range(void *ctx, int64_t b, int64_t e)
+{
+    const unary_job *j = ctx;
+    if (j->dtype == SL_F32)
+        unary_forward_f32(j->op, (const float *)j->x + b, (float *)j->out + b, e - b, (float)j->p);
+    else
+        unary_forward_f64(j->op, (const double *)j->x + b, (double *)j->out + b, e - b, j->p);
+}
+
+static void unary_backward_range(void *ctx, int64_t b, int64_t e)
+{
+    const unary_job *j = ctx;
+    if (j->dtype == SL_F32)
+        unary_backward_f32(j->op, (const float *)j->x + b, (const float *)j->y + b,
+                           (const float *)j->g + b, (float *)j->out + b, e - b, (float)j->p);
+    else
+        unary_backward_f64(j->op, (const double *)j->x + b, (const double *)j->y + b,
+                           (const double *)j->g + b, (double *)j->out + b, e - b, j->p);
+}
+
+static bool unary_backward(sl_node *n)
+{
+    const unary_saved *s = n->saved;
+    if (!n->in[0]->requires_grad) return true;
+    sl_tensor *gx = sl_input_grad(n, 0);
+    sl_tensor *x = gx ? sl__contig(n->in[0]) : NULL;
+    if (!x) return false;
+    unary_job j = {s->op, x->dtype, sl_ptr(x), n->out->data, n->grad->data, gx->data, s->p};
+    sl_parallel_for(sl_numel(x), GRAIN, unary_backward_range, &j);
+    return true;
+}
+
+static sl_tensor *unary(unary_op op, sl_tensor *a, double p)
+{
+    const char *name = unary_name[op];
+    SL_CHECK_TENSOR(name, a);
+    if (!sl__check_float(name, a)) return NULL;
+    sl_tensor *x = sl__contig(a);
+    sl_tensor *y = x ? sl__new_like(a) : NULL;
+    if (!y) return NULL;
+    unary_job j = {op, a->dtype, sl_ptr(x), NULL, NULL, y->data, p};
+    sl_parallel_for(sl_numel(y), GRAIN, unary_forward_range, &j);
+    sl_node *n;
+    if (!sl_record(&n, name, y, 1, &a, unary_backward, sizeof(unary_saved))) return NULL;
+    if (n) *(unary_saved *)n->saved = (unary_saved){op, p};
+    return y;
+}
+
+sl_tensor *sl_neg(sl_tensor *a) { return unary(U_NEG, a, 0); }
+sl_tensor *sl_add_scalar(sl_tensor *a, double s) { return unary(U_ADDS, a, s); }
+sl_tensor *sl_mul_scalar(sl_tensor *a, double s) { return unary(U_MULS, a, s); }
+sl_tensor *sl_pow_scalar(sl_tensor *a, double e) { return unary(U_POW, a, e); }
+sl_tensor *sl_exp(sl_tensor *a) { return unary(U_EXP, a, 0); }
+sl_tensor *sl_log(sl_tensor *a) { return unary(U_LOG, a, 0); }
+sl_tensor *sl_sqrt(sl_tensor *a) { return unary(U_SQRT, a, 0); }
+sl_tensor *sl_tanh(sl_tensor *a) { return unary(U_TANH, a, 0); }
+sl_tensor *sl_sigmoid(sl_tensor *a) { return unary(U_SIGMOID, a, 0); }
+sl_tensor *sl_relu(sl_tensor *a) { return unary(U_RELU, a, 0); }
+
+sl_tensor *sl_gelu(sl_tensor *a, sl_gelu_approx approx)
+{
+    if (approx != SL_GELU_ERF && approx != SL_GELU_TANH)
+        return SL_FAIL(SL_ERR_ARG, "sl_gelu: unknown approximation %d", (int)approx);
+    return unary(approx == SL_GELU_ERF ? U_GELU_ERF : U_GELU_TANH, a, 0);
+}
+
+/* ---------------------------------------------------------------- binary (broadcasting) */
+
+typedef struct {
+    binary_op op;
+    sl_dtype dtype;
+    int which;
+} binary_ctx;
+
+static void binary_forward_run(void *vctx, char *const *p, const int64_t *bs, int64_t n)
+{
+    const binary_ctx *c = vctx;
+    if (c->dtype == SL_F32) binary_forward_f32(c->op, p[0], p[1], p[2], bs[1], bs[2], n);
+    else binary_forward_f64(c->op, p[0], p[1], p[2], bs[1], bs[2], n);
+}
+
+static void binary_backward_run(void *vctx, char *const *p, const int64_t *bs, int64_t n)
+{
+    const binary_ctx *c = vctx;
+    if (c->dtype == SL_F32) binary_backward_f32(c->op, c->which, p[0], p[1], p[2], p[3], bs, n);
+    else binary_backward_f64(c->op, c->which, p[0], p[1], p[2], p[3], bs, n);
+}
+
+/* Runs fn over the output's shape with operands out (contiguous), x, y read with broadcast
+ * strides (and an optional fourth). */
+static void broadcast_foreach(sl__run_fn fn, void *ctx, sl_tensor *const *ops, int nops,
+                              const sl_tensor *shape_of)
+{
+    int64_t st[SL__MAX_OPS][SL_MAX_DIMS];
+    char *base[SL__MAX_OPS];
+    size_t es[SL__MAX_OPS];
+    for (int k = 0; k < nops; k++) {
+        sl__broadcast_strides(ops[k], shape_of->ndim, shape_of->shape, st[k]);
+        base[k] = sl_ptr(ops[k]);
+        es[k] = sl_dtype_size(ops[k]->dtype);
+    }
+    sl__foreach(nops, base, (const int64_t(*)[SL_MAX_DIMS])st, es, shape_of->ndim,
+                shape_of->shape, fn, ctx);
+}
+
+typedef struct {
+    binary_ctx c;
+    char *y;
+    const char *a, *b;
+    int64_t es;
+} binary_flat_job;
+
+static void binary_flat_range(void *vctx, int64_t b, int64_t e)
+{
+    const binary_flat_job *j = vctx;
+    char *p[3] = {j->y + b * j->es, (char *)j->a + b * j->es, (char *)j->b + b * j->es};
+    int64_t bs[3] = {j->es, j->es, j->es};
+    binary_forward_run((void *)&j->c, p, bs, e - b);
+}
+
+/* y = a op b; dL/da is g * dy/da summed over the dims a was broadcast along (likewise b). */
+static bool binary_backward(sl_node *n)
+{
+    binary_op op = *(const binary_op *)n->saved;
+    sl_tensor *y = n->out;
+    for (int which = 0; which < 2; which++) {
+        if (!n->in[which]->requires_grad) continue;
+        sl_tensor *gx = sl_input_grad(n, which);
+        if (!gx) return false;
+        /* Accumulate straight into the gradient; dims where it has stride 0 are summed. */
+        binary_ctx c = {op, y->dtype, which};
+        sl_tensor *ops[4] = {gx, n->grad, n->in[0], n->in[1]};
+        int64_t st[SL__MAX_OPS][SL_MAX_DIMS];
+        char *base[SL__MAX_OPS];
+        size_t es[SL__MAX_OPS];
+        for (int k = 0; k < 4; k++) {
+            sl__broadcast_strides(ops[k], y->ndim, y->shape, st[k]);
+            base[k] = sl_ptr(ops[k]);
+            es[k] = sl_dtype_size(y->dtype);
+        }
+        sl__foreach(4, base, (const int64_t(*)[SL_MAX_DIMS])st, es, y->ndim, y->shape,
+                    binary_backward_run, &c);
+    }
+    return true;
+}
+
+static sl_tensor *binary(binary_op op, sl_tensor *a, sl_tensor *b)
+{
+    const char *name = binary_name[op];
+    SL_CHECK_TENSOR(name, a);
+    SL_CHECK_TENSOR(name, b);
+    if (!sl__check_float(name, a) || !sl__check_same_dtype(name, a, b)) return NULL;
+    int nd;
+    int64_t shape[SL_MAX_DIMS];
+    if (!sl__broadcast_shapes(name, a->ndim, a->shape, b->ndim, b->shape, &nd, shape))
+        return NULL;
+    sl_tensor *y = sl__new(a->dtype, nd, shape);
+    if (!y) return NULL;
+    binary_ctx c = {op, a->dtype, 0};
+    if (sl__same_shape(a, b) && sl_is_contiguous(a) && sl_is_contiguous(b)) {
+        binary_flat_job j = {c, y->data, sl_ptr(a), sl_ptr(b), (int64_t)sl_dtype_size(a->dtype)};
+        sl_parallel_for(sl_numel(y), GRAIN, binary_flat_range, &j);
+    } else {
+        sl_tensor *ops[3] = {y, a, b};
+        broadcast_foreach(binary_forward_run, &c, ops, 3, y);
+    }
+    sl_node *n;
+    if (!sl_record(&n, name, y, 2, (sl_tensor *[]){a, b}, binary_backward, sizeof(binary_op)))
+        return NULL;
+    if (n) *(binary_op *)n->saved = op;
+    return y;
+}
+
+sl_tensor *sl_add(sl_tensor *a, sl_tensor *b) { return binary(B_ADD, a, b); }
+sl_tensor *sl_sub(sl_tensor *a, sl_tensor *b) { return binary(B_SUB, a, b); }
+sl_tensor *sl_mul(sl_tensor *a, sl_tensor *b) { return binary(B_MUL, a, b); }
+sl_tensor *sl_div(sl_tensor *a, sl_tensor *b) { return binary(B_DIV, a, b); }
+
+/* ---------------------------------------------------------------- dtype conversion */
+
+/* y = (dtype) x: the gradient converts back. */
+static bool to_dtype_backward(sl_node *n)
+{
+    if (!n->in[0]->requires_grad) return true;
+    sl_tensor *gx = sl_input_grad(n, 0);
+    sl_tensor *g = gx ? sl__new_like(gx) : NULL;
+    if (!g || !sl_copy_into(g, n->grad)) return false;
+    sl__accumulate(gx, g);
+    return true;
+}
+
+sl_tensor *sl_to_dtype(sl_tensor *a, sl_dtype dtype)
+{
+    SL_CHECK_TENSOR("sl_to_dtype", a);
+    if (dtype != SL_F32 && dtype != SL_F64 && dtype != SL_I32)
+        return SL_FAIL(SL_ERR_DTYPE, "sl_to_dtype: unknown dtype %d", (int)dtype);
+    sl_tensor *y = sl__new(dtype, a->ndim, a->shape);
+    if (!y || !sl_copy_into(y, a)) return NULL;
+    if (dtype == SL_I32) return y; /* no gradient through integers */
+    sl_node *n;
+    if (!sl_record(&n, "sl_to_dtype", y, 1, &a, to_dtype_backward, 0)) return NULL;
+    return y;
+}

@@ -1,0 +1,174 @@
+/* tensor/arena.c — the counted heap and the arenas every tensor lives in.
+ *
+ * An arena is a list of blocks handed out by bumping a pointer. Reset rewinds every block
+ * without freeing it, so when the same sequence of allocations repeats (a training step),
+ * each allocation lands in the same block as last time and the heap is never touched again.
+ */
+#include "internal.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+static atomic_uint_fast64_t heap_allocs;
+
+uint64_t sl_heap_allocs(void) { return atomic_load(&heap_allocs); }
+
+void *sl__malloc(size_t bytes)
+{
+    atomic_fetch_add(&heap_allocs, 1);
+    return malloc(bytes ? bytes : 1);
+}
+
+void *sl__aligned_alloc(size_t align, size_t bytes)
+{
+    atomic_fetch_add(&heap_allocs, 1);
+    void *p = NULL;
+    if (posix_memalign(&p, align, bytes ? bytes : 1) != 0) return NULL;
+    return p;
+}
+
+void *sl__realloc(void *p, size_t bytes)
+{
+    atomic_fetch_add(&heap_allocs, 1);
+    return realloc(p, bytes ? bytes : 1);
+}
+
+void sl__free(void *p) { free(p); }
+
+/* ---------------------------------------------------------------- arenas */
+
+enum { BLOCK_ALIGN = 64, DEFAULT_BLOCK = 4 << 20 };
+
+static _Thread_local sl_arena *current; /* the calling thread's current arena */
+
+typedef struct block {
+    struct block *next;
+    size_t cap, used;
+    unsigned char *mem; /* BLOCK_ALIGN-aligned, cap bytes */
+} block;
+
+struct sl_arena {
+    block *head, *cur;
+    size_t block_bytes;
+    size_t used;     /* bytes handed out since reset, padding included */
+    size_t peak;
+    size_t reserved; /* sum of block capacities */
+};
+
+sl_arena *sl_arena_new(size_t block_bytes)
+{
+    sl_arena *a = sl__malloc(sizeof *a);
+    if (!a) return SL_FAIL(SL_ERR_OOM, "sl_arena_new: out of memory");
+    memset(a, 0, sizeof *a);
+    a->block_bytes = block_bytes ? block_bytes : DEFAULT_BLOCK;
+    return a;
+}
+
+void sl_arena_free(sl_arena *a)
+{
+    if (!a) return;
+    for (block *b = a->head, *n; b; b = n) {
+        n = b->next;
+        sl__free(b->mem);
+        sl__free(b);
+    }
+    if (current == a) current = NULL;
+    sl__free(a);
+}
+
+void sl_arena_reset(sl_arena *a)
+{
+    if (!a) return;
+    for (block *b = a->head; b; b = b->next) b->used = 0;
+    a->cur = a->head;
+    a->used = 0;
+}
+
+static block *block_new(size_t cap)
+{
+    block *b = sl__malloc(sizeof *b);
+    if (!b) return NULL;
+    b->mem = sl__aligned_alloc(BLOCK_ALIGN, cap);
+    if (!b->mem) {
+        sl__free(b);
+        return NULL;
+    }
+    b->next = NULL;
+    b->cap = cap;
+    b->used = 0;
+    return b;
+}
+
+static void *block_take(block *b, size_t bytes, size_t align)
+{
+    size_t start = (b->used + align - 1) & ~(align - 1);
+    if (start > b->cap || b->cap - start < bytes) return NULL;
+    b->used = start + bytes;
+    return b->mem + start;
+}
+
+void *sl_arena_alloc(sl_arena *a, size_t bytes, size_t align)
+{
+    if (!a) return SL_FAIL(SL_ERR_ARG, "sl_arena_alloc: arena is NULL");
+    if (align < 16) align = 16;
+    if (align > BLOCK_ALIGN || (align & (align - 1)))
+        return SL_FAIL(SL_ERR_ARG, "sl_arena_alloc: alignment %zu unsupported", align);
+    if (bytes > (SIZE_MAX >> 2))
+        return SL_FAIL(SL_ERR_OOM, "sl_arena_alloc: %zu bytes is too large", bytes);
+    /* Try the current block, then the later ones (rewound by reset), in order. */
+    block *prev = a->cur;
+    for (block *b = a->cur; b; prev = b, b = b->next) {
+        size_t before = b->used;
+        void *p = block_take(b, bytes, align);
+        if (p) {
+            a->cur = b;
+            a->used += b->used - before;
+            if (a->used > a->peak) a->peak = a->used;
+            return p;
+        }
+    }
+    /* None fits: a new block after the last one. */
+    size_t cap = bytes + align > a->block_bytes ? bytes + align : a->block_bytes;
+    block *b = block_new(cap);
+    if (!b) return SL_FAIL(SL_ERR_OOM, "sl_arena_alloc: out of memory for %zu bytes", bytes);
+    if (prev) prev->next = b;
+    else a->head = b;
+    a->reserved += cap;
+    a->cur = b;
+    void *p = block_take(b, bytes, align);
+    a->used += b->used;
+    if (a->used > a->peak) a->peak = a->used;
+    return p;
+}
+
+size_t sl_arena_used(const sl_arena *a) { return a ? a->used : 0; }
+size_t sl_arena_peak(const sl_arena *a) { return a ? a->peak : 0; }
+size_t sl_arena_reserved(const sl_arena *a) { return a ? a->reserved : 0; }
+
+/* ---------------------------------------------------------------- the current arena */
+
+static sl_arena *default_arena;
+static pthread_once_t default_once = PTHREAD_ONCE_INIT;
+
+static void default_free(void) { sl_arena_free(default_arena); default_arena = NULL; }
+
+static void default_init(void)
+{
+    default_arena = sl_arena_new(0);
+    if (default_arena) atexit(default_free);
+}
+
+sl_arena *sl_arena_set(sl_arena *a)
+{
+    sl_arena *prev = current;
+    current = a;
+    return prev;
+}
+
+sl_arena *sl_arena_current(void)
+{
+    if (current) return current;
+    pthread_once(&default_once, default_init);
+    return default_arena;
+}

@@ -1,0 +1,85 @@
+/* tensor/internal.h — helpers shared by the library's own .c files. Not installed.
+ *
+ * Conventions for op writers:
+ *   - check arguments first with SL_CHECK_TENSOR / sl__check_float / sl__check_same_dtype, and
+ *     return NULL through SL_FAIL with a message "<op>: <what>: <shapes>";
+ *   - allocate outputs with sl__new (contiguous, current arena, uninitialised);
+ *   - kernels take plain pointers and sizes; generate the f32 and f64 versions with the
+ *     SL__FOR_FLOAT_TYPES helpers or a macro, never by converting through double at run time.
+ */
+#ifndef SL_TENSOR_INTERNAL_H
+#define SL_TENSOR_INTERNAL_H
+
+#include <shortlong/autograd.h>
+#include <shortlong/tensor.h>
+
+#include <stdarg.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- heap (counted) */
+void *sl__malloc(size_t bytes);
+void *sl__aligned_alloc(size_t align, size_t bytes);
+void *sl__realloc(void *p, size_t bytes);
+void sl__free(void *p);
+
+/* ---------------------------------------------------------------- errors */
+/* Records an error and evaluates to NULL: `return SL_FAIL(SL_ERR_SHAPE, "sl_op: ...", ...);` */
+#define SL_FAIL(code, ...) (sl_set_error((code), __VA_ARGS__), (void *)0)
+
+/* NULL argument: keep a pending error (the NULL came from a failed call), else report one. */
+bool sl__null_arg(const char *op, const char *arg);
+#define SL_CHECK_TENSOR(op, t)                                                                   \
+    do {                                                                                         \
+        if (!(t)) {                                                                              \
+            sl__null_arg((op), #t);                                                              \
+            return NULL;                                                                         \
+        }                                                                                        \
+    } while (0)
+
+bool sl__check_float(const char *op, const sl_tensor *t);                       /* f32 or f64 */
+bool sl__check_same_dtype(const char *op, const sl_tensor *a, const sl_tensor *b);
+/* Normalises a possibly negative axis into [0, ndim); reports "<op>: axis A out of range for
+ * [shape]" otherwise. */
+bool sl__axis(const char *op, const sl_tensor *t, int axis, int *out);
+
+/* ---------------------------------------------------------------- tensors */
+/* A new contiguous tensor in the current arena, data uninitialised. */
+sl_tensor *sl__new(sl_dtype dtype, int ndim, const int64_t *shape);
+sl_tensor *sl__new_like(const sl_tensor *t);
+/* A new header sharing t's storage (shape, strides, offset copied; no grad, no node). */
+sl_tensor *sl__alias(const sl_tensor *t);
+/* Row-major contiguous strides for shape. */
+void sl__contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
+/* t when contiguous, else a contiguous copy (no autograd). */
+sl_tensor *sl__contig(const sl_tensor *t);
+bool sl__same_shape(const sl_tensor *a, const sl_tensor *b);
+int64_t sl__shape_numel(int ndim, const int64_t *shape);
+/* "[2,3]" for a raw shape, in the same rotating buffers as sl_shape_str. */
+const char *sl__dims_str(int ndim, const int64_t *shape);
+
+/* numpy broadcasting of two shapes; reports "<op>: shapes do not broadcast: [..] vs [..]". */
+bool sl__broadcast_shapes(const char *op, int na, const int64_t *sa, int nb, const int64_t *sb,
+                          int *nout, int64_t *sout);
+/* Strides (in elements) that read t as if broadcast to (ndim, shape): 0 on broadcast dims.
+ * The caller has checked that t broadcasts. */
+void sl__broadcast_strides(const sl_tensor *t, int ndim, const int64_t *shape, int64_t *strides);
+
+/* ---------------------------------------------------------------- strided iteration */
+/* Visits up to 4 operands over one shape, calling fn once per innermost run with the byte
+ * pointers of the run's first elements and the operands' byte strides along the run.
+ * Dims are collapsed where every operand allows, so contiguous operands give one long run. */
+#define SL__MAX_OPS 4
+typedef void (*sl__run_fn)(void *ctx, char *const *ptr, const int64_t *bstride, int64_t n);
+void sl__foreach(int nops, char *const *base, const int64_t (*strides)[SL_MAX_DIMS],
+                 const size_t *esize, int ndim, const int64_t *shape, sl__run_fn fn, void *ctx);
+/* dst (contiguous, shape of dst) += src, where src has a shape dst broadcasts to: sums src over
+ * the broadcast dims. Same dtype. The backward of every broadcasting op uses it. */
+void sl__accumulate_reduced(sl_tensor *dst, const sl_tensor *src);
+/* dst += src, same shape, dst contiguous, src any strides. */
+void sl__accumulate(sl_tensor *dst, const sl_tensor *src);
+
+/* ---------------------------------------------------------------- threads */
+/* True while the calling thread runs a pool job (nested parallel_for then runs serially). */
+bool sl__in_pool(void);
+
+#endif

@@ -1,0 +1,198 @@
+/* Elementwise ops: values, broadcasting, views, errors, and float64 gradchecks. */
+#include "testutil.h"
+
+typedef sl_tensor *(*unary_fn)(sl_tensor *);
+typedef sl_tensor *(*binary_fn)(sl_tensor *, sl_tensor *);
+
+static sl_tensor *call_unary(sl_tensor *const *in, int n, void *user)
+{
+    return ((unary_fn)user)(in[0]);
+}
+static sl_tensor *call_binary(sl_tensor *const *in, int n, void *user)
+{
+    return ((binary_fn)user)(in[0], in[1]);
+}
+static sl_tensor *call_gelu_erf(sl_tensor *const *in, int n, void *u) { return sl_gelu(in[0], SL_GELU_ERF); }
+static sl_tensor *call_gelu_tanh(sl_tensor *const *in, int n, void *u) { return sl_gelu(in[0], SL_GELU_TANH); }
+static sl_tensor *call_pow(sl_tensor *const *in, int n, void *u) { return sl_pow_scalar(in[0], 2.5); }
+static sl_tensor *call_adds(sl_tensor *const *in, int n, void *u) { return sl_add_scalar(in[0], -1.5); }
+static sl_tensor *call_muls(sl_tensor *const *in, int n, void *u) { return sl_mul_scalar(in[0], 3.0); }
+static sl_tensor *call_to32(sl_tensor *const *in, int n, void *u)
+{
+    return sl_to_dtype(sl_mul(sl_to_dtype(in[0], SL_F32), sl_to_dtype(in[0], SL_F32)), SL_F64);
+}
+
+/* Positive inputs for log, sqrt, pow; away from relu's kink. */
+static sl_tensor *positive(sl_rng *r, int ndim, const int64_t *shape)
+{
+    sl_tensor *t = sl_rand_uniform(r, SL_F64, ndim, shape, 0.5, 2.0);
+    return sl_requires_grad(t, true);
+}
+
+START_TEST(unary_values)
+{
+    double xs[] = {-2, -0.5, 0.25, 1.5};
+    sl_tensor *x = sl_from_data(SL_F64, sl_shape(4), xs);
+    sl_tensor *e = sl_exp(x), *t = sl_tanh(x), *s = sl_sigmoid(x), *r = sl_relu(x);
+    sl_tensor *ge = sl_gelu(x, SL_GELU_ERF), *gt = sl_gelu(x, SL_GELU_TANH);
+    for (int i = 0; i < 4; i++) {
+        double v = xs[i];
+        ck_assert_close(sl_get(e, i), exp(v), 1e-15, 0);
+        ck_assert_close(sl_get(t, i), tanh(v), 1e-15, 0);
+        ck_assert_close(sl_get(s, i), 1 / (1 + exp(-v)), 1e-15, 0);
+        ck_assert_close(sl_get(r, i), v > 0 ? v : 0, 0, 0);
+        ck_assert_close(sl_get(ge, i), 0.5 * v * (1 + erf(v / sqrt(2))), 1e-15, 1e-300);
+        ck_assert_close(sl_get(gt, i),
+                        0.5 * v * (1 + tanh(sqrt(2 / M_PI) * (v + 0.044715 * v * v * v))), 1e-15,
+                        1e-300);
+    }
+    /* Known values: gelu(1) = 0.8413447460685429 (erf form). */
+    sl_tensor *one = sl_scalar(SL_F64, 1.0);
+    ck_assert_close(sl_item(sl_gelu(one, SL_GELU_ERF)), 0.8413447460685429, 1e-15, 0);
+}
+END_TEST
+
+START_TEST(binary_broadcast_values)
+{
+    /* [2,3] + [3] and [2,1] * [1,3] */
+    double a[] = {1, 2, 3, 4, 5, 6}, b[] = {10, 20, 30}, c[] = {2, 3};
+    sl_tensor *ta = sl_from_data(SL_F64, sl_shape(2, 3), a);
+    sl_tensor *tb = sl_from_data(SL_F64, sl_shape(3), b);
+    sl_tensor *tc = sl_from_data(SL_F64, sl_shape(2, 1), c);
+    sl_tensor *s = sl_add(ta, tb);
+    ck_assert_int_eq(s->ndim, 2);
+    double want[] = {11, 22, 33, 14, 25, 36};
+    for (int i = 0; i < 6; i++) ck_assert_close(sl_get(s, i), want[i], 0, 0);
+    sl_tensor *m = sl_mul(tc, sl_reshape(tb, sl_shape(1, 3)));
+    double want2[] = {20, 40, 60, 30, 60, 90};
+    for (int i = 0; i < 6; i++) ck_assert_close(sl_get(m, i), want2[i], 0, 0);
+    sl_tensor *d = sl_div(ta, tc);
+    ck_assert_close(sl_get(d, 5), 2.0, 0, 0);
+    sl_tensor *u = sl_sub(tb, ta);
+    ck_assert_close(sl_get(u, 3), 6.0, 0, 0);
+}
+END_TEST
+
+START_TEST(binary_errors_name_op_and_shapes)
+{
+    sl_tensor *a = sl_zeros(SL_F32, sl_shape(2, 3));
+    sl_tensor *b = sl_zeros(SL_F32, sl_shape(4));
+    ck_assert_ptr_null(sl_add(a, b));
+    ck_assert_int_eq(sl_error(), SL_ERR_SHAPE);
+    ck_assert_str_eq(sl_error_message(), "sl_add: shapes do not broadcast: [2,3] vs [4]");
+    sl_error_clear();
+    sl_tensor *c = sl_zeros(SL_F64, sl_shape(2, 3));
+    ck_assert_ptr_null(sl_mul(a, c));
+    ck_assert_int_eq(sl_error(), SL_ERR_DTYPE);
+    ck_assert_str_eq(sl_error_message(), "sl_mul: dtypes differ: f32 [2,3] vs f64 [2,3]");
+    sl_error_clear();
+    sl_tensor *i = sl_zeros(SL_I32, sl_shape(2));
+    ck_assert_ptr_null(sl_exp(i));
+    ck_assert_int_eq(sl_error(), SL_ERR_DTYPE);
+    sl_error_clear();
+    /* A NULL from a failed call propagates without replacing the first message. */
+    ck_assert_ptr_null(sl_exp(sl_add(a, b)));
+    ck_assert_str_eq(sl_error_message(), "sl_add: shapes do not broadcast: [2,3] vs [4]");
+    sl_error_clear();
+    ck_assert_ptr_null(sl_neg(NULL));
+    ck_assert_int_eq(sl_error(), SL_ERR_ARG);
+    ck_assert_ptr_null(sl_gelu(a, (sl_gelu_approx)7));
+}
+END_TEST
+
+START_TEST(unary_gradchecks)
+{
+    sl_rng r = sl_rng_seed(1);
+    unary_fn fns[] = {sl_neg, sl_exp, sl_tanh, sl_sigmoid, sl_relu};
+    for (size_t k = 0; k < sizeof fns / sizeof *fns; k++) {
+        sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(3, 4));
+        if (fns[k] == sl_relu) /* keep away from the kink at 0 */
+            for (int i = 0; i < 12; i++) sl_set(x, i, sl_get(x, i) + (sl_get(x, i) > 0 ? 0.1 : -0.1));
+        tu_gradcheck(call_unary, 1, &x, (void *)fns[k]);
+        sl_tensor *v = tu_noncontig(x);
+        tu_gradcheck(call_unary, 1, &v, (void *)fns[k]);
+        tu_f32_matches_f64(call_unary, 1, &x, (void *)fns[k]);
+    }
+    unary_fn pos[] = {sl_log, sl_sqrt};
+    for (size_t k = 0; k < 2; k++) {
+        sl_tensor *x = positive(&r, sl_shape(2, 5));
+        tu_gradcheck(call_unary, 1, &x, (void *)pos[k]);
+        sl_tensor *v = tu_noncontig(x);
+        tu_gradcheck(call_unary, 1, &v, (void *)pos[k]);
+        tu_f32_matches_f64(call_unary, 1, &x, (void *)pos[k]);
+    }
+    sl_gradcheck_fn others[] = {call_gelu_erf, call_gelu_tanh, call_pow, call_adds, call_muls};
+    for (size_t k = 0; k < 5; k++) {
+        sl_tensor *x = positive(&r, sl_shape(7));
+        tu_gradcheck(others[k], 1, &x, NULL);
+        sl_tensor *v = tu_noncontig(x);
+        tu_gradcheck(others[k], 1, &v, NULL);
+        tu_f32_matches_f64(others[k], 1, &x, NULL);
+    }
+    /* gelu on both signs */
+    sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(9));
+    tu_gradcheck(call_gelu_erf, 1, &x, NULL);
+    tu_gradcheck(call_gelu_tanh, 1, &x, NULL);
+}
+END_TEST
+
+START_TEST(binary_gradchecks_broadcast_and_views)
+{
+    sl_rng r = sl_rng_seed(2);
+    binary_fn fns[] = {sl_add, sl_sub, sl_mul, sl_div};
+    for (int k = 0; k < 4; k++) {
+        sl_tensor *a = tu_randn(&r, SL_F64, sl_shape(2, 3, 4));
+        sl_tensor *b = positive(&r, sl_shape(3, 1)); /* broadcast over dims 0 and 2 */
+        sl_tensor *in[] = {a, b};
+        tu_gradcheck(call_binary, 2, in, (void *)fns[k]);
+        tu_f32_matches_f64(call_binary, 2, in, (void *)fns[k]);
+        sl_tensor *vin[] = {tu_noncontig(a), tu_noncontig(b)};
+        tu_gradcheck(call_binary, 2, vin, (void *)fns[k]);
+        /* same shapes, contiguous: the flat parallel path */
+        sl_tensor *c = positive(&r, sl_shape(2, 3, 4));
+        sl_tensor *in2[] = {a, c};
+        tu_gradcheck(call_binary, 2, in2, (void *)fns[k]);
+        /* the same tensor on both sides */
+        sl_tensor *in3[] = {c, c};
+        tu_gradcheck(call_binary, 2, in3, (void *)fns[k]);
+    }
+}
+END_TEST
+
+START_TEST(to_dtype_roundtrip_grad)
+{
+    sl_rng r = sl_rng_seed(3);
+    sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(5));
+    sl_gradcheck_opts o = {.eps = 1e-3, .atol = 1e-4, .rtol = 1e-3, .seed = 1};
+    sl_gradcheck_result res;
+    ck_assert_msg(sl_gradcheck(call_to32, 1, &x, NULL, &o, &res), "%s", res.message);
+}
+END_TEST
+
+START_TEST(large_parallel_matches_serial)
+{
+    /* Big enough for several parallel chunks: compare with a scalar loop. */
+    sl_rng r = sl_rng_seed(4);
+    sl_tensor *a = sl_rand_normal(&r, SL_F32, sl_shape(300000), 0, 1);
+    sl_tensor *b = sl_rand_normal(&r, SL_F32, sl_shape(300000), 0, 1);
+    sl_tensor *y = sl_mul(sl_tanh(a), b);
+    const float *pa = a->data, *pb = b->data, *py = y->data;
+    for (int64_t i = 0; i < 300000; i++) ck_assert_float_eq(py[i], tanhf(pa[i]) * pb[i]);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("elementwise");
+    TCase *tc = tcase_create("elementwise");
+    tcase_add_checked_fixture(tc, tu_setup, tu_teardown);
+    tcase_add_test(tc, unary_values);
+    tcase_add_test(tc, binary_broadcast_values);
+    tcase_add_test(tc, binary_errors_name_op_and_shapes);
+    tcase_add_test(tc, unary_gradchecks);
+    tcase_add_test(tc, binary_gradchecks_broadcast_and_views);
+    tcase_add_test(tc, to_dtype_roundtrip_grad);
+    tcase_add_test(tc, large_parallel_matches_serial);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}

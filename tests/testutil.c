@@ -1,0 +1,113 @@
+/* tests/testutil.c — helpers shared by the Check suites. */
+#include "testutil.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static sl_arena *test_arena;
+
+int tu_run(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+void tu_setup(void)
+{
+    sl_error_clear();
+    test_arena = sl_arena_new(0);
+    sl_arena_set(test_arena);
+    sl_set_grad_enabled(true);
+}
+
+void tu_teardown(void)
+{
+    sl_arena_set(NULL);
+    sl_arena_free(test_arena);
+    test_arena = NULL;
+    sl_error_clear();
+}
+
+sl_tensor *tu_randn(sl_rng *rng, sl_dtype dtype, int ndim, const int64_t *shape)
+{
+    sl_tensor *t = sl_rand_normal(rng, dtype, ndim, shape, 0, 1);
+    ck_assert_ptr_nonnull(t);
+    return sl_requires_grad(t, true);
+}
+
+sl_tensor *tu_noncontig(const sl_tensor *t)
+{
+    int64_t shape[SL_MAX_DIMS];
+    int nd = t->ndim ? t->ndim : 1;
+    for (int i = 0; i < nd; i++) shape[i] = t->ndim ? t->shape[i] : 1;
+    shape[nd - 1] *= 2;
+    sl_tensor *wide = sl_zeros(t->dtype, nd, shape);
+    ck_assert_ptr_nonnull(wide);
+    sl_tensor *v = sl_detach(wide); /* a leaf header we may restride */
+    v->ndim = t->ndim;
+    for (int i = 0; i < t->ndim; i++) {
+        v->shape[i] = t->shape[i];
+        v->strides[i] = wide->strides[i];
+    }
+    if (t->ndim) v->strides[t->ndim - 1] = 2;
+    v->offset = 1;
+    ck_assert_msg(t->ndim == 0 || sl_numel(t) <= 1 || !sl_is_contiguous(v), "view is contiguous");
+    ck_assert(sl_copy_into(v, t));
+    return sl_requires_grad(v, true);
+}
+
+sl_tensor *tu_cast_leaf(const sl_tensor *t, sl_dtype dtype)
+{
+    sl_tensor *c = sl_empty(dtype, t->ndim, t->shape);
+    ck_assert_ptr_nonnull(c);
+    ck_assert(sl_copy_into(c, t));
+    if (dtype != SL_I32) sl_requires_grad(c, t->requires_grad);
+    return c;
+}
+
+void tu_gradcheck(sl_gradcheck_fn fn, int n, sl_tensor *const *inputs, void *user)
+{
+    sl_gradcheck_result r;
+    bool ok = sl_gradcheck(fn, n, inputs, user, NULL, &r);
+    ck_assert_msg(ok, "%s (error: %s)", r.message, sl_error_message());
+}
+
+double tu_max_abs_diff(const sl_tensor *a, const sl_tensor *b)
+{
+    ck_assert_int_eq(sl_numel(a), sl_numel(b));
+    double m = 0;
+    for (int64_t i = 0; i < sl_numel(a); i++) {
+        double d = fabs(sl_get(a, i) - sl_get(b, i));
+        if (isnan(d)) return INFINITY;
+        if (d > m) m = d;
+    }
+    return m;
+}
+
+double tu_max_rel_diff(const sl_tensor *a, const sl_tensor *b)
+{
+    double scale = 0;
+    for (int64_t i = 0; i < sl_numel(b); i++)
+        if (fabs(sl_get(b, i)) > scale) scale = fabs(sl_get(b, i));
+    return tu_max_abs_diff(a, b) / (scale > 0 ? scale : 1);
+}
+
+void tu_f32_matches_f64(sl_gradcheck_fn fn, int n, sl_tensor *const *inputs_f64, void *user)
+{
+    sl_tensor *in32[16];
+    ck_assert_int_le(n, 16);
+    for (int i = 0; i < n; i++)
+        in32[i] = inputs_f64[i]->dtype == SL_F64 ? tu_cast_leaf(inputs_f64[i], SL_F32)
+                                                 : (sl_tensor *)inputs_f64[i];
+    sl_tensor *y64 = fn(inputs_f64, n, user);
+    ck_assert_msg(y64 != NULL, "f64 call failed: %s", sl_error_message());
+    sl_tensor *y32 = fn(in32, n, user);
+    ck_assert_msg(y32 != NULL, "f32 call failed: %s", sl_error_message());
+    ck_assert_int_eq(y32->dtype, SL_F32);
+    double rel = tu_max_rel_diff(y32, y64);
+    ck_assert_msg(rel <= 1e-5, "f32 and f64 results differ by %.3g relative", rel);
+}

@@ -1,0 +1,44 @@
+/* tests/testutil.h — helpers shared by the Check suites. */
+#ifndef SL_TESTUTIL_H
+#define SL_TESTUTIL_H
+
+#include <check.h>
+#include <math.h>
+#include <shortlong/shortlong.h>
+
+/* |a - b| <= atol + rtol * |b|, with both values in the failure message. */
+#define ck_assert_close(a, b, rtol, atol)                                                        \
+    do {                                                                                         \
+        double a_ = (a), b_ = (b);                                                               \
+        ck_assert_msg(fabs(a_ - b_) <= (atol) + (rtol)*fabs(b_), "%s = %.17g, %s = %.17g", #a,   \
+                      a_, #b, b_);                                                               \
+    } while (0)
+
+/* Runs a suite (no fork: sanitizers see everything) and returns the process exit code. */
+int tu_run(Suite *s);
+
+/* Each test starts with a fresh arena made current and a clean error state; tu_teardown frees
+ * it. Use as a checked fixture: tcase_add_checked_fixture(tc, tu_setup, tu_teardown). */
+void tu_setup(void);
+void tu_teardown(void);
+
+/* A leaf of the given shape with normal(0, 1) values (f64 or f32), requires_grad set. */
+sl_tensor *tu_randn(sl_rng *rng, sl_dtype dtype, int ndim, const int64_t *shape);
+/* The same values as t, as a NON-contiguous leaf view (every other element of a wider buffer),
+ * requires_grad set. Use it to test ops on views. */
+sl_tensor *tu_noncontig(const sl_tensor *t);
+/* A copy of t in another dtype, as a leaf with requires_grad set (floating dtypes). */
+sl_tensor *tu_cast_leaf(const sl_tensor *t, sl_dtype dtype);
+
+/* Asserts sl_gradcheck passes with the default tolerances, printing its report otherwise. */
+void tu_gradcheck(sl_gradcheck_fn fn, int n, sl_tensor *const *inputs, void *user);
+/* Runs fn on the f64 inputs and on f32 copies of them and asserts the outputs agree to
+ * float32 precision (|d| <= 1e-5 * (1 + |value|) per element, after scaling by max |value|). */
+void tu_f32_matches_f64(sl_gradcheck_fn fn, int n, sl_tensor *const *inputs_f64, void *user);
+
+/* Max |a - b| over elements (same shapes; any dtypes). */
+double tu_max_abs_diff(const sl_tensor *a, const sl_tensor *b);
+/* Max |a - b| / max(|b|) over elements. */
+double tu_max_rel_diff(const sl_tensor *a, const sl_tensor *b);
+
+#endif
