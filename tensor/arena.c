@@ -111,9 +111,10 @@ static void *block_take(block *b, size_t bytes, size_t align)
 void *sl_arena_alloc(sl_arena *a, size_t bytes, size_t align)
 {
     if (!a) return SL_FAIL(SL_ERR_ARG, "sl_arena_alloc: arena is NULL");
-    if (align < 16) align = 16;
     if (align > BLOCK_ALIGN || (align & (align - 1)))
-        return SL_FAIL(SL_ERR_ARG, "sl_arena_alloc: alignment %zu unsupported", align);
+        return SL_FAIL(SL_ERR_ARG, "sl_arena_alloc: alignment %zu is not a power of two <= %d",
+                       align, BLOCK_ALIGN);
+    if (align < 16) align = 16;
     if (bytes > (SIZE_MAX >> 2))
         return SL_FAIL(SL_ERR_OOM, "sl_arena_alloc: %zu bytes is too large", bytes);
     /* Try the current block, then the later ones (rewound by reset), in order. */

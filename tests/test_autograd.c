@@ -1,0 +1,235 @@
+/* The autograd engine: accumulation, fan-in, grad mode, detach, graph consumption, custom ops,
+ * and gradcheck's own ability to catch a wrong or non-deterministic backward. */
+#include "testutil.h"
+
+#include <string.h>
+
+START_TEST(chain_rule_and_fan_in)
+{
+    /* y = sum(a * b + a * a) over 3 elements: dy/da = b + 2a, dy/db = a. */
+    double av[] = {1, -2, 3}, bv[] = {4, 5, -6};
+    sl_tensor *a = sl_requires_grad(sl_from_data(SL_F64, sl_shape(3), av), true);
+    sl_tensor *b = sl_requires_grad(sl_from_data(SL_F64, sl_shape(3), bv), true);
+    sl_tensor *y = sl_add(sl_mul(a, b), sl_mul(a, a));
+    ck_assert(y->requires_grad);
+    ck_assert_ptr_nonnull(y->node);
+    ck_assert_str_eq(y->node->op, "sl_add");
+    sl_tensor *ones = sl_ones(SL_F64, sl_shape(3));
+    ck_assert(sl_backward_ex(y, ones, 0));
+    for (int i = 0; i < 3; i++) {
+        ck_assert(sl_get(a->grad, i) == bv[i] + 2 * av[i]);
+        ck_assert(sl_get(b->grad, i) == av[i]);
+    }
+    /* A second forward + backward accumulates; zero_grad clears. */
+    sl_tensor *y2 = sl_mul(a, b);
+    ck_assert(sl_backward_ex(y2, ones, 0));
+    for (int i = 0; i < 3; i++) ck_assert(sl_get(a->grad, i) == 2 * bv[i] + 2 * av[i]);
+    sl_zero_grad(a);
+    for (int i = 0; i < 3; i++) ck_assert(sl_get(a->grad, i) == 0);
+}
+END_TEST
+
+START_TEST(scalar_loss_backward)
+{
+    sl_tensor *x = sl_requires_grad(sl_scalar(SL_F64, 3.0), true);
+    sl_tensor *y = sl_mul(sl_exp(x), x); /* x e^x -> (1 + x) e^x */
+    ck_assert(sl_backward(y));
+    ck_assert_close(sl_item(x->grad), 4 * exp(3.0), 1e-15, 0);
+    /* A leaf as the loss itself. */
+    sl_tensor *z = sl_requires_grad(sl_scalar(SL_F32, 1.0), true);
+    ck_assert(sl_backward(z));
+    ck_assert(sl_item(z->grad) == 1.0);
+}
+END_TEST
+
+START_TEST(backward_errors)
+{
+    sl_tensor *x = sl_requires_grad(sl_ones(SL_F64, sl_shape(2)), true);
+    sl_tensor *y = sl_exp(x);
+    ck_assert(!sl_backward(y));
+    ck_assert_int_eq(sl_error(), SL_ERR_SHAPE);
+    ck_assert_str_eq(sl_error_message(), "sl_backward: output [2] has more than one element; "
+                                         "pass its gradient to sl_backward_ex");
+    sl_error_clear();
+    ck_assert(!sl_backward_ex(y, sl_ones(SL_F64, sl_shape(3)), 0));
+    ck_assert_str_eq(sl_error_message(), "sl_backward: gradient f64 [3] does not match output f64 [2]");
+    sl_error_clear();
+    sl_tensor *c = sl_ones(SL_F64, sl_shape(1));
+    ck_assert(!sl_backward(sl_exp(c)));
+    ck_assert_int_eq(sl_error(), SL_ERR_STATE);
+    sl_error_clear();
+    ck_assert_ptr_null(sl_requires_grad(y, true));
+    ck_assert_int_eq(sl_error(), SL_ERR_STATE);
+    ck_assert_str_eq(sl_error_message(), "sl_requires_grad: f64 [2] was made by sl_exp; only "
+                                         "leaves take the flag (sl_detach first)");
+    sl_error_clear();
+    ck_assert_ptr_null(sl_requires_grad(sl_zeros(SL_I32, sl_shape(2)), true));
+    ck_assert_int_eq(sl_error(), SL_ERR_DTYPE);
+}
+END_TEST
+
+START_TEST(graph_is_consumed_unless_retained)
+{
+    sl_tensor *x = sl_requires_grad(sl_full(SL_F64, sl_shape(1), 2.0), true);
+    sl_tensor *y = sl_mul(x, x);
+    sl_tensor *g = sl_ones(SL_F64, sl_shape(1));
+    ck_assert(sl_backward_ex(y, g, SL_RETAIN_GRAPH));
+    ck_assert(sl_backward_ex(y, g, 0)); /* legal: the first one retained */
+    ck_assert(sl_get(x->grad, 0) == 8.0);
+    ck_assert(!sl_backward_ex(y, g, 0));
+    ck_assert_int_eq(sl_error(), SL_ERR_STATE);
+    ck_assert_str_eq(sl_error_message(),
+                     "sl_backward: the graph through sl_mul was already consumed by an earlier "
+                     "backward; pass SL_RETAIN_GRAPH to the first one to run backward twice");
+    ck_assert(sl_get(x->grad, 0) == 8.0); /* untouched by the failed call */
+}
+END_TEST
+
+START_TEST(no_grad_records_nothing_and_holds_no_memory)
+{
+    sl_rng r = sl_rng_seed(1);
+    sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(64));
+    sl_arena *a = sl_arena_current();
+    size_t before = sl_arena_used(a);
+    sl_tensor *y = sl_tanh(sl_exp(x));
+    size_t with_grad = sl_arena_used(a) - before;
+    ck_assert(y->requires_grad);
+
+    ck_assert(sl_set_grad_enabled(false));
+    ck_assert(!sl_grad_enabled());
+    before = sl_arena_used(a);
+    sl_tensor *z = sl_tanh(sl_exp(x));
+    size_t without = sl_arena_used(a) - before;
+    ck_assert(sl_set_grad_enabled(true) == false);
+    ck_assert(!z->requires_grad);
+    ck_assert_ptr_null(z->node);
+    ck_assert_uint_lt(without, with_grad); /* no nodes, no saved state */
+    ck_assert_int_eq(tu_max_abs_diff(y, z), 0);
+}
+END_TEST
+
+START_TEST(detach_stops_gradient)
+{
+    sl_tensor *x = sl_requires_grad(sl_full(SL_F64, sl_shape(2), 3.0), true);
+    sl_tensor *d = sl_detach(sl_mul(x, x));
+    ck_assert(!d->requires_grad);
+    ck_assert_ptr_null(d->node);
+    ck_assert(sl_get(d, 1) == 9.0);
+    sl_tensor *y = sl_mul(x, d); /* gradient only through the first factor */
+    ck_assert(sl_backward_ex(y, sl_ones(SL_F64, sl_shape(2)), 0));
+    ck_assert(sl_get(x->grad, 0) == 9.0);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- custom ops */
+
+/* cube(x) = x^3, written against the public API only; `bug` scales the backward. */
+typedef struct {
+    double bug;
+} cube_saved;
+
+static int backward_calls;
+
+static bool cube_backward(sl_node *n)
+{
+    /* y = x^3: dx += g * 3 x^2 (times the deliberate bug factor) */
+    if (!n->in[0]->requires_grad) return true;
+    sl_tensor *gx = sl_input_grad(n, 0);
+    if (!gx) return false;
+    const cube_saved *s = n->saved;
+    backward_calls++;
+    for (int64_t i = 0; i < sl_numel(gx); i++) {
+        double x = sl_get(n->in[0], i), g = sl_get(n->grad, i);
+        double drift = s->bug < 0 ? 1e-3 * backward_calls : 0; /* non-deterministic */
+        sl_set(gx, i, sl_get(gx, i) + g * 3 * x * x * (s->bug > 0 ? s->bug : 1) + drift);
+    }
+    return true;
+}
+
+static sl_tensor *cube(sl_tensor *x, double bug)
+{
+    sl_tensor *y = sl_empty(x->dtype, x->ndim, x->shape);
+    if (!y) return NULL;
+    for (int64_t i = 0; i < sl_numel(x); i++) {
+        double v = sl_get(x, i);
+        sl_set(y, i, v * v * v);
+    }
+    sl_node *n;
+    if (!sl_record(&n, "cube", y, 1, &x, cube_backward, sizeof(cube_saved))) return NULL;
+    if (n) ((cube_saved *)n->saved)->bug = bug;
+    return y;
+}
+
+static sl_tensor *cube_ok(sl_tensor *const *in, int n, void *u) { return cube(in[0], 0); }
+static sl_tensor *cube_wrong(sl_tensor *const *in, int n, void *u) { return cube(in[0], 1.01); }
+static sl_tensor *cube_drifting(sl_tensor *const *in, int n, void *u) { return cube(in[0], -1); }
+static sl_tensor *cube_times(sl_tensor *const *in, int n, void *u)
+{
+    return sl_mul(cube(in[0], 0), in[1]);
+}
+
+START_TEST(custom_op_passes_gradcheck)
+{
+    sl_rng r = sl_rng_seed(5);
+    sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(2, 3));
+    tu_gradcheck(cube_ok, 1, &x, NULL);
+    sl_tensor *w = tu_randn(&r, SL_F64, sl_shape(3));
+    sl_tensor *in[] = {x, w};
+    tu_gradcheck(cube_times, 2, in, NULL);
+}
+END_TEST
+
+START_TEST(gradcheck_catches_wrong_backward)
+{
+    sl_rng r = sl_rng_seed(6);
+    sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(4));
+    for (int i = 0; i < 4; i++) sl_set(x, i, 1.0 + i); /* gradients well above atol */
+    sl_gradcheck_opts o = {.quiet = true};
+    sl_gradcheck_result res;
+    ck_assert(!sl_gradcheck(cube_wrong, 1, &x, NULL, &o, &res));
+    ck_assert(!res.ok);
+    ck_assert_int_eq(res.input, 0);
+    ck_assert_int_eq(res.index, 3); /* the largest gradient has the largest 1% error */
+    ck_assert_close(res.analytic / res.numeric, 1.01, 1e-6, 0);
+    ck_assert(strstr(res.message, "FAILED") != NULL);
+    ck_assert(res.repeat_ok);
+
+    ck_assert(!sl_gradcheck(cube_drifting, 1, &x, NULL, &o, &res));
+    ck_assert(!res.repeat_ok);
+    ck_assert(strstr(res.message, "second backward") != NULL);
+}
+END_TEST
+
+START_TEST(gradcheck_argument_errors)
+{
+    sl_tensor *f = sl_requires_grad(sl_ones(SL_F32, sl_shape(2)), true);
+    sl_gradcheck_opts o = {.quiet = true};
+    sl_gradcheck_result res;
+    ck_assert(!sl_gradcheck(cube_ok, 1, &f, NULL, &o, &res));
+    ck_assert_str_eq(res.message,
+                     "sl_gradcheck: input 0 is f32 [2]; finite differences need f64 inputs");
+    sl_error_clear();
+    sl_tensor *x = sl_requires_grad(sl_ones(SL_F64, sl_shape(2)), true);
+    sl_tensor *nl = sl_exp(x);
+    ck_assert(!sl_gradcheck(cube_ok, 1, &nl, NULL, &o, &res));
+    ck_assert_int_eq(sl_error(), SL_ERR_ARG);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("autograd");
+    TCase *tc = tcase_create("autograd");
+    tcase_add_checked_fixture(tc, tu_setup, tu_teardown);
+    tcase_add_test(tc, chain_rule_and_fan_in);
+    tcase_add_test(tc, scalar_loss_backward);
+    tcase_add_test(tc, backward_errors);
+    tcase_add_test(tc, graph_is_consumed_unless_retained);
+    tcase_add_test(tc, no_grad_records_nothing_and_holds_no_memory);
+    tcase_add_test(tc, detach_stops_gradient);
+    tcase_add_test(tc, custom_op_passes_gradcheck);
+    tcase_add_test(tc, gradcheck_catches_wrong_backward);
+    tcase_add_test(tc, gradcheck_argument_errors);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}

@@ -1,0 +1,258 @@
+/* The tensor layer: creation, element access, printing, errors, arenas, the RNG, the pool. */
+#include "testutil.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+START_TEST(creation_values_and_shapes)
+{
+    sl_tensor *z = sl_zeros(SL_F32, sl_shape(2, 3));
+    ck_assert_int_eq(z->ndim, 2);
+    ck_assert_int_eq(sl_numel(z), 6);
+    ck_assert(sl_is_contiguous(z));
+    ck_assert_int_eq(z->strides[0], 3);
+    ck_assert_int_eq(z->strides[1], 1);
+    for (int i = 0; i < 6; i++) ck_assert(sl_get(z, i) == 0.0);
+    sl_tensor *o = sl_ones(SL_F64, sl_shape(4));
+    sl_tensor *f = sl_full(SL_I32, sl_shape(2, 2), 7);
+    for (int i = 0; i < 4; i++) {
+        ck_assert(sl_get(o, i) == 1.0);
+        ck_assert(sl_get(f, i) == 7.0);
+    }
+    sl_tensor *s = sl_scalar(SL_F64, 2.5);
+    ck_assert_int_eq(s->ndim, 0);
+    ck_assert_int_eq(sl_numel(s), 1);
+    ck_assert(sl_item(s) == 2.5);
+    sl_tensor *r = sl_arange(SL_I32, 2, 11, 3); /* 2 5 8 */
+    ck_assert_int_eq(r->shape[0], 3);
+    ck_assert(sl_get(r, 2) == 8.0);
+    sl_tensor *rf = sl_arange(SL_F64, 0, 1, 0.25);
+    ck_assert_int_eq(rf->shape[0], 4);
+    ck_assert(sl_get(rf, 3) == 0.75);
+    float buf[6] = {1, 2, 3, 4, 5, 6};
+    sl_tensor *d = sl_from_data(SL_F32, sl_shape(3, 2), buf);
+    buf[0] = 100; /* a copy, not a wrap */
+    ck_assert(sl_get(d, 0) == 1.0);
+    ck_assert(sl_get(d, 5) == 6.0);
+    /* Six (and eight) dimensions. */
+    sl_tensor *h = sl_zeros(SL_F64, sl_shape(2, 1, 3, 1, 2, 2));
+    ck_assert_int_eq(h->ndim, 6);
+    ck_assert_int_eq(sl_numel(h), 24);
+    sl_tensor *e = sl_zeros(SL_F32, sl_shape(1, 2, 1, 2, 1, 2, 1, 2));
+    ck_assert_int_eq(e->ndim, 8);
+    sl_tensor *empty = sl_zeros(SL_F32, sl_shape(0, 3));
+    ck_assert_int_eq(sl_numel(empty), 0);
+    ck_assert(((uintptr_t)z->data & 63) == 0);
+}
+END_TEST
+
+START_TEST(creation_errors)
+{
+    ck_assert_ptr_null(sl_zeros(SL_F32, sl_shape(2, -1)));
+    ck_assert_int_eq(sl_error(), SL_ERR_SHAPE);
+    ck_assert_str_eq(sl_error_message(), "sl_zeros: negative dim in [2,-1]");
+    sl_error_clear();
+    int64_t nine[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+    ck_assert_ptr_null(sl_empty(SL_F32, 9, nine));
+    ck_assert_str_eq(sl_error_message(), "sl_empty: ndim 9 outside [0, 8]");
+    sl_error_clear();
+    ck_assert_ptr_null(sl_arange(SL_F32, 0, 5, 0));
+    ck_assert_int_eq(sl_error(), SL_ERR_ARG);
+    sl_error_clear();
+    ck_assert_ptr_null(sl_from_data(SL_F32, sl_shape(2), NULL));
+    sl_error_clear();
+    ck_assert_ptr_null(sl_zeros(SL_F32, sl_shape(INT64_C(1) << 40, INT64_C(1) << 40)));
+    ck_assert_int_eq(sl_error(), SL_ERR_SHAPE);
+    sl_error_clear();
+    sl_tensor *t = sl_zeros(SL_F32, sl_shape(2, 2));
+    ck_assert(isnan(sl_get(t, 4)));
+    ck_assert_int_eq(sl_error(), SL_ERR_INDEX);
+    ck_assert_str_eq(sl_error_message(), "sl_get: index 4 out of range for [2,2]");
+    sl_error_clear();
+    ck_assert(isnan(sl_item(t)));
+    ck_assert_str_eq(sl_error_message(), "sl_item: expected one element, got [2,2]");
+}
+END_TEST
+
+static int handler_calls;
+static sl_status handler_code;
+static void count_handler(sl_status code, const char *msg, void *user)
+{
+    handler_calls++;
+    handler_code = code;
+    ck_assert_ptr_eq(user, &handler_calls);
+    ck_assert(strstr(msg, "sl_sum_all") || strstr(msg, "sl_exp"));
+}
+
+START_TEST(error_handler_and_clear)
+{
+    ck_assert_int_eq(sl_error(), SL_OK);
+    ck_assert_str_eq(sl_error_message(), "");
+    sl_error_handler prev = sl_set_error_handler(count_handler, &handler_calls);
+    sl_tensor *i = sl_zeros(SL_I32, sl_shape(3));
+    ck_assert_ptr_null(sl_exp(i));
+    ck_assert_int_eq(handler_calls, 1);
+    ck_assert_int_eq(handler_code, SL_ERR_DTYPE);
+    /* Propagating NULL does not raise a second error. */
+    ck_assert_ptr_null(sl_exp(sl_exp(i)));
+    ck_assert_int_eq(handler_calls, 2); /* the inner call failed anew */
+    ck_assert_ptr_null(sl_exp(NULL));
+    ck_assert_int_eq(handler_calls, 2);
+    sl_set_error_handler(prev, NULL);
+    sl_error_clear();
+    ck_assert_int_eq(sl_error(), SL_OK);
+    ck_assert_str_eq(sl_status_name(SL_ERR_FORMAT), "format error");
+}
+END_TEST
+
+START_TEST(element_access_copy_fill_print)
+{
+    sl_tensor *t = sl_arange(SL_F64, 0, 6, 1);
+    double out[6];
+    ck_assert(sl_copy_out(t, out));
+    for (int i = 0; i < 6; i++) ck_assert(out[i] == i);
+    sl_set(t, 2, -1.5);
+    ck_assert(sl_get(t, 2) == -1.5);
+    sl_tensor *f = sl_empty(SL_F32, sl_shape(6));
+    ck_assert(sl_copy_into(f, t));
+    ck_assert(sl_get(f, 2) == -1.5);
+    ck_assert(sl_fill(f, 3.0));
+    ck_assert(sl_get(f, 5) == 3.0);
+    ck_assert(!sl_copy_into(sl_empty(SL_F32, sl_shape(5)), t));
+    ck_assert_int_eq(sl_error(), SL_ERR_SHAPE);
+    sl_error_clear();
+
+    char *text = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&text, &len);
+    sl_tensor *p = sl_arange(SL_I32, 0, 6, 1);
+    sl_fprint(m, sl_reshape(p, sl_shape(2, 3)), "p");
+    sl_fprint(m, sl_arange(SL_F32, 0, 10, 1), NULL);
+    fclose(m);
+    ck_assert_str_eq(text, "p: i32 [2,3]\n[[0, 1, 2],\n [3, 4, 5]]\n"
+                           "f32 [10]\n[0, 1, 2, ..., 7, 8, 9]\n");
+    free(text);
+}
+END_TEST
+
+START_TEST(arena_reuses_blocks)
+{
+    sl_arena *a = sl_arena_new(1 << 16);
+    sl_arena *prev = sl_arena_set(a);
+    uint64_t allocs = 0;
+    size_t reserved = 0;
+    for (int step = 0; step < 5; step++) {
+        for (int k = 0; k < 20; k++) ck_assert_ptr_nonnull(sl_zeros(SL_F32, sl_shape(100 * k + 1)));
+        ck_assert_ptr_nonnull(sl_zeros(SL_F64, sl_shape(100000))); /* a block of its own */
+        if (step == 1) {
+            allocs = sl_heap_allocs();
+            reserved = sl_arena_reserved(a);
+        }
+        if (step > 1) {
+            ck_assert_uint_eq(sl_heap_allocs(), allocs);
+            ck_assert_uint_eq(sl_arena_reserved(a), reserved);
+        }
+        ck_assert_uint_ge(sl_arena_peak(a), sl_arena_used(a));
+        sl_arena_reset(a);
+        ck_assert_uint_eq(sl_arena_used(a), 0);
+    }
+    ck_assert_uint_ge(sl_arena_peak(a), 800000);
+    void *p = sl_arena_alloc(a, 10, 64);
+    ck_assert(((uintptr_t)p & 63) == 0);
+    ck_assert_ptr_null(sl_arena_alloc(a, 10, 3));
+    ck_assert_int_eq(sl_error(), SL_ERR_ARG);
+    sl_error_clear();
+    ck_assert_ptr_eq(sl_arena_set(prev), a);
+    sl_arena_free(a);
+}
+END_TEST
+
+START_TEST(rng_reference_stream)
+{
+    /* xoshiro256** seeded with splitmix64: values computed independently (Python). */
+    sl_rng r = sl_rng_seed(42);
+    ck_assert_uint_eq(sl_rng_next(&r), UINT64_C(0x15780b2e0c2ec716));
+    ck_assert_uint_eq(sl_rng_next(&r), UINT64_C(0x6104d9866d113a7e));
+    ck_assert_uint_eq(sl_rng_next(&r), UINT64_C(0xae17533239e499a1));
+    sl_rng z = sl_rng_seed(0);
+    ck_assert_uint_eq(sl_rng_next(&z), UINT64_C(0x99ec5f36cb75f2b4));
+    /* A copy continues the same stream. */
+    sl_rng a = sl_rng_seed(7), b = a;
+    for (int i = 0; i < 10; i++) ck_assert_uint_eq(sl_rng_next(&a), sl_rng_next(&b));
+}
+END_TEST
+
+START_TEST(rng_distributions)
+{
+    sl_rng r = sl_rng_seed(3);
+    enum { N = 200000 };
+    double s = 0, s2 = 0, us = 0;
+    for (int i = 0; i < N; i++) {
+        double u = sl_rng_uniform(&r);
+        ck_assert(u >= 0 && u < 1);
+        us += u;
+        double g = sl_rng_normal(&r);
+        s += g;
+        s2 += g * g;
+        uint64_t k = sl_rng_below(&r, 7);
+        ck_assert_uint_lt(k, 7);
+    }
+    ck_assert_close(us / N, 0.5, 0, 0.005);
+    ck_assert_close(s / N, 0.0, 0, 0.01);
+    ck_assert_close(s2 / N, 1.0, 0, 0.02);
+    sl_rng r1 = sl_rng_seed(9), r2 = sl_rng_seed(9);
+    sl_tensor *t1 = sl_rand_normal(&r1, SL_F32, sl_shape(64), 1.0, 0.5);
+    sl_tensor *t2 = sl_rand_normal(&r2, SL_F32, sl_shape(64), 1.0, 0.5);
+    ck_assert_mem_eq(t1->data, t2->data, 64 * sizeof(float));
+    sl_tensor *u = sl_rand_uniform(&r1, SL_F64, sl_shape(1000), -2, 3);
+    for (int i = 0; i < 1000; i++) ck_assert(sl_get(u, i) >= -2 && sl_get(u, i) < 3);
+    ck_assert_ptr_null(sl_rand_uniform(&r1, SL_I32, sl_shape(2), 0, 1));
+    ck_assert_int_eq(sl_error(), SL_ERR_DTYPE);
+    sl_error_clear();
+    ck_assert_ptr_null(sl_rand_normal(NULL, SL_F32, sl_shape(2), 0, 1));
+    ck_assert_int_eq(sl_error(), SL_ERR_ARG);
+}
+END_TEST
+
+static atomic_int hits[10007];
+static void mark(void *ctx, int64_t b, int64_t e)
+{
+    for (int64_t i = b; i < e; i++) atomic_fetch_add(&hits[i], 1);
+    /* A nested parallel_for runs serially inside the job. */
+    if (ctx) sl_parallel_for(3, 1, mark, NULL);
+}
+
+START_TEST(pool_covers_every_index_once)
+{
+    for (int nt = 1; nt <= 4; nt++) {
+        sl_set_num_threads(nt);
+        ck_assert_int_eq(sl_get_num_threads(), nt);
+        memset(hits, 0, sizeof hits);
+        sl_parallel_for(10007, 16, mark, NULL);
+        for (int i = 0; i < 10007; i++) ck_assert_int_eq(atomic_load(&hits[i]), 1);
+        memset(hits, 0, sizeof hits);
+        sl_parallel_for(5000, 100, mark, (void *)1);
+        for (int i = 3; i < 5000; i++) ck_assert_int_eq(atomic_load(&hits[i]), 1);
+    }
+    sl_set_num_threads(0); /* back to the default */
+    ck_assert_int_ge(sl_get_num_threads(), 1);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("tensor");
+    TCase *tc = tcase_create("tensor");
+    tcase_add_checked_fixture(tc, tu_setup, tu_teardown);
+    tcase_add_test(tc, creation_values_and_shapes);
+    tcase_add_test(tc, creation_errors);
+    tcase_add_test(tc, error_handler_and_clear);
+    tcase_add_test(tc, element_access_copy_fill_print);
+    tcase_add_test(tc, arena_reuses_blocks);
+    tcase_add_test(tc, rng_reference_stream);
+    tcase_add_test(tc, rng_distributions);
+    tcase_add_test(tc, pool_covers_every_index_once);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}
