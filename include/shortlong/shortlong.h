@@ -5,5 +5,6 @@
 #include "tensor.h"
 #include "autograd.h"
 #include "ops.h"
+#include "nn.h"
 
 #endif
