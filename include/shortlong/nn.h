@@ -48,7 +48,7 @@ sl_tensor *sl_params_find(const sl_params *ps, const char *name);
 void sl_params_zero_grad(sl_params *ps);
 /* Scales all gradients so their global L2 norm is at most max_norm; returns the norm before. */
 double sl_params_clip_grad_norm(sl_params *ps, double max_norm);
-/* Fills t with normal(0, std) / zeros / ones (no autograd). */
+/* Fills t with normal(0, std) draws from rng in row-major order (no autograd). */
 bool sl_init_normal(sl_tensor *t, sl_rng *rng, double std);
 
 /* ---------------------------------------------------------------- modules (modules.c) */
@@ -70,7 +70,7 @@ sl_tensor *sl_embed_forward(const sl_embed *m, sl_tensor *indices); /* i32 (...)
 
 typedef struct sl_layer_norm {
     sl_tensor *weight, *bias; /* (dim), ones and zeros */
-    double eps;
+    double eps;               /* 0 at construction: 1e-5 */
 } sl_layer_norm;
 sl_layer_norm *sl_layer_norm_new(sl_params *ps, const char *name, int64_t dim, double eps);
 sl_tensor *sl_layer_norm_forward(const sl_layer_norm *m, sl_tensor *x);
@@ -108,7 +108,8 @@ typedef struct sl_attention_config {
     bool fused_qkv;     /* one (C + 2 Hk D) x C projection instead of three */
 } sl_attention_config;
 
-/* Keys and values of earlier positions for incremental decoding, one per layer. */
+/* Keys and values of earlier positions for incremental decoding, one per layer. Decoding runs
+ * with grad mode off (cache writes are not recorded): a forward with a cache fails otherwise. */
 typedef struct sl_kv_cache {
     sl_tensor *k, *v; /* (B, Hk, capacity, D) */
     int64_t len;      /* positions filled */
@@ -122,6 +123,8 @@ typedef struct sl_attention {
     sl_linear *qkv;          /* fused: (C + 2 Hk D, C) */
     sl_linear *q, *k, *v;    /* separate */
     sl_linear *proj;         /* (C, C) */
+    sl_tensor *slopes;       /* (H) fixed per-head bias slopes: ALiBi's, zeros for none; not a
+                                parameter (a user may swap in a leaf that requires grad) */
 } sl_attention;
 sl_attention *sl_attention_new(sl_params *ps, const char *name, const sl_attention_config *cfg,
                                sl_rng *rng);
@@ -173,9 +176,14 @@ typedef struct sl_gpt {
  * 1/sqrt(2 n_layers). Parameters in `dtype`. */
 sl_gpt *sl_gpt_new(const sl_gpt_config *cfg, sl_dtype dtype);
 void sl_gpt_free(sl_gpt *m);
-/* idx i32 (B, T) -> logits (B, T, vocab). caches: NULL, or n_layers caches (decoding). */
+/* idx i32 (B, T) -> logits (B, T, vocab). caches: NULL, or n_layers caches (decoding): idx
+ * then holds the T newest positions, which follow the caches' len earlier ones. Dropout runs
+ * when m->train is set. */
 sl_tensor *sl_gpt_forward(sl_gpt *m, sl_tensor *idx, sl_kv_cache **caches);
-/* Mean next-token cross-entropy of idx (B, T) against targets (B, T). */
+/* n_layers empty caches for batch rows and capacity positions, in the current arena. */
+sl_kv_cache **sl_gpt_kv_caches_new(const sl_gpt *m, int64_t batch, int64_t capacity);
+/* Mean next-token cross-entropy of idx (B, T) against targets (B, T) (a 0-d tensor); targets
+ * equal to -1 are ignored (padding). */
 sl_tensor *sl_gpt_loss(sl_gpt *m, sl_tensor *idx, sl_tensor *targets);
 
 /* ---------------------------------------------------------------- optimizers (optim.c) */

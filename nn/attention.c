@@ -1,0 +1,216 @@
+/* nn/attention.c — causal self-attention: projections, heads, the positional method, KV cache.
+ *
+ * x (B, T, C) is projected to queries (B, H, T, D) and keys and values (B, Hk, T, D), with
+ * D = C / H and H a multiple of Hk (grouped-query attention: query head h reads kv head
+ * h / (H / Hk), which the fused op does itself). The fused op sl_alibi_attention computes
+ * softmax(q k^T / sqrt(D) - m_h (p_i - j), causal) v without materialising the scores; with
+ * zero slopes it is plain causal attention, which is what SL_POS_NONE runs. The heads are then
+ * merged back to (B, T, C) and projected.
+ *
+ * Positional methods act in one of three places: on the token embeddings (the GPT adds them),
+ * on q and k before the scores (rotary), or inside the scores (ALiBi, T5 bias). This file
+ * handles the last two in `attend`: one case per method.
+ */
+#include "../tensor/internal.h"
+#include <shortlong/nn.h>
+
+#include <stdio.h>
+
+/* ---------------------------------------------------------------- positional methods */
+
+static const char *const pos_names[] = {"none", "alibi"};
+_Static_assert(sizeof pos_names / sizeof *pos_names == SL_POS_COUNT, "a name for every method");
+
+const char *sl_pos_name(sl_pos pos)
+{
+    return pos >= 0 && pos < SL_POS_COUNT ? pos_names[pos] : "?";
+}
+
+bool sl_pos_parse(const char *name, sl_pos *out)
+{
+    for (int i = 0; name && i < SL_POS_COUNT; i++)
+        if (!strcmp(name, pos_names[i])) {
+            if (out) *out = (sl_pos)i;
+            return true;
+        }
+    char known[128] = "";
+    for (int i = 0; i < SL_POS_COUNT; i++)
+        snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "",
+                 pos_names[i]);
+    return sl_set_error(SL_ERR_ARG, "sl_pos_parse: unknown positional method '%s' (known: %s)",
+                        name ? name : "(null)", known);
+}
+
+/* The fixed per-head slopes the fused op adds as -m_h (p_i - j): the paper's for ALiBi, zeros
+ * (no bias) for none. Made in the current arena, in dtype. */
+static sl_tensor *pos_slopes(sl_pos pos, int n_heads, sl_dtype dtype)
+{
+    sl_tensor *s = sl_zeros(dtype, 1, (int64_t[]){n_heads});
+    switch (pos) {
+    case SL_POS_NONE: return s;
+    case SL_POS_ALIBI: return sl_copy_into(s, sl_alibi_slopes(n_heads)) ? s : NULL;
+    case SL_POS_COUNT: break;
+    }
+    return SL_FAIL(SL_ERR_ARG, "sl_attention: unknown positional method %d", (int)pos);
+}
+
+/* q (B, H, Tq, D), k and v (B, Hk, Tk, D) -> (B, H, Tq, D), query i at position Tk - Tq + i. */
+static sl_tensor *attend(const sl_attention *m, sl_tensor *q, sl_tensor *k, sl_tensor *v)
+{
+    switch (m->cfg.pos) {
+    case SL_POS_NONE:  /* zero slopes */
+    case SL_POS_ALIBI: return sl_alibi_attention(q, k, v, m->slopes, NULL);
+    case SL_POS_COUNT: break;
+    }
+    return SL_FAIL(SL_ERR_ARG, "sl_attention_forward: unknown positional method %d",
+                   (int)m->cfg.pos);
+}
+
+/* ---------------------------------------------------------------- construction */
+
+/* cfg with n_kv_heads resolved, or false with a message naming op. */
+static bool resolve_config(const char *op, const sl_attention_config *cfg,
+                           sl_attention_config *out)
+{
+    if (!cfg) return sl_set_error(SL_ERR_ARG, "%s: config is NULL", op);
+    sl_attention_config c = *cfg;
+    if (c.n_kv_heads == 0) c.n_kv_heads = c.n_heads;
+    if (c.dim < 1 || c.n_heads < 1 || c.n_kv_heads < 1)
+        return sl_set_error(SL_ERR_ARG, "%s: dim %lld, n_heads %d, n_kv_heads %d must be >= 1",
+                            op, (long long)c.dim, c.n_heads, cfg->n_kv_heads);
+    if (c.dim % c.n_heads)
+        return sl_set_error(SL_ERR_ARG, "%s: dim %lld is not a multiple of n_heads %d", op,
+                            (long long)c.dim, c.n_heads);
+    if (c.n_heads % c.n_kv_heads)
+        return sl_set_error(SL_ERR_ARG, "%s: n_heads %d is not a multiple of n_kv_heads %d", op,
+                            c.n_heads, c.n_kv_heads);
+    if (c.pos < 0 || c.pos >= SL_POS_COUNT)
+        return sl_set_error(SL_ERR_ARG, "%s: unknown positional method %d", op, (int)c.pos);
+    *out = c;
+    return true;
+}
+
+static sl_linear *sub_linear(sl_params *ps, const char *name, const char *leaf, int64_t in,
+                             int64_t out, sl_rng *rng)
+{
+    char sub[2 * SL_PARAM_NAME_MAX];
+    snprintf(sub, sizeof sub, "%s%s%s", name, name[0] ? "." : "", leaf);
+    return sl_linear_new(ps, sub, in, out, true, rng);
+}
+
+sl_attention *sl_attention_new(sl_params *ps, const char *name, const sl_attention_config *cfg,
+                               sl_rng *rng)
+{
+    sl_attention_config c;
+    if (!resolve_config("sl_attention_new", cfg, &c)) return NULL;
+    if (!ps || !name) return SL_FAIL(SL_ERR_ARG, "sl_attention_new: registry or name is NULL");
+    sl_attention *m = sl_arena_alloc(sl_params_arena(ps), sizeof *m, 16);
+    if (!m) return NULL;
+    memset(m, 0, sizeof *m);
+    m->cfg = c;
+    int64_t C = c.dim, kv = c.n_kv_heads * (C / c.n_heads); /* Hk D */
+    if (c.fused_qkv) {
+        if (!(m->qkv = sub_linear(ps, name, "qkv", C, C + 2 * kv, rng))) return NULL;
+    } else {
+        if (!(m->q = sub_linear(ps, name, "q", C, C, rng))) return NULL;
+        if (!(m->k = sub_linear(ps, name, "k", C, kv, rng))) return NULL;
+        if (!(m->v = sub_linear(ps, name, "v", C, kv, rng))) return NULL;
+    }
+    if (!(m->proj = sub_linear(ps, name, "proj", C, C, rng))) return NULL;
+    sl_arena *prev = sl_arena_set(sl_params_arena(ps));
+    m->slopes = pos_slopes(c.pos, c.n_heads, sl_params_dtype(ps));
+    sl_arena_set(prev);
+    return m->slopes ? m : NULL;
+}
+
+sl_kv_cache *sl_kv_cache_new(sl_dtype dtype, int64_t batch, int n_kv_heads, int64_t capacity,
+                             int64_t head_dim)
+{
+    if (dtype != SL_F32 && dtype != SL_F64)
+        return SL_FAIL(SL_ERR_DTYPE, "sl_kv_cache_new: dtype must be f32 or f64, not %s",
+                       sl_dtype_name(dtype));
+    if (batch < 1 || n_kv_heads < 1 || capacity < 1 || head_dim < 1)
+        return SL_FAIL(SL_ERR_ARG, "sl_kv_cache_new: batch %lld, n_kv_heads %d, capacity %lld, "
+                       "head_dim %lld must be >= 1", (long long)batch, n_kv_heads,
+                       (long long)capacity, (long long)head_dim);
+    sl_kv_cache *c = sl_arena_alloc(sl_arena_current(), sizeof *c, 16);
+    if (!c) return NULL;
+    const int64_t shape[4] = {batch, n_kv_heads, capacity, head_dim};
+    c->k = sl_zeros(dtype, 4, shape);
+    c->v = c->k ? sl_zeros(dtype, 4, shape) : NULL;
+    c->len = 0;
+    return c->v ? c : NULL;
+}
+
+/* ---------------------------------------------------------------- forward */
+
+/* (B, T, n D) -> (B, n, T, D), a view. */
+static sl_tensor *split_heads(sl_tensor *x, int n, int64_t D)
+{
+    if (!x) return NULL;
+    sl_tensor *h = sl_reshape(x, 4, (int64_t[]){x->shape[0], x->shape[1], n, D});
+    return sl_permute(h, (int[]){0, 2, 1, 3});
+}
+
+/* Appends k, v (B, Hk, T, D) at [len, len + T) of the cache and returns views of the first
+ * len + T positions through *k, *v. The copy is not recorded on the tape: decoding runs with
+ * grad mode off, and the caller has checked that it is. */
+static bool cache_append(sl_kv_cache *c, sl_tensor **k, sl_tensor **v)
+{
+    const sl_tensor *kn = *k;
+    int64_t B = kn->shape[0], Hk = kn->shape[1], T = kn->shape[2], D = kn->shape[3];
+    if (!c->k || !c->v || c->k->ndim != 4 || !sl__same_shape(c->k, c->v) ||
+        c->k->shape[0] != B || c->k->shape[1] != Hk || c->k->shape[3] != D)
+        return sl_set_error(SL_ERR_SHAPE, "sl_attention_forward: KV cache %s does not fit keys "
+                            "(B, Hk, T, D) = %s", c->k ? sl_shape_str(c->k) : "(null)",
+                            sl_shape_str(kn));
+    if (c->k->dtype != kn->dtype || c->v->dtype != kn->dtype)
+        return sl_set_error(SL_ERR_DTYPE, "sl_attention_forward: KV cache is %s, keys are %s",
+                            sl_dtype_name(c->k->dtype), sl_dtype_name(kn->dtype));
+    int64_t cap = c->k->shape[2];
+    if (c->len < 0 || c->len > cap - T)
+        return sl_set_error(SL_ERR_ARG, "sl_attention_forward: KV cache full: %lld + %lld "
+                            "positions > capacity %lld", (long long)c->len, (long long)T,
+                            (long long)cap);
+    if (!sl_copy_into(sl_narrow(c->k, 2, c->len, T), *k) ||
+        !sl_copy_into(sl_narrow(c->v, 2, c->len, T), *v))
+        return false;
+    c->len += T;
+    *k = sl_narrow(c->k, 2, 0, c->len);
+    *v = sl_narrow(c->v, 2, 0, c->len);
+    return *k && *v;
+}
+
+sl_tensor *sl_attention_forward(const sl_attention *m, sl_tensor *x, sl_kv_cache *cache)
+{
+    if (!m) return SL_FAIL(SL_ERR_ARG, "sl_attention_forward: module is NULL");
+    SL_CHECK_TENSOR("sl_attention_forward", x);
+    const sl_attention_config *c = &m->cfg;
+    int64_t C = c->dim, D = C / c->n_heads, kv = c->n_kv_heads * D;
+    if (x->ndim != 3 || x->shape[2] != C)
+        return SL_FAIL(SL_ERR_SHAPE, "sl_attention_forward: input %s is not (B, T, %lld)",
+                       sl_shape_str(x), (long long)C);
+    if (cache && sl_grad_enabled())
+        return SL_FAIL(SL_ERR_STATE, "sl_attention_forward: a KV cache needs grad mode off "
+                       "(sl_set_grad_enabled(false)): cache writes are not recorded for backward");
+    sl_tensor *q, *k, *v; // (B, T, C), (B, T, Hk D), (B, T, Hk D)
+    if (c->fused_qkv) {
+        sl_tensor *qkv = sl_linear_forward(m->qkv, x); // (B, T, C + 2 Hk D)
+        q = sl_narrow(qkv, 2, 0, C);
+        k = sl_narrow(qkv, 2, C, kv);
+        v = sl_narrow(qkv, 2, C + kv, kv);
+    } else {
+        q = sl_linear_forward(m->q, x);
+        k = sl_linear_forward(m->k, x);
+        v = sl_linear_forward(m->v, x);
+    }
+    q = split_heads(q, c->n_heads, D);    // (B, H, T, D)
+    k = split_heads(k, c->n_kv_heads, D); // (B, Hk, T, D)
+    v = split_heads(v, c->n_kv_heads, D); // (B, Hk, T, D)
+    if (!q || !k || !v) return NULL;
+    if (cache && !cache_append(cache, &k, &v)) return NULL; // (B, Hk, len + T, D)
+    sl_tensor *y = attend(m, q, k, v);                      // (B, H, T, D)
+    y = sl_permute(y, (int[]){0, 2, 1, 3});                 // (B, T, H, D)
+    y = sl_reshape(y, 3, x->shape);                         // (B, T, C), a copy
+    return sl_linear_forward(m->proj, y);
+}

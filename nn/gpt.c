@@ -1,0 +1,219 @@
+/* nn/gpt.c — the transformer block and the GPT: embeddings, blocks, final norm, LM head.
+ *
+ *   idx (B, T) -> tok (B, T, C) [+ positions, for the methods that add them] -> dropout
+ *              -> n_layers x block -> ln_f -> head (B, T, V)
+ *   block: x = x + drop(attn(ln1(x)));  x = x + drop(mlp(ln2(x)))      (pre-LN, GPT-2)
+ *
+ * The model (struct, blocks, parameters, gradients) lives in its registry's arena, so
+ * sl_gpt_free is one sl_params_free. Initialisation draws from one RNG seeded with cfg.seed,
+ * in registration order, so a seed gives the same weights everywhere.
+ */
+#include "../tensor/internal.h"
+#include <shortlong/nn.h>
+
+#include <math.h>
+#include <stdio.h>
+
+/* ---------------------------------------------------------------- block */
+
+static const double LN_EPS = 1e-5;
+
+sl_block *sl_block_new(sl_params *ps, const char *name, const sl_attention_config *cfg,
+                       int64_t mlp_hidden, sl_rng *rng)
+{
+    if (!ps || !name) return SL_FAIL(SL_ERR_ARG, "sl_block_new: registry or name is NULL");
+    if (!cfg) return SL_FAIL(SL_ERR_ARG, "sl_block_new: config is NULL");
+    sl_block *m = sl_arena_alloc(sl_params_arena(ps), sizeof *m, 16);
+    if (!m) return NULL;
+    char sub[2 * SL_PARAM_NAME_MAX];
+    const char *dot = name[0] ? "." : "";
+    snprintf(sub, sizeof sub, "%s%sln1", name, dot);
+    if (!(m->ln1 = sl_layer_norm_new(ps, sub, cfg->dim, LN_EPS))) return NULL;
+    snprintf(sub, sizeof sub, "%s%sattn", name, dot);
+    if (!(m->attn = sl_attention_new(ps, sub, cfg, rng))) return NULL;
+    snprintf(sub, sizeof sub, "%s%sln2", name, dot);
+    if (!(m->ln2 = sl_layer_norm_new(ps, sub, cfg->dim, LN_EPS))) return NULL;
+    snprintf(sub, sizeof sub, "%s%smlp", name, dot);
+    if (!(m->mlp = sl_mlp_new(ps, sub, cfg->dim, mlp_hidden, rng))) return NULL;
+    return m;
+}
+
+/* A residual branch's output, through dropout when there is one. */
+static sl_tensor *branch_drop(sl_tensor *h, const sl_drop *drop, sl_rng *rng, bool train)
+{
+    return drop ? sl_drop_forward(drop, h, rng, train) : h;
+}
+
+sl_tensor *sl_block_forward(const sl_block *m, sl_tensor *x, sl_kv_cache *cache,
+                            const sl_drop *drop, sl_rng *rng, bool train)
+{
+    if (!m) return SL_FAIL(SL_ERR_ARG, "sl_block_forward: module is NULL");
+    sl_tensor *h = sl_attention_forward(m->attn, sl_layer_norm_forward(m->ln1, x), cache);
+    x = sl_add(x, branch_drop(h, drop, rng, train));                       // (B, T, C)
+    h = sl_mlp_forward(m->mlp, sl_layer_norm_forward(m->ln2, x));
+    return sl_add(x, branch_drop(h, drop, rng, train));                    // (B, T, C)
+}
+
+/* ---------------------------------------------------------------- GPT */
+
+/* cfg with its defaults filled in (n_kv_heads, mlp_ratio), or false with a clear message. */
+static bool resolve_config(const sl_gpt_config *cfg, sl_gpt_config *out)
+{
+    const char *op = "sl_gpt_new";
+    if (!cfg) return sl_set_error(SL_ERR_ARG, "%s: config is NULL", op);
+    sl_gpt_config c = *cfg;
+    if (c.n_kv_heads == 0) c.n_kv_heads = c.n_heads;
+    if (c.mlp_ratio == 0) c.mlp_ratio = 4;
+    if (c.vocab_size < 1 || c.vocab_size > INT32_MAX)
+        return sl_set_error(SL_ERR_ARG, "%s: vocab_size %lld outside [1, %d]", op,
+                            (long long)c.vocab_size, INT32_MAX);
+    if (c.context < 1)
+        return sl_set_error(SL_ERR_ARG, "%s: context %lld must be >= 1", op,
+                            (long long)c.context);
+    if (c.dim < 1 || c.n_layers < 1 || c.n_heads < 1 || c.n_kv_heads < 1 || c.mlp_ratio < 1)
+        return sl_set_error(SL_ERR_ARG, "%s: dim %lld, n_layers %d, n_heads %d, n_kv_heads %d "
+                            "and mlp_ratio %d must be >= 1", op, (long long)c.dim, c.n_layers,
+                            c.n_heads, cfg->n_kv_heads, cfg->mlp_ratio);
+    if (c.dim % c.n_heads)
+        return sl_set_error(SL_ERR_ARG, "%s: dim %lld is not a multiple of n_heads %d", op,
+                            (long long)c.dim, c.n_heads);
+    if (c.n_heads % c.n_kv_heads)
+        return sl_set_error(SL_ERR_ARG, "%s: n_heads %d is not a multiple of n_kv_heads %d", op,
+                            c.n_heads, c.n_kv_heads);
+    if (c.pos < 0 || c.pos >= SL_POS_COUNT)
+        return sl_set_error(SL_ERR_ARG, "%s: unknown positional method %d", op, (int)c.pos);
+    if (!(c.dropout >= 0 && c.dropout < 1))
+        return sl_set_error(SL_ERR_ARG, "%s: dropout %g outside [0, 1)", op, c.dropout);
+    *out = c;
+    return true;
+}
+
+/* w *= s in place (initialisation only; no autograd). */
+static void scale_inplace(sl_tensor *w, double s)
+{
+    for (int64_t i = 0; i < sl_numel(w); i++) sl_set(w, i, sl_get(w, i) * s);
+}
+
+static bool build(sl_gpt *m, sl_rng *rng)
+{
+    const sl_gpt_config *c = &m->cfg;
+    sl_params *ps = m->params;
+    if (!(m->tok = sl_embed_new(ps, "tok", c->vocab_size, c->dim, rng))) return false;
+    m->blocks = sl_arena_alloc(sl_params_arena(ps), sizeof *m->blocks * (size_t)c->n_layers, 16);
+    if (!m->blocks) return false;
+    sl_attention_config ac = {c->dim, c->n_heads, c->n_kv_heads, c->pos, c->fused_qkv};
+    /* GPT-2: each residual projection's weights scaled by 1/sqrt(2 n_layers), so the residual
+     * stream's variance does not grow with depth. */
+    double residual_scale = 1 / sqrt(2.0 * c->n_layers);
+    for (int l = 0; l < c->n_layers; l++) {
+        char name[32];
+        snprintf(name, sizeof name, "blocks.%d", l);
+        sl_block *b = sl_block_new(ps, name, &ac, (int64_t)c->mlp_ratio * c->dim, rng);
+        if (!b) return false;
+        scale_inplace(b->attn->proj->weight, residual_scale);
+        scale_inplace(b->mlp->proj->weight, residual_scale);
+        m->blocks[l] = b;
+    }
+    if (!(m->ln_f = sl_layer_norm_new(ps, "ln_f", c->dim, LN_EPS))) return false;
+    if (!c->tie_embeddings && !(m->head = sl_linear_new(ps, "head", c->dim, c->vocab_size,
+                                                        false, rng)))
+        return false;
+    return true;
+}
+
+sl_gpt *sl_gpt_new(const sl_gpt_config *cfg, sl_dtype dtype)
+{
+    sl_gpt_config c;
+    if (!resolve_config(cfg, &c)) return NULL;
+    sl_params *ps = sl_params_new(dtype);
+    if (!ps) return NULL;
+    sl_gpt *m = sl_arena_alloc(sl_params_arena(ps), sizeof *m, 16);
+    if (!m) {
+        sl_params_free(ps);
+        return NULL;
+    }
+    memset(m, 0, sizeof *m);
+    m->cfg = c;
+    m->params = ps;
+    m->drop.p = c.dropout;
+    m->train = false;
+    sl_rng init = sl_rng_seed(c.seed);
+    if (!build(m, &init)) {
+        sl_params_free(ps);
+        return NULL;
+    }
+    m->rng = sl_rng_seed(sl_rng_next(&init)); /* the dropout stream, also from the seed */
+    return m;
+}
+
+void sl_gpt_free(sl_gpt *m)
+{
+    if (m) sl_params_free(m->params); /* m itself lives in the registry's arena */
+}
+
+sl_kv_cache **sl_gpt_kv_caches_new(const sl_gpt *m, int64_t batch, int64_t capacity)
+{
+    if (!m) return SL_FAIL(SL_ERR_ARG, "sl_gpt_kv_caches_new: model is NULL");
+    const sl_gpt_config *c = &m->cfg;
+    sl_kv_cache **caches =
+        sl_arena_alloc(sl_arena_current(), sizeof *caches * (size_t)c->n_layers, 16);
+    for (int l = 0; caches && l < c->n_layers; l++)
+        if (!(caches[l] = sl_kv_cache_new(sl_params_dtype(m->params), batch, c->n_kv_heads,
+                                          capacity, c->dim / c->n_heads)))
+            return NULL;
+    return caches;
+}
+
+/* Adds position information to the token embeddings x (B, T, C) of positions start.. for
+ * the methods that do it there. ALiBi and none have none to add: ALiBi acts in the scores. */
+static sl_tensor *add_positions(const sl_gpt *m, sl_tensor *x, int64_t start)
+{
+    switch (m->cfg.pos) {
+    case SL_POS_NONE:
+    case SL_POS_ALIBI: return x;
+    case SL_POS_COUNT: break;
+    }
+    return SL_FAIL(SL_ERR_ARG, "sl_gpt_forward: unknown positional method %d", (int)m->cfg.pos);
+}
+
+sl_tensor *sl_gpt_forward(sl_gpt *m, sl_tensor *idx, sl_kv_cache **caches)
+{
+    if (!m) return SL_FAIL(SL_ERR_ARG, "sl_gpt_forward: model is NULL");
+    SL_CHECK_TENSOR("sl_gpt_forward", idx);
+    if (idx->dtype != SL_I32 || idx->ndim != 2 || idx->shape[0] < 1 || idx->shape[1] < 1)
+        return SL_FAIL(SL_ERR_SHAPE, "sl_gpt_forward: idx must be i32 (B, T) with B, T >= 1, "
+                       "got %s %s", sl_dtype_name(idx->dtype), sl_shape_str(idx));
+    const sl_gpt_config *c = &m->cfg;
+    int64_t start = 0;
+    if (caches) {
+        if (sl_grad_enabled())
+            return SL_FAIL(SL_ERR_STATE, "sl_gpt_forward: decoding with KV caches needs grad "
+                           "mode off (sl_set_grad_enabled(false))");
+        for (int l = 0; l < c->n_layers; l++)
+            if (!caches[l] || caches[l]->len != caches[0]->len)
+                return SL_FAIL(SL_ERR_ARG, "sl_gpt_forward: caches must be %d KV caches of equal "
+                               "length (cache %d is %s)", c->n_layers, l,
+                               caches[l] ? "at another length" : "NULL");
+        start = caches[0]->len;
+    }
+    sl_tensor *x = add_positions(m, sl_embed_forward(m->tok, idx), start);  // (B, T, C)
+    x = sl_drop_forward(&m->drop, x, &m->rng, m->train);
+    for (int l = 0; l < c->n_layers; l++)
+        x = sl_block_forward(m->blocks[l], x, caches ? caches[l] : NULL, &m->drop, &m->rng,
+                             m->train);
+    x = sl_layer_norm_forward(m->ln_f, x);
+    if (m->head) return sl_linear_forward(m->head, x);                   // (B, T, V)
+    sl_linear tied = {m->tok->weight, NULL};
+    return sl_linear_forward(&tied, x);                                  // (B, T, V)
+}
+
+sl_tensor *sl_gpt_loss(sl_gpt *m, sl_tensor *idx, sl_tensor *targets)
+{
+    SL_CHECK_TENSOR("sl_gpt_loss", idx);
+    SL_CHECK_TENSOR("sl_gpt_loss", targets);
+    if (!sl__same_shape(idx, targets) || targets->dtype != SL_I32)
+        return SL_FAIL(SL_ERR_SHAPE, "sl_gpt_loss: targets %s %s do not match idx %s %s",
+                       sl_dtype_name(targets->dtype), sl_shape_str(targets),
+                       sl_dtype_name(idx->dtype), sl_shape_str(idx));
+    return sl_cross_entropy(sl_gpt_forward(m, idx, NULL), targets, -1);   // 0-d
+}

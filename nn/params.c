@@ -1,0 +1,185 @@
+/* nn/params.c — the parameter registry: named leaves in a long-lived arena.
+ *
+ * The registry owns one arena. Parameters, their gradients (autograd allocates a leaf's
+ * gradient in the leaf's own arena) and the module structs all live there, so a model is
+ * freed in one call and a training step's arena can be reset without touching any of it.
+ * The entries themselves sit in a heap array that grows by doubling while a model is built.
+ */
+#include "../tensor/internal.h"
+#include <shortlong/nn.h>
+
+#include <math.h>
+
+struct sl_params {
+    sl_dtype dtype;
+    sl_arena *arena;
+    sl_param *items; /* count entries, in registration order */
+    int count, cap;
+};
+
+sl_params *sl_params_new(sl_dtype dtype)
+{
+    if (dtype != SL_F32 && dtype != SL_F64)
+        return SL_FAIL(SL_ERR_DTYPE, "sl_params_new: parameters must be f32 or f64, not %s",
+                       sl_dtype_name(dtype));
+    sl_params *ps = sl__malloc(sizeof *ps);
+    if (!ps) return SL_FAIL(SL_ERR_OOM, "sl_params_new: out of memory");
+    *ps = (sl_params){.dtype = dtype};
+    ps->arena = sl_arena_new(0);
+    if (!ps->arena) {
+        sl__free(ps);
+        return NULL;
+    }
+    return ps;
+}
+
+void sl_params_free(sl_params *ps)
+{
+    if (!ps) return;
+    sl_arena_free(ps->arena);
+    sl__free(ps->items);
+    sl__free(ps);
+}
+
+sl_dtype sl_params_dtype(const sl_params *ps) { return ps ? ps->dtype : SL_F32; }
+
+sl_arena *sl_params_arena(sl_params *ps) { return ps ? ps->arena : NULL; }
+
+static const sl_param *lookup(const sl_params *ps, const char *name)
+{
+    for (int i = 0; i < ps->count; i++)
+        if (!strcmp(ps->items[i].name, name)) return &ps->items[i];
+    return NULL;
+}
+
+sl_tensor *sl_params_add(sl_params *ps, const char *name, int ndim, const int64_t *shape,
+                         bool decay)
+{
+    if (!ps) return SL_FAIL(SL_ERR_ARG, "sl_params_add: registry is NULL");
+    if (!name || !name[0]) return SL_FAIL(SL_ERR_ARG, "sl_params_add: empty parameter name");
+    if (strlen(name) >= SL_PARAM_NAME_MAX)
+        return SL_FAIL(SL_ERR_ARG, "sl_params_add: name '%s' is longer than %d characters", name,
+                       SL_PARAM_NAME_MAX - 1);
+    if (lookup(ps, name))
+        return SL_FAIL(SL_ERR_ARG, "sl_params_add: a parameter named '%s' already exists", name);
+    if (ps->count == ps->cap) {
+        int cap = ps->cap ? 2 * ps->cap : 32;
+        sl_param *items = sl__realloc(ps->items, sizeof *items * (size_t)cap);
+        if (!items) return SL_FAIL(SL_ERR_OOM, "sl_params_add: out of memory");
+        ps->items = items;
+        ps->cap = cap;
+    }
+    sl_arena *prev = sl_arena_set(ps->arena);
+    sl_tensor *t = sl_zeros(ps->dtype, ndim, shape);
+    char *stable_name = t ? sl_arena_alloc(ps->arena, strlen(name) + 1, 1) : NULL;
+    sl_arena_set(prev);
+    if (!stable_name) return NULL;
+    strcpy(stable_name, name);
+    t->name = stable_name;
+    t->requires_grad = true;
+    sl_param *p = &ps->items[ps->count++];
+    memset(p, 0, sizeof *p);
+    strcpy(p->name, name);
+    p->value = t;
+    p->decay = decay;
+    return t;
+}
+
+int sl_params_count(const sl_params *ps) { return ps ? ps->count : 0; }
+
+int64_t sl_params_numel(const sl_params *ps)
+{
+    int64_t n = 0;
+    for (int i = 0; ps && i < ps->count; i++) n += sl_numel(ps->items[i].value);
+    return n;
+}
+
+const sl_param *sl_params_at(const sl_params *ps, int i)
+{
+    if (!ps) return SL_FAIL(SL_ERR_ARG, "sl_params_at: registry is NULL");
+    if (i < 0 || i >= ps->count)
+        return SL_FAIL(SL_ERR_INDEX, "sl_params_at: index %d out of range for %d parameters", i,
+                       ps->count);
+    return &ps->items[i];
+}
+
+sl_tensor *sl_params_find(const sl_params *ps, const char *name)
+{
+    if (!ps || !name) return SL_FAIL(SL_ERR_ARG, "sl_params_find: registry or name is NULL");
+    const sl_param *p = lookup(ps, name);
+    return p ? p->value : NULL; /* absent is an answer, not an error */
+}
+
+void sl_params_zero_grad(sl_params *ps)
+{
+    for (int i = 0; ps && i < ps->count; i++) sl_zero_grad(ps->items[i].value);
+}
+
+/* Gradients are contiguous buffers made by autograd (or absent: no backward reached them). */
+static double grad_sum_squares(const sl_tensor *g)
+{
+    int64_t n = sl_numel(g);
+    double s = 0;
+    if (g->dtype == SL_F32) {
+        const float *p = sl_ptr(g);
+        for (int64_t i = 0; i < n; i++) s += (double)p[i] * p[i];
+    } else {
+        const double *p = sl_ptr(g);
+        for (int64_t i = 0; i < n; i++) s += p[i] * p[i];
+    }
+    return s;
+}
+
+static void grad_scale(sl_tensor *g, double c)
+{
+    int64_t n = sl_numel(g);
+    if (g->dtype == SL_F32) {
+        float *p = sl_ptr(g);
+        for (int64_t i = 0; i < n; i++) p[i] = (float)(p[i] * c);
+    } else {
+        double *p = sl_ptr(g);
+        for (int64_t i = 0; i < n; i++) p[i] *= c;
+    }
+}
+
+/* norm = sqrt(sum over every gradient element of g^2), summed in double. As in PyTorch's
+ * clip_grad_norm_, gradients are scaled by max_norm / (norm + 1e-6) when that is below 1.
+ * A non-finite norm is returned as it is and nothing is scaled. */
+double sl_params_clip_grad_norm(sl_params *ps, double max_norm)
+{
+    if (!ps) return sl_set_error(SL_ERR_ARG, "sl_params_clip_grad_norm: registry is NULL"), NAN;
+    if (!(max_norm > 0))
+        return sl_set_error(SL_ERR_ARG, "sl_params_clip_grad_norm: max_norm %g must be > 0",
+                            max_norm),
+               NAN;
+    double ss = 0;
+    for (int i = 0; i < ps->count; i++)
+        if (ps->items[i].value->grad) ss += grad_sum_squares(ps->items[i].value->grad);
+    double norm = sqrt(ss);
+    double coef = max_norm / (norm + 1e-6);
+    if (isfinite(norm) && coef < 1)
+        for (int i = 0; i < ps->count; i++)
+            if (ps->items[i].value->grad) grad_scale(ps->items[i].value->grad, coef);
+    return norm;
+}
+
+bool sl_init_normal(sl_tensor *t, sl_rng *rng, double std)
+{
+    if (!t) return sl__null_arg("sl_init_normal", "t");
+    if (!rng) return sl_set_error(SL_ERR_ARG, "sl_init_normal: rng is NULL");
+    if (!sl__check_float("sl_init_normal", t)) return false;
+    if (!(std >= 0) || !isfinite(std))
+        return sl_set_error(SL_ERR_ARG, "sl_init_normal: std %g must be finite and >= 0", std);
+    /* Row-major order, one draw per element: the same values for a seed on every machine. */
+    int64_t n = sl_numel(t);
+    if (!sl_is_contiguous(t)) {
+        for (int64_t i = 0; i < n; i++) sl_set(t, i, std * sl_rng_normal(rng));
+    } else if (t->dtype == SL_F32) {
+        float *p = sl_ptr(t);
+        for (int64_t i = 0; i < n; i++) p[i] = (float)(std * sl_rng_normal(rng));
+    } else {
+        double *p = sl_ptr(t);
+        for (int64_t i = 0; i < n; i++) p[i] = std * sl_rng_normal(rng);
+    }
+    return true;
+}
