@@ -88,7 +88,9 @@ sl_tensor *sl_layernorm(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, double
 /* weight [V, D], indices i32 [...] -> [..., D]. An index outside [0, V) is SL_ERR_INDEX. */
 sl_tensor *sl_embedding(sl_tensor *weight, sl_tensor *indices);
 /* logits [..., C], targets i32 [...] -> mean over targets != ignore_index of
- * -log_softmax(logits)[target] (a 0-d tensor). Pass SL_NO_IGNORE to count every target. */
+ * -log_softmax(logits)[target] (a 0-d tensor). Pass SL_NO_IGNORE to count every target.
+ * A target outside [0, C) that is not ignore_index is SL_ERR_INDEX. If every target is ignored
+ * (or there are none), the loss is 0 and the gradient to logits is 0. */
 #define SL_NO_IGNORE INT32_MIN
 sl_tensor *sl_cross_entropy(sl_tensor *logits, sl_tensor *targets, int32_t ignore_index);
 /* Zeroes each element with probability p and scales the rest by 1/(1-p), drawing from rng.
@@ -98,6 +100,48 @@ sl_tensor *sl_dropout(sl_tensor *x, double p, sl_rng *rng, bool train);
 sl_tensor *sl_where(sl_tensor *cond, sl_tensor *a, sl_tensor *b);
 /* x with value where mask (i32, broadcast to x) is non-zero. */
 sl_tensor *sl_masked_fill(sl_tensor *x, sl_tensor *mask, double value);
+
+/* ---------------------------------------------------------------- ALiBi attention (alibi_attention.c) */
+
+/* The ALiBi slope of head h (0-based) of n_heads (Press, Smith, Lewis, "Train Short, Test Long",
+ * whose heads count from 1). n_heads a power of two: 2^(-8 (h + 1) / n_heads), so 8 heads get
+ * 1/2, 1/4, ..., 1/256. Otherwise, with c the largest power of two below n_heads: the c slopes
+ * of c heads, then the slopes of 2c heads at odd positions, 2^(-4k/c) for k = 1, 3, 5, ...
+ * (12 heads: 1/2, ..., 1/256, 0.7071, 0.3536, 0.1768, 0.0884). NAN + SL_ERR_ARG for n_heads < 1
+ * or h outside [0, n_heads). */
+double sl_alibi_slope(int h, int n_heads);
+/* All n_heads slopes as a new f64 [n_heads] tensor in the current arena (a leaf without grad:
+ * sl_requires_grad makes them learnable). NULL + SL_ERR_ARG for n_heads < 1. */
+sl_tensor *sl_alibi_slopes(int n_heads);
+
+typedef struct sl_alibi_opts {
+    bool bidirectional; /* false: causal (keys j <= p_i); true: bias -m |p_i - j|, no mask */
+    double scale;       /* multiplies q . k (not the bias); 0: 1/sqrt(D) */
+} sl_alibi_opts;
+
+/* Fused multi-head attention with ALiBi:
+ *     out[b,h,i,:] = sum_j softmax_j(scale * q[b,h,i,:] . k[b,g,j,:] - m_h * (p_i - j)) v[b,g,j,:]
+ * with q (B, H, Tq, D), k (B, Hk, Tk, D), v (B, Hk, Tk, Dv) -> out (B, H, Tq, Dv).
+ *   - Grouped-query attention: H is a multiple of Hk; query head h reads kv head
+ *     g = h / (H / Hk) (Hk = 1: multi-query attention).
+ *   - Query row i sits at absolute position p_i = Tk - Tq + i (bottom-right aligned), so one
+ *     decoding step against a cache of Tk keys is a call with Tq = 1. Causal mode needs
+ *     Tq <= Tk and masks keys j > p_i; bidirectional mode uses -m_h |p_i - j| and no mask.
+ *   - slopes: [H], f32 or f64 whatever q's dtype (the bias is computed inside the kernel from
+ *     integer positions, in the dtype of q); NULL: the paper's, sl_alibi_slope(h, H). Zero
+ *     slopes give plain scaled-dot-product attention. A slopes tensor that requires grad gets
+ *     the gradient -sum_ij dS_ij (p_i - j) per head (learnable slopes).
+ *   - opts NULL: causal, scale 1/sqrt(D).
+ * q, k, v share a float dtype, the output's; any strides (views such as a [B,T,H,D] tensor
+ * permuted to [B,H,T,D] are read in place when their last dim is contiguous). Differentiable in
+ * q, k, v and slopes. Memory: besides the output, one log-sum-exp per query row (kept for
+ * backward) and a few tiles of scratch per thread; nothing of size Tq x Tk, forward or
+ * backward. Results do not depend on the thread count, and repeat bitwise.
+ * Errors (NULL): dtypes that differ or are not float, shapes that do not fit (named, e.g.
+ * "sl_alibi_attention: q [2,8,16,64] and k [2,3,16,64]: 8 query heads are not a multiple of 3
+ * kv heads"), Tq > Tk in causal mode, slopes of the wrong length, a non-finite scale. */
+sl_tensor *sl_alibi_attention(sl_tensor *q, sl_tensor *k, sl_tensor *v, sl_tensor *slopes,
+                              const sl_alibi_opts *opts);
 
 #ifdef __cplusplus
 }
