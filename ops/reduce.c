@@ -160,7 +160,7 @@ typedef struct {
     const plan *p;
     const void *x;   /* (n_out, N) contiguous */
     void *y;         /* (n_out) */
-    double denom;    /* mean: N; var: N - correction */
+    double denom;    /* var: N - correction */
     double *mean;    /* sl_var with a node: the group means, else NULL */
     int64_t *argmax; /* sl_max with a node: the input's flat index of each maximum, else NULL */
 } reduce_job;
