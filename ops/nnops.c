@@ -43,7 +43,10 @@ enum {
 };
 
 /* Rows of row_len elements per parallel chunk, so that a chunk holds about GRAIN elements. */
-static int64_t row_grain(int64_t row_len) { return row_len >= GRAIN ? 1 : GRAIN / (row_len ? row_len : 1); }
+static int64_t row_grain(int64_t row_len)
+{
+    return row_len >= GRAIN ? 1 : GRAIN / (row_len ? row_len : 1);
+}
 
 /* Runs fn over shape_of's shape with every operand read as broadcast to it. */
 static void foreach_broadcast(sl__run_fn fn, void *ctx, int nops, sl_tensor *const *ops,
@@ -205,7 +208,8 @@ static bool layernorm_backward(sl_node *n)
     int64_t nparts = (gw != NULL) + (gb != NULL);
     double *part = NULL;
     if (nparts) {
-        part = sl_arena_alloc(sl_arena_current(), sizeof(double) * (size_t)(nparts * blocks * C), 64);
+        size_t bytes = sizeof(double) * (size_t)(nparts * blocks * C);
+        part = sl_arena_alloc(sl_arena_current(), bytes, 64);
         if (!part) return false;
     }
     layernorm_job j = {
@@ -237,7 +241,8 @@ sl_tensor *sl_layernorm(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, double
         if (!sl__check_same_dtype(op, x, params[i])) return NULL;
         if (params[i]->ndim != 1 || params[i]->shape[0] != C)
             return SL_FAIL(SL_ERR_SHAPE,
-                           "sl_layernorm: %s %s does not match the last dim of x %s (expected [%lld])",
+                           "sl_layernorm: %s %s does not match the last dim of x %s "
+                           "(expected [%lld])",
                            names[i], sl_shape_str(params[i]), sl_shape_str(x), (long long)C);
     }
     if (!(eps >= 0) || isinf(eps))
@@ -246,7 +251,9 @@ sl_tensor *sl_layernorm(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, double
     sl_tensor *xc = sl__contig(x);
     sl_tensor *wc = weight ? sl__contig(weight) : NULL, *bc = bias ? sl__contig(bias) : NULL;
     sl_tensor *y = sl__new(x->dtype, x->ndim, x->shape);
-    double *stats = y ? sl_arena_alloc(y->arena, sizeof(double) * (size_t)(2 * rows + 1), 64) : NULL;
+    /* mean and rstd per row, kept for the backward */
+    double *stats = y ? sl_arena_alloc(y->arena, sizeof(double) * (size_t)(2 * rows + 1), 64)
+                      : NULL;
     if (!xc || (weight && !wc) || (bias && !bc) || !stats) return NULL;
     layernorm_job j = {.dtype = x->dtype, .x = sl_ptr(xc), .w = wc ? sl_ptr(wc) : NULL,
                        .b = bc ? sl_ptr(bc) : NULL, .y = y->data, .mean = stats,
@@ -452,8 +459,10 @@ typedef struct {
 static void cross_entropy_forward_range(void *ctx, int64_t r0, int64_t r1)
 {
     const cross_entropy_job *j = ctx;
-    if (j->dtype == SL_F32) cross_entropy_forward_f32(j->x, j->tgt, j->ignore, j->lse, r0, r1, j->C);
-    else cross_entropy_forward_f64(j->x, j->tgt, j->ignore, j->lse, r0, r1, j->C);
+    if (j->dtype == SL_F32)
+        cross_entropy_forward_f32(j->x, j->tgt, j->ignore, j->lse, r0, r1, j->C);
+    else
+        cross_entropy_forward_f64(j->x, j->tgt, j->ignore, j->lse, r0, r1, j->C);
 }
 
 static void cross_entropy_backward_range(void *ctx, int64_t r0, int64_t r1)
@@ -591,7 +600,8 @@ sl_tensor *sl_dropout(sl_tensor *x, double p, sl_rng *rng, bool train)
     int64_t n = sl_numel(x);
     uint8_t *keep = y ? sl_arena_alloc(y->arena, (size_t)n + 1, 64) : NULL;
     if (!xc || !keep) return NULL;
-    /* One uniform draw per element in row-major order: a seed gives one mask. */
+    /* One uniform draw u per element, in row-major order, kept when u >= p: a seed gives one
+     * mask, on any machine. */
     for (int64_t i = 0; i < n; i++) keep[i] = sl_rng_uniform(rng) >= p;
     double scale = 1 / (1 - p);
     if (x->dtype == SL_F32) dropout_forward_f32(sl_ptr(xc), keep, (float)scale, y->data, n);

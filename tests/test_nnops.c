@@ -130,9 +130,11 @@ START_TEST(layernorm_errors)
     sl_tensor *x = sl_zeros(SL_F64, sl_shape(2, 3));
     sl_tensor *w3 = sl_ones(SL_F64, sl_shape(3)), *w4 = sl_ones(SL_F64, sl_shape(4));
     ck_assert_error(sl_layernorm(x, w4, NULL, 1e-5), SL_ERR_SHAPE,
-                    "sl_layernorm: weight [4] does not match the last dim of x [2,3] (expected [3])");
+                    "sl_layernorm: weight [4] does not match the last dim of x [2,3] "
+                    "(expected [3])");
     ck_assert_error(sl_layernorm(x, w3, x, 1e-5), SL_ERR_SHAPE,
-                    "sl_layernorm: bias [2,3] does not match the last dim of x [2,3] (expected [3])");
+                    "sl_layernorm: bias [2,3] does not match the last dim of x [2,3] "
+                    "(expected [3])");
     ck_assert_error(sl_layernorm(x, sl_ones(SL_F32, sl_shape(3)), NULL, 1e-5), SL_ERR_DTYPE,
                     "sl_layernorm: dtypes differ: f64 [2,3] vs f32 [3]");
     ck_assert_error(sl_layernorm(sl_scalar(SL_F64, 1), NULL, NULL, 1e-5), SL_ERR_SHAPE,
@@ -145,7 +147,8 @@ START_TEST(layernorm_errors)
                     "sl_layernorm: argument 'x' is NULL");
     /* A NULL weight that a failed call returned propagates that call's error. */
     ck_assert_error(sl_layernorm(x, sl_layernorm(x, w4, NULL, 1e-5), NULL, 1e-5), SL_ERR_SHAPE,
-                    "sl_layernorm: weight [4] does not match the last dim of x [2,3] (expected [3])");
+                    "sl_layernorm: weight [4] does not match the last dim of x [2,3] "
+                    "(expected [3])");
 }
 END_TEST
 
@@ -160,8 +163,8 @@ START_TEST(layernorm_gradchecks)
     tu_gradcheck(call_layernorm, 2, (sl_tensor *[]){x, b}, "b");
     tu_gradcheck(call_layernorm, 1, &x, "");
     /* Views. */
-    tu_gradcheck(call_layernorm, 3, (sl_tensor *[]){tu_noncontig(x), tu_noncontig(w), tu_noncontig(b)},
-                 "wb");
+    sl_tensor *views[] = {tu_noncontig(x), tu_noncontig(w), tu_noncontig(b)};
+    tu_gradcheck(call_layernorm, 3, views, "wb");
     /* Only the parameters require grad (no dx). */
     sl_tensor *xc = detached_copy(x);
     tu_gradcheck(call_layernorm, 3, (sl_tensor *[]){xc, w, b}, "wb");
@@ -255,7 +258,8 @@ START_TEST(embedding_values_and_backward)
         ck_assert_int_eq(y->ndim, 3);
         ck_assert_int_eq(y->shape[2], 3);
         for (int i = 0; i < 6; i++)
-            for (int d = 0; d < 3; d++) ck_assert_close(sl_get(y, i * 3 + d), 10 * ids[i] + d, 0, 0);
+            for (int d = 0; d < 3; d++)
+                ck_assert_close(sl_get(y, i * 3 + d), 10 * ids[i] + d, 0, 0);
     }
     /* Backward: a scatter-add, repeated indices accumulate, unused rows stay 0. */
     sl_rng r = sl_rng_seed(20);
@@ -277,14 +281,17 @@ START_TEST(embedding_errors)
 {
     sl_tensor *w = sl_zeros(SL_F64, sl_shape(5, 3));
     ck_assert_error(sl_embedding(w, i32_tensor(sl_shape(4), (int32_t[]){0, 1, 5, 2})), SL_ERR_INDEX,
-                    "sl_embedding: index 5 at flat position 2 is out of range [0, 5) for weight [5,3]");
+                    "sl_embedding: index 5 at flat position 2 is out of range [0, 5) for "
+                    "weight [5,3]");
     ck_assert_error(sl_embedding(w, i32_tensor(sl_shape(2, 2), (int32_t[]){0, 1, 2, -1})),
                     SL_ERR_INDEX,
-                    "sl_embedding: index -1 at flat position 3 is out of range [0, 5) for weight [5,3]");
+                    "sl_embedding: index -1 at flat position 3 is out of range [0, 5) for "
+                    "weight [5,3]");
     ck_assert_error(sl_embedding(w, sl_zeros(SL_F32, sl_shape(2, 3))), SL_ERR_DTYPE,
                     "sl_embedding: indices must be i32, got f32 [2,3]");
-    ck_assert_error(sl_embedding(sl_zeros(SL_F64, sl_shape(5)), i32_tensor(sl_shape(1), (int32_t[]){0})),
-                    SL_ERR_SHAPE, "sl_embedding: weight must be 2-D [V, D], got [5]");
+    sl_tensor *zero = i32_tensor(sl_shape(1), (int32_t[]){0});
+    ck_assert_error(sl_embedding(sl_zeros(SL_F64, sl_shape(5)), zero), SL_ERR_SHAPE,
+                    "sl_embedding: weight must be 2-D [V, D], got [5]");
     ck_assert_error(sl_embedding(w, NULL), SL_ERR_ARG, "sl_embedding: argument 'indices' is NULL");
 }
 END_TEST
@@ -320,7 +327,8 @@ START_TEST(embedding_large_parallel)
     const float *pg = g->data;
     for (int i = 0; i < N; i++)
         for (int d = 0; d < D; d++) want[ids[i] * D + d] += pg[i * D + d];
-    for (int k = 0; k < V * D; k++) ck_assert_close(((float *)w->grad->data)[k], want[k], 1e-4, 1e-4);
+    const float *pgw = w->grad->data;
+    for (int k = 0; k < V * D; k++) ck_assert_close(pgw[k], want[k], 1e-4, 1e-4);
 }
 END_TEST
 
@@ -518,10 +526,12 @@ START_TEST(dropout_fraction_and_identity)
     ck_assert_ptr_eq(sl_dropout(x, 0.5, NULL, false), x);
     ck_assert(!memcmp(&before, &r, sizeof r));
     /* Errors. */
-    ck_assert_error(sl_dropout(x, 1.0, &r, true), SL_ERR_ARG, "sl_dropout: p = 1 is outside [0, 1)");
+    ck_assert_error(sl_dropout(x, 1.0, &r, true), SL_ERR_ARG,
+                    "sl_dropout: p = 1 is outside [0, 1)");
     ck_assert_error(sl_dropout(x, -0.5, &r, false), SL_ERR_ARG,
                     "sl_dropout: p = -0.5 is outside [0, 1)");
-    ck_assert_error(sl_dropout(x, NAN, &r, true), SL_ERR_ARG, "sl_dropout: p = nan is outside [0, 1)");
+    ck_assert_error(sl_dropout(x, NAN, &r, true), SL_ERR_ARG,
+                    "sl_dropout: p = nan is outside [0, 1)");
     ck_assert_error(sl_dropout(x, 0.5, NULL, true), SL_ERR_ARG,
                     "sl_dropout: rng is NULL (needed to train with p > 0)");
     ck_assert_error(sl_dropout(sl_zeros(SL_I32, sl_shape(2)), 0.5, &r, true), SL_ERR_DTYPE,
@@ -543,7 +553,10 @@ END_TEST
 
 /* ---------------------------------------------------------------- where, masked_fill */
 
-static sl_tensor *call_where(sl_tensor *const *in, int n, void *u) { return sl_where(in[0], in[1], in[2]); }
+static sl_tensor *call_where(sl_tensor *const *in, int n, void *u)
+{
+    return sl_where(in[0], in[1], in[2]);
+}
 
 static sl_tensor *call_masked_fill(sl_tensor *const *in, int n, void *u)
 {
