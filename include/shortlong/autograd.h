@@ -45,7 +45,8 @@ enum { SL_RETAIN_GRAPH = 1 };
 
 /* Backpropagates from a one-element tensor (a loss), seeding its gradient with 1. */
 bool sl_backward(sl_tensor *loss);
-/* Backpropagates from any tensor with an explicit gradient of the same shape (NULL: ones).
+/* Backpropagates from any tensor with an explicit gradient of the same shape and dtype
+ * (NULL is allowed for a one-element output and means 1, as in sl_backward).
  * flags: 0 or SL_RETAIN_GRAPH. */
 bool sl_backward_ex(sl_tensor *out, const sl_tensor *grad_out, int flags);
 
