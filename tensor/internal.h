@@ -4,8 +4,8 @@
  *   - check arguments first with SL_CHECK_TENSOR / sl__check_float / sl__check_same_dtype, and
  *     return NULL through SL_FAIL with a message "<op>: <what>: <shapes>";
  *   - allocate outputs with sl__new (contiguous, current arena, uninitialised);
- *   - kernels take plain pointers and sizes; generate the f32 and f64 versions with the
- *     SL__FOR_FLOAT_TYPES helpers or a macro, never by converting through double at run time.
+ *   - kernels take plain pointers and sizes; write them once over a type T and include them
+ *     twice (see ops/elementwise_kernels.h), never by converting through double at run time.
  */
 #ifndef SL_TENSOR_INTERNAL_H
 #define SL_TENSOR_INTERNAL_H

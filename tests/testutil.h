@@ -25,7 +25,7 @@ void tu_teardown(void);
 /* A leaf of the given shape with normal(0, 1) values (f64 or f32), requires_grad set. */
 sl_tensor *tu_randn(sl_rng *rng, sl_dtype dtype, int ndim, const int64_t *shape);
 /* The same values as t, as a NON-contiguous leaf view (every other element of a wider buffer),
- * requires_grad set. Use it to test ops on views. */
+ * requires_grad set for floating dtypes. Use it to test ops on views. */
 sl_tensor *tu_noncontig(const sl_tensor *t);
 /* A copy of t in another dtype, as a leaf with requires_grad set (floating dtypes). */
 sl_tensor *tu_cast_leaf(const sl_tensor *t, sl_dtype dtype);
