@@ -13,15 +13,19 @@
 
 /* ---------------------------------------------------------------- view math */
 
-/* Strides that read t's elements, in row-major order, as `shape` (same numel > 0) without
- * moving them; false when no such strides exist. numpy's no-copy reshape: dims of t of size 1
- * are dropped (their strides do not matter); then runs of t's dims and of the new dims with
- * equal products are matched, and a run of t's dims can be read as one only where each stride
- * is the next one times the next size. Within a run the new strides are row-major over the
- * run's last stride. */
+/* Strides that read t's elements, in row-major order, as `shape` (same numel) without moving
+ * them; false when no such strides exist. numpy's no-copy reshape: dims of t of size 1 are
+ * dropped (their strides do not matter); then runs of t's dims and of the new dims with equal
+ * products are matched, and a run of t's dims can be read as one only where each stride is
+ * the next one times the next size. Within a run the new strides are row-major over the run's
+ * last stride. An empty tensor has no elements to place: any strides do. */
 static bool reshape_strides(const sl_tensor *t, int ndim, const int64_t *shape,
                             int64_t *strides)
 {
+    if (sl_numel(t) == 0) {
+        sl__contiguous_strides(ndim, shape, strides);
+        return true;
+    }
     int64_t od[SL_MAX_DIMS], os[SL_MAX_DIMS];
     int on = 0;
     for (int i = 0; i < t->ndim; i++)
@@ -186,8 +190,7 @@ sl_tensor *sl_reshape(sl_tensor *a, int ndim, const int64_t *shape)
     int64_t want[SL_MAX_DIMS], strides[SL_MAX_DIMS];
     if (!resolve_shape(a, ndim, shape, want)) return NULL;
     sl_tensor *y;
-    if (sl_numel(a) == 0 || reshape_strides(a, ndim, want, strides)) {
-        if (sl_numel(a) == 0) sl__contiguous_strides(ndim, want, strides);
+    if (reshape_strides(a, ndim, want, strides)) {
         y = sl__alias(a);
         if (!y) return NULL;
         set_layout(y, ndim, want, strides);
