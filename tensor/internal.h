@@ -72,10 +72,11 @@ void sl__broadcast_strides(const sl_tensor *t, int ndim, const int64_t *shape, i
 typedef void (*sl__run_fn)(void *ctx, char *const *ptr, const int64_t *bstride, int64_t n);
 void sl__foreach(int nops, char *const *base, const int64_t (*strides)[SL_MAX_DIMS],
                  const size_t *esize, int ndim, const int64_t *shape, sl__run_fn fn, void *ctx);
-/* dst (contiguous, shape of dst) += src, where src has a shape dst broadcasts to: sums src over
- * the broadcast dims. Same dtype. The backward of every broadcasting op uses it. */
+/* dst += src, where src has a shape dst broadcasts to: sums src over the broadcast dims (f32
+ * sums in double). Same dtype. dst may have any strides (a view of a gradient buffer is fine,
+ * and the shape ops' backwards rely on that). The backward of every broadcasting op uses it. */
 void sl__accumulate_reduced(sl_tensor *dst, const sl_tensor *src);
-/* dst += src, same shape, dst contiguous, src any strides. */
+/* dst += src, same shape, both with any strides. */
 void sl__accumulate(sl_tensor *dst, const sl_tensor *src);
 
 /* ---------------------------------------------------------------- threads */

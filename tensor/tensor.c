@@ -436,10 +436,10 @@ static void accumulate_run(void *vctx, char *const *p, const int64_t *bs, int64_
         float *d = (float *)p[0];
         const float *s = (const float *)p[1];
         int64_t sd = bs[0] / 4, ss = bs[1] / 4;
-        if (sd == 0) {
-            float acc = 0;
+        if (sd == 0) { /* a reduction over a broadcast dim: sum in double */
+            double acc = 0;
             for (int64_t i = 0; i < n; i++) acc += s[i * ss];
-            *d += acc;
+            *d += (float)acc;
         } else {
             for (int64_t i = 0; i < n; i++) d[i * sd] += s[i * ss];
         }
