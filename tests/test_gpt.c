@@ -1,0 +1,484 @@
+/* The GPT: config errors, names, a whole-model float64 gradcheck, the PyTorch reference
+ * fixture, incremental decoding with KV caches against full recomputes (past the training
+ * context), dropout, and an overfit run. */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A tiny model; callers override fields. */
+static sl_gpt_config tiny(sl_pos pos)
+{
+    return (sl_gpt_config){.vocab_size = 11, .context = 8, .dim = 8, .n_layers = 2,
+                           .n_heads = 2, .n_kv_heads = 0, .mlp_ratio = 2, .pos = pos,
+                           .tie_embeddings = false, .fused_qkv = true, .seed = 42};
+}
+
+static sl_tensor *random_ids(sl_rng *r, int64_t B, int64_t T, int64_t V)
+{
+    sl_tensor *t = sl_empty(SL_I32, 2, (int64_t[]){B, T});
+    for (int64_t i = 0; i < B * T; i++) ((int32_t *)t->data)[i] = (int32_t)sl_rng_below(r, V);
+    return t;
+}
+
+/* Sets every parameter to normal(0, std), LayerNorm weights around 1. */
+static void randomize(sl_gpt *m, uint64_t seed, double std)
+{
+    sl_rng r = sl_rng_seed(seed);
+    for (int i = 0; i < sl_params_count(m->params); i++) {
+        const sl_param *p = sl_params_at(m->params, i);
+        ck_assert(sl_init_normal(p->value, &r, std));
+        if (strstr(p->name, "ln") && strstr(p->name, "weight"))
+            for (int64_t k = 0; k < sl_numel(p->value); k++)
+                sl_set(p->value, k, 1 + sl_get(p->value, k));
+    }
+}
+
+/* ---------------------------------------------------------------- config and names */
+
+START_TEST(config_errors_are_clear)
+{
+    sl_gpt_config c = tiny(SL_POS_ALIBI);
+    c.dim = 10, c.n_heads = 4;
+    ck_assert_ptr_null(sl_gpt_new(&c, SL_F32));
+    ck_assert_str_eq(sl_error_message(), "sl_gpt_new: dim 10 is not a multiple of n_heads 4");
+    sl_error_clear();
+    c = tiny(SL_POS_ALIBI);
+    c.n_heads = 4, c.n_kv_heads = 3;
+    ck_assert_ptr_null(sl_gpt_new(&c, SL_F32));
+    ck_assert_str_eq(sl_error_message(),
+                     "sl_gpt_new: n_heads 4 is not a multiple of n_kv_heads 3");
+    sl_error_clear();
+    c = tiny(SL_POS_ALIBI);
+    c.vocab_size = 0;
+    ck_assert_ptr_null(sl_gpt_new(&c, SL_F32));
+    ck_assert_str_eq(sl_error_message(), "sl_gpt_new: vocab_size 0 outside [1, 2147483647]");
+    sl_error_clear();
+    c = tiny(SL_POS_ALIBI);
+    c.n_layers = 0;
+    ck_assert_ptr_null(sl_gpt_new(&c, SL_F32));
+    ck_assert_str_eq(sl_error_message(), "sl_gpt_new: dim 8, n_layers 0, n_heads 2, n_kv_heads 0 "
+                                         "and mlp_ratio 2 must be >= 1");
+    sl_error_clear();
+    c = tiny(SL_POS_ALIBI);
+    c.dropout = 1.0;
+    ck_assert_ptr_null(sl_gpt_new(&c, SL_F32));
+    ck_assert_str_eq(sl_error_message(), "sl_gpt_new: dropout 1 outside [0, 1)");
+    sl_error_clear();
+    c = tiny((sl_pos)7);
+    ck_assert_ptr_null(sl_gpt_new(&c, SL_F32));
+    ck_assert_str_eq(sl_error_message(), "sl_gpt_new: unknown positional method 7");
+    sl_error_clear();
+    c = tiny(SL_POS_ALIBI);
+    ck_assert_ptr_null(sl_gpt_new(&c, SL_I32));
+    ck_assert_int_eq(sl_error(), SL_ERR_DTYPE);
+    sl_error_clear();
+    ck_assert_ptr_null(sl_gpt_new(NULL, SL_F32));
+    sl_error_clear();
+
+    sl_gpt *m = sl_gpt_new(&c, SL_F32);
+    ck_assert_ptr_nonnull(m);
+    ck_assert_ptr_null(sl_gpt_forward(m, sl_zeros(SL_F32, sl_shape(1, 4)), NULL));
+    ck_assert_str_eq(sl_error_message(),
+                     "sl_gpt_forward: idx must be i32 (B, T) with B, T >= 1, got f32 [1,4]");
+    sl_error_clear();
+    sl_tensor *bad = sl_full(SL_I32, sl_shape(1, 4), 11);
+    ck_assert_ptr_null(sl_gpt_forward(m, bad, NULL));
+    ck_assert_int_eq(sl_error(), SL_ERR_INDEX); /* from sl_embedding */
+    sl_error_clear();
+    ck_assert_ptr_null(sl_gpt_loss(m, sl_zeros(SL_I32, sl_shape(1, 4)),
+                                   sl_zeros(SL_I32, sl_shape(1, 3))));
+    ck_assert_str_eq(sl_error_message(),
+                     "sl_gpt_loss: targets i32 [1,3] do not match idx i32 [1,4]");
+    sl_error_clear();
+    sl_kv_cache **kv = sl_gpt_kv_caches_new(m, 1, 8);
+    ck_assert_ptr_null(sl_gpt_forward(m, sl_zeros(SL_I32, sl_shape(1, 4)), kv));
+    ck_assert_str_eq(sl_error_message(), "sl_gpt_forward: decoding with KV caches needs grad "
+                                         "mode off (sl_set_grad_enabled(false))");
+    sl_error_clear();
+    sl_gpt_free(m);
+}
+END_TEST
+
+START_TEST(parameter_names_and_counts)
+{
+    sl_gpt_config c = tiny(SL_POS_ALIBI);
+    c.n_layers = 1, c.fused_qkv = false, c.n_kv_heads = 1;
+    sl_gpt *m = sl_gpt_new(&c, SL_F32);
+    ck_assert_ptr_nonnull(m);
+    const char *names[] = {
+        "tok.weight", "blocks.0.ln1.weight", "blocks.0.ln1.bias", "blocks.0.attn.q.weight",
+        "blocks.0.attn.q.bias", "blocks.0.attn.k.weight", "blocks.0.attn.k.bias",
+        "blocks.0.attn.v.weight", "blocks.0.attn.v.bias", "blocks.0.attn.proj.weight",
+        "blocks.0.attn.proj.bias", "blocks.0.ln2.weight", "blocks.0.ln2.bias",
+        "blocks.0.mlp.fc.weight", "blocks.0.mlp.fc.bias", "blocks.0.mlp.proj.weight",
+        "blocks.0.mlp.proj.bias", "ln_f.weight", "ln_f.bias", "head.weight"};
+    int n = sizeof names / sizeof *names;
+    ck_assert_int_eq(sl_params_count(m->params), n);
+    for (int i = 0; i < n; i++) ck_assert_str_eq(sl_params_at(m->params, i)->name, names[i]);
+    /* V C + ln 2C + q (C C + C) + k, v 2 (D C + D) + proj (C C + C) + ln 2C + fc (2C C + 2C)
+     * + proj (C 2C + C) + ln_f 2C + head V C, with V = 11, C = 8, D = 4. */
+    ck_assert_int_eq(sl_params_numel(m->params),
+                     88 + 16 + 72 + 2 * 36 + 72 + 16 + 144 + 136 + 16 + 88);
+    ck_assert(sl_params_find(m->params, "blocks.0.attn.k.weight")->shape[0] == 4);
+    ck_assert(!sl_params_at(m->params, 0)->decay);               /* embedding */
+    ck_assert(sl_params_at(m->params, n - 1)->decay);            /* head weight */
+    ck_assert(!sl_params_at(m->params, n - 2)->decay);           /* ln_f bias */
+    sl_gpt_free(m);
+
+    c.tie_embeddings = true;
+    m = sl_gpt_new(&c, SL_F32);
+    ck_assert_ptr_null(m->head);
+    ck_assert_int_eq(sl_params_count(m->params), n - 1);
+    ck_assert_ptr_null(sl_params_find(m->params, "head.weight"));
+    sl_gpt_free(m);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- gradcheck */
+
+typedef struct {
+    sl_gpt *m;
+    sl_tensor *idx, *targets;
+} loss_ctx;
+
+static sl_tensor *run_loss(sl_tensor *const *in, int n, void *user)
+{
+    loss_ctx *c = user;
+    return sl_gpt_loss(c->m, c->idx, c->targets);
+}
+
+/* The loss's gradient with respect to every parameter, against finite differences, for each
+ * layout: alibi/none, fused/separate qkv, GQA, tied/untied head. */
+START_TEST(whole_model_gradcheck_f64)
+{
+    for (int k = 0; k < 4; k++) {
+        sl_gpt_config c = tiny(k % 2 ? SL_POS_NONE : SL_POS_ALIBI);
+        c.vocab_size = 7, c.mlp_ratio = 2, c.n_heads = 2;
+        c.fused_qkv = k < 2;
+        c.tie_embeddings = k == 1 || k == 2;
+        c.n_kv_heads = k == 3 ? 1 : 0;
+        sl_gpt *m = sl_gpt_new(&c, SL_F64);
+        ck_assert_ptr_nonnull(m);
+        randomize(m, 10 + k, 0.5);
+        sl_rng r = sl_rng_seed(k);
+        loss_ctx ctx = {m, random_ids(&r, 2, 5, 7), random_ids(&r, 2, 5, 7)};
+        sl_tensor *in[64];
+        int n = sl_params_count(m->params);
+        for (int i = 0; i < n; i++) in[i] = sl_params_at(m->params, i)->value;
+        tu_gradcheck(run_loss, n, in, &ctx);
+        sl_gpt_free(m);
+    }
+}
+END_TEST
+
+START_TEST(loss_is_mean_cross_entropy_ignoring_minus_one)
+{
+    sl_gpt_config c = tiny(SL_POS_ALIBI);
+    sl_gpt *m = sl_gpt_new(&c, SL_F64);
+    randomize(m, 3, 0.5);
+    sl_rng r = sl_rng_seed(3);
+    sl_tensor *idx = random_ids(&r, 2, 6, 11), *tg = random_ids(&r, 2, 6, 11);
+    ((int32_t *)tg->data)[1] = -1;
+    ((int32_t *)tg->data)[7] = -1;
+    sl_tensor *logits = sl_gpt_forward(m, idx, NULL), *loss = sl_gpt_loss(m, idx, tg);
+    ck_assert(logits && loss);
+    double sum = 0;
+    int count = 0;
+    for (int row = 0; row < 12; row++) {
+        int t = ((int32_t *)tg->data)[row];
+        if (t < 0) continue;
+        double mx = -INFINITY, z = 0;
+        for (int v = 0; v < 11; v++) mx = fmax(mx, sl_get(logits, row * 11 + v));
+        for (int v = 0; v < 11; v++) z += exp(sl_get(logits, row * 11 + v) - mx);
+        sum += mx + log(z) - sl_get(logits, row * 11 + t);
+        count++;
+    }
+    ck_assert_close(sl_item(loss), sum / count, 1e-13, 0);
+    sl_gpt_free(m);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- the PyTorch fixture */
+
+#define FX_MAX 128
+
+typedef struct {
+    int n;
+    char name[FX_MAX][128];
+    sl_tensor *t[FX_MAX];
+} fixture;
+
+/* Reads the records of make_gpt_fixture.py's file (format in its docstring) into tensors in
+ * the current arena. */
+static void fixture_load(fixture *f)
+{
+    char path[4096];
+    const char *src = getenv("SL_SOURCE_DIR");
+    if (src) {
+        snprintf(path, sizeof path, "%s/tests/fixtures/gpt_alibi_tiny.bin", src);
+    } else { /* beside this file */
+        snprintf(path, sizeof path, "%s", __FILE__);
+        char *slash = strrchr(path, '/');
+        snprintf(slash ? slash + 1 : path, sizeof path - (size_t)(slash ? slash + 1 - path : 0),
+                 "fixtures/gpt_alibi_tiny.bin");
+    }
+    FILE *fp = fopen(path, "rb");
+    ck_assert_msg(fp != NULL, "cannot open the fixture %s (set SL_SOURCE_DIR)", path);
+    fseek(fp, 0, SEEK_END);
+    long size = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    unsigned char *buf = malloc((size_t)size);
+    ck_assert(buf && fread(buf, 1, (size_t)size, fp) == (size_t)size);
+    fclose(fp);
+    size_t pos = 0;
+#define TAKE(dst, bytes)                                                                         \
+    do {                                                                                         \
+        ck_assert_msg(pos + (bytes) <= (size_t)size, "fixture truncated at byte %zu", pos);     \
+        memcpy((dst), buf + pos, (bytes));                                                       \
+        pos += (bytes);                                                                          \
+    } while (0)
+    char magic[8];
+    uint32_t count;
+    TAKE(magic, 8);
+    ck_assert(!memcmp(magic, "SLFIXT01", 8));
+    TAKE(&count, 4);
+    ck_assert_int_le(count, FX_MAX);
+    for (uint32_t i = 0; i < count; i++) {
+        uint16_t len;
+        uint8_t dt, nd;
+        int64_t shape[SL_MAX_DIMS];
+        TAKE(&len, 2);
+        ck_assert_int_lt(len, 128);
+        TAKE(f->name[i], len);
+        f->name[i][len] = '\0';
+        TAKE(&dt, 1);
+        TAKE(&nd, 1);
+        ck_assert(dt <= SL_I32 && nd <= SL_MAX_DIMS);
+        TAKE(shape, 8 * (size_t)nd);
+        f->t[i] = sl_empty((sl_dtype)dt, nd, shape);
+        ck_assert_ptr_nonnull(f->t[i]);
+        TAKE(f->t[i]->data, (size_t)sl_numel(f->t[i]) * sl_dtype_size(dt));
+    }
+#undef TAKE
+    ck_assert_int_eq(pos, size);
+    f->n = (int)count;
+    free(buf);
+}
+
+static sl_tensor *fx(const fixture *f, const char *name)
+{
+    for (int i = 0; i < f->n; i++)
+        if (!strcmp(f->name[i], name)) return f->t[i];
+    ck_abort_msg("the fixture has no record '%s'", name);
+    return NULL;
+}
+
+/* Builds the fixture's model in dtype with its weights. */
+static sl_gpt *fixture_model(const fixture *f, sl_dtype dtype)
+{
+    const sl_tensor *c = fx(f, "config");
+    const int32_t *v = c->data;
+    sl_gpt_config cfg = {.vocab_size = v[0], .context = v[1], .dim = v[2], .n_layers = v[3],
+                         .n_heads = v[4], .n_kv_heads = v[5], .mlp_ratio = v[6],
+                         .pos = SL_POS_ALIBI, .tie_embeddings = v[7], .fused_qkv = v[8]};
+    sl_gpt *m = sl_gpt_new(&cfg, dtype);
+    ck_assert_msg(m != NULL, "%s", sl_error_message());
+    int n_param_records = 0;
+    for (int i = 0; i < f->n; i++) n_param_records += !strncmp(f->name[i], "param.", 6);
+    ck_assert_int_eq(n_param_records, sl_params_count(m->params));
+    for (int i = 0; i < sl_params_count(m->params); i++) {
+        const sl_param *p = sl_params_at(m->params, i);
+        char key[160];
+        snprintf(key, sizeof key, "param.%s", p->name);
+        ck_assert_msg(sl_copy_into(p->value, fx(f, key)), "%s: %s", key, sl_error_message());
+    }
+    return m;
+}
+
+/* The C model against PyTorch (float64 reference): logits, loss and every parameter's
+ * gradient, to tol relative (each tensor's max |difference| over its max |value|), then the
+ * losses after each of a few AdamW steps. */
+static void check_against_fixture(sl_dtype dtype, double tol, double adam_tol)
+{
+    fixture *f = calloc(1, sizeof *f);
+    fixture_load(f);
+    sl_gpt *m = fixture_model(f, dtype);
+    sl_tensor *idx = fx(f, "idx"), *tg = fx(f, "targets");
+    bool prev = sl_set_grad_enabled(false);
+    sl_tensor *logits = sl_gpt_forward(m, idx, NULL);
+    sl_set_grad_enabled(prev);
+    ck_assert_ptr_nonnull(logits);
+    double d = tu_max_rel_diff(logits, fx(f, "logits"));
+    ck_assert_msg(d <= tol, "%s logits differ from PyTorch by %.3g relative", sl_dtype_name(dtype), d);
+    sl_tensor *loss = sl_gpt_loss(m, idx, tg);
+    ck_assert(loss && sl_backward(loss));
+    double want = sl_item(fx(f, "loss"));
+    ck_assert_msg(fabs(sl_item(loss) - want) <= tol * want, "loss %.10g, PyTorch %.10g",
+                  sl_item(loss), want);
+    for (int i = 0; i < sl_params_count(m->params); i++) {
+        const sl_param *p = sl_params_at(m->params, i);
+        char key[160];
+        snprintf(key, sizeof key, "grad.%s", p->name);
+        ck_assert_msg(p->value->grad != NULL, "%s has no gradient", p->name);
+        double g = tu_max_rel_diff(p->value->grad, fx(f, key));
+        ck_assert_msg(g <= tol, "%s %s: gradient differs from PyTorch by %.3g relative",
+                      sl_dtype_name(dtype), p->name, g);
+    }
+
+    const double *hp = fx(f, "adamw.hparams")->data; /* lr, beta1, beta2, eps, weight decay */
+    const sl_tensor *losses = fx(f, "adamw.losses");
+    sl_adamw_config ac = {hp[1], hp[2], hp[3], hp[4]};
+    sl_optim *opt = sl_adamw_new(m->params, &ac);
+    ck_assert_msg(opt != NULL, "%s", sl_error_message());
+    for (int k = 1; k < sl_numel(losses); k++) {
+        ck_assert(sl_optim_step(opt, hp[0])); /* the gradients of the loss before step k */
+        sl_params_zero_grad(m->params);
+        loss = sl_gpt_loss(m, idx, tg);
+        ck_assert(loss && sl_backward(loss));
+        double lk = sl_item(loss), wk = sl_get(losses, k);
+        ck_assert_msg(fabs(lk - wk) <= adam_tol * wk, "%s: loss after %d AdamW steps %.10g, "
+                      "PyTorch %.10g", sl_dtype_name(dtype), k, lk, wk);
+    }
+    sl_optim_free(opt);
+    sl_gpt_free(m);
+    free(f);
+}
+
+START_TEST(matches_pytorch_f32) { check_against_fixture(SL_F32, 1e-5, 1e-5); }
+END_TEST
+
+START_TEST(matches_pytorch_f64) { check_against_fixture(SL_F64, 1e-10, 1e-10); }
+END_TEST
+
+/* ---------------------------------------------------------------- KV-cache decoding */
+
+/* Logits for T = 20 positions (2.5x the context of 8) computed in one pass, and again
+ * incrementally: a prompt of 5, then 10 single tokens, then a chunk of 5. */
+static void check_incremental(sl_gpt_config c, sl_dtype dtype, double tol)
+{
+    enum { B = 2, T = 20 };
+    sl_gpt *m = sl_gpt_new(&c, dtype);
+    ck_assert_ptr_nonnull(m);
+    randomize(m, 5, 0.4);
+    sl_rng r = sl_rng_seed(6);
+    sl_tensor *idx = random_ids(&r, B, T, c.vocab_size);
+    bool prev = sl_set_grad_enabled(false);
+    sl_tensor *full = sl_gpt_forward(m, idx, NULL); // (B, T, V)
+    ck_assert_ptr_nonnull(full);
+    sl_kv_cache **kv = sl_gpt_kv_caches_new(m, B, T);
+    ck_assert_ptr_nonnull(kv);
+    const int64_t chunks[] = {5, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 5};
+    int64_t at = 0;
+    for (size_t s = 0; s < sizeof chunks / sizeof *chunks; s++) {
+        sl_tensor *part = sl_contiguous(sl_narrow(idx, 1, at, chunks[s]));
+        sl_tensor *got = sl_gpt_forward(m, part, kv);
+        ck_assert_msg(got != NULL, "%s", sl_error_message());
+        sl_tensor *want = sl_narrow(full, 1, at, chunks[s]);
+        double d = tu_max_rel_diff(got, want);
+        ck_assert_msg(d <= tol, "%s %s: positions [%lld, %lld): incremental logits differ by "
+                      "%.3g relative", sl_pos_name(c.pos), sl_dtype_name(dtype), (long long)at,
+                      (long long)(at + chunks[s]), d);
+        at += chunks[s];
+        ck_assert_int_eq(kv[0]->len, at);
+        ck_assert_int_eq(kv[c.n_layers - 1]->len, at);
+    }
+    ck_assert_int_eq(at, T);
+    sl_set_grad_enabled(prev);
+    sl_gpt_free(m);
+}
+
+START_TEST(kv_cache_decoding_matches_full_recompute_past_context)
+{
+    sl_gpt_config a = tiny(SL_POS_ALIBI);
+    a.n_heads = 4, a.n_kv_heads = 2, a.dim = 16;
+    sl_gpt_config n = tiny(SL_POS_NONE);
+    n.fused_qkv = false, n.tie_embeddings = true;
+    check_incremental(a, SL_F32, 1e-5);
+    check_incremental(a, SL_F64, 1e-10);
+    check_incremental(n, SL_F32, 1e-5);
+    check_incremental(n, SL_F64, 1e-10);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- dropout */
+
+START_TEST(dropout_only_in_training)
+{
+    sl_gpt_config c = tiny(SL_POS_ALIBI);
+    sl_gpt *plain = sl_gpt_new(&c, SL_F32);
+    c.dropout = 0.2;
+    sl_gpt *m = sl_gpt_new(&c, SL_F32);
+    sl_rng r = sl_rng_seed(9);
+    sl_tensor *idx = random_ids(&r, 2, 6, c.vocab_size);
+    /* Dropout does not change the initial weights: in eval mode the logits are the same. */
+    sl_tensor *a = sl_gpt_forward(plain, idx, NULL), *b = sl_gpt_forward(m, idx, NULL);
+    ck_assert(tu_max_abs_diff(a, b) == 0);
+    m->train = true;
+    sl_rng start = m->rng;
+    sl_tensor *t1 = sl_gpt_forward(m, idx, NULL), *t2 = sl_gpt_forward(m, idx, NULL);
+    ck_assert(tu_max_abs_diff(t1, a) > 1e-4);
+    ck_assert(tu_max_abs_diff(t1, t2) > 1e-4); /* the stream moves on */
+    m->rng = start;
+    ck_assert(tu_max_abs_diff(sl_gpt_forward(m, idx, NULL), t1) == 0); /* and replays */
+    sl_gpt_free(plain);
+    sl_gpt_free(m);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- overfit */
+
+/* A 2-layer ALiBi GPT (V 16, C 32, 4 heads) memorises one batch of 2 x 16 random tokens:
+ * AdamW at lr 1e-2 without decay brings the loss from about ln 16 = 2.77 below 0.05 in at most
+ * STEPS steps. */
+START_TEST(overfits_one_batch)
+{
+    enum { STEPS = 150 };
+    sl_gpt_config c = {.vocab_size = 16, .context = 16, .dim = 32, .n_layers = 2, .n_heads = 4,
+                       .pos = SL_POS_ALIBI, .fused_qkv = true, .seed = 1};
+    sl_gpt *m = sl_gpt_new(&c, SL_F32);
+    sl_rng r = sl_rng_seed(10);
+    sl_tensor *idx = random_ids(&r, 2, 16, 16), *tg = random_ids(&r, 2, 16, 16);
+    sl_optim *opt = sl_adamw_new(m->params, &(sl_adamw_config){0.9, 0.95, 1e-8, 0.0});
+    ck_assert_ptr_nonnull(opt);
+    sl_arena *step = sl_arena_new(0);
+    sl_arena *outer = sl_arena_set(step);
+    double first = NAN, last = NAN;
+    int it = 0;
+    for (; it < STEPS; it++) {
+        sl_tensor *loss = sl_gpt_loss(m, idx, tg);
+        ck_assert_msg(loss && sl_backward(loss), "step %d: %s", it, sl_error_message());
+        last = sl_item(loss);
+        if (it == 0) first = last;
+        if (last < 0.05) break;
+        ck_assert(sl_optim_step(opt, 1e-2));
+        sl_params_zero_grad(m->params);
+        sl_arena_reset(step);
+    }
+    sl_arena_set(outer);
+    sl_arena_free(step);
+    ck_assert_msg(fabs(first - log(16.0)) < 0.3, "initial loss %g, not near ln 16", first);
+    ck_assert_msg(last < 0.05, "loss %g after %d steps (first %g)", last, it, first);
+    sl_optim_free(opt);
+    sl_gpt_free(m);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("gpt");
+    TCase *tc = tcase_create("gpt");
+    tcase_add_checked_fixture(tc, tu_setup, tu_teardown);
+    tcase_add_test(tc, config_errors_are_clear);
+    tcase_add_test(tc, parameter_names_and_counts);
+    tcase_add_test(tc, whole_model_gradcheck_f64);
+    tcase_add_test(tc, loss_is_mean_cross_entropy_ignoring_minus_one);
+    tcase_add_test(tc, matches_pytorch_f32);
+    tcase_add_test(tc, matches_pytorch_f64);
+    tcase_add_test(tc, kv_cache_decoding_matches_full_recompute_past_context);
+    tcase_add_test(tc, dropout_only_in_training);
+    tcase_add_test(tc, overfits_one_batch);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}

@@ -1,0 +1,607 @@
+/* nn modules and the parameter registry: names, counts, errors, clipping, initialisation,
+ * values against naive loops, and float64 gradchecks of every module. */
+#include "testutil.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Every parameter of ps set to normal(mean, std) values: LayerNorm-like "weight"s of size
+ * (n) around 1, everything else around 0, so biases and affine parts are exercised. */
+static void randomize(sl_params *ps, sl_rng *r, double std)
+{
+    for (int i = 0; i < sl_params_count(ps); i++) {
+        const sl_param *p = sl_params_at(ps, i);
+        ck_assert(sl_init_normal(p->value, r, std));
+        bool norm_weight = p->value->ndim == 1 && strstr(p->name, "weight");
+        if (norm_weight)
+            for (int64_t k = 0; k < sl_numel(p->value); k++)
+                sl_set(p->value, k, 1 + sl_get(p->value, k));
+    }
+}
+
+/* The values of t as a row-major double array in the current arena. */
+static double *vals(const sl_tensor *t)
+{
+    double *b = sl_arena_alloc(sl_arena_current(), sizeof(double) * (size_t)sl_numel(t), 64);
+    ck_assert_ptr_nonnull(b);
+    for (int64_t i = 0; i < sl_numel(t); i++) b[i] = sl_get(t, i);
+    return b;
+}
+
+/* ---------------------------------------------------------------- registry */
+
+START_TEST(registry_names_count_find_errors)
+{
+    sl_params *ps = sl_params_new(SL_F64);
+    ck_assert_ptr_nonnull(ps);
+    ck_assert_int_eq(sl_params_dtype(ps), SL_F64);
+    sl_tensor *a = sl_params_add(ps, "a.weight", sl_shape(3, 4), true);
+    sl_tensor *b = sl_params_add(ps, "a.bias", sl_shape(4), false);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(b);
+    ck_assert(a->requires_grad && !a->node && a->dtype == SL_F64);
+    ck_assert_str_eq(a->name, "a.weight");
+    for (int i = 0; i < 12; i++) ck_assert(sl_get(a, i) == 0.0);
+    ck_assert_int_eq(sl_params_count(ps), 2);
+    ck_assert_int_eq(sl_params_numel(ps), 16);
+    ck_assert_str_eq(sl_params_at(ps, 0)->name, "a.weight");
+    ck_assert(sl_params_at(ps, 0)->decay && !sl_params_at(ps, 1)->decay);
+    ck_assert_ptr_eq(sl_params_at(ps, 1)->value, b);
+    ck_assert_ptr_eq(sl_params_find(ps, "a.bias"), b);
+    ck_assert_ptr_null(sl_params_find(ps, "a.nothing"));
+    ck_assert_int_eq(sl_error(), SL_OK); /* absent is not an error */
+
+    ck_assert_ptr_null(sl_params_add(ps, "a.weight", sl_shape(2), true));
+    ck_assert_int_eq(sl_error(), SL_ERR_ARG);
+    ck_assert_str_eq(sl_error_message(), "sl_params_add: a parameter named 'a.weight' already exists");
+    sl_error_clear();
+    ck_assert_ptr_null(sl_params_add(ps, "", sl_shape(2), true));
+    ck_assert_str_eq(sl_error_message(), "sl_params_add: empty parameter name");
+    sl_error_clear();
+    char longname[SL_PARAM_NAME_MAX + 1];
+    memset(longname, 'x', SL_PARAM_NAME_MAX);
+    longname[SL_PARAM_NAME_MAX] = '\0';
+    ck_assert_ptr_null(sl_params_add(ps, longname, sl_shape(2), true));
+    ck_assert_ptr_nonnull(strstr(sl_error_message(), "is longer than 95 characters"));
+    sl_error_clear();
+    ck_assert_ptr_null(sl_params_at(ps, 2));
+    ck_assert_str_eq(sl_error_message(), "sl_params_at: index 2 out of range for 2 parameters");
+    sl_error_clear();
+    ck_assert_ptr_null(sl_params_new(SL_I32));
+    ck_assert_int_eq(sl_error(), SL_ERR_DTYPE);
+    sl_error_clear();
+    ck_assert_int_eq(sl_params_count(ps), 2); /* failed adds left nothing behind */
+
+    /* Many parameters: the entry array grows, earlier tensors stay put. */
+    for (int i = 0; i < 100; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "p%d", i);
+        ck_assert_ptr_nonnull(sl_params_add(ps, name, sl_shape(1), true));
+    }
+    ck_assert_int_eq(sl_params_count(ps), 102);
+    ck_assert_ptr_eq(sl_params_find(ps, "a.weight"), a);
+    ck_assert_str_eq(sl_params_at(ps, 101)->name, "p99");
+    sl_params_free(ps);
+}
+END_TEST
+
+/* loss = sum(a * ca) + sum(b * cb), so dL/da = ca, dL/db = cb; c has no gradient. */
+START_TEST(clip_grad_norm_matches_hand_computation)
+{
+    sl_params *ps = sl_params_new(SL_F32);
+    sl_tensor *a = sl_params_add(ps, "a", sl_shape(2, 2), true);
+    sl_tensor *b = sl_params_add(ps, "b", sl_shape(3), false);
+    sl_tensor *c = sl_params_add(ps, "c", sl_shape(5), false);
+    ck_assert_ptr_nonnull(c);
+    const float ca[] = {1, -2, 3, 0.5f}, cb[] = {4, 0, -1};
+    sl_tensor *loss = sl_add(sl_sum_all(sl_mul(a, sl_from_data(SL_F32, sl_shape(2, 2), ca))),
+                             sl_sum_all(sl_mul(b, sl_from_data(SL_F32, sl_shape(3), cb))));
+    ck_assert_msg(sl_backward(loss), "%s", sl_error_message());
+    ck_assert_ptr_null(c->grad);
+    double want = sqrt(1 + 4 + 9 + 0.25 + 16 + 0 + 1); /* 5.6789083458... */
+    /* A max above the norm: the norm comes back, nothing changes. */
+    ck_assert_close(sl_params_clip_grad_norm(ps, 10.0), want, 1e-12, 0);
+    ck_assert_close(sl_get(a->grad, 1), -2.0, 0, 0);
+    /* A max below it: every gradient scaled by max / (norm + 1e-6). */
+    ck_assert_close(sl_params_clip_grad_norm(ps, 2.0), want, 1e-12, 0);
+    double s = 2.0 / (want + 1e-6);
+    for (int i = 0; i < 4; i++) ck_assert_close(sl_get(a->grad, i), ca[i] * s, 1e-6, 0);
+    for (int i = 0; i < 3; i++) ck_assert_close(sl_get(b->grad, i), cb[i] * s, 1e-6, 0);
+    ck_assert_close(sl_params_clip_grad_norm(ps, 100.0), 2.0, 1e-6, 0);
+    ck_assert(isnan(sl_params_clip_grad_norm(ps, 0.0)));
+    ck_assert_str_eq(sl_error_message(), "sl_params_clip_grad_norm: max_norm 0 must be > 0");
+    sl_error_clear();
+    sl_params_zero_grad(ps);
+    for (int i = 0; i < 4; i++) ck_assert(sl_get(a->grad, i) == 0.0);
+    ck_assert(sl_params_clip_grad_norm(ps, 1.0) == 0.0);
+    sl_params_free(ps);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- initialisation */
+
+typedef struct {
+    double mean, std;
+} stats;
+
+static stats stats_of(const sl_tensor *t)
+{
+    double s = 0, ss = 0;
+    int64_t n = sl_numel(t);
+    for (int64_t i = 0; i < n; i++) s += sl_get(t, i);
+    double mean = s / n;
+    for (int64_t i = 0; i < n; i++) ss += (sl_get(t, i) - mean) * (sl_get(t, i) - mean);
+    return (stats){mean, sqrt(ss / n)};
+}
+
+START_TEST(gpt2_init_statistics_and_determinism)
+{
+    enum { LAYERS = 4 };
+    sl_gpt_config cfg = {.vocab_size = 256, .context = 64, .dim = 128, .n_layers = LAYERS,
+                         .n_heads = 4, .pos = SL_POS_ALIBI, .fused_qkv = true, .seed = 7};
+    sl_gpt *m = sl_gpt_new(&cfg, SL_F32);
+    ck_assert_msg(m != NULL, "%s", sl_error_message());
+    const double resid = 0.02 / sqrt(2.0 * LAYERS);
+    for (int i = 0; i < sl_params_count(m->params); i++) {
+        const sl_param *p = sl_params_at(m->params, i);
+        stats s = stats_of(p->value);
+        const char *n = p->name;
+        size_t len = strlen(n);
+        bool is_bias = len > 5 && !strcmp(n + len - 5, ".bias");
+        if (strstr(n, "ln")) { /* LayerNorm: ones and zeros */
+            ck_assert_msg(s.std == 0 && s.mean == (is_bias ? 0.0 : 1.0), "%s", n);
+        } else if (is_bias) {
+            ck_assert_msg(s.std == 0 && s.mean == 0, "%s: bias not zero", n);
+        } else {
+            double want = strstr(n, ".proj.weight") ? resid : 0.02;
+            ck_assert_msg(fabs(s.std - want) < 0.03 * want, "%s: std %g, want %g", n, s.std, want);
+            ck_assert_msg(fabs(s.mean) < 0.05 * want, "%s: mean %g", n, s.mean);
+        }
+    }
+    /* The same seed gives bitwise the same weights; another seed other weights. */
+    sl_gpt *same = sl_gpt_new(&cfg, SL_F32);
+    cfg.seed = 8;
+    sl_gpt *other = sl_gpt_new(&cfg, SL_F32);
+    ck_assert(same && other);
+    for (int i = 0; i < sl_params_count(m->params); i++) {
+        const sl_tensor *a = sl_params_at(m->params, i)->value;
+        ck_assert(memcmp(a->data, sl_params_at(same->params, i)->value->data,
+                         sizeof(float) * (size_t)sl_numel(a)) == 0);
+    }
+    ck_assert(tu_max_abs_diff(m->tok->weight, other->tok->weight) > 0.01);
+    sl_gpt_free(m);
+    sl_gpt_free(same);
+    sl_gpt_free(other);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- Linear, Embedding, LayerNorm */
+
+static sl_tensor *run_linear(sl_tensor *const *in, int n, void *user)
+{
+    return sl_linear_forward(user, in[0]);
+}
+
+START_TEST(linear_values_and_errors)
+{
+    sl_rng r = sl_rng_seed(1);
+    sl_params *ps = sl_params_new(SL_F64);
+    sl_linear *m = sl_linear_new(ps, "lin", 5, 3, true, &r);
+    sl_linear *nb = sl_linear_new(ps, "nb", 5, 3, false, &r);
+    ck_assert(m && nb && !nb->bias);
+    ck_assert_int_eq(m->weight->shape[0], 3);
+    ck_assert_int_eq(m->weight->shape[1], 5);
+    ck_assert_ptr_eq(sl_params_find(ps, "lin.bias"), m->bias);
+    ck_assert_ptr_null(sl_params_find(ps, "nb.bias"));
+    randomize(ps, &r, 1.0);
+    sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(2, 4, 5));
+    sl_tensor *y = sl_linear_forward(m, x);
+    ck_assert_int_eq(y->ndim, 3);
+    ck_assert_int_eq(y->shape[2], 3);
+    double *xv = vals(x), *w = vals(m->weight), *b = vals(m->bias);
+    for (int row = 0; row < 8; row++)
+        for (int o = 0; o < 3; o++) {
+            double s = b[o];
+            for (int i = 0; i < 5; i++) s += xv[row * 5 + i] * w[o * 5 + i];
+            ck_assert_close(sl_get(y, row * 3 + o), s, 1e-13, 1e-13);
+        }
+    /* A 1-D input. */
+    sl_tensor *y1 = sl_linear_forward(nb, sl_ones(SL_F64, sl_shape(5)));
+    ck_assert_int_eq(y1->ndim, 1);
+    ck_assert_int_eq(y1->shape[0], 3);
+    for (int o = 0; o < 3; o++) {
+        double s = 0;
+        for (int i = 0; i < 5; i++) s += sl_get(nb->weight, o * 5 + i);
+        ck_assert_close(sl_get(y1, o), s, 1e-13, 1e-13);
+    }
+    ck_assert_ptr_null(sl_linear_forward(m, sl_zeros(SL_F64, sl_shape(2, 4))));
+    ck_assert_str_eq(sl_error_message(),
+                     "sl_linear_forward: input [2,4] does not end in 5 features (weight [3,5])");
+    sl_error_clear();
+    ck_assert_ptr_null(sl_linear_forward(m, sl_zeros(SL_F32, sl_shape(2, 5))));
+    ck_assert_str_eq(sl_error_message(), "sl_linear_forward: input is f32, weight is f64");
+    sl_error_clear();
+    ck_assert_ptr_null(sl_linear_new(ps, "bad", 0, 3, true, &r));
+    ck_assert_str_eq(sl_error_message(), "sl_linear_new: bad: sizes in 0, out 3 must be >= 1");
+    sl_error_clear();
+    ck_assert_ptr_null(sl_linear_new(ps, "lin", 5, 3, true, &r));
+    ck_assert_str_eq(sl_error_message(), "sl_params_add: a parameter named 'lin.weight' already exists");
+    sl_error_clear();
+    sl_params_free(ps);
+}
+END_TEST
+
+START_TEST(linear_gradcheck_with_and_without_bias)
+{
+    sl_rng r = sl_rng_seed(2);
+    sl_params *ps = sl_params_new(SL_F64);
+    sl_linear *m = sl_linear_new(ps, "lin", 4, 3, true, &r);
+    sl_linear *nb = sl_linear_new(ps, "nb", 4, 3, false, &r);
+    randomize(ps, &r, 1.0);
+    sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(2, 3, 4));
+    tu_gradcheck(run_linear, 3, (sl_tensor *[]){x, m->weight, m->bias}, m);
+    tu_gradcheck(run_linear, 2, (sl_tensor *[]){x, nb->weight}, nb);
+    tu_gradcheck(run_linear, 3, (sl_tensor *[]){tu_noncontig(x), m->weight, m->bias}, m);
+    sl_params_free(ps);
+}
+END_TEST
+
+static sl_tensor *run_embed(sl_tensor *const *in, int n, void *user)
+{
+    return sl_embed_forward(user, in[1]);
+}
+static sl_tensor *run_layer_norm(sl_tensor *const *in, int n, void *user)
+{
+    return sl_layer_norm_forward(user, in[0]);
+}
+
+START_TEST(embedding_and_layer_norm_modules)
+{
+    sl_rng r = sl_rng_seed(3);
+    sl_params *ps = sl_params_new(SL_F64);
+    sl_embed *e = sl_embed_new(ps, "tok", 6, 4, &r);
+    sl_layer_norm *ln = sl_layer_norm_new(ps, "ln", 4, 0);
+    ck_assert(e && ln);
+    ck_assert(ln->eps == 1e-5);
+    ck_assert(!sl_params_at(ps, 0)->decay && !sl_params_at(ps, 1)->decay);
+    randomize(ps, &r, 0.5);
+    const int32_t ids[] = {5, 0, 5, 2};
+    sl_tensor *idx = sl_from_data(SL_I32, sl_shape(2, 2), ids);
+    sl_tensor *y = sl_embed_forward(e, idx);
+    for (int i = 0; i < 4; i++)
+        for (int d = 0; d < 4; d++)
+            ck_assert(sl_get(y, i * 4 + d) == sl_get(e->weight, ids[i] * 4 + d));
+    tu_gradcheck(run_embed, 2, (sl_tensor *[]){e->weight, idx}, e);
+
+    /* LayerNorm against a naive loop. */
+    sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(3, 4));
+    sl_tensor *z = sl_layer_norm_forward(ln, x);
+    double *xv = vals(x), *w = vals(ln->weight), *b = vals(ln->bias);
+    for (int row = 0; row < 3; row++) {
+        double mu = 0, var = 0;
+        for (int d = 0; d < 4; d++) mu += xv[row * 4 + d] / 4;
+        for (int d = 0; d < 4; d++) var += (xv[row * 4 + d] - mu) * (xv[row * 4 + d] - mu) / 4;
+        for (int d = 0; d < 4; d++)
+            ck_assert_close(sl_get(z, row * 4 + d),
+                            (xv[row * 4 + d] - mu) / sqrt(var + 1e-5) * w[d] + b[d], 1e-12, 1e-12);
+    }
+    tu_gradcheck(run_layer_norm, 3, (sl_tensor *[]){x, ln->weight, ln->bias}, ln);
+    ck_assert_ptr_null(sl_layer_norm_new(ps, "ln2", 4, -1));
+    ck_assert_str_eq(sl_error_message(), "sl_layer_norm_new: ln2: eps -1 must be >= 0");
+    sl_error_clear();
+    sl_params_free(ps);
+}
+END_TEST
+
+START_TEST(dropout_module)
+{
+    sl_rng r = sl_rng_seed(4);
+    sl_tensor *x = sl_ones(SL_F32, sl_shape(4000));
+    sl_drop d = {0.25};
+    ck_assert_ptr_eq(sl_drop_forward(&d, x, &r, false), x); /* eval: identity */
+    sl_rng r2 = r;
+    sl_tensor *y = sl_drop_forward(&d, x, &r, true), *y2 = sl_drop_forward(&d, x, &r2, true);
+    int zeros = 0;
+    for (int i = 0; i < 4000; i++) {
+        double v = sl_get(y, i);
+        ck_assert(v == 0 || fabs(v - 1 / 0.75) < 1e-6);
+        ck_assert(v == sl_get(y2, i)); /* the same stream, the same mask */
+        zeros += v == 0;
+    }
+    ck_assert_msg(abs(zeros - 1000) < 5 * 28, "%d zeros of 4000 at p = 0.25", zeros);
+    ck_assert_ptr_null(sl_drop_forward(NULL, x, &r, true));
+}
+END_TEST
+
+/* ---------------------------------------------------------------- MLP */
+
+static sl_tensor *run_mlp(sl_tensor *const *in, int n, void *user)
+{
+    return sl_mlp_forward(user, in[0]);
+}
+
+START_TEST(mlp_values_and_gradcheck)
+{
+    sl_rng r = sl_rng_seed(5);
+    sl_params *ps = sl_params_new(SL_F64);
+    sl_mlp *m = sl_mlp_new(ps, "mlp", 3, 5, &r);
+    ck_assert_ptr_nonnull(m);
+    const char *names[] = {"mlp.fc.weight", "mlp.fc.bias", "mlp.proj.weight", "mlp.proj.bias"};
+    for (int i = 0; i < 4; i++) ck_assert_str_eq(sl_params_at(ps, i)->name, names[i]);
+    randomize(ps, &r, 0.7);
+    sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(2, 3));
+    sl_tensor *y = sl_mlp_forward(m, x);
+    double *xv = vals(x), *w1 = vals(m->fc->weight), *b1 = vals(m->fc->bias);
+    double *w2 = vals(m->proj->weight), *b2 = vals(m->proj->bias);
+    for (int row = 0; row < 2; row++)
+        for (int o = 0; o < 3; o++) {
+            double s = b2[o];
+            for (int h = 0; h < 5; h++) {
+                double a = b1[h];
+                for (int i = 0; i < 3; i++) a += xv[row * 3 + i] * w1[h * 3 + i];
+                double g = 0.5 * a * (1 + tanh(sqrt(2 / M_PI) * (a + 0.044715 * a * a * a)));
+                s += g * w2[o * 5 + h];
+            }
+            ck_assert_close(sl_get(y, row * 3 + o), s, 1e-12, 1e-12);
+        }
+    sl_tensor *in[] = {x, m->fc->weight, m->fc->bias, m->proj->weight, m->proj->bias};
+    tu_gradcheck(run_mlp, 5, in, m);
+    sl_params_free(ps);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- attention */
+
+/* The paper's slopes for a power-of-two head count, h = 1..H. */
+static double paper_slope(int h, int H) { return pow(2.0, -8.0 * (h + 1) / H); }
+
+/* Causal attention in naive double loops, from the module's weights: x (B, T, C) -> (B, T, C).
+ * W (F, C), bw (F) are the q | k | v projections stacked (F = C + 2 Hk D). */
+static void naive_attention(const double *x, int B, int T, int C, int H, int Hk, bool alibi,
+                            const double *W, const double *bw, const double *Wp,
+                            const double *bp, double *out)
+{
+    int D = C / H, F = C + 2 * Hk * D;
+    double *qkv = calloc((size_t)B * T * F, sizeof *qkv), *y = calloc((size_t)B * T * C, 8);
+    double *p = calloc((size_t)T, sizeof *p);
+    for (int bt = 0; bt < B * T; bt++)
+        for (int f = 0; f < F; f++) {
+            double s = bw[f];
+            for (int c = 0; c < C; c++) s += x[bt * C + c] * W[f * C + c];
+            qkv[bt * F + f] = s;
+        }
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            int g = h / (H / Hk);
+            double m = alibi ? paper_slope(h, H) : 0;
+            for (int i = 0; i < T; i++) {
+                const double *q = qkv + (b * T + i) * F + h * D;
+                double mx = -INFINITY, sum = 0;
+                for (int j = 0; j <= i; j++) {
+                    const double *k = qkv + (b * T + j) * F + C + g * D;
+                    double s = 0;
+                    for (int d = 0; d < D; d++) s += q[d] * k[d];
+                    p[j] = s / sqrt(D) - m * (i - j);
+                    if (p[j] > mx) mx = p[j];
+                }
+                for (int j = 0; j <= i; j++) sum += (p[j] = exp(p[j] - mx));
+                for (int d = 0; d < D; d++) {
+                    double s = 0;
+                    for (int j = 0; j <= i; j++)
+                        s += p[j] / sum * qkv[(b * T + j) * F + C + Hk * D + g * D + d];
+                    y[(b * T + i) * C + h * D + d] = s;
+                }
+            }
+        }
+    for (int bt = 0; bt < B * T; bt++)
+        for (int o = 0; o < C; o++) {
+            double s = bp[o];
+            for (int c = 0; c < C; c++) s += y[bt * C + c] * Wp[o * C + c];
+            out[bt * C + o] = s;
+        }
+    free(qkv);
+    free(y);
+    free(p);
+}
+
+/* The stacked q | k | v weights and biases of either layout. */
+static void stacked_qkv(const sl_attention *m, double **W, double **bw)
+{
+    if (m->qkv) {
+        *W = vals(m->qkv->weight);
+        *bw = vals(m->qkv->bias);
+        return;
+    }
+    sl_tensor *w = sl_concat(3, (sl_tensor *[]){m->q->weight, m->k->weight, m->v->weight}, 0);
+    sl_tensor *b = sl_concat(3, (sl_tensor *[]){m->q->bias, m->k->bias, m->v->bias}, 0);
+    *W = vals(w);
+    *bw = vals(b);
+}
+
+static sl_tensor *run_attention(sl_tensor *const *in, int n, void *user)
+{
+    return sl_attention_forward(user, in[0], NULL);
+}
+
+/* Every combination: fused / separate qkv, H = Hk / GQA / MQA, alibi / none. Values against
+ * the naive loops, then an f64 gradcheck through x and every parameter. */
+START_TEST(attention_values_and_gradchecks)
+{
+    enum { B = 2, T = 5, C = 8, H = 4 };
+    const int kv_heads[] = {4, 2, 1};
+    for (int fused = 0; fused < 2; fused++)
+        for (int kh = 0; kh < 3; kh++)
+            for (int pos = 0; pos < SL_POS_COUNT; pos++) {
+                sl_rng r = sl_rng_seed(100 + fused * 10 + kh * 3 + pos);
+                sl_params *ps = sl_params_new(SL_F64);
+                sl_attention_config cfg = {C, H, kv_heads[kh], (sl_pos)pos, fused};
+                sl_attention *m = sl_attention_new(ps, "attn", &cfg, &r);
+                ck_assert_msg(m != NULL, "%s", sl_error_message());
+                ck_assert_int_eq(sl_params_count(ps), fused ? 4 : 8);
+                int64_t Hk = kv_heads[kh], D = C / H;
+                if (fused) ck_assert_int_eq(m->qkv->weight->shape[0], C + 2 * Hk * D);
+                else ck_assert_int_eq(m->k->weight->shape[0], Hk * D);
+                for (int h = 0; h < H; h++)
+                    ck_assert(sl_get(m->slopes, h) == (pos == SL_POS_ALIBI ? paper_slope(h, H) : 0));
+                randomize(ps, &r, 0.6);
+                sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(B, T, C));
+                sl_tensor *y = sl_attention_forward(m, x, NULL);
+                ck_assert_msg(y != NULL, "%s", sl_error_message());
+                double *W, *bw, want[B * T * C];
+                stacked_qkv(m, &W, &bw);
+                naive_attention(vals(x), B, T, C, H, (int)Hk, pos == SL_POS_ALIBI, W, bw,
+                                vals(m->proj->weight), vals(m->proj->bias), want);
+                for (int i = 0; i < B * T * C; i++)
+                    ck_assert_msg(fabs(sl_get(y, i) - want[i]) < 1e-12,
+                                  "fused %d, Hk %lld, %s: element %d: %.15g vs %.15g", fused,
+                                  (long long)Hk, sl_pos_name(pos), i, sl_get(y, i), want[i]);
+                sl_tensor *in[9] = {x};
+                for (int i = 0; i < sl_params_count(ps); i++) in[1 + i] = sl_params_at(ps, i)->value;
+                tu_gradcheck(run_attention, 1 + sl_params_count(ps), in, m);
+                sl_params_free(ps);
+            }
+}
+END_TEST
+
+/* The same weights with and without ALiBi: the first query sees only itself, so its output
+ * is the same; later queries see the bias. */
+START_TEST(attention_alibi_changes_the_output)
+{
+    sl_rng r = sl_rng_seed(6);
+    sl_params *ps = sl_params_new(SL_F64);
+    sl_attention_config a = {8, 2, 0, SL_POS_ALIBI, true}, n = {8, 2, 0, SL_POS_NONE, true};
+    sl_attention *ma = sl_attention_new(ps, "a", &a, &r), *mn = sl_attention_new(ps, "n", &n, &r);
+    ck_assert(ma && mn);
+    ck_assert_int_eq(ma->cfg.n_kv_heads, 2); /* 0 means n_heads */
+    sl_copy_into(mn->qkv->weight, ma->qkv->weight);
+    sl_copy_into(mn->proj->weight, ma->proj->weight);
+    sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(1, 6, 8));
+    sl_tensor *ya = sl_attention_forward(ma, x, NULL), *yn = sl_attention_forward(mn, x, NULL);
+    /* Row 0 attends to itself only: identical. Later rows differ. */
+    for (int c = 0; c < 8; c++) ck_assert_close(sl_get(ya, c), sl_get(yn, c), 1e-14, 1e-14);
+    ck_assert(fabs(sl_get(ya, 5 * 8) - sl_get(yn, 5 * 8)) > 1e-6);
+    sl_params_free(ps);
+}
+END_TEST
+
+START_TEST(attention_config_and_cache_errors)
+{
+    sl_rng r = sl_rng_seed(7);
+    sl_params *ps = sl_params_new(SL_F32);
+    sl_attention_config c = {10, 4, 0, SL_POS_ALIBI, true};
+    ck_assert_ptr_null(sl_attention_new(ps, "a", &c, &r));
+    ck_assert_str_eq(sl_error_message(), "sl_attention_new: dim 10 is not a multiple of n_heads 4");
+    sl_error_clear();
+    c = (sl_attention_config){12, 4, 3, SL_POS_ALIBI, true};
+    ck_assert_ptr_null(sl_attention_new(ps, "a", &c, &r));
+    ck_assert_str_eq(sl_error_message(),
+                     "sl_attention_new: n_heads 4 is not a multiple of n_kv_heads 3");
+    sl_error_clear();
+    c = (sl_attention_config){12, 4, 2, (sl_pos)SL_POS_COUNT, true};
+    ck_assert_ptr_null(sl_attention_new(ps, "a", &c, &r));
+    ck_assert_str_eq(sl_error_message(), "sl_attention_new: unknown positional method 2");
+    sl_error_clear();
+    c = (sl_attention_config){12, 4, 2, SL_POS_ALIBI, false};
+    sl_attention *m = sl_attention_new(ps, "a", &c, &r);
+    ck_assert_ptr_nonnull(m);
+    sl_tensor *x = sl_zeros(SL_F32, sl_shape(1, 3, 12));
+    ck_assert_ptr_null(sl_attention_forward(m, sl_zeros(SL_F32, sl_shape(3, 12)), NULL));
+    ck_assert_str_eq(sl_error_message(), "sl_attention_forward: input [3,12] is not (B, T, 12)");
+    sl_error_clear();
+    sl_kv_cache *kv = sl_kv_cache_new(SL_F32, 1, 2, 4, 3);
+    ck_assert_ptr_nonnull(kv);
+    ck_assert_ptr_null(sl_attention_forward(m, x, kv)); /* grad mode is on */
+    ck_assert_int_eq(sl_error(), SL_ERR_STATE);
+    ck_assert_ptr_nonnull(strstr(sl_error_message(), "a KV cache needs grad mode off"));
+    sl_error_clear();
+    bool prev = sl_set_grad_enabled(false);
+    ck_assert_ptr_nonnull(sl_attention_forward(m, x, kv));
+    ck_assert_int_eq(kv->len, 3);
+    ck_assert_ptr_null(sl_attention_forward(m, sl_zeros(SL_F32, sl_shape(1, 2, 12)), kv));
+    ck_assert_str_eq(sl_error_message(),
+                     "sl_attention_forward: KV cache full: 3 + 2 positions > capacity 4");
+    sl_error_clear();
+    ck_assert_int_eq(kv->len, 3);
+    sl_kv_cache *wrong = sl_kv_cache_new(SL_F32, 2, 2, 4, 3);
+    ck_assert_ptr_null(sl_attention_forward(m, x, wrong));
+    ck_assert_str_eq(sl_error_message(), "sl_attention_forward: KV cache [2,2,4,3] does not fit "
+                                         "keys (B, Hk, T, D) = [1,2,3,3]");
+    sl_error_clear();
+    sl_set_grad_enabled(prev);
+    ck_assert_ptr_null(sl_kv_cache_new(SL_I32, 1, 1, 1, 1));
+    ck_assert_int_eq(sl_error(), SL_ERR_DTYPE);
+    sl_error_clear();
+    sl_params_free(ps);
+}
+END_TEST
+
+START_TEST(pos_names_parse)
+{
+    sl_pos p = SL_POS_NONE;
+    ck_assert(sl_pos_parse("alibi", &p) && p == SL_POS_ALIBI);
+    ck_assert(sl_pos_parse("none", &p) && p == SL_POS_NONE);
+    ck_assert_str_eq(sl_pos_name(SL_POS_ALIBI), "alibi");
+    ck_assert_str_eq(sl_pos_name(SL_POS_NONE), "none");
+    ck_assert(!sl_pos_parse("rope-ish", &p));
+    ck_assert_str_eq(sl_error_message(),
+                     "sl_pos_parse: unknown positional method 'rope-ish' (known: none, alibi)");
+    sl_error_clear();
+}
+END_TEST
+
+/* ---------------------------------------------------------------- block */
+
+static sl_tensor *run_block(sl_tensor *const *in, int n, void *user)
+{
+    return sl_block_forward(user, in[0], NULL, NULL, NULL, false);
+}
+
+START_TEST(block_is_pre_ln_residual_and_gradchecks)
+{
+    sl_rng r = sl_rng_seed(8);
+    sl_params *ps = sl_params_new(SL_F64);
+    sl_attention_config c = {8, 2, 1, SL_POS_ALIBI, true};
+    sl_block *b = sl_block_new(ps, "blocks.3", &c, 12, &r);
+    ck_assert_ptr_nonnull(b);
+    const char *names[] = {"blocks.3.ln1.weight", "blocks.3.ln1.bias", "blocks.3.attn.qkv.weight",
+                           "blocks.3.attn.qkv.bias", "blocks.3.attn.proj.weight",
+                           "blocks.3.attn.proj.bias", "blocks.3.ln2.weight", "blocks.3.ln2.bias",
+                           "blocks.3.mlp.fc.weight", "blocks.3.mlp.fc.bias",
+                           "blocks.3.mlp.proj.weight", "blocks.3.mlp.proj.bias"};
+    ck_assert_int_eq(sl_params_count(ps), 12);
+    for (int i = 0; i < 12; i++) ck_assert_str_eq(sl_params_at(ps, i)->name, names[i]);
+    randomize(ps, &r, 0.5);
+    sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(2, 4, 8));
+    /* The same thing composed from the modules. */
+    sl_tensor *h = sl_add(x, sl_attention_forward(b->attn, sl_layer_norm_forward(b->ln1, x), NULL));
+    sl_tensor *want = sl_add(h, sl_mlp_forward(b->mlp, sl_layer_norm_forward(b->ln2, h)));
+    sl_tensor *y = sl_block_forward(b, x, NULL, NULL, NULL, false);
+    ck_assert(tu_max_abs_diff(y, want) == 0);
+    sl_tensor *in[13] = {x};
+    for (int i = 0; i < 12; i++) in[1 + i] = sl_params_at(ps, i)->value;
+    tu_gradcheck(run_block, 13, in, b);
+    sl_params_free(ps);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("nn");
+    TCase *tc = tcase_create("nn");
+    tcase_add_checked_fixture(tc, tu_setup, tu_teardown);
+    tcase_add_test(tc, registry_names_count_find_errors);
+    tcase_add_test(tc, clip_grad_norm_matches_hand_computation);
+    tcase_add_test(tc, gpt2_init_statistics_and_determinism);
+    tcase_add_test(tc, linear_values_and_errors);
+    tcase_add_test(tc, linear_gradcheck_with_and_without_bias);
+    tcase_add_test(tc, embedding_and_layer_norm_modules);
+    tcase_add_test(tc, dropout_module);
+    tcase_add_test(tc, mlp_values_and_gradcheck);
+    tcase_add_test(tc, attention_values_and_gradchecks);
+    tcase_add_test(tc, attention_alibi_changes_the_output);
+    tcase_add_test(tc, attention_config_and_cache_errors);
+    tcase_add_test(tc, pos_names_parse);
+    tcase_add_test(tc, block_is_pre_ln_residual_and_gradchecks);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}
