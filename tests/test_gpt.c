@@ -422,6 +422,13 @@ START_TEST(dropout_only_in_training)
     ck_assert(tu_max_abs_diff(t1, t2) > 1e-4); /* the stream moves on */
     m->rng = start;
     ck_assert(tu_max_abs_diff(sl_gpt_forward(m, idx, NULL), t1) == 0); /* and replays */
+    /* Where dropout sits: on the embeddings, then on each block's residual branches. */
+    sl_rng rr = start;
+    sl_tensor *x = sl_dropout(sl_embed_forward(m->tok, idx), 0.2, &rr, true);
+    for (int l = 0; l < c.n_layers; l++)
+        x = sl_block_forward(m->blocks[l], x, NULL, &m->drop, &rr, true);
+    x = sl_linear_forward(m->head, sl_layer_norm_forward(m->ln_f, x));
+    ck_assert(tu_max_abs_diff(x, t1) == 0);
     sl_gpt_free(plain);
     sl_gpt_free(m);
 }

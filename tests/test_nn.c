@@ -577,6 +577,17 @@ START_TEST(block_is_pre_ln_residual_and_gradchecks)
     sl_tensor *want = sl_add(h, sl_mlp_forward(b->mlp, sl_layer_norm_forward(b->ln2, h)));
     sl_tensor *y = sl_block_forward(b, x, NULL, NULL, NULL, false);
     ck_assert(tu_max_abs_diff(y, want) == 0);
+    /* With dropout while training: on both residual branches, in that order. */
+    sl_drop drop = {0.5};
+    sl_rng r1 = sl_rng_seed(9), r2 = r1;
+    sl_tensor *yd = sl_block_forward(b, x, NULL, &drop, &r1, true);
+    h = sl_add(x, sl_dropout(sl_attention_forward(b->attn, sl_layer_norm_forward(b->ln1, x), NULL),
+                             0.5, &r2, true));
+    want = sl_add(h, sl_dropout(sl_mlp_forward(b->mlp, sl_layer_norm_forward(b->ln2, h)), 0.5,
+                                &r2, true));
+    ck_assert(tu_max_abs_diff(yd, want) == 0);
+    ck_assert(tu_max_abs_diff(yd, y) > 1e-3);
+    ck_assert(tu_max_abs_diff(sl_block_forward(b, x, NULL, &drop, &r1, false), y) == 0);
     sl_tensor *in[13] = {x};
     for (int i = 0; i < 12; i++) in[1 + i] = sl_params_at(ps, i)->value;
     tu_gradcheck(run_block, 13, in, b);
