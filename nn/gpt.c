@@ -88,10 +88,14 @@ static bool resolve_config(const sl_gpt_config *cfg, sl_gpt_config *out)
     return true;
 }
 
-/* w *= s in place (initialisation only; no autograd). */
+/* w *= s in place (initialisation only; no autograd). Parameters are contiguous. */
 static void scale_inplace(sl_tensor *w, double s)
 {
-    for (int64_t i = 0; i < sl_numel(w); i++) sl_set(w, i, sl_get(w, i) * s);
+    int64_t n = sl_numel(w);
+    if (w->dtype == SL_F32)
+        for (float *p = sl_ptr(w), *e = p + n; p < e; p++) *p = (float)(*p * s);
+    else
+        for (double *p = sl_ptr(w), *e = p + n; p < e; p++) *p *= s;
 }
 
 static bool build(sl_gpt *m, sl_rng *rng)
