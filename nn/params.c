@@ -3,7 +3,8 @@
  * The registry owns one arena. Parameters, their gradients (autograd allocates a leaf's
  * gradient in the leaf's own arena) and the module structs all live there, so a model is
  * freed in one call and a training step's arena can be reset without touching any of it.
- * The entries themselves sit in a heap array that grows by doubling while a model is built.
+ * The entries live in the arena too; only the array of pointers to them is on the heap,
+ * growing by doubling while a model is built.
  */
 #include "../tensor/internal.h"
 #include <shortlong/nn.h>
@@ -13,7 +14,7 @@
 struct sl_params {
     sl_dtype dtype;
     sl_arena *arena;
-    sl_param *items; /* count entries, in registration order */
+    sl_param **items; /* count entries (each in the arena, so pointers stay valid), in order */
     int count, cap;
 };
 
@@ -48,7 +49,7 @@ sl_arena *sl_params_arena(sl_params *ps) { return ps ? ps->arena : NULL; }
 static const sl_param *lookup(const sl_params *ps, const char *name)
 {
     for (int i = 0; i < ps->count; i++)
-        if (!strcmp(ps->items[i].name, name)) return &ps->items[i];
+        if (!strcmp(ps->items[i]->name, name)) return ps->items[i];
     return NULL;
 }
 
@@ -64,22 +65,21 @@ sl_tensor *sl_params_add(sl_params *ps, const char *name, int ndim, const int64_
         return SL_FAIL(SL_ERR_ARG, "sl_params_add: a parameter named '%s' already exists", name);
     if (ps->count == ps->cap) {
         int cap = ps->cap ? 2 * ps->cap : 32;
-        sl_param *items = sl__realloc(ps->items, sizeof *items * (size_t)cap);
+        sl_param **items = sl__realloc(ps->items, sizeof *items * (size_t)cap);
         if (!items) return SL_FAIL(SL_ERR_OOM, "sl_params_add: out of memory");
         ps->items = items;
         ps->cap = cap;
     }
     sl_arena *prev = sl_arena_set(ps->arena);
     sl_tensor *t = sl_zeros(ps->dtype, ndim, shape);
-    char *stable_name = t ? sl_arena_alloc(ps->arena, strlen(name) + 1, 1) : NULL;
+    sl_param *p = t ? sl_arena_alloc(ps->arena, sizeof *p, 16) : NULL;
     sl_arena_set(prev);
-    if (!stable_name) return NULL;
-    strcpy(stable_name, name);
-    t->name = stable_name;
-    t->requires_grad = true;
-    sl_param *p = &ps->items[ps->count++];
+    if (!p) return NULL;
     memset(p, 0, sizeof *p);
     strcpy(p->name, name);
+    t->name = p->name;
+    t->requires_grad = true;
+    ps->items[ps->count++] = p;
     p->value = t;
     p->decay = decay;
     return t;
@@ -90,7 +90,7 @@ int sl_params_count(const sl_params *ps) { return ps ? ps->count : 0; }
 int64_t sl_params_numel(const sl_params *ps)
 {
     int64_t n = 0;
-    for (int i = 0; ps && i < ps->count; i++) n += sl_numel(ps->items[i].value);
+    for (int i = 0; ps && i < ps->count; i++) n += sl_numel(ps->items[i]->value);
     return n;
 }
 
@@ -100,7 +100,7 @@ const sl_param *sl_params_at(const sl_params *ps, int i)
     if (i < 0 || i >= ps->count)
         return SL_FAIL(SL_ERR_INDEX, "sl_params_at: index %d out of range for %d parameters", i,
                        ps->count);
-    return &ps->items[i];
+    return ps->items[i];
 }
 
 sl_tensor *sl_params_find(const sl_params *ps, const char *name)
@@ -112,7 +112,7 @@ sl_tensor *sl_params_find(const sl_params *ps, const char *name)
 
 void sl_params_zero_grad(sl_params *ps)
 {
-    for (int i = 0; ps && i < ps->count; i++) sl_zero_grad(ps->items[i].value);
+    for (int i = 0; ps && i < ps->count; i++) sl_zero_grad(ps->items[i]->value);
 }
 
 /* Gradients are contiguous buffers made by autograd (or absent: no backward reached them). */
@@ -154,12 +154,12 @@ double sl_params_clip_grad_norm(sl_params *ps, double max_norm)
                NAN;
     double ss = 0;
     for (int i = 0; i < ps->count; i++)
-        if (ps->items[i].value->grad) ss += grad_sum_squares(ps->items[i].value->grad);
+        if (ps->items[i]->value->grad) ss += grad_sum_squares(ps->items[i]->value->grad);
     double norm = sqrt(ss);
     double coef = max_norm / (norm + 1e-6);
     if (isfinite(norm) && coef < 1)
         for (int i = 0; i < ps->count; i++)
-            if (ps->items[i].value->grad) grad_scale(ps->items[i].value->grad, coef);
+            if (ps->items[i]->value->grad) grad_scale(ps->items[i]->value->grad, coef);
     return norm;
 }
 

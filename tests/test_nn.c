@@ -72,7 +72,8 @@ START_TEST(registry_names_count_find_errors)
     sl_error_clear();
     ck_assert_int_eq(sl_params_count(ps), 2); /* failed adds left nothing behind */
 
-    /* Many parameters: the entry array grows, earlier tensors stay put. */
+    /* Many parameters: the entry array grows, earlier entries and tensors stay put. */
+    const sl_param *first = sl_params_at(ps, 0);
     for (int i = 0; i < 100; i++) {
         char name[32];
         snprintf(name, sizeof name, "p%d", i);
@@ -80,6 +81,8 @@ START_TEST(registry_names_count_find_errors)
     }
     ck_assert_int_eq(sl_params_count(ps), 102);
     ck_assert_ptr_eq(sl_params_find(ps, "a.weight"), a);
+    ck_assert_ptr_eq(sl_params_at(ps, 0), first);
+    ck_assert_str_eq(first->name, "a.weight");
     ck_assert_str_eq(sl_params_at(ps, 101)->name, "p99");
     sl_params_free(ps);
 }
