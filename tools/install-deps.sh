@@ -5,7 +5,7 @@
 # Uses sudo only when not run as root.
 set -euo pipefail
 
-packages=(build-essential cmake pkg-config libopenblas-dev check)
+packages=(build-essential cmake pkg-config libopenblas-dev check libjansson-dev)
 
 die() { echo "install-deps: error: $*" >&2; exit 1; }
 
