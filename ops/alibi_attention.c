@@ -1,10 +1,10 @@
 /* ops/alibi_attention.c — ALiBi slopes and the fused, tiled sl_alibi_attention.
  *
- * Forward (FlashAttention-style): one task per (batch, head, query tile of BQ rows) walks the
- * key tiles of BK keys up to the diagonal (tiles wholly above it are never computed), computing
- * the scores q k^T, adding the bias from integer positions, and keeping an online softmax (a
- * running max and sum per row, the output accumulator rescaled when the max grows). It writes
- * the output and one log-sum-exp per row, the only thing backward needs besides q, k, v, out.
+ * Forward (FlashAttention-style): one task per (batch, head, tile of TILE queries) walks the
+ * key tiles up to the diagonal (tiles wholly above it are never computed): scores k q^T, the
+ * bias from integer positions, and an online softmax (a running max and sum per query, the
+ * output accumulator rescaled when the max grows). It writes the output and one log-sum-exp
+ * per query, the only thing backward needs besides q, k, v and the output.
  *
  * Backward (FlashAttention-2-style), two passes that recompute the probabilities tile by tile
  * from the saved log-sum-exp, so that no thread writes where another does:
@@ -12,13 +12,14 @@
  *      heads of its group and the query tiles that see it;
  *   2. one task per (batch, head, query tile): dQ of that tile and its share of dL/dslope,
  *      kept in a per-task slot and summed in a fixed order afterwards.
- * Tasks are independent and each one's arithmetic is fixed, so the results do not depend on
- * the thread count or the schedule: they repeat bitwise.
+ * Each task's arithmetic is fixed and tasks write disjoint memory, so the results do not
+ * depend on the thread count or the schedule: they repeat bitwise.
  *
- * The tile products are register-blocked loops on GCC/Clang vector types (AVX-512 registers
- * when the build targets them), about 1.8x faster per core here than OpenBLAS 0.3.21's sgemm
- * on the same 64x64 tiles (see BENCHMARKS.md). Memory: the output, the log-sum-exp, and a few
- * tiles of scratch per thread from the current arena; nothing of size Tq x Tk. */
+ * The tile products (alibi_attention_kernels.h) are register-blocked loops on GCC/Clang vector
+ * types, AVX-512 when the build targets it: about 1.6x the per-core rate of OpenBLAS 0.3.21's
+ * sgemm on this project's reference machine (which it runs with its Haswell kernels; see
+ * BENCHMARKS.md). Tiles live in per-worker scratch from the current arena: besides the output
+ * and the log-sum-exp, the op's memory is O(threads * TILE * (D + Dv)), never O(Tq * Tk). */
 #include "../tensor/internal.h"
 #include <shortlong/ops.h>
 
@@ -27,7 +28,7 @@
 
 /* ---------------------------------------------------------------- configuration */
 
-enum { BQ = 64, BK = 64 }; /* query rows and keys per tile */
+enum { TILE = 64 }; /* queries and keys per tile */
 
 #if defined(__AVX512F__)
 #define VEC_BYTES 64 /* 32 vector registers: blocks of 4 rows x 4 vectors */
@@ -142,20 +143,10 @@ sl_tensor *sl_alibi_slopes(int n_heads)
 
 typedef enum { PHASE_FORWARD, PHASE_KV_GRAD, PHASE_Q_GRAD } phase;
 
-/* Per-worker scratch: the tiles of *_tiles in order, each 64-byte aligned. With base NULL,
- * only the size; otherwise fills ptr[0..8]. */
-static size_t carve_scratch(char *base, size_t es, int64_t D, int64_t Dv, void **ptr)
+/* Bytes of one worker's scratch. */
+static size_t scratch_bytes(sl_dtype dtype, int64_t D, int64_t Dv)
 {
-    int64_t acc = (BQ > BK ? BQ : BK) * (D > Dv ? D : Dv);
-    size_t sizes[9] = {es * BQ * BK, es * BQ * BK, es * (size_t)(D * BK), es * (size_t)(Dv * BK),
-                       es * (size_t)acc, es * (size_t)(BK * Dv), es * BQ, es * BQ,
-                       sizeof(double) * BQ};
-    size_t off = 0;
-    for (int i = 0; i < 9; i++) {
-        if (base) ptr[i] = base + off;
-        off += (sizes[i] + 63) & ~(size_t)63;
-    }
-    return off;
+    return dtype == SL_F32 ? carve_f32(NULL, D, Dv, NULL) : carve_f64(NULL, D, Dv, NULL);
 }
 
 typedef struct {
@@ -170,24 +161,24 @@ typedef struct {
 
 /* Task t of a phase, costliest first (causal: query tiles from the last, key tiles from the
  * first), so that the dynamic schedule ends with small tasks. */
-static void run_task(const runner *rn, int64_t t, void *const *tiles)
+static void run_task(const runner *rn, int64_t t, char *scratch)
 {
     const attn_job *j = rn->job;
     bool f32 = rn->dtype == SL_F32;
     if (rn->ph == PHASE_KV_GRAD) {
         int64_t bg = t % (j->B * j->Hk), kt = t / (j->B * j->Hk);
-        if (f32) kv_grad_task_f32(j, bg / j->Hk, bg % j->Hk, kt, tiles);
-        else kv_grad_task_f64(j, bg / j->Hk, bg % j->Hk, kt, tiles);
+        if (f32) kv_grad_task_f32(j, bg / j->Hk, bg % j->Hk, kt, scratch);
+        else kv_grad_task_f64(j, bg / j->Hk, bg % j->Hk, kt, scratch);
         return;
     }
     int64_t bh = t % (j->B * j->H), qt = j->nqt - 1 - t / (j->B * j->H);
     int64_t b = bh / j->H, h = bh % j->H;
     if (rn->ph == PHASE_FORWARD) {
-        if (f32) forward_task_f32(j, b, h, qt, tiles);
-        else forward_task_f64(j, b, h, qt, tiles);
+        if (f32) forward_task_f32(j, b, h, qt, scratch);
+        else forward_task_f64(j, b, h, qt, scratch);
     } else {
-        if (f32) q_grad_task_f32(j, b, h, qt, tiles);
-        else q_grad_task_f64(j, b, h, qt, tiles);
+        if (f32) q_grad_task_f32(j, b, h, qt, scratch);
+        else q_grad_task_f64(j, b, h, qt, scratch);
     }
 }
 
@@ -196,11 +187,9 @@ static void run_workers(void *ctx, int64_t w0, int64_t w1)
 {
     runner *rn = ctx;
     for (int64_t w = w0; w < w1; w++) {
-        void *tiles[9];
-        char *base = rn->scratch + (size_t)w * rn->scratch_bytes;
-        carve_scratch(base, sl_dtype_size(rn->dtype), rn->job->D, rn->job->Dv, tiles);
+        char *scratch = rn->scratch + (size_t)w * rn->scratch_bytes;
         for (int64_t t; (t = atomic_fetch_add(&rn->next, 1)) < rn->n_tasks;)
-            run_task(rn, t, tiles);
+            run_task(rn, t, scratch);
     }
 }
 
@@ -210,7 +199,7 @@ static bool run_phase(const attn_job *j, phase ph, sl_dtype dtype)
     rn.n_tasks = ph == PHASE_KV_GRAD ? j->B * j->Hk * j->nkt : j->B * j->H * j->nqt;
     int64_t workers = sl__in_pool() ? 1 : sl_get_num_threads();
     if (workers > rn.n_tasks) workers = rn.n_tasks;
-    rn.scratch_bytes = carve_scratch(NULL, sl_dtype_size(dtype), j->D, j->Dv, NULL);
+    rn.scratch_bytes = scratch_bytes(dtype, j->D, j->Dv);
     rn.scratch = sl_arena_alloc(sl_arena_current(), rn.scratch_bytes * (size_t)workers, 64);
     if (!rn.scratch) return false;
     memset(rn.scratch, 0, rn.scratch_bytes * (size_t)workers);
@@ -378,7 +367,7 @@ sl_tensor *sl_alibi_attention(sl_tensor *q, sl_tensor *k, sl_tensor *v, sl_tenso
     attn_job j = {
         .B = B, .H = H, .Hk = Hk, .Tq = Tq, .Tk = Tk, .D = D, .Dv = Dv,
         .group = H / Hk, .off = Tk - Tq,
-        .nqt = (Tq + BQ - 1) / BQ, .nkt = (Tk + BK - 1) / BK,
+        .nqt = (Tq + TILE - 1) / TILE, .nkt = (Tk + TILE - 1) / TILE,
         .causal = !o.bidirectional,
         .scale = o.scale != 0 ? o.scale : 1 / sqrt((double)D),
         .slopes = m,

@@ -3,8 +3,8 @@
  * VEC is T's SIMD vector of VL lanes, IVEC the integer vector a comparison of two VECs gives,
  * and FN(vexp) the exponential of a VEC.
  *
- * Every tile is (BQ queries) x (BK keys); a tile of scores s lives in scratch as BQ rows of BK.
- * In the comments: x_ij = scale * q_i . k_j + bias_ij is the logit, bias_ij = -m (p_i - j)
+ * Every tile is TILE queries x TILE keys, held in scratch as rows of TILE elements. In the
+ * comments: x_ij = scale * q_i . k_j + bias_ij is the logit, bias_ij = -m (p_i - j)
  * (causal, keys j <= p_i) or -m |p_i - j| (bidirectional), P the softmax of x over j, and
  * lse_i = log sum_j exp(x_ij), so that P_ij = exp(x_ij - lse_i). */
 
@@ -32,13 +32,6 @@ static inline VEC FN(vsel)(IVEC mask, VEC a, VEC b)
     return (VEC)(((IVEC)a & mask) | ((IVEC)b & ~mask));
 }
 
-static inline T FN(hmax)(VEC v)
-{
-    T m = v[0];
-    for (int i = 1; i < VL; i++) m = v[i] > m ? v[i] : m;
-    return m;
-}
-
 static inline double FN(hsum)(VEC v)
 {
     double s = 0;
@@ -48,17 +41,18 @@ static inline double FN(hsum)(VEC v)
 
 /* ---------------------------------------------------------------- tile products */
 
-/* One register block of gemm_acc: mr rows by nv vectors of C (compile-time constants once
- * inlined, so the accumulators live in registers). */
+/* One register block of gemm: mr rows by nv vectors of C (compile-time constants once inlined,
+ * so the accumulators live in registers); C = A B, or C += A B when add. */
 static inline __attribute__((always_inline)) void
-FN(gemm_block)(int mr, int nv, int K, const T *restrict a, int64_t ars, int64_t acs,
+FN(gemm_block)(bool add, int mr, int nv, int K, const T *restrict a, int64_t ars, int64_t acs,
                const T *restrict b, int64_t ldb, T *restrict c, int64_t ldc)
 {
     VEC acc[MR][NV], bv[NV];
 #pragma GCC unroll 8
     for (int r = 0; r < mr; r++)
 #pragma GCC unroll 8
-        for (int n = 0; n < nv; n++) acc[r][n] = FN(vload)(c + r * ldc + n * VL);
+        for (int n = 0; n < nv; n++)
+            acc[r][n] = add ? FN(vload)(c + r * ldc + n * VL) : FN(vsplat)(0);
     for (int k = 0; k < K; k++) {
 #pragma GCC unroll 8
         for (int n = 0; n < nv; n++) bv[n] = FN(vload)(b + k * ldb + n * VL);
@@ -75,79 +69,67 @@ FN(gemm_block)(int mr, int nv, int K, const T *restrict a, int64_t ars, int64_t 
         for (int n = 0; n < nv; n++) FN(vstore)(c + r * ldc + n * VL, acc[r][n]);
 }
 
-/* C (M, N) += A (M, K) B (K, N), where A(m, k) = a[m * ars + k * acs] (A or a transposed view),
- * B and C row-major with leading dims ldb and ldc. Blocks of MR rows x NV vectors, then single
- * vectors, then scalars for the last N % VL columns. */
-static void FN(gemm_acc)(int M, int N, int K, const T *restrict a, int64_t ars, int64_t acs,
-                         const T *restrict b, int64_t ldb, T *restrict c, int64_t ldc)
+/* C (M, N) = A (M, K) B (K, N), or += when add, where A(m, k) = a[m * ars + k * acs] (A or a
+ * transposed view), B and C row-major with leading dims ldb and ldc. Blocks of MR rows x NV
+ * vectors, then single vectors, then scalars for the last N % VL columns. */
+static inline __attribute__((always_inline)) void
+FN(gemm)(bool add, int M, int N, int K, const T *restrict a, int64_t ars, int64_t acs,
+         const T *restrict b, int64_t ldb, T *restrict c, int64_t ldc)
 {
     int n = 0;
     for (; n + NV * VL <= N; n += NV * VL) {
         int m = 0;
         for (; m + MR <= M; m += MR)
-            FN(gemm_block)(MR, NV, K, a + m * ars, ars, acs, b + n, ldb, c + m * ldc + n, ldc);
+            FN(gemm_block)(add, MR, NV, K, a + m * ars, ars, acs, b + n, ldb, c + m * ldc + n, ldc);
         for (; m < M; m++)
-            FN(gemm_block)(1, NV, K, a + m * ars, ars, acs, b + n, ldb, c + m * ldc + n, ldc);
+            FN(gemm_block)(add, 1, NV, K, a + m * ars, ars, acs, b + n, ldb, c + m * ldc + n, ldc);
     }
     for (; n + VL <= N; n += VL) {
         int m = 0;
         for (; m + MR <= M; m += MR)
-            FN(gemm_block)(MR, 1, K, a + m * ars, ars, acs, b + n, ldb, c + m * ldc + n, ldc);
+            FN(gemm_block)(add, MR, 1, K, a + m * ars, ars, acs, b + n, ldb, c + m * ldc + n, ldc);
         for (; m < M; m++)
-            FN(gemm_block)(1, 1, K, a + m * ars, ars, acs, b + n, ldb, c + m * ldc + n, ldc);
+            FN(gemm_block)(add, 1, 1, K, a + m * ars, ars, acs, b + n, ldb, c + m * ldc + n, ldc);
     }
-    if (n < N)
-        for (int m = 0; m < M; m++)
-            for (int k = 0; k < K; k++) {
-                T s = a[m * ars + k * acs];
-                for (int j = n; j < N; j++) c[m * ldc + j] += s * b[k * ldb + j];
-            }
+    for (int m = 0; n < N && m < M; m++) {
+        if (!add) memset(c + m * ldc + n, 0, sizeof(T) * (size_t)(N - n));
+        for (int k = 0; k < K; k++) {
+            T s = a[m * ars + k * acs];
+            for (int j = n; j < N; j++) c[m * ldc + j] += s * b[k * ldb + j];
+        }
+    }
 }
 
-/* dst (n, BK) = src (bk, n)^T, src rows ld apart: a key tile laid out for gemm_acc's B. */
-static void FN(pack_t)(T *restrict dst, const T *restrict src, int64_t ld, int bk, int n)
+static void FN(gemm_set)(int M, int N, int K, const T *restrict a, int64_t ars, int64_t acs,
+                         const T *restrict b, int64_t ldb, T *restrict c, int64_t ldc)
 {
-    for (int c = 0; c < bk; c++)
-        for (int d = 0; d < n; d++) dst[d * BK + c] = src[c * ld + d];
+    FN(gemm)(false, M, N, K, a, ars, acs, b, ldb, c, ldc);
 }
 
-/* s (bq, BK) = q_tile (bq, D) k_tile^T, from the packed kt (D, BK). */
-static void FN(scores)(const attn_job *j, T *s, const T *q, int bq, const T *kt, int bk)
+static void FN(gemm_acc)(int M, int N, int K, const T *restrict a, int64_t ars, int64_t acs,
+                         const T *restrict b, int64_t ldb, T *restrict c, int64_t ldc)
 {
-    memset(s, 0, sizeof(T) * (size_t)bq * BK);
-    FN(gemm_acc)(bq, bk, (int)j->D, q, j->qs[2], 1, kt, BK, s, BK);
+    FN(gemm)(true, M, N, K, a, ars, acs, b, ldb, c, ldc);
 }
 
-/* ---------------------------------------------------------------- logits and probabilities */
-
-/* Geometry of one query row against one key tile starting at key j0. */
-typedef struct {
-    T d0;      /* p_i - j0, exact: positions are integers far below 2^24 */
-    int valid; /* keys j0 .. j0 + valid - 1 are visible to the row */
-} FN(row_geom);
-
-static inline FN(row_geom) FN(geom)(const attn_job *j, int64_t p, int64_t j0, int bk)
+/* dst (n, TILE) = src (rows, n)^T, src rows ld apart: a tile of q, k, v or dO laid out for
+ * gemm's B. Columns from `rows` to the next vector boundary are zeroed. */
+static void FN(pack_t)(T *restrict dst, const T *restrict src, int64_t ld, int rows, int n)
 {
-    int64_t valid = bk;
-    if (j->causal) valid = p - j0 + 1 < 0 ? 0 : p - j0 + 1 < bk ? p - j0 + 1 : bk;
-    return (FN(row_geom)){(T)(p - j0), (int)valid};
+    int padded = (rows + VL - 1) / VL * VL;
+    for (int c = 0; c < rows; c++)
+        for (int d = 0; d < n; d++) dst[d * TILE + c] = src[c * ld + d];
+    for (int d = 0; d < n; d++)
+        for (int c = rows; c < padded; c++) dst[d * TILE + c] = 0;
 }
 
-/* The distance p_i - j of the VL keys from column c, |p_i - j| when bidirectional. */
-static inline VEC FN(dist)(const attn_job *j, FN(row_geom) g, VEC col)
-{
-    VEC d = g.d0 - col;
-    return j->causal ? d : FN(vsel)(d < 0, -d, d);
-}
-
-/* x = scale * s + bias for the VL keys from column c (col = c, c+1, ...); -inf past `valid`. */
-static inline VEC FN(logits)(const attn_job *j, FN(row_geom) g, VEC s, VEC col, T scale,
-                              T slope)
-{
-    VEC x = s * scale;
-    if (slope != 0) x -= slope * FN(dist)(j, g, col);
-    return FN(vsel)(col < (T)g.valid, x, FN(vsplat)(-INFINITY));
-}
+/* ---------------------------------------------------------------- logits and probabilities
+ *
+ * Two layouts of a tile of scores. Pass 1 of backward holds S (queries, keys): a row is one
+ * query, lse_i and D_i are scalars along it. The forward and pass 2 hold S^T (keys, queries): a
+ * row is one key, and the per-query statistics (max, sum, lse, D) are vectors along it, so the
+ * online softmax needs no horizontal reductions. Either way the distance p_i - j is exact in T:
+ * positions are integers far below 2^24. */
 
 static inline VEC FN(iota)(void)
 {
@@ -156,133 +138,210 @@ static inline VEC FN(iota)(void)
     return v;
 }
 
-/* The online softmax over one key tile (keys j0 ..) for the bq rows of a query tile whose row
- * 0 sits at position p0. s holds the raw scores q_i . k_j on entry and P~_ij = exp(x_ij - m_i)
- * on return (0 for masked keys and past bk). m and l are the running max of x and sum of
- * exp(x - m); alpha_i = exp(m_old - m_new) is what row i of the output accumulator must be
- * multiplied by before this tile's P~ V is added. */
-static void FN(online_softmax)(const attn_job *j, T *s, int bq, int64_t p0, int64_t j0, int bk,
+/* x = scale * s - slope * dist where valid, -inf elsewhere; dist = p_i - j, |p_i - j| bidir. */
+static inline VEC FN(logits)(bool bidir, VEC s, VEC dist, IVEC valid, T scale, T slope)
+{
+    VEC x = s * scale;
+    if (slope != 0) x -= slope * (bidir ? FN(vsel)(dist < 0, -dist, dist) : dist);
+    return FN(vsel)(valid, x, FN(vsplat)(-INFINITY));
+}
+
+/* Row layout (pass 1): query p = p0 + r against keys j0 + c, c < bk. dist = (p - j0) - c;
+ * causal keys are visible while c <= p - j0. */
+static inline IVEC FN(row_valid)(const attn_job *j, VEC col, T d0, int bk)
+{
+    IVEC v = col < (T)bk;
+    return j->causal ? v & (col <= d0) : v;
+}
+
+/* Key layout (forward, pass 2): key j against queries p0 + c, c < bq. dist = (p0 - j) + c;
+ * causal queries see the key from c >= j - p0 on. */
+static inline IVEC FN(key_valid)(const attn_job *j, VEC col, T d0, int bq)
+{
+    IVEC v = col < (T)bq;
+    return j->causal ? v & (col >= -d0) : v;
+}
+
+/* Forward, one key tile (keys j0 .. j0 + bk - 1) of the online softmax for the bq queries from
+ * position p0. st (bk, TILE) holds the raw scores k_j . q_i on entry and P~ = exp(x - m) on
+ * return (0 where masked). m (TILE) is the running max of the logits per query, l its running
+ * sum of exp(x - m) in double; alpha gets exp(m_old - m_new), by which the output accumulator's
+ * rows must be scaled before this tile's P~ V is added (1 where the max did not change). */
+static void FN(online_softmax)(const attn_job *j, T *st, int bk, int bq, int64_t p0, int64_t j0,
                                T slope, T *m, double *l, T *alpha)
 {
     const T scale = (T)j->scale;
     const VEC iota = FN(iota)();
-    for (int r = 0; r < bq; r++) {
-        T *row = s + (size_t)r * BK;
-        FN(row_geom) g = FN(geom)(j, p0 + r, j0, bk);
-        if (g.valid == 0) { /* every key of the tile is after p_i */
-            memset(row, 0, sizeof(T) * BK);
-            alpha[r] = 1;
-            continue;
-        }
-        VEC mx = FN(vsplat)(-INFINITY);
-        for (int c = 0; c < bk; c += VL) {
-            VEC x = FN(logits)(j, g, FN(vload)(row + c), iota + (T)c, scale, slope);
+    const int nc = (bq + VL - 1) / VL * VL;
+    T colmax[TILE], colsum[TILE];
+    for (int c = 0; c < nc; c += VL) FN(vstore)(colmax + c, FN(vload)(m + c));
+    for (int r = 0; r < bk; r++) {
+        T *row = st + (size_t)r * TILE;
+        T d0 = (T)(p0 - (j0 + r));
+        for (int c = 0; c < nc; c += VL) {
+            VEC col = iota + (T)c, dist = d0 + col;
+            VEC x = FN(logits)(!j->causal, FN(vload)(row + c), dist,
+                               FN(key_valid)(j, col, d0, bq), scale, slope);
             FN(vstore)(row + c, x);
-            mx = FN(vsel)(x > mx, x, mx);
+            VEC mx = FN(vload)(colmax + c);
+            FN(vstore)(colmax + c, FN(vsel)(x > mx, x, mx));
         }
-        T tile_max = FN(hmax)(mx);
-        T m_new = tile_max > m[r] ? tile_max : m[r];
-        alpha[r] = FN(exp_scalar)(m[r] - m_new); /* exp(-inf) = 0 on the first tile */
-        VEC sum = {0};
-        for (int c = 0; c < bk; c += VL) {
-            VEC p = FN(vexp)(FN(vload)(row + c) - m_new);
+    }
+    for (int c = 0; c < nc; c += VL) {
+        VEC mo = FN(vload)(m + c), mn = FN(vload)(colmax + c);
+        /* unchanged max (every column has a visible key in tile 0): exactly 1 */
+        FN(vstore)(alpha + c, FN(vsel)(mo == mn, FN(vsplat)(1), FN(vexp)(mo - mn)));
+        FN(vstore)(colsum + c, FN(vsplat)(0));
+    }
+    for (int r = 0; r < bk; r++) {
+        T *row = st + (size_t)r * TILE;
+        for (int c = 0; c < nc; c += VL) {
+            VEC p = FN(vexp)(FN(vload)(row + c) - FN(vload)(colmax + c));
             FN(vstore)(row + c, p);
-            sum += p;
+            FN(vstore)(colsum + c, FN(vload)(colsum + c) + p);
         }
-        l[r] = l[r] * alpha[r] + FN(hsum)(sum);
-        m[r] = m_new;
+    }
+    for (int c = 0; c < bq; c++) {
+        l[c] = l[c] * alpha[c] + colsum[c];
+        m[c] = colmax[c];
     }
 }
 
-/* s (raw scores on entry) becomes P_ij = exp(x_ij - lse_i), 0 for masked keys and past bk. */
-static void FN(probabilities)(const attn_job *j, T *s, int bq, int64_t p0, int64_t j0, int bk,
-                              T slope, const T *lse)
+/* Pass 1: s (raw scores, rows = the bq queries from p0, keys from j0) becomes P = exp(x - lse),
+ * 0 where masked. */
+static void FN(probabilities_rows)(const attn_job *j, T *s, int bq, int64_t p0, int64_t j0,
+                                   int bk, T slope, const T *lse)
 {
     const T scale = (T)j->scale;
     const VEC iota = FN(iota)();
     for (int r = 0; r < bq; r++) {
-        T *row = s + (size_t)r * BK;
-        FN(row_geom) g = FN(geom)(j, p0 + r, j0, bk);
+        T *row = s + (size_t)r * TILE;
+        T d0 = (T)(p0 + r - j0);
         for (int c = 0; c < bk; c += VL) {
-            VEC x = FN(logits)(j, g, FN(vload)(row + c), iota + (T)c, scale, slope);
+            VEC col = iota + (T)c;
+            VEC x = FN(logits)(!j->causal, FN(vload)(row + c), d0 - col,
+                               FN(row_valid)(j, col, d0, bk), scale, slope);
             FN(vstore)(row + c, FN(vexp)(x - lse[r]));
         }
     }
 }
 
-/* dp (dP = dO V^T on entry) becomes dS = P * (dP - D_i), 0 outside the visible keys. Returns
- * sum_ij dS_ij * dx_ij/dm = -sum_ij dS_ij (p_i - j) (|p_i - j| bidirectional) if want_slope. */
-static double FN(score_grads)(const attn_job *j, const T *p, T *dp, int bq, int64_t p0,
-                              int64_t j0, int bk, const T *drow, bool want_slope)
+/* Pass 1: dp (dP = dO V^T on entry) becomes dS = P * (dP - D_i), 0 where masked. */
+static void FN(score_grads_rows)(const attn_job *j, const T *p, T *dp, int bq, int64_t p0,
+                                 int64_t j0, int bk, const T *drow)
 {
     const VEC iota = FN(iota)();
-    double dslope = 0;
     for (int r = 0; r < bq; r++) {
-        const T *prow = p + (size_t)r * BK;
-        T *row = dp + (size_t)r * BK;
-        FN(row_geom) g = FN(geom)(j, p0 + r, j0, bk);
-        VEC acc = {0};
+        const T *prow = p + (size_t)r * TILE;
+        T *row = dp + (size_t)r * TILE;
+        T d0 = (T)(p0 + r - j0);
         for (int c = 0; c < bk; c += VL) {
             VEC col = iota + (T)c;
             VEC ds = FN(vload)(prow + c) * (FN(vload)(row + c) - drow[r]);
-            ds = FN(vsel)(col < (T)g.valid, ds, FN(vsplat)(0));
-            FN(vstore)(row + c, ds);
-            if (want_slope) acc -= ds * FN(dist)(j, g, col);
+            FN(vstore)(row + c, FN(vsel)(FN(row_valid)(j, col, d0, bk), ds, FN(vsplat)(0)));
         }
-        if (want_slope) dslope += FN(hsum)(acc);
     }
-    return dslope;
+}
+
+/* Pass 2, key layout: st (raw scores, rows = keys from j0, columns = the bq queries from p0)
+ * becomes P^T = exp(x - lse); dpt (dP^T = V dO^T) becomes dS^T = P^T * (dP^T - D), both 0
+ * where masked. Returns sum_ij dS_ij dx_ij/dm = -sum_ij dS_ij (p_i - j) (|p_i - j| bidir.). */
+static double FN(score_grads_keys)(const attn_job *j, T *st, T *dpt, int bk, int bq, int64_t p0,
+                                   int64_t j0, T slope, const T *lse, const T *drow,
+                                   bool want_slope)
+{
+    const T scale = (T)j->scale;
+    const VEC iota = FN(iota)();
+    const int nc = (bq + VL - 1) / VL * VL;
+    VEC acc = {0};
+    for (int r = 0; r < bk; r++) {
+        T *prow = st + (size_t)r * TILE, *row = dpt + (size_t)r * TILE;
+        T d0 = (T)(p0 - (j0 + r));
+        for (int c = 0; c < nc; c += VL) {
+            VEC col = iota + (T)c, dist = d0 + col;
+            IVEC valid = FN(key_valid)(j, col, d0, bq);
+            VEC x = FN(logits)(!j->causal, FN(vload)(prow + c), dist, valid, scale, slope);
+            VEC p = FN(vexp)(x - FN(vload)(lse + c));
+            VEC ds = p * (FN(vload)(row + c) - FN(vload)(drow + c));
+            ds = FN(vsel)(valid, ds, FN(vsplat)(0));
+            FN(vstore)(prow + c, p);
+            FN(vstore)(row + c, ds);
+            if (want_slope) acc -= ds * (j->causal ? dist : FN(vsel)(dist < 0, -dist, dist));
+        }
+    }
+    return want_slope ? FN(hsum)(acc) : 0;
 }
 
 /* ---------------------------------------------------------------- forward */
 
-/* Tiles of the current task; pointers into the worker's scratch (see carve_scratch). */
+/* A worker's scratch, carved from one block (64-byte aligned pieces). */
 typedef struct {
-    T *s, *dp;     /* (BQ, BK) scores / probabilities, and their gradients */
-    T *kt, *vt;    /* (D, BK), (Dv, BK): the key tile's k and v, transposed */
-    T *acc, *acc2; /* output or gradient accumulators */
-    T *m, *alpha;  /* (BQ) */
-    double *l;     /* (BQ) */
+    T *s, *dp;      /* (TILE, TILE): scores or probabilities, and their gradients */
+    T *bt, *bt2;    /* (D, TILE), (Dv, TILE): packed transposed tiles (q, k / dO, v) */
+    T *acc, *acc2;  /* (TILE, max(D, Dv)), (TILE, Dv): output or gradient accumulators */
+    T *m, *alpha;   /* (TILE): running max and rescaling factors; pass 2: lse, D */
+    double *l;      /* (TILE): running sums */
 } FN(tiles);
 
-static FN(tiles) FN(tiles_of)(void *const *p)
+/* Lays the tiles out from base (NULL: only counts); returns the bytes needed. */
+static size_t FN(carve)(char *base, int64_t D, int64_t Dv, FN(tiles) *w)
 {
-    return (FN(tiles)){p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]};
+    size_t off = 0;
+#define PIECE(field, type, n)                                                                    \
+    do {                                                                                         \
+        if (base) w->field = (type *)(base + off);                                              \
+        off += (sizeof(type) * (size_t)(n) + 63) & ~(size_t)63;                                  \
+    } while (0)
+    PIECE(s, T, TILE * TILE);
+    PIECE(dp, T, TILE * TILE);
+    PIECE(bt, T, D * TILE);
+    PIECE(bt2, T, Dv * TILE);
+    PIECE(acc, T, TILE * (D > Dv ? D : Dv));
+    PIECE(acc2, T, TILE * Dv);
+    PIECE(m, T, TILE);
+    PIECE(alpha, T, TILE);
+    PIECE(l, double, TILE);
+#undef PIECE
+    return off;
 }
 
-/* The forward of query tile qt of head h, batch b:
- *     for each key tile up to the diagonal: s = q k^T; online softmax; o~ = alpha o~ + P~ v
+/* The forward of query tile qt of head h, batch b: with q^T packed once,
+ *     for each key tile up to the diagonal: s^T = k q^T; online softmax; o~ = alpha o~ + P~ v
  *     o = o~ / l, lse = m + log l. */
-static void FN(forward_task)(const attn_job *j, int64_t b, int64_t h, int64_t qt,
-                             void *const *scratch)
+static void FN(forward_task)(const attn_job *j, int64_t b, int64_t h, int64_t qt, char *scratch)
 {
-    FN(tiles) w = FN(tiles_of)(scratch);
+    FN(tiles) w;
+    FN(carve)(scratch, j->D, j->Dv, &w);
     const int64_t D = j->D, Dv = j->Dv, g = h / j->group;
-    const int64_t i0 = qt * BQ, p0 = j->off + i0;
-    const int bq = (int)(j->Tq - i0 < BQ ? j->Tq - i0 : BQ);
+    const int64_t i0 = qt * TILE, p0 = j->off + i0;
+    const int bq = (int)(j->Tq - i0 < TILE ? j->Tq - i0 : TILE);
     const T *q = (const T *)j->q + b * j->qs[0] + h * j->qs[1] + i0 * j->qs[2];
     const T *k = (const T *)j->k + b * j->ks[0] + g * j->ks[1];
     const T *v = (const T *)j->v + b * j->vs[0] + g * j->vs[1];
     const T slope = (T)j->slopes[h];
-    /* causal: the last row sees keys up to p0 + bq - 1; the tiles after are never computed */
-    int64_t kend = j->causal && p0 + bq < j->Tk ? p0 + bq : j->Tk;
+    /* causal: the last query sees keys up to p0 + bq - 1; later tiles are never computed */
+    const int64_t kend = j->causal && p0 + bq < j->Tk ? p0 + bq : j->Tk;
 
-    memset(w.acc, 0, sizeof(T) * (size_t)(bq * Dv));
-    for (int r = 0; r < bq; r++) {
-        w.m[r] = -INFINITY;
-        w.l[r] = 0;
+    FN(pack_t)(w.bt, q, j->qs[2], bq, (int)D);
+    for (int c = 0; c < TILE; c++) { /* padding columns: m = 0 keeps them finite */
+        w.m[c] = c < bq ? -INFINITY : 0;
+        w.l[c] = 0;
     }
-    for (int64_t j0 = 0; j0 < kend; j0 += BK) {
-        int bk = (int)(kend - j0 < BK ? kend - j0 : BK);
-        FN(pack_t)(w.kt, k + j0 * j->ks[2], j->ks[2], bk, (int)D);
-        FN(scores)(j, w.s, q, bq, w.kt, bk);
-        FN(online_softmax)(j, w.s, bq, p0, j0, bk, slope, w.m, w.l, w.alpha);
+    for (int64_t j0 = 0; j0 < kend; j0 += TILE) {
+        const int bk = (int)(kend - j0 < TILE ? kend - j0 : TILE);
+        const T *kj = k + j0 * j->ks[2];
+        FN(gemm_set)(bk, bq, (int)D, kj, j->ks[2], 1, w.bt, TILE, w.s, TILE);
+        FN(online_softmax)(j, w.s, bk, bq, p0, j0, slope, w.m, w.l, w.alpha);
+        if (j0 == 0) { /* the first tile sets the accumulator */
+            FN(gemm_set)(bq, (int)Dv, bk, w.s, 1, TILE, v, j->vs[2], w.acc, Dv);
+            continue;
+        }
         for (int r = 0; r < bq; r++)
             if (w.alpha[r] != 1)
                 for (int64_t d = 0; d < Dv; d++) w.acc[r * Dv + d] *= w.alpha[r];
-        FN(gemm_acc)(bq, (int)Dv, bk, w.s, BK, 1, v + j0 * j->vs[2], j->vs[2], w.acc, Dv);
+        FN(gemm_acc)(bq, (int)Dv, bk, w.s, 1, TILE, v + j0 * j->vs[2], j->vs[2], w.acc, Dv);
     }
-    int64_t row0 = (b * j->H + h) * j->Tq + i0;
+    const int64_t row0 = (b * j->H + h) * j->Tq + i0;
     T *o = (T *)j->o + row0 * Dv;
     for (int r = 0; r < bq; r++) {
         T inv = (T)(1 / w.l[r]);
@@ -305,44 +364,43 @@ static void FN(row_dots)(const attn_job *j, int64_t r0, int64_t r1)
     }
 }
 
-/* dK and dV of key tile kt of kv head g, batch b, summed over the group's query heads and
- * every query tile that sees the key tile:
- *     P = exp(x - lse), dV += P^T dO, dP = dO V^T, dS = P (dP - D), dK += scale dS^T Q */
-static void FN(kv_grad_task)(const attn_job *j, int64_t b, int64_t g, int64_t kt,
-                             void *const *scratch)
+/* Pass 1: dK and dV of key tile kt of kv head g, batch b, summed over the group's query heads
+ * and every query tile that sees the key tile; k^T and v^T packed once:
+ *     P = exp(q k^T scale + bias - lse), dV += P^T dO, dP = dO v^T, dS = P (dP - D),
+ *     dK += scale dS^T q */
+static void FN(kv_grad_task)(const attn_job *j, int64_t b, int64_t g, int64_t kt, char *scratch)
 {
-    FN(tiles) w = FN(tiles_of)(scratch);
-    const int64_t D = j->D, Dv = j->Dv, j0 = kt * BK;
-    const int bk = (int)(j->Tk - j0 < BK ? j->Tk - j0 : BK);
+    FN(tiles) w;
+    FN(carve)(scratch, j->D, j->Dv, &w);
+    const int64_t D = j->D, Dv = j->Dv, j0 = kt * TILE;
+    const int bk = (int)(j->Tk - j0 < TILE ? j->Tk - j0 : TILE);
     const T *k = (const T *)j->k + b * j->ks[0] + g * j->ks[1] + j0 * j->ks[2];
     const T *v = (const T *)j->v + b * j->vs[0] + g * j->vs[1] + j0 * j->vs[2];
     const bool want_k = j->dk != NULL, want_v = j->dv != NULL;
-    /* causal: query rows i < j0 - off see none of these keys */
-    int64_t first = j->causal && j0 - j->off > 0 ? (j0 - j->off) / BQ : 0;
+    /* causal: queries at positions below j0 see none of these keys */
+    const int64_t first = j->causal && j0 - j->off > 0 ? (j0 - j->off) / TILE : 0;
 
-    FN(pack_t)(w.kt, k, j->ks[2], bk, (int)D);
-    if (want_k) FN(pack_t)(w.vt, v, j->vs[2], bk, (int)Dv);
+    FN(pack_t)(w.bt, k, j->ks[2], bk, (int)D);
+    if (want_k) FN(pack_t)(w.bt2, v, j->vs[2], bk, (int)Dv);
     memset(w.acc, 0, sizeof(T) * (size_t)(bk * D));
     memset(w.acc2, 0, sizeof(T) * (size_t)(bk * Dv));
     for (int64_t h = g * j->group; h < (g + 1) * j->group; h++) {
         const T slope = (T)j->slopes[h];
         for (int64_t qt = first; qt < j->nqt; qt++) {
-            const int64_t i0 = qt * BQ, row0 = (b * j->H + h) * j->Tq + i0;
-            const int bq = (int)(j->Tq - i0 < BQ ? j->Tq - i0 : BQ);
+            const int64_t i0 = qt * TILE, p0 = j->off + i0, row0 = (b * j->H + h) * j->Tq + i0;
+            const int bq = (int)(j->Tq - i0 < TILE ? j->Tq - i0 : TILE);
             const T *q = (const T *)j->q + b * j->qs[0] + h * j->qs[1] + i0 * j->qs[2];
             const T *go = (const T *)j->dout + row0 * Dv;
-            FN(scores)(j, w.s, q, bq, w.kt, bk);
-            FN(probabilities)(j, w.s, bq, j->off + i0, j0, bk, slope, (const T *)j->lse + row0);
-            if (want_v) FN(gemm_acc)(bk, (int)Dv, bq, w.s, 1, BK, go, Dv, w.acc2, Dv);
+            FN(gemm_set)(bq, bk, (int)D, q, j->qs[2], 1, w.bt, TILE, w.s, TILE);
+            FN(probabilities_rows)(j, w.s, bq, p0, j0, bk, slope, (const T *)j->lse + row0);
+            if (want_v) FN(gemm_acc)(bk, (int)Dv, bq, w.s, 1, TILE, go, Dv, w.acc2, Dv);
             if (!want_k) continue;
-            memset(w.dp, 0, sizeof(T) * (size_t)bq * BK);
-            FN(gemm_acc)(bq, bk, (int)Dv, go, Dv, 1, w.vt, BK, w.dp, BK);
-            FN(score_grads)(j, w.s, w.dp, bq, j->off + i0, j0, bk, (const T *)j->drow + row0,
-                            false);
-            FN(gemm_acc)(bk, (int)D, bq, w.dp, 1, BK, q, j->qs[2], w.acc, D);
+            FN(gemm_set)(bq, bk, (int)Dv, go, Dv, 1, w.bt2, TILE, w.dp, TILE);
+            FN(score_grads_rows)(j, w.s, w.dp, bq, p0, j0, bk, (const T *)j->drow + row0);
+            FN(gemm_acc)(bk, (int)D, bq, w.dp, 1, TILE, q, j->qs[2], w.acc, D);
         }
     }
-    int64_t krow = (b * j->Hk + g) * j->Tk + j0;
+    const int64_t krow = (b * j->Hk + g) * j->Tk + j0;
     const T scale = (T)j->scale;
     if (want_k) {
         T *dk = (T *)j->dk + krow * D;
@@ -354,37 +412,40 @@ static void FN(kv_grad_task)(const attn_job *j, int64_t b, int64_t g, int64_t kt
     }
 }
 
-/* dQ of query tile qt of head h, batch b, and this tile's share of dL/dm_h:
- *     P = exp(x - lse), dP = dO V^T, dS = P (dP - D), dQ += scale dS K,
- *     dm_h += sum_ij dS_ij dx_ij/dm_h = -sum_ij dS_ij (p_i - j) */
-static void FN(q_grad_task)(const attn_job *j, int64_t b, int64_t h, int64_t qt,
-                            void *const *scratch)
+/* Pass 2: dQ of query tile qt of head h, batch b, and this tile's share of dL/dm_h; q^T and
+ * dO^T packed once, tiles in the key layout:
+ *     P^T = exp(k q^T scale + bias - lse), dP^T = v dO^T, dS^T = P^T (dP^T - D),
+ *     dQ += scale dS k,   dm_h += -sum_ij dS_ij (p_i - j) */
+static void FN(q_grad_task)(const attn_job *j, int64_t b, int64_t h, int64_t qt, char *scratch)
 {
-    FN(tiles) w = FN(tiles_of)(scratch);
+    FN(tiles) w;
+    FN(carve)(scratch, j->D, j->Dv, &w);
     const int64_t D = j->D, Dv = j->Dv, g = h / j->group;
-    const int64_t i0 = qt * BQ, p0 = j->off + i0, row0 = (b * j->H + h) * j->Tq + i0;
-    const int bq = (int)(j->Tq - i0 < BQ ? j->Tq - i0 : BQ);
+    const int64_t i0 = qt * TILE, p0 = j->off + i0, row0 = (b * j->H + h) * j->Tq + i0;
+    const int bq = (int)(j->Tq - i0 < TILE ? j->Tq - i0 : TILE);
     const T *q = (const T *)j->q + b * j->qs[0] + h * j->qs[1] + i0 * j->qs[2];
     const T *k = (const T *)j->k + b * j->ks[0] + g * j->ks[1];
     const T *v = (const T *)j->v + b * j->vs[0] + g * j->vs[1];
-    const T *go = (const T *)j->dout + row0 * Dv;
     const T slope = (T)j->slopes[h];
     const bool want_slope = j->dslope_part != NULL;
-    int64_t kend = j->causal && p0 + bq < j->Tk ? p0 + bq : j->Tk;
+    const int64_t kend = j->causal && p0 + bq < j->Tk ? p0 + bq : j->Tk;
     double dslope = 0;
 
+    FN(pack_t)(w.bt, q, j->qs[2], bq, (int)D);
+    FN(pack_t)(w.bt2, (const T *)j->dout + row0 * Dv, Dv, bq, (int)Dv);
+    for (int c = 0; c < TILE; c++) { /* lse and D along the tile's columns, 0 past bq */
+        w.m[c] = c < bq ? ((const T *)j->lse)[row0 + c] : 0;
+        w.alpha[c] = c < bq ? ((const T *)j->drow)[row0 + c] : 0;
+    }
     memset(w.acc, 0, sizeof(T) * (size_t)(bq * D));
-    for (int64_t j0 = 0; j0 < kend; j0 += BK) {
-        int bk = (int)(kend - j0 < BK ? kend - j0 : BK);
-        FN(pack_t)(w.kt, k + j0 * j->ks[2], j->ks[2], bk, (int)D);
-        FN(pack_t)(w.vt, v + j0 * j->vs[2], j->vs[2], bk, (int)Dv);
-        FN(scores)(j, w.s, q, bq, w.kt, bk);
-        FN(probabilities)(j, w.s, bq, p0, j0, bk, slope, (const T *)j->lse + row0);
-        memset(w.dp, 0, sizeof(T) * (size_t)bq * BK);
-        FN(gemm_acc)(bq, bk, (int)Dv, go, Dv, 1, w.vt, BK, w.dp, BK);
-        dslope += FN(score_grads)(j, w.s, w.dp, bq, p0, j0, bk, (const T *)j->drow + row0,
-                                  want_slope);
-        if (j->dq) FN(gemm_acc)(bq, (int)D, bk, w.dp, BK, 1, k + j0 * j->ks[2], j->ks[2], w.acc, D);
+    for (int64_t j0 = 0; j0 < kend; j0 += TILE) {
+        const int bk = (int)(kend - j0 < TILE ? kend - j0 : TILE);
+        const T *kj = k + j0 * j->ks[2];
+        FN(gemm_set)(bk, bq, (int)D, kj, j->ks[2], 1, w.bt, TILE, w.s, TILE);
+        FN(gemm_set)(bk, bq, (int)Dv, v + j0 * j->vs[2], j->vs[2], 1, w.bt2, TILE, w.dp, TILE);
+        dslope += FN(score_grads_keys)(j, w.s, w.dp, bk, bq, p0, j0, slope, w.m, w.alpha,
+                                       want_slope);
+        if (j->dq) FN(gemm_acc)(bq, (int)D, bk, w.dp, 1, TILE, kj, j->ks[2], w.acc, D);
     }
     if (j->dq) {
         T *dq = (T *)j->dq + row0 * D;
