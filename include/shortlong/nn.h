@@ -188,55 +188,112 @@ sl_tensor *sl_gpt_loss(sl_gpt *m, sl_tensor *idx, sl_tensor *targets);
 
 /* ---------------------------------------------------------------- optimizers (optim.c) */
 
+/* An optimizer updates every parameter of a registry. Make it after the model: it covers the
+ * parameters registered then (a step fails if more were added). Its state (moments, momentum
+ * buffers) lives in the registry's arena, allocated once here, so a step allocates nothing;
+ * sl_optim_free frees the rest, and the optimizer must not outlive its registry.
+ * As in torch.optim, a parameter with no gradient (no backward ever reached it) is skipped;
+ * a gradient that exists but is zero is an ordinary update. Updates are elementwise, computed
+ * in double, split over the thread pool: the results do not depend on the thread count. */
 typedef struct sl_optim sl_optim;
 
 typedef struct sl_adamw_config {
-    double beta1, beta2, eps; /* 0.9, 0.95, 1e-8 when 0 */
+    double beta1, beta2, eps; /* 0 picks the default: 0.9, 0.95, 1e-8 */
     double weight_decay;      /* decoupled; applied only to params with decay set */
 } sl_adamw_config;
+/* torch.optim.AdamW: with t the parameter's own step count (from 1),
+ *     p = p * (1 - lr * weight_decay)            (decay params only, before the moments)
+ *     m = beta1 m + (1 - beta1) g;   v = beta2 v + (1 - beta2) g^2
+ *     p -= lr * mhat / (sqrt(vhat) + eps),   mhat = m / (1 - beta1^t), vhat = v / (1 - beta2^t)
+ * cfg may be NULL (all defaults, no weight decay). NULL on a bad registry or setting. */
 sl_optim *sl_adamw_new(sl_params *ps, const sl_adamw_config *cfg);
-/* Plain SGD with optional momentum (PyTorch's form: buf = mu buf + g; p -= lr buf). */
+/* torch.optim.SGD (no dampening, no Nesterov): g += weight_decay * p (L2, decay params only);
+ * buf = momentum * buf + g; p -= lr * buf (buf is g when momentum is 0). */
 sl_optim *sl_sgd_new(sl_params *ps, double momentum, double weight_decay);
-/* One update with learning rate lr from the parameters' current gradients. */
+/* One update with learning rate lr (finite, >= 0) from the parameters' current gradients.
+ * On error (a gradient that does not match its parameter, a grown registry) nothing changes. */
 bool sl_optim_step(sl_optim *opt, double lr);
-int64_t sl_optim_steps(const sl_optim *opt);
+int64_t sl_optim_steps(const sl_optim *opt); /* successful steps (restored by a checkpoint) */
 void sl_optim_free(sl_optim *opt);
 
-/* Learning-rate schedules: step counts from 0. */
+/* Learning-rate schedules: step counts from 0; a negative step is an error (NaN returned). */
 double sl_lr_constant(int64_t step, double lr);
-/* Linear warmup from 0 to max_lr over `warmup` steps, then cosine decay to min_lr at `total`. */
+/* Linear warmup, then cosine decay from max_lr to min_lr, reached at step `total`:
+ *     step <  warmup:           max_lr * (step + 1) / warmup    (step 0 already trains)
+ *     warmup <= step < total:   min_lr + (max_lr - min_lr) * (1 + cos(pi * r)) / 2,
+ *                               r = (step - warmup) / (total - warmup)
+ *     step >= total:            min_lr                                                    */
 double sl_lr_warmup_cosine(int64_t step, int64_t warmup, int64_t total, double max_lr,
                            double min_lr);
 
 /* ---------------------------------------------------------------- checkpoints (checkpoint.c) */
 
-/* safetensors files: an 8-byte little-endian header length, a JSON header naming each tensor's
- * dtype ("F32", "F64", "I32"), shape and data_offsets, with "__metadata__" string pairs; then the
- * raw little-endian data. Written atomically (temp file, fsync, rename). */
+/* safetensors files, which Python's `safetensors` reads: an 8-byte little-endian header length
+ * N, N bytes of JSON naming each tensor's dtype ("F32", "F64", "I32"), shape and data_offsets,
+ * with "__metadata__" string pairs (padded with spaces to a multiple of 8); then the raw
+ * little-endian data, tensors packed in order.
+ *
+ * Writes are atomic: the file is written to "<path>.tmp.<pid>", fsynced and renamed over path,
+ * then the directory is fsynced. On any error the temp file is removed and a previous file at
+ * path is left as it was (SL_ERR_IO).
+ *
+ * Files are untrusted input. Loading checks, and reports the first problem as
+ * "<function>: <path>: <detail>" (SL_ERR_FORMAT; SL_ERR_IO if it cannot be read): the header
+ * length (at most 100 MB and inside the file), the JSON, each tensor's dtype, shape and byte
+ * size, that the data_offsets tile the data exactly (no overlap, gap or trailing bytes), then
+ * the names, dtypes and shapes against the model (missing or extra tensors). The data is read
+ * into a staging buffer and copied only after all of that passed: a failed load never changes
+ * the caller's tensors.
+ *
+ * Metadata keys starting with "optim." and "shortlong." are shortlong's own; a caller's key
+ * with either prefix is an error. */
 typedef struct sl_meta {
     const char *key, *value;
 } sl_meta;
 
-/* Saves every parameter (by name) plus the metadata pairs. */
+/* Any tensors under names of the caller's choosing (i32 token buffers, custom state, ...). */
+typedef struct sl_named {
+    const char *name;
+    sl_tensor *tensor;
+} sl_named;
+/* Saves the n tensors (any dtype and strides; names unique) plus the metadata pairs. */
+bool sl_save_tensors(const char *path, const sl_named *tensors, int n, const sl_meta *meta,
+                     int n_meta);
+/* Loads the file into the n given tensors (contiguous), which must match the file's tensors
+ * one to one by name, dtype and shape. */
+bool sl_load_tensors(const char *path, const sl_named *tensors, int n);
+
+/* Saves every parameter (by name, registration order) plus the metadata pairs. */
 bool sl_save_params(const char *path, const sl_params *ps, const sl_meta *meta, int n_meta);
-/* Loads every parameter of ps from path: the file must hold exactly ps's names with matching
- * dtypes and shapes. Validates the header length, the JSON, dtypes, shapes, and that every
- * offset lies inside the file; reports the first problem with the file name. */
+/* Loads every parameter of ps from path: the file must hold all of ps's names with ps's dtype
+ * and the same shapes, and no other tensors except optimizer state ("optim.*", skipped), so a
+ * training checkpoint loads too. */
 bool sl_load_params(const char *path, sl_params *ps);
-/* Reads one metadata value into buf; false if the file is bad or the key is absent. */
+/* Reads one metadata value into buf (cap bytes with the NUL). False if the file is bad, the
+ * key is absent (SL_ERR_FORMAT) or the value does not fit (SL_ERR_ARG). */
 bool sl_read_meta(const char *path, const char *key, char *buf, size_t cap);
 
-/* Training checkpoints: parameters, the optimizer's state tensors and step count, and the
- * caller's metadata (data position, RNG state, ...), so that resuming continues bitwise
- * identically. */
+/* Training checkpoints: parameters, the optimizer's state tensors ("optim.m.<param>",
+ * "optim.v.<param>" and "optim.step.<param>" for AdamW, "optim.momentum.<param>" for SGD),
+ * its type, step count and settings ("optim.type", "optim.step", "optim.beta1", ...), and the
+ * caller's metadata (data position, RNG state as hex, ...), so that resuming continues bitwise
+ * identically. Loading fails if the optimizer's type or settings differ from the file's. */
 bool sl_save_training(const char *path, const sl_params *ps, const sl_optim *opt,
                       const sl_meta *meta, int n_meta);
 bool sl_load_training(const char *path, sl_params *ps, sl_optim *opt);
 
-/* GPT checkpoints: the config is stored in __metadata__ and checked (or used) on load. */
+/* GPT checkpoints: every field of the config is stored in __metadata__ ("shortlong.model" =
+ * "gpt", "shortlong.vocab_size", "shortlong.pos" = "alibi", ...), with the dropout RNG state
+ * ("shortlong.rng"). opt may be NULL (weights only); with an optimizer the file is also a
+ * training checkpoint for sl_load_training(path, m->params, opt). */
 bool sl_gpt_save(const char *path, const sl_gpt *m, const sl_optim *opt, const sl_meta *extra,
                  int n_extra);
-/* Builds a model from the file's config and loads its weights. */
+/* Reads the config of a GPT checkpoint (to compare with command-line settings, say). A missing
+ * or malformed key is an error naming it. */
+bool sl_gpt_read_config(const char *path, sl_gpt_config *cfg);
+/* Builds a model (parameters in dtype, which must be the file's) from the file's config and
+ * loads its weights and dropout RNG state. NULL if the config is missing, malformed or makes
+ * no valid model, or the tensors do not match the model it makes. */
 sl_gpt *sl_gpt_load(const char *path, sl_dtype dtype);
 
 #ifdef __cplusplus
