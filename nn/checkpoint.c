@@ -1,51 +1,27 @@
-/* nn/checkpoint.c — safetensors files: parameters, optimizer state, metadata, GPT configs.
+/* nn/checkpoint.c — checkpoints of parameters, tensors, training state and GPT models, as
+ * safetensors files (the format itself is in safetensors.c).
  *
- * The layout (https://github.com/huggingface/safetensors):
- *     8 bytes      N, the header length, a little-endian u64
- *     N bytes      a JSON object: {"__metadata__": {"key": "value", ...},
- *                                  "name": {"dtype": "F32", "shape": [2, 3],
- *                                           "data_offsets": [begin, end]}, ...}
- *                  padded with spaces so that the data starts at a multiple of 8
- *     the data     each tensor's elements, row-major, little-endian; offsets count from here,
- *                  tensors are packed with no gaps and no overlaps and cover all of it.
- * We write "__metadata__" first, then the tensors in the order given (the registry's), those
- * with 8-byte elements before those with 4-byte ones, so each is aligned to its element size.
- *
- * Reading treats the file as untrusted: the header is parsed and checked completely (the JSON,
- * each entry's dtype, shape and byte size, that the offsets tile the data region exactly)
- * before any data is read; then the names, dtypes and shapes are matched against the model;
- * only then is the data read into a staging buffer and copied out. So a bad file changes
- * nothing, and the error names the file and its first problem.
- *
- * Writing is atomic: everything goes to "<path>.tmp.<pid>", which is fsynced and renamed over
- * path, and the directory is fsynced; on any error the temp file is removed and the previous
- * file at path is untouched.
+ * A training checkpoint adds the optimizer's state tensors (names "optim.*", see
+ * optim_internal.h) and its type, step count and settings as metadata; a GPT checkpoint adds
+ * the model's config under "shortlong.*" keys, mapped field by field in config_keys below.
  */
-#include "../tensor/internal.h"
 #include "optim_internal.h"
+#include "safetensors.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <jansson.h>
 #include <math.h>
-#include <stdio.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "checkpoint.c writes tensor data in host order; safetensors is little-endian"
-#endif
-
-/* The reference implementation refuses headers above 100 MB. */
-#define MAX_HEADER ((uint64_t)100000000)
-#define MSG_MAX 768
-
-static const char *dtype_tag(sl_dtype d)
+__attribute__((format(printf, 2, 3))) static bool bad(const sl__ckpt *ck, const char *fmt, ...)
 {
-    return d == SL_F32 ? "F32" : d == SL_F64 ? "F64" : "I32";
+    va_list ap;
+    va_start(ap, fmt);
+    sl__ckpt_vfail(ck, fmt, ap);
+    va_end(ap);
+    return false;
 }
 
 static bool has_prefix(const char *s, const char *prefix)
@@ -53,292 +29,7 @@ static bool has_prefix(const char *s, const char *prefix)
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
-/* ================================================================ reading */
-
-typedef struct {
-    const char *name; /* in the parsed JSON */
-    sl_dtype dtype;
-    int ndim;
-    int64_t shape[SL_MAX_DIMS];
-    uint64_t begin, end; /* bytes, relative to the data region */
-} entry;
-
-typedef struct {
-    const char *op, *path;
-    int fd;
-    uint64_t file_size, header_len, data_len;
-    json_t *root;
-    json_t *meta;   /* "__metadata__" or NULL */
-    entry *entries; /* n, in header order */
-    int n;
-    unsigned char *data; /* the data region, once read */
-} ckpt;
-
-/* Reports "<op>: <path>: <detail>" as a format error. Always false. */
-__attribute__((format(printf, 2, 3))) static bool bad(const ckpt *ck, const char *fmt, ...)
-{
-    char msg[MSG_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return sl_set_error(SL_ERR_FORMAT, "%s: %s: %s", ck->op, ck->path, msg);
-}
-
-static bool io_error(const char *op, const char *what, const char *path)
-{
-    return sl_set_error(SL_ERR_IO, "%s: cannot %s '%s': %s", op, what, path, strerror(errno));
-}
-
-static void ck_close(ckpt *ck)
-{
-    if (ck->fd >= 0) close(ck->fd);
-    json_decref(ck->root);
-    sl__free(ck->entries);
-    sl__free(ck->data);
-    ck->fd = -1;
-    ck->root = NULL;
-    ck->entries = NULL;
-    ck->data = NULL;
-}
-
-/* Reads exactly n bytes at offset; false on a short read or an error (errno set). */
-static bool read_at(int fd, void *buf, size_t n, uint64_t offset)
-{
-    unsigned char *p = buf;
-    while (n > 0) {
-        ssize_t r = pread(fd, p, n, (off_t)offset);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            if (r == 0) errno = EIO; /* the file shrank under us */
-            return false;
-        }
-        p += r;
-        n -= (size_t)r;
-        offset += (uint64_t)r;
-    }
-    return true;
-}
-
-static bool parse_dtype(const char *s, sl_dtype *out)
-{
-    static const sl_dtype all[] = {SL_F32, SL_F64, SL_I32};
-    for (int i = 0; i < 3; i++)
-        if (!strcmp(s, dtype_tag(all[i]))) {
-            *out = all[i];
-            return true;
-        }
-    return false;
-}
-
-/* A JSON integer >= 0, or false. */
-static bool json_u64(const json_t *v, uint64_t *out)
-{
-    if (!json_is_integer(v) || json_integer_value(v) < 0) return false;
-    *out = (uint64_t)json_integer_value(v);
-    return true;
-}
-
-/* Checks one tensor entry of the header and fills e. */
-static bool parse_entry(ckpt *ck, const char *name, json_t *obj, entry *e)
-{
-    if (!json_is_object(obj))
-        return bad(ck, "tensor '%s': the entry is not a JSON object", name);
-    const char *key;
-    json_t *val;
-    json_object_foreach(obj, key, val)
-    {
-        if (strcmp(key, "dtype") && strcmp(key, "shape") && strcmp(key, "data_offsets"))
-            return bad(ck, "tensor '%s': unexpected key '%s'", name, key);
-    }
-    json_t *jd = json_object_get(obj, "dtype"), *js = json_object_get(obj, "shape"),
-           *jo = json_object_get(obj, "data_offsets");
-    if (!json_is_string(jd))
-        return bad(ck, "tensor '%s': \"dtype\" is missing or not a string", name);
-    if (!parse_dtype(json_string_value(jd), &e->dtype))
-        return bad(ck, "tensor '%s': dtype \"%s\" is not one shortlong reads (F32, F64, I32)",
-                   name, json_string_value(jd));
-    if (!json_is_array(js))
-        return bad(ck, "tensor '%s': \"shape\" is missing or not an array", name);
-    if (json_array_size(js) > SL_MAX_DIMS)
-        return bad(ck, "tensor '%s': shape has %zu dims, at most %d are supported", name,
-                   json_array_size(js), SL_MAX_DIMS);
-    e->name = name;
-    e->ndim = (int)json_array_size(js);
-    uint64_t bytes = sl_dtype_size(e->dtype);
-    for (int i = 0; i < e->ndim; i++) {
-        uint64_t d;
-        if (!json_u64(json_array_get(js, (size_t)i), &d))
-            return bad(ck, "tensor '%s': shape entry %d is not a non-negative integer", name, i);
-        if (d && bytes > UINT64_MAX / d)
-            return bad(ck, "tensor '%s': shape is too large", name);
-        e->shape[i] = (int64_t)d;
-        bytes *= d;
-    }
-    if (!json_is_array(jo) || json_array_size(jo) != 2 ||
-        !json_u64(json_array_get(jo, 0), &e->begin) || !json_u64(json_array_get(jo, 1), &e->end))
-        return bad(ck, "tensor '%s': \"data_offsets\" is not a pair of non-negative integers",
-                   name);
-    const char *shape = sl__dims_str(e->ndim, e->shape);
-    if (e->begin > e->end)
-        return bad(ck, "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] run backwards", name,
-                   e->begin, e->end);
-    if (e->end > ck->data_len)
-        return bad(ck, "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] lie outside the "
-                   "data (%" PRIu64 " bytes after the header; is the file truncated?)",
-                   name, e->begin, e->end, ck->data_len);
-    if (e->end - e->begin != bytes)
-        return bad(ck, "tensor '%s': %s %s needs %" PRIu64 " bytes but data_offsets [%" PRIu64
-                   ", %" PRIu64 "] hold %" PRIu64, name, json_string_value(jd), shape, bytes,
-                   e->begin, e->end, e->end - e->begin);
-    return true;
-}
-
-static int by_offset(const void *a, const void *b)
-{
-    const entry *x = *(const entry *const *)a, *y = *(const entry *const *)b;
-    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
-    return x->end < y->end ? -1 : x->end > y->end;
-}
-
-/* The tensors must tile [0, data_len): sorted by offset, each starts where the last ended. */
-static bool check_tiling(ckpt *ck)
-{
-    const entry **order = sl__malloc(sizeof *order * (size_t)(ck->n + 1));
-    if (!order) return sl_set_error(SL_ERR_OOM, "%s: out of memory", ck->op);
-    for (int i = 0; i < ck->n; i++) order[i] = &ck->entries[i];
-    qsort(order, (size_t)ck->n, sizeof *order, by_offset);
-    uint64_t pos = 0;
-    const entry *prev = NULL;
-    bool ok = true;
-    for (int i = 0; i < ck->n && ok; i++) {
-        const entry *e = order[i];
-        if (e->begin < pos)
-            ok = bad(ck, "tensor '%s' [%" PRIu64 ", %" PRIu64 ") overlaps tensor '%s' [%" PRIu64
-                     ", %" PRIu64 ")", e->name, e->begin, e->end, prev->name, prev->begin,
-                     prev->end);
-        else if (e->begin > pos)
-            ok = bad(ck, "bytes [%" PRIu64 ", %" PRIu64 ") of the data belong to no tensor "
-                     "(before tensor '%s')", pos, e->begin, e->name);
-        pos = e->end;
-        prev = e;
-    }
-    if (ok && pos != ck->data_len)
-        ok = bad(ck, "the tensors end at byte %" PRIu64 " of the data but the file holds %"
-                 PRIu64 " (trailing bytes)", pos, ck->data_len);
-    sl__free(order);
-    return ok;
-}
-
-/* Opens path and checks its header completely (no tensor data is read). */
-static bool ck_open(ckpt *ck, const char *op, const char *path)
-{
-    *ck = (ckpt){.op = op, .path = path, .fd = -1};
-    if (!path) return sl_set_error(SL_ERR_ARG, "%s: path is NULL", op);
-    ck->fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (ck->fd < 0) return io_error(op, "open", path);
-    struct stat st;
-    if (fstat(ck->fd, &st) != 0) return io_error(op, "stat", path);
-    if (!S_ISREG(st.st_mode)) return bad(ck, "not a regular file");
-    ck->file_size = (uint64_t)st.st_size;
-    if (ck->file_size < 8)
-        return bad(ck, "the file is %" PRIu64 " bytes, too short for the 8-byte header length",
-                   ck->file_size);
-    unsigned char len[8];
-    if (!read_at(ck->fd, len, 8, 0)) return io_error(op, "read", path);
-    uint64_t n = 0;
-    for (int i = 7; i >= 0; i--) n = n << 8 | len[i];
-    ck->header_len = n;
-    if (n > MAX_HEADER)
-        return bad(ck, "header length %" PRIu64 " is absurd (the limit is %" PRIu64 "; is this "
-                   "a safetensors file?)", n, MAX_HEADER);
-    if (n > ck->file_size - 8)
-        return bad(ck, "header length %" PRIu64 " is larger than the rest of the file (%" PRIu64
-                   " bytes; is the file truncated?)", n, ck->file_size - 8);
-    ck->data_len = ck->file_size - 8 - n;
-    char *text = sl__malloc((size_t)n);
-    if (!text) return sl_set_error(SL_ERR_OOM, "%s: out of memory for a %" PRIu64 "-byte header",
-                                   op, n);
-    if (!read_at(ck->fd, text, (size_t)n, 8)) {
-        sl__free(text);
-        return io_error(op, "read", path);
-    }
-    json_error_t err;
-    ck->root = json_loadb(text, (size_t)n, JSON_REJECT_DUPLICATES, &err);
-    sl__free(text);
-    if (!ck->root)
-        return bad(ck, "the header is not valid JSON: %s (header byte %d, file offset %d)",
-                   err.text, err.position, err.position + 8);
-    if (!json_is_object(ck->root)) return bad(ck, "the header is not a JSON object");
-
-    size_t count = json_object_size(ck->root);
-    ck->entries = sl__malloc(sizeof *ck->entries * (count + 1));
-    if (!ck->entries) return sl_set_error(SL_ERR_OOM, "%s: out of memory", op);
-    const char *key;
-    json_t *val;
-    json_object_foreach(ck->root, key, val)
-    {
-        if (!strcmp(key, "__metadata__")) {
-            if (!json_is_object(val)) return bad(ck, "\"__metadata__\" is not a JSON object");
-            const char *mk;
-            json_t *mv;
-            json_object_foreach(val, mk, mv)
-            {
-                if (!json_is_string(mv))
-                    return bad(ck, "metadata value of '%s' is not a string", mk);
-            }
-            ck->meta = val;
-            continue;
-        }
-        if (!parse_entry(ck, key, val, &ck->entries[ck->n])) return false;
-        ck->n++;
-    }
-    return check_tiling(ck);
-}
-
-static const entry *ck_find(const ckpt *ck, const char *name)
-{
-    for (int i = 0; i < ck->n; i++)
-        if (!strcmp(ck->entries[i].name, name)) return &ck->entries[i];
-    return NULL;
-}
-
-static const char *ck_meta(const ckpt *ck, const char *key)
-{
-    json_t *v = ck->meta ? json_object_get(ck->meta, key) : NULL;
-    return v ? json_string_value(v) : NULL;
-}
-
-/* The file's entry for tensor t (named `name`), with t's dtype and shape; else an error. */
-static const entry *ck_match(const ckpt *ck, const char *name, const sl_tensor *t)
-{
-    const entry *e = ck_find(ck, name);
-    if (!e) return bad(ck, "missing tensor '%s'", name), NULL;
-    if (e->dtype != t->dtype)
-        return bad(ck, "tensor '%s' is %s in the file, the model expects %s", name,
-                   dtype_tag(e->dtype), dtype_tag(t->dtype)),
-               NULL;
-    if (e->ndim != t->ndim || memcmp(e->shape, t->shape, sizeof *e->shape * (size_t)e->ndim))
-        return bad(ck, "tensor '%s' has shape %s in the file, the model expects %s", name,
-                   sl__dims_str(e->ndim, e->shape), sl_shape_str(t)),
-               NULL;
-    if (!sl_is_contiguous(t))
-        return sl_set_error(SL_ERR_ARG, "%s: tensor '%s' %s is not contiguous", ck->op, name,
-                            sl_shape_str(t)),
-               NULL;
-    return e;
-}
-
-static bool ck_read_data(ckpt *ck)
-{
-    ck->data = sl__malloc((size_t)ck->data_len);
-    if (!ck->data)
-        return sl_set_error(SL_ERR_OOM, "%s: out of memory for %" PRIu64 " bytes of %s", ck->op,
-                            ck->data_len, ck->path);
-    if (!read_at(ck->fd, ck->data, (size_t)ck->data_len, 8 + ck->header_len))
-        return io_error(ck->op, "read", ck->path);
-    return true;
-}
+/* ================================================================ loading */
 
 /* The tensors to load or save for a registry: its parameters, then opt's state if opt. */
 static sl_named *model_items(const char *op, const sl_params *ps, const sl_optim *opt, int *n)
@@ -355,36 +46,12 @@ static sl_named *model_items(const char *op, const sl_params *ps, const sl_optim
     return items;
 }
 
-/* Loads items[0..n) from an opened file: each must be there with its dtype and shape, and
- * the file may hold no other tensor except those whose names start with skip_prefix (if not
- * NULL). Nothing is written to the items unless everything matches and the data was read. */
-static bool ck_load(ckpt *ck, const sl_named *items, int n, const char *skip_prefix)
-{
-    const entry **found = sl__malloc(sizeof *found * (size_t)(n + 1));
-    if (!found) return sl_set_error(SL_ERR_OOM, "%s: out of memory", ck->op);
-    bool ok = true;
-    for (int i = 0; ok && i < n; i++)
-        ok = (found[i] = ck_match(ck, items[i].name, items[i].tensor)) != NULL;
-    for (int i = 0; ok && i < ck->n; i++) {
-        const char *name = ck->entries[i].name;
-        bool known = skip_prefix && has_prefix(name, skip_prefix);
-        for (int k = 0; !known && k < n; k++) known = !strcmp(items[k].name, name);
-        if (!known) ok = bad(ck, "unexpected tensor '%s' (nothing of that name to load)", name);
-    }
-    ok = ok && ck_read_data(ck);
-    for (int i = 0; ok && i < n; i++)
-        memcpy(sl_ptr(items[i].tensor), ck->data + found[i]->begin,
-               (size_t)(found[i]->end - found[i]->begin));
-    sl__free(found);
-    return ok;
-}
-
-/* Opens path and loads ps's parameters (and opt's state, if opt) from it. */
-static bool load_model(const char *op, ckpt *ck, const sl_params *ps, const sl_optim *opt)
+/* Loads ps's parameters (and opt's state, if opt) from the opened file. */
+static bool load_model(const char *op, sl__ckpt *ck, const sl_params *ps, const sl_optim *opt)
 {
     int n;
     sl_named *items = model_items(op, ps, opt, &n);
-    bool ok = items && ck_load(ck, items, n, opt ? NULL : "optim.");
+    bool ok = items && sl__ckpt_load(ck, items, n, opt ? NULL : "optim.");
     sl__free(items);
     return ok;
 }
@@ -393,9 +60,9 @@ bool sl_load_params(const char *path, sl_params *ps)
 {
     static const char *op = "sl_load_params";
     if (!ps) return sl_set_error(SL_ERR_ARG, "%s: registry is NULL", op);
-    ckpt ck;
-    bool ok = ck_open(&ck, op, path) && load_model(op, &ck, ps, NULL);
-    ck_close(&ck);
+    sl__ckpt ck;
+    bool ok = sl__ckpt_open(&ck, op, path) && load_model(op, &ck, ps, NULL);
+    sl__ckpt_close(&ck);
     return ok;
 }
 
@@ -406,9 +73,9 @@ bool sl_load_tensors(const char *path, const sl_named *tensors, int n)
     for (int i = 0; i < n; i++)
         if (!tensors[i].name || !tensors[i].tensor)
             return sl_set_error(SL_ERR_ARG, "%s: tensor %d or its name is NULL", op, i);
-    ckpt ck;
-    bool ok = ck_open(&ck, op, path) && ck_load(&ck, tensors, n, NULL);
-    ck_close(&ck);
+    sl__ckpt ck;
+    bool ok = sl__ckpt_open(&ck, op, path) && sl__ckpt_load(&ck, tensors, n, NULL);
+    sl__ckpt_close(&ck);
     return ok;
 }
 
@@ -416,15 +83,15 @@ bool sl_read_meta(const char *path, const char *key, char *buf, size_t cap)
 {
     static const char *op = "sl_read_meta";
     if (!key || !buf || !cap) return sl_set_error(SL_ERR_ARG, "%s: key or buf is NULL", op);
-    ckpt ck;
-    bool ok = ck_open(&ck, op, path);
-    const char *v = ok ? ck_meta(&ck, key) : NULL;
+    sl__ckpt ck;
+    bool ok = sl__ckpt_open(&ck, op, path);
+    const char *v = ok ? sl__ckpt_meta(&ck, key) : NULL;
     if (ok && !v) ok = bad(&ck, "no metadata key '%s'", key);
     if (ok && strlen(v) >= cap)
         ok = sl_set_error(SL_ERR_ARG, "%s: %s: the value of '%s' has %zu bytes, the buffer %zu",
                           op, path, key, strlen(v), cap);
     if (ok) strcpy(buf, v);
-    ck_close(&ck);
+    sl__ckpt_close(&ck);
     return ok;
 }
 
@@ -455,23 +122,23 @@ static bool parse_double(const char *s, double *out)
 
 /* The optimizer's type, step count and hyperparameters as stored in the file must be this
  * optimizer's (resuming with other settings would not continue the same run). */
-static bool check_optim_meta(const ckpt *ck, const sl_optim *opt, int64_t *steps)
+static bool check_optim_meta(const sl__ckpt *ck, const sl_optim *opt, int64_t *steps)
 {
-    const char *type = ck_meta(ck, "optim.type");
+    const char *type = sl__ckpt_meta(ck, "optim.type");
     if (!type)
         return bad(ck, "no optimizer state (metadata 'optim.type' is absent): not a training "
                    "checkpoint");
     if (strcmp(type, sl__optim_kind_name(opt)))
         return bad(ck, "the optimizer in the file is '%s', this one is '%s'", type,
                    sl__optim_kind_name(opt));
-    const char *s = ck_meta(ck, "optim.step");
+    const char *s = sl__ckpt_meta(ck, "optim.step");
     if (!parse_i64(s, steps) || *steps < 0)
         return bad(ck, "metadata 'optim.step' is %s%s%s, expected a count >= 0", s ? "'" : "",
                    s ? s : "absent", s ? "'" : "");
     for (int i = 0; i < opt->n_hyper; i++) {
         const char *name = opt->hyper_names[i];
         double v;
-        s = ck_meta(ck, name);
+        s = sl__ckpt_meta(ck, name);
         if (!parse_double(s, &v))
             return bad(ck, "metadata '%s' is %s%s%s, expected a number", name, s ? "'" : "",
                        s ? s : "absent", s ? "'" : "");
@@ -488,27 +155,16 @@ bool sl_load_training(const char *path, sl_params *ps, sl_optim *opt)
     if (!ps || !opt) return sl_set_error(SL_ERR_ARG, "%s: registry or optimizer is NULL", op);
     if (opt->ps != ps || opt->n_params != sl_params_count(ps))
         return sl_set_error(SL_ERR_ARG, "%s: the optimizer was made for another registry", op);
-    ckpt ck;
+    sl__ckpt ck;
     int64_t steps = 0;
-    bool ok = ck_open(&ck, op, path) && check_optim_meta(&ck, opt, &steps) &&
+    bool ok = sl__ckpt_open(&ck, op, path) && check_optim_meta(&ck, opt, &steps) &&
               load_model(op, &ck, ps, opt);
     if (ok) opt->steps = steps;
-    ck_close(&ck);
+    sl__ckpt_close(&ck);
     return ok;
 }
 
-/* ================================================================ writing */
-
-static bool meta_put(const char *op, json_t *meta, const char *key, const char *value)
-{
-    if (!key || !value) return sl_set_error(SL_ERR_ARG, "%s: a metadata key or value is NULL", op);
-    if (json_object_get(meta, key))
-        return sl_set_error(SL_ERR_ARG, "%s: metadata key '%s' given twice", op, key);
-    if (json_object_set_new(meta, key, json_string(value)))
-        return sl_set_error(SL_ERR_ARG, "%s: metadata '%s' is not valid UTF-8 (or out of memory)",
-                            op, key);
-    return true;
-}
+/* ================================================================ saving */
 
 /* The caller's pairs; the prefixes "optim." and "shortlong." are shortlong's own. */
 static bool put_user_meta(const char *op, json_t *meta, const sl_meta *m, int n)
@@ -519,7 +175,7 @@ static bool put_user_meta(const char *op, json_t *meta, const sl_meta *m, int n)
         if (m[i].key && (has_prefix(m[i].key, "optim.") || has_prefix(m[i].key, "shortlong.")))
             return sl_set_error(SL_ERR_ARG, "%s: metadata key '%s' is reserved (shortlong uses "
                                 "the prefixes 'optim.' and 'shortlong.')", op, m[i].key);
-        if (!meta_put(op, meta, m[i].key, m[i].value)) return false;
+        if (!sl__ckpt_meta_put(op, meta, m[i].key, m[i].value)) return false;
     }
     return true;
 }
@@ -527,170 +183,13 @@ static bool put_user_meta(const char *op, json_t *meta, const sl_meta *m, int n)
 static bool put_optim_meta(const char *op, json_t *meta, const sl_optim *opt)
 {
     char buf[40];
-    bool ok = meta_put(op, meta, "optim.type", sl__optim_kind_name(opt));
+    bool ok = sl__ckpt_meta_put(op, meta, "optim.type", sl__optim_kind_name(opt));
     snprintf(buf, sizeof buf, "%" PRId64, opt->steps);
-    ok = ok && meta_put(op, meta, "optim.step", buf);
+    ok = ok && sl__ckpt_meta_put(op, meta, "optim.step", buf);
     for (int i = 0; ok && i < opt->n_hyper; i++) {
         snprintf(buf, sizeof buf, "%.17g", opt->hyper[i]); /* round-trips exactly */
-        ok = meta_put(op, meta, opt->hyper_names[i], buf);
+        ok = sl__ckpt_meta_put(op, meta, opt->hyper_names[i], buf);
     }
-    return ok;
-}
-
-static bool write_all(int fd, const void *buf, size_t n)
-{
-    const unsigned char *p = buf;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) return false;
-        p += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
-
-/* The JSON header for items (offsets packed in order), padded with spaces to a multiple of 8. */
-static char *make_header(const char *op, const sl_named *items, int n, json_t *meta, size_t *len)
-{
-    json_t *root = json_object();
-    bool ok = root != NULL;
-    if (ok && json_object_size(meta)) ok = json_object_set(root, "__metadata__", meta) == 0;
-    uint64_t off = 0;
-    for (int i = 0; ok && i < n; i++) {
-        const sl_tensor *t = items[i].tensor;
-        uint64_t bytes = (uint64_t)sl_numel(t) * sl_dtype_size(t->dtype);
-        if (!strcmp(items[i].name, "__metadata__") || json_object_get(root, items[i].name)) {
-            sl_set_error(SL_ERR_ARG, "%s: tensor name '%s' is reserved or given twice", op,
-                         items[i].name);
-            json_decref(root);
-            return NULL;
-        }
-        json_t *shape = json_array();
-        for (int d = 0; shape && d < t->ndim; d++)
-            if (json_array_append_new(shape, json_integer(t->shape[d]))) {
-                json_decref(shape);
-                shape = NULL;
-            }
-        json_t *e = shape ? json_pack("{s:s, s:o, s:[I, I]}", "dtype", dtype_tag(t->dtype),
-                                      "shape", shape, "data_offsets", (json_int_t)off,
-                                      (json_int_t)(off + bytes))
-                          : NULL;
-        ok = e && json_object_set_new(root, items[i].name, e) == 0;
-        off += bytes;
-    }
-    char *text = ok ? json_dumps(root, JSON_COMPACT) : NULL;
-    json_decref(root);
-    if (!text) {
-        sl_set_error(SL_ERR_ARG, "%s: cannot build the header (a name that is not UTF-8, or out "
-                     "of memory)", op);
-        return NULL;
-    }
-    size_t tl = strlen(text), padded = (tl + 7) / 8 * 8;
-    char *h = sl__malloc(padded);
-    if (h) {
-        memcpy(h, text, tl);
-        memset(h + tl, ' ', padded - tl);
-        *len = padded;
-    } else {
-        sl_set_error(SL_ERR_OOM, "%s: out of memory", op);
-    }
-    free(text); /* jansson's allocator */
-    return h;
-}
-
-/* Writes the header and each item's data to fd. */
-static bool write_contents(int fd, const char *header, size_t hlen, const sl_named *items, int n)
-{
-    unsigned char len[8];
-    for (int i = 0; i < 8; i++) len[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
-    if (!write_all(fd, len, 8) || !write_all(fd, header, hlen)) return false;
-    for (int i = 0; i < n; i++) {
-        const sl_tensor *t = items[i].tensor;
-        size_t bytes = (size_t)sl_numel(t) * sl_dtype_size(t->dtype);
-        if (sl_is_contiguous(t)) {
-            if (!write_all(fd, sl_ptr(t), bytes)) return false;
-            continue;
-        }
-        void *buf = sl__malloc(bytes);
-        if (!buf) {
-            errno = ENOMEM;
-            return false;
-        }
-        bool ok = sl_copy_out(t, buf) && write_all(fd, buf, bytes);
-        sl__free(buf);
-        if (!ok) return false;
-    }
-    return true;
-}
-
-/* fsync of the directory holding path, so that the rename itself is durable. */
-static bool fsync_dir(const char *path)
-{
-    size_t n = strlen(path);
-    char *dir = sl__malloc(n + 2);
-    if (!dir) return false;
-    memcpy(dir, path, n + 1);
-    char *slash = strrchr(dir, '/');
-    if (!slash) strcpy(dir, ".");
-    else if (slash == dir) dir[1] = '\0';
-    else *slash = '\0';
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    sl__free(dir);
-    if (fd < 0) return false;
-    /* Some file systems cannot fsync a directory (EINVAL): nothing more can be done there. */
-    bool ok = fsync(fd) == 0 || errno == EINVAL;
-    close(fd);
-    return ok;
-}
-
-/* Writes items to path atomically. As the reference implementation does, 8-byte tensors go
- * first so that every tensor starts at a multiple of its element size (the header length is
- * a multiple of 8); otherwise the order is the caller's. */
-static bool write_file(const char *op, const char *path, const sl_named *given, int n,
-                       json_t *meta)
-{
-    sl_named *items = sl__malloc(sizeof *items * (size_t)(n + 1));
-    if (!items) return sl_set_error(SL_ERR_OOM, "%s: out of memory", op);
-    int k = 0;
-    for (size_t size = 8; size >= 4; size -= 4)
-        for (int i = 0; i < n; i++)
-            if (sl_dtype_size(given[i].tensor->dtype) == size) items[k++] = given[i];
-    size_t hlen;
-    char *header = make_header(op, items, n, meta, &hlen);
-    if (!header) {
-        sl__free(items);
-        return false;
-    }
-    size_t cap = strlen(path) + 32;
-    char *tmp = sl__malloc(cap);
-    if (!tmp) {
-        sl__free(header);
-        sl__free(items);
-        return sl_set_error(SL_ERR_OOM, "%s: out of memory", op);
-    }
-    snprintf(tmp, cap, "%s.tmp.%ld", path, (long)getpid());
-    bool ok = false;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-    if (fd < 0) {
-        io_error(op, "create", tmp);
-    } else if (!write_contents(fd, header, hlen, items, n) || fsync(fd) != 0) {
-        io_error(op, "write", tmp);
-        close(fd);
-    } else if (close(fd) != 0) {
-        io_error(op, "write", tmp);
-    } else if (rename(tmp, path) != 0) {
-        sl_set_error(SL_ERR_IO, "%s: cannot rename '%s' to '%s': %s", op, tmp, path,
-                     strerror(errno));
-    } else if (!fsync_dir(path)) {
-        io_error(op, "fsync the directory of", path);
-    } else {
-        ok = true;
-    }
-    if (!ok && fd >= 0) unlink(tmp); /* no-op once renamed */
-    sl__free(tmp);
-    sl__free(header);
-    sl__free(items);
     return ok;
 }
 
@@ -708,7 +207,7 @@ static bool save(const char *op, const char *path, const sl_params *ps, const sl
     if (opt && !put_optim_meta(op, meta, opt)) return false;
     int n;
     sl_named *items = model_items(op, ps, opt, &n);
-    bool ok = items && write_file(op, path, items, n, meta);
+    bool ok = items && sl__ckpt_write(op, path, items, n, meta);
     sl__free(items);
     return ok;
 }
@@ -746,7 +245,7 @@ bool sl_save_tensors(const char *path, const sl_named *tensors, int n, const sl_
             return sl_set_error(SL_ERR_ARG, "%s: tensor %d or its name is NULL", op, i);
     json_t *m = json_object();
     if (!m) return sl_set_error(SL_ERR_OOM, "%s: out of memory", op);
-    bool ok = put_user_meta(op, m, meta, n_meta) && write_file(op, path, tensors, n, m);
+    bool ok = put_user_meta(op, m, meta, n_meta) && sl__ckpt_write(op, path, tensors, n, m);
     json_decref(m);
     return ok;
 }
@@ -820,15 +319,15 @@ static bool parse_key(int k, const char *s, sl_gpt_config *c)
 static bool put_gpt_meta(const char *op, json_t *meta, const sl_gpt *m)
 {
     char buf[80];
-    bool ok = meta_put(op, meta, "shortlong.model", "gpt");
+    bool ok = sl__ckpt_meta_put(op, meta, "shortlong.model", "gpt");
     for (int k = 0; ok && k < N_CONFIG_KEYS; k++) {
         format_key(k, &m->cfg, buf, sizeof buf);
-        ok = meta_put(op, meta, config_keys[k].key, buf);
+        ok = sl__ckpt_meta_put(op, meta, config_keys[k].key, buf);
     }
     /* The dropout stream, so that training resumes with the same masks. */
     snprintf(buf, sizeof buf, "%016" PRIx64 "%016" PRIx64 "%016" PRIx64 "%016" PRIx64,
              m->rng.s[0], m->rng.s[1], m->rng.s[2], m->rng.s[3]);
-    return ok && meta_put(op, meta, "shortlong.rng", buf);
+    return ok && sl__ckpt_meta_put(op, meta, "shortlong.rng", buf);
 }
 
 static bool parse_rng(const char *s, sl_rng *rng)
@@ -847,16 +346,16 @@ static bool parse_rng(const char *s, sl_rng *rng)
     return true;
 }
 
-static bool read_gpt_config(const ckpt *ck, sl_gpt_config *cfg, sl_rng *rng)
+static bool read_gpt_config(const sl__ckpt *ck, sl_gpt_config *cfg, sl_rng *rng)
 {
-    const char *model = ck_meta(ck, "shortlong.model");
+    const char *model = sl__ckpt_meta(ck, "shortlong.model");
     if (!model || strcmp(model, "gpt"))
         return bad(ck, "not a shortlong GPT checkpoint (metadata 'shortlong.model' is %s%s%s, "
                    "expected 'gpt')", model ? "'" : "", model ? model : "absent",
                    model ? "'" : "");
     *cfg = (sl_gpt_config){0};
     for (int k = 0; k < N_CONFIG_KEYS; k++) {
-        const char *s = ck_meta(ck, config_keys[k].key);
+        const char *s = sl__ckpt_meta(ck, config_keys[k].key);
         if (!s) return bad(ck, "missing config key '%s'", config_keys[k].key);
         if (!parse_key(k, s, cfg))
             return bad(ck, "config key '%s' has the value '%s', which is not a valid %s",
@@ -866,7 +365,7 @@ static bool read_gpt_config(const ckpt *ck, sl_gpt_config *cfg, sl_rng *rng)
                        : config_keys[k].kind == K_DOUBLE ? "number"
                                                          : "integer");
     }
-    const char *s = ck_meta(ck, "shortlong.rng");
+    const char *s = sl__ckpt_meta(ck, "shortlong.rng");
     if (!parse_rng(s, rng))
         return bad(ck, "config key 'shortlong.rng' is %s%s%s, expected 64 hex digits",
                    s ? "'" : "", s ? s : "absent", s ? "'" : "");
@@ -876,10 +375,10 @@ static bool read_gpt_config(const ckpt *ck, sl_gpt_config *cfg, sl_rng *rng)
 bool sl_gpt_read_config(const char *path, sl_gpt_config *cfg)
 {
     if (!cfg) return sl_set_error(SL_ERR_ARG, "sl_gpt_read_config: cfg is NULL");
-    ckpt ck;
+    sl__ckpt ck;
     sl_rng rng;
-    bool ok = ck_open(&ck, "sl_gpt_read_config", path) && read_gpt_config(&ck, cfg, &rng);
-    ck_close(&ck);
+    bool ok = sl__ckpt_open(&ck, "sl_gpt_read_config", path) && read_gpt_config(&ck, cfg, &rng);
+    sl__ckpt_close(&ck);
     return ok;
 }
 
@@ -899,23 +398,23 @@ bool sl_gpt_save(const char *path, const sl_gpt *m, const sl_optim *opt, const s
 sl_gpt *sl_gpt_load(const char *path, sl_dtype dtype)
 {
     static const char *op = "sl_gpt_load";
-    ckpt ck;
+    sl__ckpt ck;
     sl_gpt_config cfg;
     sl_rng rng;
-    if (!ck_open(&ck, op, path) || !read_gpt_config(&ck, &cfg, &rng)) {
-        ck_close(&ck);
+    if (!sl__ckpt_open(&ck, op, path) || !read_gpt_config(&ck, &cfg, &rng)) {
+        sl__ckpt_close(&ck);
         return NULL;
     }
     sl_gpt *m = sl_gpt_new(&cfg, dtype);
     if (!m) {
-        char why[MSG_MAX];
+        char why[512];
         snprintf(why, sizeof why, "%s", sl_error_message());
         bad(&ck, "its config does not make a model: %s", why);
-        ck_close(&ck);
+        sl__ckpt_close(&ck);
         return NULL;
     }
     bool ok = load_model(op, &ck, m->params, NULL);
-    ck_close(&ck);
+    sl__ckpt_close(&ck);
     if (!ok) {
         sl_gpt_free(m);
         return NULL;
