@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""bench/torch_attention.py - bench/bench_attention.c's measurement, in eager PyTorch (CPU).
+
+Causal ALiBi attention with explicit math, as PyTorch code writes it without a fused kernel:
+
+    s = (q @ k.transpose(-1, -2)) * scale + bias      # bias (H, T, T) = -m_h (i - j)
+    p = torch.softmax(s.masked_fill(mask, -inf), -1)  # mask (T, T): j > i
+    out = p @ v;  out.backward(gout)                  # dq, dk, dv
+
+q, k, v, gout float32 (B, H, T, D); bias and mask built once, outside the timing (like
+bench_attention's "composed" variant). Medians of --reps runs after one warm-up, forward and
+forward + backward; GFLOP/s in useful FLOPs (6 products of 2 B H T^2 D, halved for causal), as
+in bench_attention. extra_bytes: the peak resident memory of the warm-up iteration (VmHWM, reset
+through /proc/self/clear_refs) above what was resident before it, minus the output and the
+gradients of q, k, v, plus the bias and mask tensors: what the method needs beyond its results.
+
+By default the script re-runs itself in the tuned environment the issue names:
+    OMP_WAIT_POLICY=PASSIVE MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736
+(--as-is: measure in the environment as it is). Debian's python3-torch lives in the system
+Python:
+
+    /usr/bin/python3 bench/torch_attention.py [--T N] [--B 1] [--H 8] [--D 64] [--reps 5]
+                                              [--threads 2] [--limit-gib 6] [--json]
+
+Without --T: T = 512, 1024, 2048, 4096, 8192, 16384, skipping those whose (B, H, T, T) tensors
+would need more than --limit-gib (PyTorch keeps about six of them alive at its peak).
+"""
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+
+TUNED = {"OMP_WAIT_POLICY": "PASSIVE", "MALLOC_MMAP_MAX_": "0",
+         "MALLOC_TRIM_THRESHOLD_": "68719476736"}
+SIZES = [512, 1024, 2048, 4096, 8192, 16384]
+
+
+def rss_bytes(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def reset_peak_rss():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def alibi_slopes(n):
+    """The paper's slopes (ofirpress/attention_with_linear_biases, get_slopes)."""
+    def pow2(n):
+        start = 2 ** (-2 ** -(math.log2(n) - 3))
+        return [start * start ** i for i in range(n)]
+    if math.log2(n).is_integer():
+        return pow2(n)
+    closest = 2 ** math.floor(math.log2(n))
+    return pow2(closest) + alibi_slopes(2 * closest)[0::2][:n - closest]
+
+
+def measure(args, T):
+    import torch
+
+    B, H, D = args.B, args.H, args.D
+    torch.manual_seed(1)
+    q = torch.randn(B, H, T, D, requires_grad=True)
+    k = torch.randn(B, H, T, D, requires_grad=True)
+    v = torch.randn(B, H, T, D, requires_grad=True)
+    gout = torch.randn(B, H, T, D)
+    pos = torch.arange(T)
+    dist = (pos[:, None] - pos[None, :]).float()                      # (T, T): i - j
+    bias = -torch.tensor(alibi_slopes(H))[:, None, None] * dist        # (H, T, T)
+    mask = pos[None, :] > pos[:, None]                                 # (T, T): j > i
+    del dist
+    scale = 1 / math.sqrt(D)
+
+    def iteration():
+        t0 = time.perf_counter()
+        s = (q @ k.transpose(-1, -2)) * scale + bias
+        p = torch.softmax(s.masked_fill(mask, float("-inf")), dim=-1)
+        out = p @ v
+        del s, p
+        t1 = time.perf_counter()
+        out.backward(gout)
+        t2 = time.perf_counter()
+        return t1 - t0, t2 - t0
+
+    before = rss_bytes("VmRSS")
+    have_peak = reset_peak_rss()
+    iteration()  # warm-up; allocates the leaves' gradients too
+    peak = rss_bytes("VmHWM") if have_peak else None
+    t_fwd, t_fb = [], []
+    for _ in range(args.reps):
+        for x in (q, k, v):
+            x.grad.zero_()
+        a, b = iteration()
+        t_fwd.append(a)
+        t_fb.append(b)
+    tensor = 4 * B * H * T * D
+    extra = None
+    if peak is not None:
+        extra = peak - before - 4 * tensor + bias.numel() * 4 + mask.numel() * mask.element_size()
+    useful = 6 * 2.0 * B * H * T * T * D / 2
+    fwd, fb = statistics.median(t_fwd), statistics.median(t_fb)
+    return {"bench": "attention", "variant": "torch", "causal": True, "T": T, "B": B, "H": H,
+            "D": D, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "env": {k: os.environ[k] for k in TUNED if k in os.environ},
+            "fwd_ms": 1e3 * fwd, "fwdbwd_ms": 1e3 * fb, "gflops": 1e-9 * useful / fb,
+            "fwd_gflops": 1e-9 * useful / 3 / fwd, "extra_bytes": extra}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--T", type=int, default=0)
+    p.add_argument("--B", type=int, default=1)
+    p.add_argument("--H", type=int, default=8)
+    p.add_argument("--D", type=int, default=64)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--limit-gib", type=float, default=6)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--as-is", action="store_true", help="do not re-run in the tuned environment")
+    args = p.parse_args()
+
+    if not args.as_is and any(os.environ.get(k) != v for k, v in TUNED.items()):
+        os.execve(sys.executable, [sys.executable] + sys.argv, {**os.environ, **TUNED})
+    try:
+        import torch
+    except ImportError:
+        sys.exit("torch_attention.py: no torch in %s (Debian: /usr/bin/python3 with "
+                 "python3-torch)" % sys.executable)
+    torch.set_num_threads(args.threads)
+
+    if not args.json:
+        env = " ".join(f"{k}={v}" for k, v in os.environ.items() if k in TUNED) or "as is"
+        print(f"torch {torch.__version__} attention bench: causal ALiBi, explicit math, f32, "
+              f"B={args.B} H={args.H} D={args.D}, {torch.get_num_threads()} threads, "
+              f"median of {args.reps} after a warm-up ({env})")
+        print(f"  {'T':>6} {'fwd ms':>10} {'fwd+bwd ms':>12} {'fwd GF/s':>10} {'GFLOP/s':>10} "
+              f"{'extra MiB':>12}")
+    for T in ([args.T] if args.T else SIZES):
+        if 6 * 4 * args.B * args.H * T * T > args.limit_gib * 2 ** 30:
+            r = {"bench": "attention", "variant": "torch", "causal": True, "T": T, "B": args.B,
+                 "H": args.H, "D": args.D, "fwd_ms": None, "fwdbwd_ms": None, "gflops": None,
+                 "extra_bytes": None, "skipped": "scores would need more than --limit-gib"}
+        else:
+            r = measure(args, T)
+        if args.json:
+            print(json.dumps(r), flush=True)
+        elif r.get("skipped"):
+            print(f"  {T:>6} skipped: {r['skipped']}", flush=True)
+        else:
+            extra = "-" if r["extra_bytes"] is None else f"{r['extra_bytes'] / 2 ** 20:.1f}"
+            print(f"  {T:>6} {r['fwd_ms']:>10.1f} {r['fwdbwd_ms']:>12.1f} {r['fwd_gflops']:>10.1f} "
+                  f"{r['gflops']:>10.1f} {extra:>12}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
