@@ -69,15 +69,13 @@ typedef struct {
     double *dslope_part; /* (H, B, nqt): per-task shares of dL/dslope, or NULL */
 } attn_job;
 
-/* exp of a vector of floats, within 2 ulp: exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln2/2,
- * exp(r) by Cephes' expf polynomial. 0 below log(FLT_MIN) (and for -inf); NaN stays NaN. */
+/* exp of a vector of floats x <= 0 (every argument here is a logit minus a max or a
+ * log-sum-exp over it), within 1.05 ulp: exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln2/2,
+ * exp(r) by Cephes' expf polynomial. 0 below log(FLT_MIN) and for -inf; NaN stays NaN. */
 static inline vec_f32 vexp_f32(vec_f32 x)
 {
     const ivec_f32 tiny = x < -87.33654f;
-    vec_f32 z = (vec_f32){0};
-    x = (vec_f32)(((ivec_f32)x & ~tiny) | ((ivec_f32)z & tiny)); /* tiny lanes: any finite x */
-    const ivec_f32 big = x > 88.0f;
-    x = (vec_f32)(((ivec_f32)x & ~big) | ((ivec_f32)(z + 88.0f) & big));
+    x = (vec_f32)((ivec_f32)x & ~tiny); /* tiny lanes: 0, any finite value would do */
     vec_f32 t = x * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23: rounds to an integer */
     vec_f32 n = t - 12582912.0f;
     vec_f32 r = x - n * 0.693359375f;
@@ -88,7 +86,7 @@ static inline vec_f32 vexp_f32(vec_f32 x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    ivec_f32 e = (__builtin_convertvector(n, ivec_f32) + 127) << 23; /* 2^n, n in [-126, 127] */
+    ivec_f32 e = (__builtin_convertvector(n, ivec_f32) + 127) << 23; /* 2^n, n in [-126, 0] */
     vec_f32 y = p * (vec_f32)e;
     return (vec_f32)((ivec_f32)y & ~tiny);
 }

@@ -138,12 +138,25 @@ static inline VEC FN(iota)(void)
     return v;
 }
 
-/* x = scale * s - slope * dist where valid, -inf elsewhere; dist = p_i - j, |p_i - j| bidir. */
-static inline VEC FN(logits)(bool bidir, VEC s, VEC dist, IVEC valid, T scale, T slope)
+/* x = scale * s - slope * dist, dist = p_i - j (|p_i - j| bidirectional). Zero slopes (the
+ * benchmark's "nobias") skip the bias. */
+static inline VEC FN(logits)(bool bidir, VEC s, VEC dist, T scale, T slope)
 {
     VEC x = s * scale;
     if (slope != 0) x -= slope * (bidir ? FN(vsel)(dist < 0, -dist, dist) : dist);
-    return FN(vsel)(valid, x, FN(vsplat)(-INFINITY));
+    return x;
+}
+
+static inline VEC FN(masked)(IVEC valid, VEC x, T fill)
+{
+    return FN(vsel)(valid, x, FN(vsplat)(fill));
+}
+
+/* A tile (keys j0 .. j0 + nk - 1, queries from position p0) needs no mask when every query
+ * sees every key and `along` (the row length in use) fills whole vectors. */
+static inline bool FN(tile_full)(const attn_job *j, int64_t j0, int nk, int64_t p0, int along)
+{
+    return along % VL == 0 && (!j->causal || j0 + nk - 1 <= p0);
 }
 
 /* Row layout (pass 1): query p = p0 + r against keys j0 + c, c < bk. dist = (p - j0) - c;
@@ -173,15 +186,16 @@ static void FN(online_softmax)(const attn_job *j, T *st, int bk, int bq, int64_t
     const T scale = (T)j->scale;
     const VEC iota = FN(iota)();
     const int nc = (bq + VL - 1) / VL * VL;
+    const bool full = FN(tile_full)(j, j0, bk, p0, bq);
     T colmax[TILE], colsum[TILE];
     for (int c = 0; c < nc; c += VL) FN(vstore)(colmax + c, FN(vload)(m + c));
     for (int r = 0; r < bk; r++) {
         T *row = st + (size_t)r * TILE;
         T d0 = (T)(p0 - (j0 + r));
         for (int c = 0; c < nc; c += VL) {
-            VEC col = iota + (T)c, dist = d0 + col;
-            VEC x = FN(logits)(!j->causal, FN(vload)(row + c), dist,
-                               FN(key_valid)(j, col, d0, bq), scale, slope);
+            VEC col = iota + (T)c;
+            VEC x = FN(logits)(!j->causal, FN(vload)(row + c), d0 + col, scale, slope);
+            if (!full) x = FN(masked)(FN(key_valid)(j, col, d0, bq), x, -INFINITY);
             FN(vstore)(row + c, x);
             VEC mx = FN(vload)(colmax + c);
             FN(vstore)(colmax + c, FN(vsel)(x > mx, x, mx));
@@ -214,13 +228,14 @@ static void FN(probabilities_rows)(const attn_job *j, T *s, int bq, int64_t p0, 
 {
     const T scale = (T)j->scale;
     const VEC iota = FN(iota)();
+    const bool full = FN(tile_full)(j, j0, bk, p0, bk);
     for (int r = 0; r < bq; r++) {
         T *row = s + (size_t)r * TILE;
         T d0 = (T)(p0 + r - j0);
         for (int c = 0; c < bk; c += VL) {
             VEC col = iota + (T)c;
-            VEC x = FN(logits)(!j->causal, FN(vload)(row + c), d0 - col,
-                               FN(row_valid)(j, col, d0, bk), scale, slope);
+            VEC x = FN(logits)(!j->causal, FN(vload)(row + c), d0 - col, scale, slope);
+            if (!full) x = FN(masked)(FN(row_valid)(j, col, d0, bk), x, -INFINITY);
             FN(vstore)(row + c, FN(vexp)(x - lse[r]));
         }
     }
@@ -231,14 +246,15 @@ static void FN(score_grads_rows)(const attn_job *j, const T *p, T *dp, int bq, i
                                  int64_t j0, int bk, const T *drow)
 {
     const VEC iota = FN(iota)();
+    const bool full = FN(tile_full)(j, j0, bk, p0, bk);
     for (int r = 0; r < bq; r++) {
         const T *prow = p + (size_t)r * TILE;
         T *row = dp + (size_t)r * TILE;
         T d0 = (T)(p0 + r - j0);
         for (int c = 0; c < bk; c += VL) {
-            VEC col = iota + (T)c;
             VEC ds = FN(vload)(prow + c) * (FN(vload)(row + c) - drow[r]);
-            FN(vstore)(row + c, FN(vsel)(FN(row_valid)(j, col, d0, bk), ds, FN(vsplat)(0)));
+            if (!full) ds = FN(masked)(FN(row_valid)(j, iota + (T)c, d0, bk), ds, 0);
+            FN(vstore)(row + c, ds);
         }
     }
 }
@@ -253,17 +269,23 @@ static double FN(score_grads_keys)(const attn_job *j, T *st, T *dpt, int bk, int
     const T scale = (T)j->scale;
     const VEC iota = FN(iota)();
     const int nc = (bq + VL - 1) / VL * VL;
+    const bool full = FN(tile_full)(j, j0, bk, p0, bq);
     VEC acc = {0};
     for (int r = 0; r < bk; r++) {
         T *prow = st + (size_t)r * TILE, *row = dpt + (size_t)r * TILE;
         T d0 = (T)(p0 - (j0 + r));
         for (int c = 0; c < nc; c += VL) {
             VEC col = iota + (T)c, dist = d0 + col;
-            IVEC valid = FN(key_valid)(j, col, d0, bq);
-            VEC x = FN(logits)(!j->causal, FN(vload)(prow + c), dist, valid, scale, slope);
-            VEC p = FN(vexp)(x - FN(vload)(lse + c));
-            VEC ds = p * (FN(vload)(row + c) - FN(vload)(drow + c));
-            ds = FN(vsel)(valid, ds, FN(vsplat)(0));
+            VEC x = FN(logits)(!j->causal, FN(vload)(prow + c), dist, scale, slope);
+            VEC p, ds;
+            if (full) {
+                p = FN(vexp)(x - FN(vload)(lse + c));
+                ds = p * (FN(vload)(row + c) - FN(vload)(drow + c));
+            } else {
+                IVEC valid = FN(key_valid)(j, col, d0, bq);
+                p = FN(vexp)(FN(masked)(valid, x, -INFINITY) - FN(vload)(lse + c));
+                ds = FN(masked)(valid, p * (FN(vload)(row + c) - FN(vload)(drow + c)), 0);
+            }
             FN(vstore)(prow + c, p);
             FN(vstore)(row + c, ds);
             if (want_slope) acc -= ds * (j->causal ? dist : FN(vsel)(dist < 0, -dist, dist));
