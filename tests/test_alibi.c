@@ -168,6 +168,11 @@ static sl_tensor *fused(const cfg *c, sl_tensor *q, sl_tensor *k, sl_tensor *v,
 
 /* ---------------------------------------------------------------- fused vs composed */
 
+static bool bitwise_equal(const sl_tensor *a, const sl_tensor *b)
+{
+    return !memcmp(a->data, b->data, sl_dtype_size(a->dtype) * (size_t)sl_numel(a));
+}
+
 typedef struct {
     sl_tensor *q, *k, *v, *slopes; /* leaves; slopes may be NULL */
 } leaves;
@@ -403,6 +408,24 @@ START_TEST(gradients_accumulate)
 }
 END_TEST
 
+/* Slopes may be f32 with f64 q, k, v: the kernel reads them as doubles, so f32 slopes act
+ * exactly like f64 slopes holding the same values, and their gradient is the f64 one rounded. */
+START_TEST(slopes_dtype_is_free)
+{
+    cfg c = {1, 4, 2, 70, 70, 8, 8, false, 0};
+    sl_rng r = sl_rng_seed(29);
+    leaves l = make_leaves(&r, &c, SL_F64, true);
+    sl_tensor *m32 = tu_cast_leaf(l.slopes, SL_F32), *m64 = tu_cast_leaf(m32, SL_F64);
+    sl_tensor *gout = sl_rand_normal(&r, SL_F64, sl_shape(c.B, c.H, c.Tq, c.Dv), 0, 1);
+    sl_tensor *a = fused(&c, l.q, l.k, l.v, m32), *b = fused(&c, l.q, l.k, l.v, m64);
+    ck_assert(bitwise_equal(a, b));
+    ck_assert(sl_backward_ex(a, gout, 0) && sl_backward_ex(b, gout, 0));
+    ck_assert_int_eq(m32->grad->dtype, SL_F32);
+    for (int64_t h = 0; h < c.H; h++)
+        ck_assert_float_eq(((float *)m32->grad->data)[h], (float)sl_get(m64->grad, h));
+}
+END_TEST
+
 /* ---------------------------------------------------------------- cache, threads, memory */
 
 /* The last n rows of a full causal call equal a call with only those n queries (p_i aligned
@@ -452,11 +475,6 @@ static run_result run_once(const leaves *l, const cfg *c, sl_tensor *gout)
         *t[i] = cp;
     }
     return r;
-}
-
-static bool bitwise_equal(const sl_tensor *a, const sl_tensor *b)
-{
-    return !memcmp(a->data, b->data, sl_dtype_size(a->dtype) * (size_t)sl_numel(a));
 }
 
 START_TEST(thread_counts_agree_and_runs_repeat)
@@ -590,6 +608,7 @@ int main(void)
     tcase_add_test(tc, bias_alone_closed_form);
     tcase_add_test(tc, gradcheck_q_k_v_slopes);
     tcase_add_test(tc, gradients_accumulate);
+    tcase_add_test(tc, slopes_dtype_is_free);
     tcase_add_test(tc, cache_consistency);
     tcase_add_test(tc, thread_counts_agree_and_runs_repeat);
     tcase_add_test(tc, memory_is_linear_in_T);

@@ -128,7 +128,8 @@ typedef struct sl_alibi_opts {
  *     decoding step against a cache of Tk keys is a call with Tq = 1. Causal mode needs
  *     Tq <= Tk and masks keys j > p_i; bidirectional mode uses -m_h |p_i - j| and no mask.
  *   - slopes: [H], f32 or f64 whatever q's dtype (the bias is computed inside the kernel from
- *     integer positions, in the dtype of q); NULL: the paper's, sl_alibi_slope(h, H). Zero
+ *     integer positions, in the dtype of q); NULL: the paper's, sl_alibi_slope(h, H) (but a
+ *     NULL while an error is pending is taken for a failed call's result: NULL back). Zero
  *     slopes give plain scaled-dot-product attention. A slopes tensor that requires grad gets
  *     the gradient -sum_ij dS_ij (p_i - j) per head (learnable slopes).
  *   - opts NULL: causal, scale 1/sqrt(D).
