@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The gpt program as a user runs it: train on the built-in data, evaluate at 1x/2x/4x the training
+# length, sample, resume, and fail clearly on bad input. Usage: test_gpt_cli.sh BIN_DIR
+set -u
+bin="$1/gpt"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fails=0
+check() { # check NAME CONDITION-EXIT-CODE
+  if [ "$2" -eq 0 ]; then echo "ok   $1"; else echo "FAIL $1"; fails=$((fails + 1)); fi
+}
+expect_fail() { # expect_fail NAME EXPECTED_RC PATTERN -- CMD...
+  local name=$1 want=$2 pat=$3; shift 4
+  "$@" >"$work/out" 2>"$work/err"; local rc=$?
+  if [ "$rc" -eq "$want" ] && grep -q -- "$pat" "$work/err"; then echo "ok   $name"; else
+    echo "FAIL $name (rc $rc, want $want; stderr:)"; cat "$work/err"; fails=$((fails + 1)); fi
+}
+
+# 1. A short run on the built-in corpus learns: the validation loss ends well below ln(256) = 5.55.
+"$bin" train --steps 150 --warmup 20 --context 64 --batch 8 --layers 2 --heads 4 --dim 64 \
+  --lr 3e-3 --eval-every 150 --eval-tokens 16384 --out "$work/a.safetensors" 2>"$work/train.log"
+check "train exits 0" $?
+val=$(sed -n 's/.*step 150: val loss \([0-9.]*\).*/\1/p' "$work/train.log" | tail -1)
+echo "     val loss after 150 steps: ${val:-missing} (threshold 2.6 nats; ln 256 = 5.55)"
+awk -v v="${val:-99}" 'BEGIN { exit !(v < 2.6) }'
+check "val loss < 2.6 nats after 150 steps" $?
+
+# 2. Evaluation past the training length (64): 1x, 2x, 4x, both protocols.
+"$bin" eval --ckpt "$work/a.safetensors" --lengths 64,128,256 --max-tokens 8192 >"$work/eval.txt" 2>&1
+check "eval exits 0" $?
+cat "$work/eval.txt"
+rows=$(awk '$1 ~ /^[0-9]+$/ && $3 ~ /^[0-9.]+$/ && $6 ~ /^[0-9.]+$/' "$work/eval.txt" | wc -l)
+[ "$rows" -eq 3 ]
+check "eval prints perplexities at 3 lengths" $?
+awk '$1 == 256 { exit !($3 < 30) }' "$work/eval.txt"
+check "alibi perplexity at 4x L stays finite and small (< 30)" $?
+
+# 3. Sampling with the KV cache, past the training length.
+"$bin" sample --ckpt "$work/a.safetensors" --prompt " = " --tokens 150 --seed 3 >"$work/s.txt" 2>&1
+check "sample exits 0" $?
+n=$(head -c 10000 "$work/s.txt" | wc -c)
+[ "$n" -ge 150 ]
+check "sample prints the prompt and 150 bytes" $?
+
+# 4. Resume continues from the checkpoint's step.
+"$bin" train --resume "$work/a.safetensors" --steps 160 --eval-every 0 --eval-tokens 4096 \
+  --out "$work/b.safetensors" >"$work/r.log" 2>&1
+check "resume exits 0" $?
+grep -q "resuming .* at step 150" "$work/r.log"
+check "resume starts at step 150" $?
+
+# 5. Bad input: a clear message and a non-zero exit code.
+expect_fail "unknown flag" 2 "unknown argument '--bogus'" -- "$bin" train --bogus 1
+expect_fail "bad integer" 2 "takes an integer" -- "$bin" train --steps ten
+expect_fail "unknown command" 2 "unknown command" -- "$bin" frobnicate
+expect_fail "unreadable data" 1 "cannot open '$work/missing.txt'" -- "$bin" train --data "$work/missing.txt"
+expect_fail "eval needs --ckpt" 2 "needs --ckpt" -- "$bin" eval
+printf 'not a checkpoint at all' >"$work/bad.safetensors"
+expect_fail "corrupt checkpoint" 1 "bad.safetensors" -- "$bin" eval --ckpt "$work/bad.safetensors"
+expect_fail "missing checkpoint" 1 "nope.safetensors" -- "$bin" sample --ckpt "$work/nope.safetensors"
+expect_fail "bad --pos" 2 "unknown --pos" -- "$bin" train --pos sideways
+
+if [ "$fails" -eq 0 ]; then echo "gpt cli: all checks passed"; exit 0; fi
+echo "gpt cli: $fails checks failed"
+exit 1
