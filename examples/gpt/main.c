@@ -208,7 +208,8 @@ static int cmd_train(int argc, char **argv)
     const char *data = NULL, *val = NULL, *pos = "alibi", *out = "gpt.safetensors",
                *resume = NULL;
     int64_t context = 128, batch = 16, layers = 4, heads = 4, kv_heads = 0, dim = 128,
-            steps = 500, warmup = 50, seed = 1, threads = 0, eval_every = 100, eval_tokens = 65536;
+            steps = 500, warmup = 50, seed = 1, threads = 0, eval_every = 100, eval_tokens = 65536,
+            stop_after = 0;
     double lr = 2e-3, min_lr_frac = 0.1, wd = 0.1, clip = 1.0, dropout = 0.0;
     flag flags[] = {
         {"data", F_STR, &data, "training text (default: the built-in synthetic corpus)"},
@@ -230,6 +231,7 @@ static int cmd_train(int argc, char **argv)
         {"threads", F_INT, &threads, "worker threads (default: SL_NUM_THREADS or all CPUs)"},
         {"out", F_STR, &out, "checkpoint to write (default gpt.safetensors)"},
         {"resume", F_STR, &resume, "training checkpoint to continue from"},
+        {"stop-after", F_INT, &stop_after, "stop (and save) after N steps of this run; resume later"},
         {"eval-every", F_INT, &eval_every, "validate every N steps, 0 = only at the end (100)"},
         {"eval-tokens", F_INT, &eval_tokens, "validation bytes per evaluation (default 65536)"},
     };
@@ -250,6 +252,7 @@ static int cmd_train(int argc, char **argv)
         !check_range("steps", steps, 1, INT64_C(1) << 40) ||
         !check_range("warmup", warmup, 0, INT64_C(1) << 40) ||
         !check_range("threads", threads, 0, 256) || !check_range("eval-every", eval_every, 0, steps) ||
+        !check_range("stop-after", stop_after, 0, steps) ||
         !check_range("eval-tokens", eval_tokens, 1, INT64_C(1) << 40))
         return 2;
     if (lr <= 0 || wd < 0 || clip < 0 || dropout < 0 || dropout >= 1) {
@@ -368,7 +371,7 @@ static int cmd_train(int argc, char **argv)
         tokens += batch * context;
         int64_t done_steps = step + 1 - start_step;
         double t = now(), rate = (double)tokens / (t - t0);
-        bool last = step + 1 == steps;
+        bool last = step + 1 == steps || done_steps == stop_after;
         bool do_eval = last || (eval_every && (step + 1) % eval_every == 0);
         if (tty && (t - last_log > 0.2 || last || do_eval)) {
             char eta[32];
@@ -405,6 +408,7 @@ static int cmd_train(int argc, char **argv)
                 goto unwind;
             }
         }
+        if (last) break;
         continue;
     step_fail:
         fprintf(stderr, "\n");
@@ -416,7 +420,7 @@ static int cmd_train(int argc, char **argv)
         fprintf(stderr,
                 "done: %lld steps in %.1f s (%.0f tokens/s); final train loss %.4f, val loss %.4f "
                 "(ppl %.3f, %.3f bits/byte); saved %s\n",
-                (long long)(steps - start_step), t, (double)tokens / t, train_loss, val_loss,
+                (long long)(tokens / (batch * context)), t, (double)tokens / t, train_loss, val_loss,
                 exp(val_loss), val_loss / log(2.0), out);
     }
     rc = 0;

@@ -21,9 +21,9 @@ expect_fail() { # expect_fail NAME EXPECTED_RC PATTERN -- CMD...
   --lr 3e-3 --eval-every 150 --eval-tokens 16384 --out "$work/a.safetensors" 2>"$work/train.log"
 check "train exits 0" $?
 val=$(sed -n 's/.*step 150: val loss \([0-9.]*\).*/\1/p' "$work/train.log" | tail -1)
-echo "     val loss after 150 steps: ${val:-missing} (threshold 2.6 nats; ln 256 = 5.55)"
-awk -v v="${val:-99}" 'BEGIN { exit !(v < 2.6) }'
-check "val loss < 2.6 nats after 150 steps" $?
+echo "     val loss after 150 steps: ${val:-missing} (threshold 2.3 nats, measured 1.90; ln 256 = 5.55)"
+awk -v v="${val:-99}" 'BEGIN { exit !(v < 2.3) }'
+check "val loss < 2.3 nats after 150 steps" $?
 
 # 2. Evaluation past the training length (64): 1x, 2x, 4x, both protocols.
 "$bin" eval --ckpt "$work/a.safetensors" --lengths 64,128,256 --max-tokens 8192 >"$work/eval.txt" 2>&1
@@ -32,8 +32,8 @@ cat "$work/eval.txt"
 rows=$(awk '$1 ~ /^[0-9]+$/ && $3 ~ /^[0-9.]+$/ && $6 ~ /^[0-9.]+$/' "$work/eval.txt" | wc -l)
 [ "$rows" -eq 3 ]
 check "eval prints perplexities at 3 lengths" $?
-awk '$1 == 256 { exit !($3 < 30) }' "$work/eval.txt"
-check "alibi perplexity at 4x L stays finite and small (< 30)" $?
+awk '$1 == 64 { p1 = $3 } $1 == 256 { p4 = $3 } END { exit !(p1 > 0 && p4 <= 1.25 * p1) }' "$work/eval.txt"
+check "alibi perplexity at 4x L within 1.25x of that at L (measured 0.99x)" $?
 
 # 3. Sampling with the KV cache, past the training length.
 "$bin" sample --ckpt "$work/a.safetensors" --prompt " = " --tokens 150 --seed 3 >"$work/s.txt" 2>&1
@@ -49,7 +49,15 @@ check "resume exits 0" $?
 grep -q "resuming .* at step 150" "$work/r.log"
 check "resume starts at step 150" $?
 
-# 5. Bad input: a clear message and a non-zero exit code.
+# 5. An interrupted run resumed from its checkpoint ends bitwise where an uninterrupted one does.
+small="--steps 40 --warmup 5 --context 32 --batch 4 --layers 1 --heads 2 --dim 32 --eval-every 0 --eval-tokens 2048"
+"$bin" train $small --out "$work/full.safetensors" >/dev/null 2>&1
+"$bin" train $small --stop-after 15 --out "$work/part.safetensors" >/dev/null 2>&1
+"$bin" train $small --resume "$work/part.safetensors" --out "$work/resumed.safetensors" >/dev/null 2>&1
+cmp -s "$work/full.safetensors" "$work/resumed.safetensors"
+check "stop after 15 steps + resume == 40 uninterrupted steps, bitwise" $?
+
+# 6. Bad input: a clear message and a non-zero exit code.
 expect_fail "unknown flag" 2 "unknown argument '--bogus'" -- "$bin" train --bogus 1
 expect_fail "bad integer" 2 "takes an integer" -- "$bin" train --steps ten
 expect_fail "unknown command" 2 "unknown command" -- "$bin" frobnicate
