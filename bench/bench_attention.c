@@ -126,7 +126,7 @@ static void gemm_workers(void *ctx, int64_t w0, int64_t w1)
 
 static double gemm_iteration(bench *b)
 {
-    gemm_job j = {b};
+    gemm_job j = {.b = b};
     atomic_init(&j.next, 0);
     double t0 = now();
     sl_parallel_for(b->threads, 1, gemm_workers, &j);

@@ -126,10 +126,23 @@ static void FN(pack_t)(T *restrict dst, const T *restrict src, int64_t ld, int r
 /* ---------------------------------------------------------------- logits and probabilities
  *
  * Two layouts of a tile of scores. Pass 1 of backward holds S (queries, keys): a row is one
- * query, lse_i and D_i are scalars along it. The forward and pass 2 hold S^T (keys, queries): a
+ * query, and lse_i, D_i are scalars along it. The forward and pass 2 hold S^T (keys, queries): a
  * row is one key, and the per-query statistics (max, sum, lse, D) are vectors along it, so the
- * online softmax needs no horizontal reductions. Either way the distance p_i - j is exact in T:
- * positions are integers far below 2^24. */
+ * online softmax needs no horizontal reductions.
+ *
+ * Along a row, dist = p_i - j steps by -1 (query rows) or +1 (key rows) per column; it is
+ * exact in T (positions are integers far below 2^24). The bias uses |dist|, which is dist
+ * itself wherever a causal query sees the key (dist >= 0); elsewhere the logit is masked. The
+ * loops come in four copies (SPECIALISED): with or without the bias (zero slopes: the
+ * benchmark's "nobias"), and with or without the mask, which only the tiles on the diagonal
+ * and at the ends need. */
+
+/* Calls f(BIAS, FULL, ...) with both flags as constants: four loops without tests inside. */
+#define SPECIALISED(f, bias, full, ...)                                                          \
+    ((bias) ? ((full) ? f(true, true, __VA_ARGS__) : f(true, false, __VA_ARGS__))                \
+            : ((full) ? f(false, true, __VA_ARGS__) : f(false, false, __VA_ARGS__)))
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
 
 static inline VEC FN(iota)(void)
 {
@@ -138,13 +151,11 @@ static inline VEC FN(iota)(void)
     return v;
 }
 
-/* x = scale * s - slope * dist, dist = p_i - j (|p_i - j| bidirectional). Zero slopes (the
- * benchmark's "nobias") skip the bias. */
-static inline VEC FN(logits)(bool bidir, VEC s, VEC dist, T scale, T slope)
+static inline VEC FN(vabs)(VEC v)
 {
-    VEC x = s * scale;
-    if (slope != 0) x -= slope * (bidir ? FN(vsel)(dist < 0, -dist, dist) : dist);
-    return x;
+    VEC sign; /* -0.0: the sign bit alone (vsplat would give 0 + -0.0 = +0.0) */
+    for (int i = 0; i < VL; i++) sign[i] = (T)-0.0;
+    return (VEC)((IVEC)v & ~(IVEC)sign);
 }
 
 static inline VEC FN(masked)(IVEC valid, VEC x, T fill)
@@ -152,27 +163,44 @@ static inline VEC FN(masked)(IVEC valid, VEC x, T fill)
     return FN(vsel)(valid, x, FN(vsplat)(fill));
 }
 
-/* A tile (keys j0 .. j0 + nk - 1, queries from position p0) needs no mask when every query
- * sees every key and `along` (the row length in use) fills whole vectors. */
+/* x = scale * s - slope * |dist| */
+ALWAYS_INLINE VEC FN(logit)(bool bias, VEC s, VEC dist, T scale, T slope)
+{
+    VEC x = s * scale;
+    if (bias) x -= slope * FN(vabs)(dist);
+    return x;
+}
+
+/* The lanes of a row that are in use (col < n) and, causal, visible (dist >= 0). */
+static inline IVEC FN(visible)(bool causal, VEC col, VEC dist, int n)
+{
+    IVEC v = col < (T)n;
+    return causal ? v & (dist >= 0) : v;
+}
+
+/* A tile of keys j0 .. j0 + nk - 1 and queries from position p0 needs no mask when every query
+ * sees every key and `along` (the columns in use) fills whole vectors. */
 static inline bool FN(tile_full)(const attn_job *j, int64_t j0, int nk, int64_t p0, int along)
 {
     return along % VL == 0 && (!j->causal || j0 + nk - 1 <= p0);
 }
 
-/* Row layout (pass 1): query p = p0 + r against keys j0 + c, c < bk. dist = (p - j0) - c;
- * causal keys are visible while c <= p - j0. */
-static inline IVEC FN(row_valid)(const attn_job *j, VEC col, T d0, int bk)
+/* Forward, key rows: the logits in place, and their max per query (column) into colmax. */
+ALWAYS_INLINE void FN(logits_colmax)(bool bias, bool full, bool causal, T *st, int bk, int bq,
+                                     T d00, T scale, T slope, T *colmax)
 {
-    IVEC v = col < (T)bk;
-    return j->causal ? v & (col <= d0) : v;
-}
-
-/* Key layout (forward, pass 2): key j against queries p0 + c, c < bq. dist = (p0 - j) + c;
- * causal queries see the key from c >= j - p0 on. */
-static inline IVEC FN(key_valid)(const attn_job *j, VEC col, T d0, int bq)
-{
-    IVEC v = col < (T)bq;
-    return j->causal ? v & (col >= -d0) : v;
+    const VEC iota = FN(iota)();
+    for (int r = 0; r < bk; r++) {
+        T *row = st + (size_t)r * TILE;
+        VEC col = iota, dist = (d00 - (T)r) + iota; /* p0 + c - (j0 + r) */
+        for (int c = 0; c < bq; c += VL, col += (T)VL, dist += (T)VL) {
+            VEC x = FN(logit)(bias, FN(vload)(row + c), dist, scale, slope);
+            if (!full) x = FN(masked)(FN(visible)(causal, col, dist, bq), x, -INFINITY);
+            FN(vstore)(row + c, x);
+            VEC mx = FN(vload)(colmax + c);
+            FN(vstore)(colmax + c, FN(vsel)(x > mx, x, mx));
+        }
+    }
 }
 
 /* Forward, one key tile (keys j0 .. j0 + bk - 1) of the online softmax for the bq queries from
@@ -183,24 +211,11 @@ static inline IVEC FN(key_valid)(const attn_job *j, VEC col, T d0, int bq)
 static void FN(online_softmax)(const attn_job *j, T *st, int bk, int bq, int64_t p0, int64_t j0,
                                T slope, T *m, double *l, T *alpha)
 {
-    const T scale = (T)j->scale;
-    const VEC iota = FN(iota)();
     const int nc = (bq + VL - 1) / VL * VL;
-    const bool full = FN(tile_full)(j, j0, bk, p0, bq);
     T colmax[TILE], colsum[TILE];
     for (int c = 0; c < nc; c += VL) FN(vstore)(colmax + c, FN(vload)(m + c));
-    for (int r = 0; r < bk; r++) {
-        T *row = st + (size_t)r * TILE;
-        T d0 = (T)(p0 - (j0 + r));
-        for (int c = 0; c < nc; c += VL) {
-            VEC col = iota + (T)c;
-            VEC x = FN(logits)(!j->causal, FN(vload)(row + c), d0 + col, scale, slope);
-            if (!full) x = FN(masked)(FN(key_valid)(j, col, d0, bq), x, -INFINITY);
-            FN(vstore)(row + c, x);
-            VEC mx = FN(vload)(colmax + c);
-            FN(vstore)(colmax + c, FN(vsel)(x > mx, x, mx));
-        }
-    }
+    SPECIALISED(FN(logits_colmax), slope != 0, FN(tile_full)(j, j0, bk, p0, bq), j->causal, st,
+                bk, bq, (T)(p0 - j0), (T)j->scale, slope, colmax);
     for (int c = 0; c < nc; c += VL) {
         VEC mo = FN(vload)(m + c), mn = FN(vload)(colmax + c);
         /* unchanged max (every column has a visible key in tile 0): exactly 1 */
@@ -221,24 +236,28 @@ static void FN(online_softmax)(const attn_job *j, T *st, int bk, int bq, int64_t
     }
 }
 
-/* Pass 1: s (raw scores, rows = the bq queries from p0, keys from j0) becomes P = exp(x - lse),
- * 0 where masked. */
-static void FN(probabilities_rows)(const attn_job *j, T *s, int bq, int64_t p0, int64_t j0,
-                                   int bk, T slope, const T *lse)
+/* Pass 1, query rows: s (raw scores of the bq queries from p0 against keys from j0) becomes
+ * P = exp(x - lse), 0 where masked. */
+ALWAYS_INLINE void FN(probabilities_body)(bool bias, bool full, bool causal, T *s, int bq,
+                                          int bk, T d00, T scale, T slope, const T *lse)
 {
-    const T scale = (T)j->scale;
     const VEC iota = FN(iota)();
-    const bool full = FN(tile_full)(j, j0, bk, p0, bk);
     for (int r = 0; r < bq; r++) {
         T *row = s + (size_t)r * TILE;
-        T d0 = (T)(p0 + r - j0);
-        for (int c = 0; c < bk; c += VL) {
-            VEC col = iota + (T)c;
-            VEC x = FN(logits)(!j->causal, FN(vload)(row + c), d0 - col, scale, slope);
-            if (!full) x = FN(masked)(FN(row_valid)(j, col, d0, bk), x, -INFINITY);
+        VEC col = iota, dist = (d00 + (T)r) - iota; /* p0 + r - (j0 + c) */
+        for (int c = 0; c < bk; c += VL, col += (T)VL, dist -= (T)VL) {
+            VEC x = FN(logit)(bias, FN(vload)(row + c), dist, scale, slope);
+            if (!full) x = FN(masked)(FN(visible)(causal, col, dist, bk), x, -INFINITY);
             FN(vstore)(row + c, FN(vexp)(x - lse[r]));
         }
     }
+}
+
+static void FN(probabilities_rows)(const attn_job *j, T *s, int bq, int64_t p0, int64_t j0,
+                                   int bk, T slope, const T *lse)
+{
+    SPECIALISED(FN(probabilities_body), slope != 0, FN(tile_full)(j, j0, bk, p0, bk), j->causal,
+                s, bq, bk, (T)(p0 - j0), (T)j->scale, slope, lse);
 }
 
 /* Pass 1: dp (dP = dO V^T on entry) becomes dS = P * (dP - D_i), 0 where masked. */
@@ -246,53 +265,57 @@ static void FN(score_grads_rows)(const attn_job *j, const T *p, T *dp, int bq, i
                                  int64_t j0, int bk, const T *drow)
 {
     const VEC iota = FN(iota)();
-    const bool full = FN(tile_full)(j, j0, bk, p0, bk);
+    const bool full = FN(tile_full)(j, j0, bk, p0, bk), causal = j->causal;
     for (int r = 0; r < bq; r++) {
         const T *prow = p + (size_t)r * TILE;
         T *row = dp + (size_t)r * TILE;
-        T d0 = (T)(p0 + r - j0);
-        for (int c = 0; c < bk; c += VL) {
+        VEC col = iota, dist = (T)(p0 + r - j0) - iota;
+        for (int c = 0; c < bk; c += VL, col += (T)VL, dist -= (T)VL) {
             VEC ds = FN(vload)(prow + c) * (FN(vload)(row + c) - drow[r]);
-            if (!full) ds = FN(masked)(FN(row_valid)(j, iota + (T)c, d0, bk), ds, 0);
+            if (!full) ds = FN(masked)(FN(visible)(causal, col, dist, bk), ds, 0);
             FN(vstore)(row + c, ds);
         }
     }
 }
 
-/* Pass 2, key layout: st (raw scores, rows = keys from j0, columns = the bq queries from p0)
- * becomes P^T = exp(x - lse); dpt (dP^T = V dO^T) becomes dS^T = P^T * (dP^T - D), both 0
- * where masked. Returns sum_ij dS_ij dx_ij/dm = -sum_ij dS_ij (p_i - j) (|p_i - j| bidir.). */
-static double FN(score_grads_keys)(const attn_job *j, T *st, T *dpt, int bk, int bq, int64_t p0,
-                                   int64_t j0, T slope, const T *lse, const T *drow,
-                                   bool want_slope)
+/* Pass 2, key rows: st (raw scores of keys from j0 against the bq queries from p0) becomes
+ * P^T = exp(x - lse); dpt (dP^T = V dO^T) becomes dS^T = P^T * (dP^T - D), both 0 where masked.
+ * Returns sum_ij dS_ij dx_ij/dm = -sum_ij dS_ij |p_i - j| if want_slope. */
+ALWAYS_INLINE double FN(score_grads_body)(bool bias, bool full, bool causal, T *st, T *dpt,
+                                          int bk, int bq, T d00, T scale, T slope, const T *lse,
+                                          const T *drow, bool want_slope)
 {
-    const T scale = (T)j->scale;
     const VEC iota = FN(iota)();
-    const int nc = (bq + VL - 1) / VL * VL;
-    const bool full = FN(tile_full)(j, j0, bk, p0, bq);
     VEC acc = {0};
     for (int r = 0; r < bk; r++) {
         T *prow = st + (size_t)r * TILE, *row = dpt + (size_t)r * TILE;
-        T d0 = (T)(p0 - (j0 + r));
-        for (int c = 0; c < nc; c += VL) {
-            VEC col = iota + (T)c, dist = d0 + col;
-            VEC x = FN(logits)(!j->causal, FN(vload)(prow + c), dist, scale, slope);
-            VEC p, ds;
-            if (full) {
-                p = FN(vexp)(x - FN(vload)(lse + c));
-                ds = p * (FN(vload)(row + c) - FN(vload)(drow + c));
-            } else {
-                IVEC valid = FN(key_valid)(j, col, d0, bq);
-                p = FN(vexp)(FN(masked)(valid, x, -INFINITY) - FN(vload)(lse + c));
-                ds = FN(masked)(valid, p * (FN(vload)(row + c) - FN(vload)(drow + c)), 0);
-            }
+        VEC col = iota, dist = (d00 - (T)r) + iota;
+        for (int c = 0; c < bq; c += VL, col += (T)VL, dist += (T)VL) {
+            VEC x = FN(logit)(bias, FN(vload)(prow + c), dist, scale, slope);
+            IVEC valid = full ? (IVEC){0} : FN(visible)(causal, col, dist, bq);
+            if (!full) x = FN(masked)(valid, x, -INFINITY);
+            VEC p = FN(vexp)(x - FN(vload)(lse + c));
+            VEC ds = p * (FN(vload)(row + c) - FN(vload)(drow + c));
+            if (!full) ds = FN(masked)(valid, ds, 0);
             FN(vstore)(prow + c, p);
             FN(vstore)(row + c, ds);
-            if (want_slope) acc -= ds * (j->causal ? dist : FN(vsel)(dist < 0, -dist, dist));
+            if (want_slope) acc -= ds * FN(vabs)(dist);
         }
     }
     return want_slope ? FN(hsum)(acc) : 0;
 }
+
+static double FN(score_grads_keys)(const attn_job *j, T *st, T *dpt, int bk, int bq, int64_t p0,
+                                   int64_t j0, T slope, const T *lse, const T *drow,
+                                   bool want_slope)
+{
+    return SPECIALISED(FN(score_grads_body), slope != 0, FN(tile_full)(j, j0, bk, p0, bq),
+                       j->causal, st, dpt, bk, bq, (T)(p0 - j0), (T)j->scale, slope, lse, drow,
+                       want_slope);
+}
+
+#undef ALWAYS_INLINE
+#undef SPECIALISED
 
 /* ---------------------------------------------------------------- forward */
 
