@@ -98,9 +98,6 @@ static inline vec_f64 vexp_f64(vec_f64 x)
     return x;
 }
 
-static inline float exp_scalar_f32(float x) { return expf(x); }
-static inline double exp_scalar_f64(double x) { return exp(x); }
-
 #define T float
 #define SUF f32
 #include "alibi_attention_kernels.h"

@@ -497,6 +497,9 @@ START_TEST(thread_counts_agree_and_runs_repeat)
             for (int e = 0; e < 5; e++) {
                 ck_assert_msg(bitwise_equal(ra[e], rb[e]), "result %d: two runs differ", e);
                 ck_assert_double_le(tu_max_rel_diff(ra[e], r1[e]), 1e-6);
+                /* stronger, by design: tasks are independent of the schedule */
+                ck_assert_msg(bitwise_equal(ra[e], r1[e]), "result %d: %d threads vs 1", e,
+                              counts[i]);
             }
         }
     }
