@@ -32,6 +32,17 @@ static inline VEC FN(vsel)(IVEC mask, VEC a, VEC b)
     return (VEC)(((IVEC)a & mask) | ((IVEC)b & ~mask));
 }
 
+/* y = a x + b y over n elements (b = 0: y is not read; x may be y), in vectors and a tail. */
+static void FN(axpby)(int64_t n, T a, const T *x, T b, T *y)
+{
+    int64_t i = 0;
+    for (; i + VL <= n; i += VL) {
+        VEC v = a * FN(vload)(x + i);
+        FN(vstore)(y + i, b != 0 ? v + b * FN(vload)(y + i) : v);
+    }
+    for (; i < n; i++) y[i] = a * x[i] + (b != 0 ? b * y[i] : 0);
+}
+
 static inline double FN(hsum)(VEC v)
 {
     double s = 0;
@@ -383,14 +394,13 @@ static void FN(forward_task)(const attn_job *j, int64_t b, int64_t h, int64_t qt
         }
         for (int r = 0; r < bq; r++)
             if (w.alpha[r] != 1)
-                for (int64_t d = 0; d < Dv; d++) w.acc[r * Dv + d] *= w.alpha[r];
+                FN(axpby)(Dv, w.alpha[r], w.acc + r * Dv, 0, w.acc + r * Dv);
         FN(gemm_acc)(bq, (int)Dv, bk, w.s, 1, TILE, v + j0 * j->vs[2], j->vs[2], w.acc, Dv);
     }
     const int64_t row0 = (b * j->H + h) * j->Tq + i0;
     T *o = (T *)j->o + row0 * Dv;
     for (int r = 0; r < bq; r++) {
-        T inv = (T)(1 / w.l[r]);
-        for (int64_t d = 0; d < Dv; d++) o[r * Dv + d] = w.acc[r * Dv + d] * inv;
+        FN(axpby)(Dv, (T)(1 / w.l[r]), w.acc + r * Dv, 0, o + r * Dv);
         if (j->lse) ((T *)j->lse)[row0 + r] = (T)(w.m[r] + log(w.l[r]));
     }
 }
@@ -449,11 +459,11 @@ static void FN(kv_grad_task)(const attn_job *j, int64_t b, int64_t g, int64_t kt
     const T scale = (T)j->scale;
     if (want_k) {
         T *dk = (T *)j->dk + krow * D;
-        for (int64_t e = 0; e < bk * D; e++) dk[e] += scale * w.acc[e];
+        FN(axpby)(bk * D, scale, w.acc, 1, dk);
     }
     if (want_v) {
         T *dv = (T *)j->dv + krow * Dv;
-        for (int64_t e = 0; e < bk * Dv; e++) dv[e] += w.acc2[e];
+        FN(axpby)(bk * Dv, 1, w.acc2, 1, dv);
     }
 }
 
@@ -495,7 +505,7 @@ static void FN(q_grad_task)(const attn_job *j, int64_t b, int64_t h, int64_t qt,
     if (j->dq) {
         T *dq = (T *)j->dq + row0 * D;
         const T scale = (T)j->scale;
-        for (int64_t e = 0; e < bq * D; e++) dq[e] += scale * w.acc[e];
+        FN(axpby)(bq * D, scale, w.acc, 1, dq);
     }
     if (want_slope) j->dslope_part[(h * j->B + b) * j->nqt + qt] = dslope;
 }
