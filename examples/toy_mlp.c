@@ -67,7 +67,9 @@ int main(void)
 
     sl_arena_set(step);
     double loss_value = NAN, acc = 0;
+    uint64_t heap_at_step_2 = 0;
     for (int it = 1; it <= STEPS; it++) {
+        if (it == 2) heap_at_step_2 = sl_heap_allocs();
         sl_tensor *h = sl_tanh(sl_add(sl_matmul(x, w1), b1)); // (N, H)
         sl_tensor *out = sl_add(sl_matmul(h, w2), b2);         // (N, 1)
         sl_tensor *diff = sl_sub(out, y);
@@ -92,9 +94,10 @@ int main(void)
             printf("step %4d  loss %.4f  accuracy %.3f\n", it, loss_value, acc);
         sl_arena_reset(step);
     }
-    printf("final: loss %.4f  accuracy %.3f  (%d points, %d steps, %d threads, "
-           "%.0f KiB of step arena)\n",
-           loss_value, acc, N, STEPS, sl_get_num_threads(), sl_arena_peak(step) / 1024.0);
+    printf("final: loss %.4f  accuracy %.3f  (%d points, %d steps, %d threads; "
+           "%.0f KiB step arena, %llu heap allocations after step 1)\n",
+           loss_value, acc, N, STEPS, sl_get_num_threads(), sl_arena_peak(step) / 1024.0,
+           (unsigned long long)(sl_heap_allocs() - heap_at_step_2));
 
     sl_arena_set(NULL);
     sl_arena_free(step);
