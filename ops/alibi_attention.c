@@ -28,7 +28,8 @@
 
 /* ---------------------------------------------------------------- configuration */
 
-enum { TILE = 64 }; /* queries and keys per tile */
+enum { TILE = 64 };             /* queries and keys per tile */
+enum { BIAS_TABLE = 2 * TILE }; /* a tile's distinct biases (2 TILE - 1), in whole vectors */
 
 #if defined(__AVX512F__)
 #define VEC_BYTES 64 /* 32 vector registers: blocks of 4 rows x 4 vectors */

@@ -143,10 +143,12 @@ static void FN(pack_t)(T *restrict dst, const T *restrict src, int64_t ld, int r
  *
  * Along a row, dist = p_i - j steps by -1 (query rows) or +1 (key rows) per column; it is
  * exact in T (positions are integers far below 2^24). The bias uses |dist|, which is dist
- * itself wherever a causal query sees the key (dist >= 0); elsewhere the logit is masked. The
- * loops come in four copies (SPECIALISED): with or without the bias (zero slopes: the
- * benchmark's "nobias"), and with or without the mask, which only the tiles on the diagonal
- * and at the ends need. */
+ * itself wherever a causal query sees the key (dist >= 0); elsewhere the logit is masked.
+ * Within a tile the bias depends on c - r alone, so each tile first tabulates its 2 TILE - 1
+ * values, -slope |dist| rounded once, and a row reads them with one load: the logit is then
+ * one fused multiply-add, scale * s + bias. The loops come in four copies (SPECIALISED): with
+ * or without the bias (zero slopes: the benchmark's "nobias"), and with or without the mask,
+ * which only the tiles on the diagonal and at the ends need. */
 
 /* Calls f(BIAS, FULL, ...) with both flags as constants: four loops without tests inside. */
 #define SPECIALISED(f, bias, full, ...)                                                          \
@@ -174,12 +176,20 @@ static inline VEC FN(masked)(IVEC valid, VEC x, T fill)
     return FN(vsel)(valid, x, FN(vsplat)(fill));
 }
 
-/* x = scale * s - slope * |dist| */
-ALWAYS_INLINE VEC FN(logit)(bool bias, VEC s, VEC dist, T scale, T slope)
+/* tab[u] = -slope |d00 + dir (u - (TILE - 1))|: the bias of row r, column c of a tile whose
+ * row 0, column 0 is at distance d00, read at tab + (TILE - 1) - r + c; dir = +1 for key rows,
+ * -1 for query rows. */
+static void FN(bias_table)(T *tab, T d00, T dir, T slope)
 {
-    VEC x = s * scale;
-    if (bias) x -= slope * FN(vabs)(dist);
-    return x;
+    VEC u = FN(iota)();
+    for (int i = 0; i < BIAS_TABLE; i += VL, u += (T)VL)
+        FN(vstore)(tab + i, -slope * FN(vabs)(d00 + dir * (u - (T)(TILE - 1))));
+}
+
+/* x = scale * s + bias, bias from the row's slice of the table */
+ALWAYS_INLINE VEC FN(logit)(bool bias, VEC s, const T *b, T scale)
+{
+    return bias ? s * scale + FN(vload)(b) : s * scale;
 }
 
 /* The lanes of a row that are in use (col < n) and, causal, visible (dist >= 0). */
@@ -198,14 +208,15 @@ static inline bool FN(tile_full)(const attn_job *j, int64_t j0, int nk, int64_t 
 
 /* Forward, key rows: the logits in place, and their max per query (column) into colmax. */
 ALWAYS_INLINE void FN(logits_colmax)(bool bias, bool full, bool causal, T *st, int bk, int bq,
-                                     T d00, T scale, T slope, T *colmax)
+                                     T d00, T scale, const T *tab, T *colmax)
 {
     const VEC iota = FN(iota)();
     for (int r = 0; r < bk; r++) {
         T *row = st + (size_t)r * TILE;
+        const T *b = tab + (TILE - 1) - r;
         VEC col = iota, dist = (d00 - (T)r) + iota; /* p0 + c - (j0 + r) */
         for (int c = 0; c < bq; c += VL, col += (T)VL, dist += (T)VL) {
-            VEC x = FN(logit)(bias, FN(vload)(row + c), dist, scale, slope);
+            VEC x = FN(logit)(bias, FN(vload)(row + c), b + c, scale);
             if (!full) x = FN(masked)(FN(visible)(causal, col, dist, bq), x, -INFINITY);
             FN(vstore)(row + c, x);
             VEC mx = FN(vload)(colmax + c);
@@ -215,7 +226,8 @@ ALWAYS_INLINE void FN(logits_colmax)(bool bias, bool full, bool causal, T *st, i
 }
 
 /* Forward, one key tile (keys j0 .. j0 + bk - 1) of the online softmax for the bq queries from
- * position p0. st (bk, TILE) holds the raw scores k_j . q_i on entry and P~ = exp(x - m) on
+ * position p0, tiles taken from the diagonal backwards: with ALiBi the nearest keys carry the
+ * largest logits, so the max is found early and later tiles rarely rescale the output. st (bk, TILE) holds the raw scores k_j . q_i on entry and P~ = exp(x - m) on
  * return (0 where masked). m (TILE) is the running max of the logits per query, l its running
  * sum of exp(x - m) in double; alpha gets exp(m_old - m_new), by which the output accumulator's
  * rows must be scaled before this tile's P~ V is added (1 where the max did not change). */
@@ -223,15 +235,18 @@ static void FN(online_softmax)(const attn_job *j, T *st, int bk, int bq, int64_t
                                T slope, T *m, double *l, T *alpha)
 {
     const int nc = (bq + VL - 1) / VL * VL;
-    T colmax[TILE], colsum[TILE];
+    T colmax[TILE], colsum[TILE], tab[BIAS_TABLE];
     for (int c = 0; c < nc; c += VL) FN(vstore)(colmax + c, FN(vload)(m + c));
+    if (slope != 0) FN(bias_table)(tab, (T)(p0 - j0), 1, slope);
     SPECIALISED(FN(logits_colmax), slope != 0, FN(tile_full)(j, j0, bk, p0, bq), j->causal, st,
-                bk, bq, (T)(p0 - j0), (T)j->scale, slope, colmax);
+                bk, bq, (T)(p0 - j0), (T)j->scale, tab, colmax);
     for (int c = 0; c < nc; c += VL) {
         VEC mo = FN(vload)(m + c), mn = FN(vload)(colmax + c);
-        /* unchanged max (every column has a visible key in tile 0): exactly 1 */
+        /* an unchanged max gives exactly 1, also while a query has seen no key (-inf) */
         FN(vstore)(alpha + c, FN(vsel)(mo == mn, FN(vsplat)(1), FN(vexp)(mo - mn)));
         FN(vstore)(colsum + c, FN(vsplat)(0));
+        /* such a query's logits are all -inf: exp(x - 0) = 0 rather than exp(-inf + inf) */
+        FN(vstore)(colmax + c, FN(masked)(mn != -INFINITY, mn, 0));
     }
     for (int r = 0; r < bk; r++) {
         T *row = st + (size_t)r * TILE;
@@ -243,21 +258,22 @@ static void FN(online_softmax)(const attn_job *j, T *st, int bk, int bq, int64_t
     }
     for (int c = 0; c < bq; c++) {
         l[c] = l[c] * alpha[c] + colsum[c];
-        m[c] = colmax[c];
+        m[c] = l[c] != 0 ? colmax[c] : -INFINITY;
     }
 }
 
 /* Pass 1, query rows: s (raw scores of the bq queries from p0 against keys from j0) becomes
  * P = exp(x - lse), 0 where masked. */
 ALWAYS_INLINE void FN(probabilities_body)(bool bias, bool full, bool causal, T *s, int bq,
-                                          int bk, T d00, T scale, T slope, const T *lse)
+                                          int bk, T d00, T scale, const T *tab, const T *lse)
 {
     const VEC iota = FN(iota)();
     for (int r = 0; r < bq; r++) {
         T *row = s + (size_t)r * TILE;
+        const T *b = tab + (TILE - 1) - r;
         VEC col = iota, dist = (d00 + (T)r) - iota; /* p0 + r - (j0 + c) */
         for (int c = 0; c < bk; c += VL, col += (T)VL, dist -= (T)VL) {
-            VEC x = FN(logit)(bias, FN(vload)(row + c), dist, scale, slope);
+            VEC x = FN(logit)(bias, FN(vload)(row + c), b + c, scale);
             if (!full) x = FN(masked)(FN(visible)(causal, col, dist, bk), x, -INFINITY);
             FN(vstore)(row + c, FN(vexp)(x - lse[r]));
         }
@@ -267,8 +283,10 @@ ALWAYS_INLINE void FN(probabilities_body)(bool bias, bool full, bool causal, T *
 static void FN(probabilities_rows)(const attn_job *j, T *s, int bq, int64_t p0, int64_t j0,
                                    int bk, T slope, const T *lse)
 {
+    T tab[BIAS_TABLE];
+    if (slope != 0) FN(bias_table)(tab, (T)(p0 - j0), -1, slope);
     SPECIALISED(FN(probabilities_body), slope != 0, FN(tile_full)(j, j0, bk, p0, bk), j->causal,
-                s, bq, bk, (T)(p0 - j0), (T)j->scale, slope, lse);
+                s, bq, bk, (T)(p0 - j0), (T)j->scale, tab, lse);
 }
 
 /* Pass 1: dp (dP = dO V^T on entry) becomes dS = P * (dP - D_i), 0 where masked. */
@@ -293,16 +311,17 @@ static void FN(score_grads_rows)(const attn_job *j, const T *p, T *dp, int bq, i
  * P^T = exp(x - lse); dpt (dP^T = V dO^T) becomes dS^T = P^T * (dP^T - D), both 0 where masked.
  * Returns sum_ij dS_ij dx_ij/dm = -sum_ij dS_ij |p_i - j| if want_slope. */
 ALWAYS_INLINE double FN(score_grads_body)(bool bias, bool full, bool causal, T *st, T *dpt,
-                                          int bk, int bq, T d00, T scale, T slope, const T *lse,
-                                          const T *drow, bool want_slope)
+                                          int bk, int bq, T d00, T scale, const T *tab,
+                                          const T *lse, const T *drow, bool want_slope)
 {
     const VEC iota = FN(iota)();
     VEC acc = {0};
     for (int r = 0; r < bk; r++) {
         T *prow = st + (size_t)r * TILE, *row = dpt + (size_t)r * TILE;
+        const T *b = tab + (TILE - 1) - r;
         VEC col = iota, dist = (d00 - (T)r) + iota;
         for (int c = 0; c < bq; c += VL, col += (T)VL, dist += (T)VL) {
-            VEC x = FN(logit)(bias, FN(vload)(prow + c), dist, scale, slope);
+            VEC x = FN(logit)(bias, FN(vload)(prow + c), b + c, scale);
             IVEC valid = full ? (IVEC){0} : FN(visible)(causal, col, dist, bq);
             if (!full) x = FN(masked)(valid, x, -INFINITY);
             VEC p = FN(vexp)(x - FN(vload)(lse + c));
@@ -320,8 +339,10 @@ static double FN(score_grads_keys)(const attn_job *j, T *st, T *dpt, int bk, int
                                    int64_t j0, T slope, const T *lse, const T *drow,
                                    bool want_slope)
 {
+    T tab[BIAS_TABLE];
+    if (slope != 0) FN(bias_table)(tab, (T)(p0 - j0), 1, slope);
     return SPECIALISED(FN(score_grads_body), slope != 0, FN(tile_full)(j, j0, bk, p0, bq),
-                       j->causal, st, dpt, bk, bq, (T)(p0 - j0), (T)j->scale, slope, lse, drow,
+                       j->causal, st, dpt, bk, bq, (T)(p0 - j0), (T)j->scale, tab, lse, drow,
                        want_slope);
 }
 
@@ -362,8 +383,8 @@ static size_t FN(carve)(char *base, int64_t D, int64_t Dv, FN(tiles) *w)
 }
 
 /* The forward of query tile qt of head h, batch b: with q^T packed once,
- *     for each key tile up to the diagonal: s^T = k q^T; online softmax; o~ = alpha o~ + P~ v
- *     o = o~ / l, lse = m + log l. */
+ *     for each key tile from the diagonal back to key 0: s^T = k q^T; online softmax;
+ *     o~ = alpha o~ + P~ v;  and at the end o = o~ / l, lse = m + log l. */
 static void FN(forward_task)(const attn_job *j, int64_t b, int64_t h, int64_t qt, char *scratch)
 {
     FN(tiles) w;
@@ -383,19 +404,21 @@ static void FN(forward_task)(const attn_job *j, int64_t b, int64_t h, int64_t qt
         w.m[c] = c < bq ? -INFINITY : 0;
         w.l[c] = 0;
     }
-    for (int64_t j0 = 0; j0 < kend; j0 += TILE) {
+    const int64_t last = (kend - 1) / TILE;
+    for (int64_t kt = last; kt >= 0; kt--) {
+        const int64_t j0 = kt * TILE;
         const int bk = (int)(kend - j0 < TILE ? kend - j0 : TILE);
-        const T *kj = k + j0 * j->ks[2];
+        const T *kj = k + j0 * j->ks[2], *vj = v + j0 * j->vs[2];
         FN(gemm_set)(bk, bq, (int)D, kj, j->ks[2], 1, w.bt, TILE, w.s, TILE);
         FN(online_softmax)(j, w.s, bk, bq, p0, j0, slope, w.m, w.l, w.alpha);
-        if (j0 == 0) { /* the first tile sets the accumulator */
-            FN(gemm_set)(bq, (int)Dv, bk, w.s, 1, TILE, v, j->vs[2], w.acc, Dv);
+        if (kt == last) { /* the first tile sets the accumulator */
+            FN(gemm_set)(bq, (int)Dv, bk, w.s, 1, TILE, vj, j->vs[2], w.acc, Dv);
             continue;
         }
         for (int r = 0; r < bq; r++)
             if (w.alpha[r] != 1)
                 FN(axpby)(Dv, w.alpha[r], w.acc + r * Dv, 0, w.acc + r * Dv);
-        FN(gemm_acc)(bq, (int)Dv, bk, w.s, 1, TILE, v + j0 * j->vs[2], j->vs[2], w.acc, Dv);
+        FN(gemm_acc)(bq, (int)Dv, bk, w.s, 1, TILE, vj, j->vs[2], w.acc, Dv);
     }
     const int64_t row0 = (b * j->H + h) * j->Tq + i0;
     T *o = (T *)j->o + row0 * Dv;
