@@ -8,18 +8,24 @@
  * Outputs go to a step arena that is reset every iteration; the heap allocations made during
  * the timed iterations are counted (sl_heap_allocs) to show there is no malloc/free churn.
  *
+ * A control measures the machine's own ceiling for the elementwise part: the same GELU loop
+ * over the same data, cut in equal parts by raw pthreads (no pool, no shortlong), so the pool's
+ * speedup can be read against what that many threads can get at all.
+ *
  *     ./build/bin/bench_pool [--json] [--reps R] [--n N] [--elems E] [--threads T]
  *
  * Defaults: R = 7, N = 2048, E = 16777216 (16M), T = 2 (compares 1 and T threads).
  */
 #include <shortlong/shortlong.h>
 
+#include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-enum { MAX_REPS = 101 };
+enum { MAX_REPS = 101, MAX_THREADS = 64 };
 
 static double now(void)
 {
@@ -46,6 +52,38 @@ static int usage(const char *prog)
 {
     fprintf(stderr, "usage: %s [--json] [--reps R] [--n N] [--elems E] [--threads T]\n", prog);
     return 2;
+}
+
+/* The control: y = x Phi(x) as ops/elementwise_kernels.h computes it in f32, on [begin, end). */
+typedef struct {
+    const float *x;
+    float *y;
+    int64_t begin, end;
+} gelu_job;
+
+static void *gelu_plain(void *arg)
+{
+    const gelu_job *j = arg;
+    for (int64_t i = j->begin; i < j->end; i++)
+        j->y[i] = 0.5f * j->x[i] * (1 + erff(j->x[i] * (float)M_SQRT1_2));
+    return NULL;
+}
+
+/* The control on `threads` raw threads, the range cut in equal parts; returns the seconds
+ * taken, or -1 if a thread could not be started. */
+static double gelu_control(const float *x, float *y, int64_t n, int threads)
+{
+    pthread_t tid[MAX_THREADS];
+    gelu_job job[MAX_THREADS];
+    for (int t = 0; t < threads; t++)
+        job[t] = (gelu_job){x, y, n * t / threads, n * (t + 1) / threads};
+    double t0 = now();
+    int started = 1;
+    for (; started < threads; started++)
+        if (pthread_create(&tid[started], NULL, gelu_plain, &job[started])) break;
+    gelu_plain(&job[0]);
+    for (int t = 1; t < started; t++) pthread_join(tid[t], NULL);
+    return started == threads ? now() - t0 : -1;
 }
 
 /* One iteration: times the matmul and the gelu separately. False on error. */
@@ -76,7 +114,9 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) max_threads = atoi(argv[++i]);
         else return usage(argv[0]);
     }
-    if (reps < 1 || reps > MAX_REPS || n < 1 || elems < 1 || max_threads < 2) return usage(argv[0]);
+    if (reps < 1 || reps > MAX_REPS || n < 1 || elems < 1 || max_threads < 2 ||
+        max_threads > MAX_THREADS)
+        return usage(argv[0]);
     const int threads[2] = {1, max_threads};
 
     sl_arena *data = sl_arena_new(0), *step = sl_arena_new(0);
@@ -90,7 +130,9 @@ int main(int argc, char **argv)
     if (!a || !b || !x) goto fail;
     sl_arena_set(step);
 
-    double t_mm[2][MAX_REPS], t_gelu[2][MAX_REPS], t_iter[2][MAX_REPS];
+    float *control_out = sl_arena_alloc(data, sizeof(float) * (size_t)elems, 64);
+    if (!control_out) goto fail;
+    double t_mm[2][MAX_REPS], t_gelu[2][MAX_REPS], t_iter[2][MAX_REPS], t_ctl[2][MAX_REPS];
     uint64_t heap_allocs = 0;
     for (int k = 0; k < 2; k++) { /* warm up: starts the pool, fills the step arena's blocks */
         sl_set_num_threads(threads[k]);
@@ -104,14 +146,20 @@ int main(int argc, char **argv)
             if (!iteration(a, b, x, step, &t_mm[k][r], &t_gelu[k][r])) goto fail;
             heap_allocs += sl_heap_allocs() - h0;
             t_iter[k][r] = t_mm[k][r] + t_gelu[k][r];
+            t_ctl[k][r] = gelu_control(sl_ptr(x), control_out, elems, threads[k]);
+            if (t_ctl[k][r] < 0) {
+                fprintf(stderr, "bench_pool: pthread_create failed\n");
+                return 1;
+            }
         }
     }
 
-    double mm[2], ge[2], it[2];
+    double mm[2], ge[2], it[2], ctl[2];
     for (int k = 0; k < 2; k++) {
         mm[k] = median(t_mm[k], reps);
         ge[k] = median(t_gelu[k], reps);
         it[k] = median(t_iter[k], reps);
+        ctl[k] = median(t_ctl[k], reps);
     }
     double gflops = 2.0 * (double)n * (double)n * (double)n * 1e-9;
     if (json) {
@@ -123,8 +171,10 @@ int main(int argc, char **argv)
                    "\"iter_ms\": %.3f, \"matmul_gflops\": %.2f}",
                    k ? ", " : "", threads[k], 1e3 * mm[k], 1e3 * ge[k], 1e3 * it[k],
                    gflops / mm[k]);
-        printf("], \"speedup\": {\"matmul\": %.3f, \"gelu\": %.3f, \"iter\": %.3f}}\n",
-               mm[0] / mm[1], ge[0] / ge[1], it[0] / it[1]);
+        printf("], \"speedup\": {\"matmul\": %.3f, \"gelu\": %.3f, \"iter\": %.3f}, "
+               "\"control_gelu_pthreads\": {\"ms_1\": %.3f, \"ms_n\": %.3f, \"speedup\": %.3f}}\n",
+               mm[0] / mm[1], ge[0] / ge[1], it[0] / it[1], 1e3 * ctl[0], 1e3 * ctl[1],
+               ctl[0] / ctl[1]);
     } else {
         printf("shortlong pool bench: sl_matmul f32 [%lld,%lld] @ [%lld,%lld], then sl_gelu "
                "(erf) on %lld f32; median of %d\n",
@@ -136,6 +186,9 @@ int main(int argc, char **argv)
                    gflops / mm[k], 1e3 * ge[k], 1e3 * it[k]);
         printf("speedup %d vs 1 thread: matmul %.2fx, gelu %.2fx, iteration %.2fx\n",
                threads[1], mm[0] / mm[1], ge[0] / ge[1], it[0] / it[1]);
+        printf("control, the same gelu loop on raw pthreads: 1 thread %.1f ms, %d threads %.1f ms, "
+               "speedup %.2fx\n",
+               1e3 * ctl[0], threads[1], 1e3 * ctl[1], ctl[0] / ctl[1]);
         printf("heap allocations during the %d timed iterations: %llu\n", 2 * reps,
                (unsigned long long)heap_allocs);
     }
