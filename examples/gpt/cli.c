@@ -1,0 +1,97 @@
+/* examples/gpt/cli.c — flag parsing and small helpers shared by the commands. */
+#include "gpt.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+bool parse_flags(int argc, char **argv, const flag *flags, int n)
+{
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return false;
+        const flag *f = NULL;
+        for (int k = 0; k < n; k++)
+            if (a[0] == '-' && a[1] == '-' && !strcmp(a + 2, flags[k].name)) f = &flags[k];
+        if (!f) {
+            fprintf(stderr, "gpt: unknown argument '%s'\n", a);
+            return false;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "gpt: --%s needs a value\n", f->name);
+            return false;
+        }
+        const char *v = argv[++i];
+        char *end = NULL;
+        switch (f->kind) {
+        case F_STR: *(const char **)f->value = v; break;
+        case F_INT: {
+            long long x = strtoll(v, &end, 10);
+            if (!*v || *end) {
+                fprintf(stderr, "gpt: --%s takes an integer, got '%s'\n", f->name, v);
+                return false;
+            }
+            *(int64_t *)f->value = x;
+            break;
+        }
+        case F_NUM: {
+            double x = strtod(v, &end);
+            if (!*v || *end || !isfinite(x)) {
+                fprintf(stderr, "gpt: --%s takes a number, got '%s'\n", f->name, v);
+                return false;
+            }
+            *(double *)f->value = x;
+            break;
+        }
+        }
+    }
+    return true;
+}
+
+void print_flags(const flag *flags, int n)
+{
+    for (int k = 0; k < n; k++) fprintf(stderr, "  --%-13s %s\n", flags[k].name, flags[k].help);
+}
+
+bool check_range(const char *name, int64_t v, int64_t lo, int64_t hi)
+{
+    if (v >= lo && v <= hi) return true;
+    fprintf(stderr, "gpt: --%s must be in [%lld, %lld], got %lld\n", name, (long long)lo,
+            (long long)hi, (long long)v);
+    return false;
+}
+
+int fail(const char *what)
+{
+    fprintf(stderr, "gpt: %s: %s\n", what, sl_error_message());
+    return 1;
+}
+
+double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void fmt_duration(double s, char *buf, size_t cap)
+{
+    if (s < 0 || !isfinite(s)) s = 0;
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, cap, "%ldh%02ldm", t / 3600, t / 60 % 60);
+    else if (t >= 60) snprintf(buf, cap, "%ldm%02lds", t / 60, t % 60);
+    else snprintf(buf, cap, "%lds", t);
+}
+
+const char *pos_list(void)
+{
+    static char buf[256];
+    if (!buf[0])
+        for (int p = 0; p < SL_POS_COUNT; p++) {
+            size_t n = strlen(buf);
+            snprintf(buf + n, sizeof buf - n, "%s%s", p ? ", " : "", sl_pos_name((sl_pos)p));
+        }
+    return buf;
+}
