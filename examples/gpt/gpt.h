@@ -63,4 +63,8 @@ bool eval_nonoverlap(sl_gpt *m, const text *t, int64_t T, int64_t span, sl_arena
 bool eval_sliding(sl_gpt *m, const text *t, int64_t T, int64_t stride, int64_t span,
                   sl_arena *step, score *out);
 
+/* ---------------------------------------------------------------- commands */
+
+int cmd_experiment(int argc, char **argv); /* experiment.c */
+
 #endif

@@ -3,6 +3,7 @@
  *   gpt train  [--data FILE] [--val FILE] [--pos alibi|none] [--context L] ... [--out CKPT]
  *   gpt eval   --ckpt CKPT [--data FILE] [--lengths 128,256,512] [--stride S]
  *   gpt sample --ckpt CKPT [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K]
+ *   gpt experiment [--train FILE --valid FILE] [--methods ...]   (see experiment.c)
  *
  * Everything the program does goes through the public API (<shortlong/shortlong.h>): the model
  * is sl_gpt, training uses sl_adamw with a warmup-cosine schedule and gradient clipping, each
@@ -355,6 +356,7 @@ static void usage(void)
             "  train   train a byte-level GPT (default data: a built-in synthetic corpus)\n"
             "  eval    perplexity and bits/byte at several window lengths\n"
             "  sample  generate text with a KV cache\n"
+            "  experiment  train one model per positional method, compare them at many lengths\n"
             "Run 'gpt <command> --help' for the flags of a command.\n");
 }
 
@@ -371,10 +373,12 @@ int main(int argc, char **argv)
             if (!strcmp(c, "train")) return cmd_train(1, none) == 2 ? 0 : 1;
             if (!strcmp(c, "eval")) return cmd_eval(1, none) == 2 ? 0 : 1;
             if (!strcmp(c, "sample")) return cmd_sample(1, none) == 2 ? 0 : 1;
+            if (!strcmp(c, "experiment")) return cmd_experiment(1, none) == 2 ? 0 : 1;
         }
     if (!strcmp(argv[1], "train")) return cmd_train(argc - 2, argv + 2);
     if (!strcmp(argv[1], "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(argv[1], "sample")) return cmd_sample(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "experiment")) return cmd_experiment(argc - 2, argv + 2);
     fprintf(stderr, "gpt: unknown command '%s'\n", argv[1]);
     usage();
     return 2;
