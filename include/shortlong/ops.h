@@ -144,6 +144,47 @@ typedef struct sl_alibi_opts {
 sl_tensor *sl_alibi_attention(sl_tensor *q, sl_tensor *k, sl_tensor *v, sl_tensor *slopes,
                               const sl_alibi_opts *opts);
 
+/* ------------------------------------------------- positional methods (rotary.c, relbias.c) */
+
+#define SL_ROTARY_BASE 10000.0 /* the frequency base of sinusoidal and rotary positions */
+
+/* Vaswani et al.'s sinusoidal positions (T, C) for positions pos0 .. pos0 + T - 1, a new
+ * tensor without grad: PE[t, 2i] = sin(p w_i), PE[t, 2i + 1] = cos(p w_i), p = pos0 + t,
+ * w_i = 10000^(-2i/C), computed in double at any position. Errors (NULL): a non-float dtype,
+ * T or C < 1, pos0 outside [0, 2^52]. */
+sl_tensor *sl_sinusoidal(sl_dtype dtype, int64_t pos0, int64_t T, int64_t C);
+
+/* Rotary position embedding (RoPE, Su et al.): x (B, H, T, D), D even, -> the same shape, row
+ * x[b,h,t,:] at position p = pos0 + t rotated pair by pair by the angles p w_i,
+ * w_i = base^(-2i/D):
+ *     y[i]       = x[i] cos(p w_i) - x[i + D/2] sin(p w_i)
+ *     y[i + D/2] = x[i] sin(p w_i) + x[i + D/2] cos(p w_i)
+ * for i in [0, D/2): the "half-split" pairs (i, i + D/2) of GPT-NeoX and LLaMA, not RoFormer's
+ * interleaved (2i, 2i + 1). Rotated queries and keys give scores that depend on positions only
+ * through their difference. With a KV cache, pos0 is the number of cached positions. Angles
+ * are computed in double. x may have any strides; differentiable in x (the backward rotates
+ * the gradient back). Errors (NULL): a non-float dtype, x not 4-D or D odd, pos0 outside
+ * [0, 2^52], a base that is not finite and > 0. */
+sl_tensor *sl_rotary(sl_tensor *x, int64_t pos0, double base);
+
+/* T5's causal relative-position bucket (Raffel et al., _relative_position_bucket with
+ * bidirectional=False) of distance n = p_i - j from a query to a key (n <= 0: bucket 0): with
+ * E = n_buckets / 2, distances below E have a bucket each; the rest are log-spaced,
+ * E + floor(log(n / E) / log(max_distance / E) * (n_buckets - E)), clamped to n_buckets - 1, so
+ * every distance from max_distance on shares the last bucket. T5's defaults: 32 buckets,
+ * max_distance 128. -1 + SL_ERR_ARG if n_buckets < 2 or max_distance <= n_buckets / 2. */
+int sl_t5_bucket(int64_t n, int n_buckets, int max_distance);
+
+/* T5's relative position bias: table (H, n_buckets) -> bias (H, tq, tk) with
+ *     bias[h,i,j] = table[h, sl_t5_bucket(p_i - j, n_buckets, max_distance)]
+ * and query row i at position p_i = tk - tq + i (bottom-right aligned, as in
+ * sl_alibi_attention: decoding tq new queries against tk cached keys). Add it to the scaled
+ * scores (it broadcasts against (B, H, tq, tk)) and mask keys j > p_i. Differentiable in table:
+ * each bias gradient is added into the bucket it was read from (summed in double). Errors
+ * (NULL): a non-float table, a table that is not 2-D, bad buckets (as sl_t5_bucket),
+ * tq or tk < 1. */
+sl_tensor *sl_t5_bias(sl_tensor *table, int64_t tq, int64_t tk, int max_distance);
+
 #ifdef __cplusplus
 }
 #endif
