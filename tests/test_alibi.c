@@ -309,6 +309,9 @@ START_TEST(probabilities_are_right)
         int64_t nP = c.B * c.H * c.Tq * c.Tk;
         double *P = malloc(sizeof(double) * (size_t)nP), *o = malloc(sizeof(double) * (size_t)nP);
         naive(&c, q, k, v, NULL, P, o);
+        /* the composed ops give the same P (their output, v being the identity) */
+        sl_tensor *Pc = composed(&c, q, k, v, NULL);
+        for (int64_t e = 0; e < nP; e++) ck_assert_close(sl_get(Pc, e), P[e], 1e-13, 1e-16);
         for (int dt = 0; dt < 2; dt++) {
             sl_dtype d = dt ? SL_F32 : SL_F64;
             sl_tensor *got = fused(&c, tu_cast_leaf(q, d), tu_cast_leaf(k, d), tu_cast_leaf(v, d),
