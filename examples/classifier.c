@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#define PI 3.14159265358979323846 /* M_PI is POSIX, not C11 */
+
 enum { CLASSES = 3, WIDTH = 32, BLOCKS = 2, N_TRAIN = 1024, N_TEST = 768, STEPS = 400 };
 
 /* A model is a struct of modules; its parameters live in one registry. */
@@ -74,7 +76,7 @@ static void spirals(uint64_t seed, int64_t n, sl_tensor **x, sl_tensor **y)
     int32_t *py = (*y)->data;
     for (int64_t i = 0; i < n; i++) {
         int c = (int)(i % CLASSES);
-        double r = sl_rng_uniform(&rng), theta = 4.0 * r + 2.0 * M_PI * c / CLASSES;
+        double r = sl_rng_uniform(&rng), theta = 4.0 * r + 2.0 * PI * c / CLASSES;
         px[2 * i] = (float)(r * cos(theta) + 0.03 * sl_rng_normal(&rng));
         px[2 * i + 1] = (float)(r * sin(theta) + 0.03 * sl_rng_normal(&rng));
         py[i] = c;
