@@ -7,18 +7,22 @@
  * zero slopes it is plain causal attention, which is what SL_POS_NONE runs. The heads are then
  * merged back to (B, T, C) and projected.
  *
- * Positional methods act in one of three places: on the token embeddings (the GPT adds them),
- * on q and k before the scores (rotary), or inside the scores (ALiBi, T5 bias). This file
- * handles the last two in `attend`: one case per method.
+ * Positional methods act in one of three places: on the token embeddings (sinusoidal and
+ * learned: the GPT adds them, and attention here is plain causal, zero slopes), on q and k
+ * before the scores (rotary: sl_rotary, then the fused op with zero slopes), or inside the
+ * scores (ALiBi in the fused op; T5's bias through scores composed from primitive ops, in
+ * `attend_t5`, whose memory is O(Tq Tk) per head, as in the T5 and ALiBi papers).
  */
 #include "../tensor/internal.h"
 #include <shortlong/nn.h>
 
+#include <math.h>
 #include <stdio.h>
 
 /* ---------------------------------------------------------------- positional methods */
 
-static const char *const pos_names[] = {"none", "alibi"};
+static const char *const pos_names[] = {"none", "alibi", "sinusoidal", "learned", "rotary",
+                                        "t5"};
 _Static_assert(sizeof pos_names / sizeof *pos_names == SL_POS_COUNT, "a name for every method");
 
 const char *sl_pos_name(sl_pos pos)
@@ -42,24 +46,54 @@ bool sl_pos_parse(const char *name, sl_pos *out)
 }
 
 /* The fixed per-head slopes the fused op adds as -m_h (p_i - j): the paper's for ALiBi, zeros
- * (no bias) for none. Made in the current arena, in dtype. */
+ * (no bias) for the others. Made in the current arena, in dtype. */
 static sl_tensor *pos_slopes(sl_pos pos, int n_heads, sl_dtype dtype)
 {
     sl_tensor *s = sl_zeros(dtype, 1, (int64_t[]){n_heads});
-    switch (pos) {
-    case SL_POS_NONE: return s;
-    case SL_POS_ALIBI: return sl_copy_into(s, sl_alibi_slopes(n_heads)) ? s : NULL;
-    case SL_POS_COUNT: break;
-    }
-    return SL_FAIL(SL_ERR_ARG, "sl_attention: unknown positional method %d", (int)pos);
+    return pos == SL_POS_ALIBI && !sl_copy_into(s, sl_alibi_slopes(n_heads)) ? NULL : s;
+}
+
+/* i32 (Tq, Tk): 1 where key j is after query i's position Tk - Tq + i (masked). */
+static sl_tensor *causal_mask(int64_t Tq, int64_t Tk)
+{
+    sl_tensor *mask = sl_empty(SL_I32, 2, (int64_t[]){Tq, Tk});
+    if (!mask) return NULL;
+    int32_t *mk = mask->data;
+    for (int64_t i = 0; i < Tq; i++)
+        for (int64_t j = 0; j < Tk; j++) mk[i * Tk + j] = j > Tk - Tq + i;
+    return mask;
+}
+
+/* softmax(q k^T / sqrt(D) + bias, causal) v with T5's bias (H, Tq, Tk) from the bucket table,
+ * composed from primitive ops (their backwards give the gradient, the table's included). The
+ * H query heads are viewed as (Hk, G) groups so that each group's matmul broadcasts against its
+ * kv head: query head h = g G + r reads kv head g, as in the fused op. */
+static sl_tensor *attend_t5(const sl_attention *m, sl_tensor *q, sl_tensor *k, sl_tensor *v)
+{
+    const sl_attention_config *c = &m->cfg;
+    int64_t B = q->shape[0], H = q->shape[1], Tq = q->shape[2], D = q->shape[3];
+    int64_t Hk = k->shape[1], Tk = k->shape[2], G = H / Hk;
+    sl_tensor *q5 = sl_reshape(sl_mul_scalar(q, 1 / sqrt((double)D)), 5,
+                               (int64_t[]){B, Hk, G, Tq, D});               // (B, Hk, G, Tq, D)
+    sl_tensor *kt = sl_transpose(sl_unsqueeze(k, 2), 3, 4);                 // (B, Hk, 1, D, Tk)
+    sl_tensor *s = sl_matmul(q5, kt);                                       // (B, Hk, G, Tq, Tk)
+    sl_tensor *bias = sl_reshape(sl_t5_bias(m->t5_table, Tq, Tk, c->t5_max_distance), 4,
+                                 (int64_t[]){Hk, G, Tq, Tk});               // (Hk, G, Tq, Tk)
+    s = sl_masked_fill(sl_add(s, bias), causal_mask(Tq, Tk), -INFINITY);
+    sl_tensor *y = sl_matmul(sl_softmax(s, -1), sl_unsqueeze(v, 2));       // (B, Hk, G, Tq, D)
+    return sl_reshape(y, 4, (int64_t[]){B, H, Tq, D});                     // (B, H, Tq, D)
 }
 
 /* q (B, H, Tq, D), k and v (B, Hk, Tk, D) -> (B, H, Tq, D), query i at position Tk - Tq + i. */
 static sl_tensor *attend(const sl_attention *m, sl_tensor *q, sl_tensor *k, sl_tensor *v)
 {
     switch (m->cfg.pos) {
-    case SL_POS_NONE:  /* zero slopes */
+    case SL_POS_NONE:
+    case SL_POS_SINUSOIDAL:
+    case SL_POS_LEARNED:
+    case SL_POS_ROTARY: /* zero slopes: plain causal attention */
     case SL_POS_ALIBI: return sl_alibi_attention(q, k, v, m->slopes, NULL);
+    case SL_POS_T5: return attend_t5(m, q, k, v);
     case SL_POS_COUNT: break;
     }
     return SL_FAIL(SL_ERR_ARG, "sl_attention_forward: unknown positional method %d",
@@ -86,6 +120,16 @@ static bool resolve_config(const char *op, const sl_attention_config *cfg,
                             c.n_heads, c.n_kv_heads);
     if (c.pos < 0 || c.pos >= SL_POS_COUNT)
         return sl_set_error(SL_ERR_ARG, "%s: unknown positional method %d", op, (int)c.pos);
+    if (c.pos == SL_POS_ROTARY && (c.dim / c.n_heads) % 2)
+        return sl_set_error(SL_ERR_ARG, "%s: rotary needs an even head dim, not %lld (dim %lld "
+                            "/ %d heads)", op, (long long)(c.dim / c.n_heads), (long long)c.dim,
+                            c.n_heads);
+    if (c.t5_buckets == 0) c.t5_buckets = 32;
+    if (c.t5_max_distance == 0) c.t5_max_distance = 128;
+    if (c.pos == SL_POS_T5 && (c.t5_buckets < 2 || c.t5_max_distance <= c.t5_buckets / 2))
+        return sl_set_error(SL_ERR_ARG, "%s: T5 needs t5_buckets >= 2 (got %d) and "
+                            "t5_max_distance > t5_buckets / 2 (got %d)", op, c.t5_buckets,
+                            c.t5_max_distance);
     *out = c;
     return true;
 }
@@ -98,12 +142,37 @@ static sl_linear *sub_linear(sl_params *ps, const char *name, const char *leaf, 
     return sl_linear_new(ps, sub, in, out, true, rng);
 }
 
+/* A shared T5 table must be (H, buckets) in the registry's dtype. */
+static bool check_t5_table(const sl_params *ps, const sl_attention_config *c)
+{
+    const sl_tensor *t = c->t5_table;
+    if (c->pos != SL_POS_T5 || !t) return true;
+    if (t->ndim != 2 || t->shape[0] != c->n_heads || t->shape[1] != c->t5_buckets ||
+        t->dtype != sl_params_dtype(ps))
+        return sl_set_error(SL_ERR_ARG, "sl_attention_new: t5_table %s %s is not (H, buckets) = "
+                            "%s [%d,%d]", sl_dtype_name(t->dtype), sl_shape_str(t),
+                            sl_dtype_name(sl_params_dtype(ps)), c->n_heads, c->t5_buckets);
+    return true;
+}
+
+/* T5: the shared table, or a new parameter "<name>.rel_bias". */
+static sl_tensor *t5_table(sl_params *ps, const char *name, const sl_attention_config *c,
+                           sl_rng *rng)
+{
+    if (c->t5_table) return c->t5_table;
+    char sub[2 * SL_PARAM_NAME_MAX];
+    snprintf(sub, sizeof sub, "%s%srel_bias", name, name[0] ? "." : "");
+    sl_tensor *w = sl_params_add(ps, sub, 2, (int64_t[]){c->n_heads, c->t5_buckets}, false);
+    return w && sl_init_normal(w, rng, 0.02) ? w : NULL;
+}
+
 sl_attention *sl_attention_new(sl_params *ps, const char *name, const sl_attention_config *cfg,
                                sl_rng *rng)
 {
     sl_attention_config c;
     if (!resolve_config("sl_attention_new", cfg, &c)) return NULL;
     if (!ps || !name) return SL_FAIL(SL_ERR_ARG, "sl_attention_new: registry or name is NULL");
+    if (!check_t5_table(ps, &c)) return NULL;
     sl_attention *m = sl_arena_alloc(sl_params_arena(ps), sizeof *m, 16);
     if (!m) return NULL;
     memset(m, 0, sizeof *m);
@@ -117,6 +186,7 @@ sl_attention *sl_attention_new(sl_params *ps, const char *name, const sl_attenti
         if (!(m->v = sub_linear(ps, name, "v", C, kv, rng))) return NULL;
     }
     if (!(m->proj = sub_linear(ps, name, "proj", C, C, rng))) return NULL;
+    if (c.pos == SL_POS_T5 && !(m->t5_table = t5_table(ps, name, &c, rng))) return NULL;
     sl_arena *prev = sl_arena_set(sl_params_arena(ps));
     m->slopes = pos_slopes(c.pos, c.n_heads, sl_params_dtype(ps));
     sl_arena_set(prev);
@@ -208,6 +278,12 @@ sl_tensor *sl_attention_forward(const sl_attention *m, sl_tensor *x, sl_kv_cache
     k = split_heads(k, c->n_kv_heads, D); // (B, Hk, T, D)
     v = split_heads(v, c->n_kv_heads, D); // (B, Hk, T, D)
     if (!q || !k || !v) return NULL;
+    if (c->pos == SL_POS_ROTARY) { /* at positions len, len + 1, ...; keys cached rotated */
+        int64_t pos0 = cache ? cache->len : 0;
+        q = sl_rotary(q, pos0, SL_ROTARY_BASE);
+        k = sl_rotary(k, pos0, SL_ROTARY_BASE);
+        if (!q || !k) return NULL;
+    }
     if (cache && !cache_append(cache, &k, &v)) return NULL; // (B, Hk, len + T, D)
     sl_tensor *y = attend(m, q, k, v);                      // (B, H, T, D)
     y = sl_permute(y, (int[]){0, 2, 1, 3});                 // (B, T, H, D)

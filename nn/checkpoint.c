@@ -267,12 +267,22 @@ static const struct {
     {"shortlong.n_kv_heads", K_INT, offsetof(sl_gpt_config, n_kv_heads)},
     {"shortlong.mlp_ratio", K_INT, offsetof(sl_gpt_config, mlp_ratio)},
     {"shortlong.pos", K_POS, offsetof(sl_gpt_config, pos)},
+    {"shortlong.t5_buckets", K_INT, offsetof(sl_gpt_config, t5_buckets)},
+    {"shortlong.t5_max_distance", K_INT, offsetof(sl_gpt_config, t5_max_distance)},
     {"shortlong.tie_embeddings", K_BOOL, offsetof(sl_gpt_config, tie_embeddings)},
     {"shortlong.fused_qkv", K_BOOL, offsetof(sl_gpt_config, fused_qkv)},
     {"shortlong.dropout", K_DOUBLE, offsetof(sl_gpt_config, dropout)},
     {"shortlong.seed", K_U64, offsetof(sl_gpt_config, seed)},
 };
 enum { N_CONFIG_KEYS = sizeof config_keys / sizeof config_keys[0] };
+
+/* Keys added after the first checkpoints were written: absent, the field keeps 0 (its
+ * default), so older files still load. */
+static bool optional_key(int k)
+{
+    return !strcmp(config_keys[k].key, "shortlong.t5_buckets") ||
+           !strcmp(config_keys[k].key, "shortlong.t5_max_distance");
+}
 
 static void format_key(int k, const sl_gpt_config *c, char *buf, size_t cap)
 {
@@ -356,6 +366,7 @@ static bool read_gpt_config(const sl__ckpt *ck, sl_gpt_config *cfg, sl_rng *rng)
     *cfg = (sl_gpt_config){0};
     for (int k = 0; k < N_CONFIG_KEYS; k++) {
         const char *s = sl__ckpt_meta(ck, config_keys[k].key);
+        if (!s && optional_key(k)) continue;
         if (!s) return bad(ck, "missing config key '%s'", config_keys[k].key);
         if (!parse_key(k, s, cfg))
             return bad(ck, "config key '%s' has the value '%s', which is not a valid %s",

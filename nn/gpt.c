@@ -2,6 +2,10 @@
  *
  *   idx (B, T) -> tok (B, T, C) [+ positions, for the methods that add them] -> dropout
  *              -> n_layers x block -> ln_f -> head (B, T, V)
+ * Sinusoidal positions are computed for each forward (any length); learned ones are a table of
+ * `context` rows, pos.weight, that a forward cannot go past. Rotary and ALiBi act inside
+ * attention and have no parameters; T5's bias has one table, pos.rel_bias (H, buckets), that
+ * every layer shares (T5 shares its position parameters across layers, Raffel et al. 2.1).
  *   block: x = x + drop(attn(ln1(x)));  x = x + drop(mlp(ln2(x)))      (pre-LN, GPT-2)
  *
  * The model (struct, blocks, parameters, gradients) lives in its registry's arena, so
@@ -82,6 +86,8 @@ static bool resolve_config(const sl_gpt_config *cfg, sl_gpt_config *out)
                             c.n_heads, c.n_kv_heads);
     if (c.pos < 0 || c.pos >= SL_POS_COUNT)
         return sl_set_error(SL_ERR_ARG, "%s: unknown positional method %d", op, (int)c.pos);
+    if (c.t5_buckets == 0) c.t5_buckets = 32;
+    if (c.t5_max_distance == 0) c.t5_max_distance = 128;
     if (!(c.dropout >= 0 && c.dropout < 1))
         return sl_set_error(SL_ERR_ARG, "%s: dropout %g outside [0, 1)", op, c.dropout);
     *out = c;
@@ -103,9 +109,19 @@ static bool build(sl_gpt *m, sl_rng *rng)
     const sl_gpt_config *c = &m->cfg;
     sl_params *ps = m->params;
     if (!(m->tok = sl_embed_new(ps, "tok", c->vocab_size, c->dim, rng))) return false;
+    if (c->pos == SL_POS_LEARNED && !(m->pos = sl_embed_new(ps, "pos", c->context, c->dim, rng)))
+        return false;
+    if (c->pos == SL_POS_T5) {
+        m->t5_table = sl_params_add(ps, "pos.rel_bias", 2,
+                                    (int64_t[]){c->n_heads, c->t5_buckets}, false);
+        if (!m->t5_table || !sl_init_normal(m->t5_table, rng, 0.02)) return false;
+    }
     m->blocks = sl_arena_alloc(sl_params_arena(ps), sizeof *m->blocks * (size_t)c->n_layers, 16);
     if (!m->blocks) return false;
-    sl_attention_config ac = {c->dim, c->n_heads, c->n_kv_heads, c->pos, c->fused_qkv};
+    sl_attention_config ac = {.dim = c->dim, .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads,
+                              .pos = c->pos, .fused_qkv = c->fused_qkv,
+                              .t5_buckets = c->t5_buckets, .t5_max_distance = c->t5_max_distance,
+                              .t5_table = m->t5_table};
     /* GPT-2: each residual projection's weights scaled by 1/sqrt(2 n_layers), so the residual
      * stream's variance does not grow with depth. */
     double residual_scale = 1 / sqrt(2.0 * c->n_layers);
@@ -169,12 +185,24 @@ sl_kv_cache **sl_gpt_kv_caches_new(const sl_gpt *m, int64_t batch, int64_t capac
 }
 
 /* Adds position information to the token embeddings x (B, T, C) of positions start.. for
- * the methods that do it there. ALiBi and none have none to add: ALiBi acts in the scores. */
+ * the methods that do it there; the others act in attention (or, none, not at all). */
 static sl_tensor *add_positions(const sl_gpt *m, sl_tensor *x, int64_t start)
 {
+    if (!x) return NULL;
+    int64_t T = x->shape[1], C = x->shape[2], L = m->cfg.context;
     switch (m->cfg.pos) {
+    case SL_POS_SINUSOIDAL: return sl_add(x, sl_sinusoidal(x->dtype, start, T, C)); // + (T, C)
+    case SL_POS_LEARNED:
+        if (start + T > L)
+            return SL_FAIL(SL_ERR_INDEX, "sl_gpt_forward: position %lld is past the learned "
+                           "position table (%lld positions); a learned-position model cannot "
+                           "run longer than its training context", (long long)(start + T - 1),
+                           (long long)L);
+        return sl_add(x, sl_narrow(m->pos->weight, 0, start, T));                   // + (T, C)
     case SL_POS_NONE:
-    case SL_POS_ALIBI: return x;
+    case SL_POS_ALIBI:
+    case SL_POS_ROTARY:
+    case SL_POS_T5: return x;
     case SL_POS_COUNT: break;
     }
     return SL_FAIL(SL_ERR_ARG, "sl_gpt_forward: unknown positional method %d", (int)m->cfg.pos);

@@ -1,7 +1,8 @@
 /* The GPT: config errors, names, a whole-model float64 gradcheck, the PyTorch reference
  * fixture, incremental decoding with KV caches against full recomputes (past the training
- * context), dropout, and an overfit run. */
-#include "testutil.h"
+ * context), dropout, and an overfit run; for every positional method: its parameters, a
+ * gradcheck, decoding, and a checkpoint round trip. */
+#include "ckpt_testutil.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -402,6 +403,210 @@ START_TEST(kv_cache_decoding_matches_full_recompute_past_context)
 }
 END_TEST
 
+/* Sinusoidal, rotary and T5 run past the context of 8 (T5 with 8 buckets up to distance 6, so
+ * the 20 positions reach the clamped last bucket); learned runs up to its table of 20. */
+START_TEST(kv_cache_decoding_every_method)
+{
+    const sl_pos methods[] = {SL_POS_SINUSOIDAL, SL_POS_ROTARY, SL_POS_T5, SL_POS_LEARNED};
+    for (int k = 0; k < 4; k++) {
+        sl_gpt_config c = tiny(methods[k]);
+        c.n_heads = 4, c.n_kv_heads = k == 2 ? 2 : 0, c.dim = 16;
+        if (methods[k] == SL_POS_T5) c.t5_buckets = 8, c.t5_max_distance = 6;
+        if (methods[k] == SL_POS_LEARNED) c.context = 20;
+        check_incremental(c, SL_F32, 1e-5);
+        check_incremental(c, SL_F64, 1e-10);
+    }
+}
+END_TEST
+
+/* ---------------------------------------------------------------- positional methods */
+
+START_TEST(positional_parameters)
+{
+    /* Sinusoidal and rotary add no parameters: the same count as none. */
+    sl_gpt_config c = tiny(SL_POS_NONE);
+    sl_gpt *none = sl_gpt_new(&c, SL_F32);
+    int base = sl_params_count(none->params);
+    int64_t numel = sl_params_numel(none->params);
+    for (int p = 0; p < SL_POS_COUNT; p++) {
+        c = tiny((sl_pos)p);
+        sl_gpt *m = sl_gpt_new(&c, SL_F32);
+        ck_assert_msg(m != NULL, "%s: %s", sl_pos_name((sl_pos)p), sl_error_message());
+        int extra = p == SL_POS_LEARNED || p == SL_POS_T5;
+        ck_assert_int_eq(sl_params_count(m->params), base + extra);
+        ck_assert_int_eq(m->cfg.t5_buckets, 32); /* resolved defaults */
+        ck_assert_int_eq(m->cfg.t5_max_distance, 128);
+        if (p == SL_POS_LEARNED) { /* registered right after the token embedding */
+            const sl_param *pp = sl_params_at(m->params, 1);
+            ck_assert_str_eq(pp->name, "pos.weight");
+            ck_assert_ptr_eq(pp->value, m->pos->weight);
+            ck_assert(pp->value->shape[0] == 8 && pp->value->shape[1] == 8 && !pp->decay);
+            ck_assert_int_eq(sl_params_numel(m->params), numel + 8 * 8);
+        } else if (p == SL_POS_T5) { /* one table that every layer shares */
+            const sl_param *pp = sl_params_at(m->params, 1);
+            ck_assert_str_eq(pp->name, "pos.rel_bias");
+            ck_assert(pp->value->shape[0] == 2 && pp->value->shape[1] == 32 && !pp->decay);
+            for (int l = 0; l < c.n_layers; l++)
+                ck_assert_ptr_eq(m->blocks[l]->attn->t5_table, pp->value);
+            ck_assert_int_eq(sl_params_numel(m->params), numel + 2 * 32);
+        } else {
+            ck_assert_ptr_null(m->pos);
+            ck_assert_ptr_null(m->t5_table);
+            ck_assert_int_eq(sl_params_numel(m->params), numel);
+        }
+        sl_gpt_free(m);
+    }
+    sl_gpt_free(none);
+    c = tiny(SL_POS_ROTARY);
+    c.dim = 6, c.n_heads = 2; /* head dim 3 */
+    ck_assert_ptr_null(sl_gpt_new(&c, SL_F32));
+    ck_assert_str_eq(sl_error_message(), "sl_attention_new: rotary needs an even head dim, not "
+                                         "3 (dim 6 / 2 heads)");
+    sl_error_clear();
+}
+END_TEST
+
+/* Sinusoidal and learned positions are added to the token embeddings before the blocks. */
+START_TEST(positions_added_to_embeddings)
+{
+    sl_rng r = sl_rng_seed(11);
+    sl_tensor *idx = random_ids(&r, 2, 6, 11);
+    for (int k = 0; k < 2; k++) {
+        sl_gpt_config c = tiny(k ? SL_POS_LEARNED : SL_POS_SINUSOIDAL);
+        sl_gpt *m = sl_gpt_new(&c, SL_F64);
+        randomize(m, 12, 0.5);
+        sl_tensor *x = sl_embed_forward(m->tok, idx); // (2, 6, 8)
+        for (int64_t i = 0; i < 2 * 6 * 8; i++) {
+            int64_t t = i / 8 % 6, d = i % 8;
+            double add = k ? sl_get(m->pos->weight, t * 8 + d)
+                           : (d % 2 ? cos : sin)(t * pow(10000.0, -(double)(d - d % 2) / 8));
+            sl_set(x, i, sl_get(x, i) + add);
+        }
+        for (int l = 0; l < c.n_layers; l++)
+            x = sl_block_forward(m->blocks[l], x, NULL, NULL, NULL, false);
+        x = sl_linear_forward(m->head, sl_layer_norm_forward(m->ln_f, x));
+        ck_assert_double_eq_tol(tu_max_abs_diff(sl_gpt_forward(m, idx, NULL), x), 0, 1e-13);
+        sl_gpt_free(m);
+    }
+}
+END_TEST
+
+/* A learned-position model runs up to its table and fails clearly past it, in one pass or
+ * when decoding, without touching the caches. */
+START_TEST(learned_positions_stop_at_the_table)
+{
+    sl_gpt_config c = tiny(SL_POS_LEARNED);
+    sl_gpt *m = sl_gpt_new(&c, SL_F32);
+    sl_rng r = sl_rng_seed(13);
+    ck_assert_ptr_nonnull(sl_gpt_forward(m, random_ids(&r, 1, 8, 11), NULL));
+    ck_assert_ptr_null(sl_gpt_forward(m, random_ids(&r, 1, 9, 11), NULL));
+    ck_assert_int_eq(sl_error(), SL_ERR_INDEX);
+    ck_assert_str_eq(sl_error_message(), "sl_gpt_forward: position 8 is past the learned "
+                     "position table (8 positions); a learned-position model cannot run longer "
+                     "than its training context");
+    sl_error_clear();
+    ck_assert_ptr_null(sl_gpt_loss(m, random_ids(&r, 1, 300, 11), random_ids(&r, 1, 300, 11)));
+    ck_assert_ptr_nonnull(strstr(sl_error_message(), "position 299 is past"));
+    sl_error_clear();
+    bool prev = sl_set_grad_enabled(false);
+    sl_kv_cache **kv = sl_gpt_kv_caches_new(m, 1, 16);
+    ck_assert_ptr_nonnull(sl_gpt_forward(m, random_ids(&r, 1, 6, 11), kv));
+    ck_assert_ptr_nonnull(sl_gpt_forward(m, random_ids(&r, 1, 2, 11), kv));
+    ck_assert_int_eq(kv[0]->len, 8);
+    ck_assert_ptr_null(sl_gpt_forward(m, random_ids(&r, 1, 1, 11), kv));
+    ck_assert_ptr_nonnull(strstr(sl_error_message(), "position 8 is past"));
+    sl_error_clear();
+    ck_assert_int_eq(kv[0]->len, 8);
+    ck_assert_int_eq(kv[1]->len, 8);
+    sl_set_grad_enabled(prev);
+    sl_gpt_free(m);
+}
+END_TEST
+
+/* The loss's gradient against finite differences for each method that brings parameters or
+ * acts inside the model: sinusoidal, learned, rotary (with GQA), T5 (small buckets, so several
+ * are exercised by 6 positions; untied head). */
+START_TEST(every_method_gradcheck_f64)
+{
+    const sl_pos methods[] = {SL_POS_SINUSOIDAL, SL_POS_LEARNED, SL_POS_ROTARY, SL_POS_T5};
+    for (int k = 0; k < 4; k++) {
+        sl_gpt_config c = tiny(methods[k]);
+        c.vocab_size = 7, c.n_heads = 2, c.context = 6;
+        c.n_kv_heads = methods[k] == SL_POS_ROTARY ? 1 : 0;
+        c.tie_embeddings = methods[k] != SL_POS_T5;
+        c.t5_buckets = 4, c.t5_max_distance = 4;
+        sl_gpt *m = sl_gpt_new(&c, SL_F64);
+        ck_assert_msg(m != NULL, "%s", sl_error_message());
+        randomize(m, 20 + k, 0.5);
+        sl_rng r = sl_rng_seed(30 + k);
+        loss_ctx ctx = {m, random_ids(&r, 2, 6, 7), random_ids(&r, 2, 6, 7)};
+        sl_tensor *in[64];
+        int n = sl_params_count(m->params);
+        for (int i = 0; i < n; i++) in[i] = sl_params_at(m->params, i)->value;
+        tu_gradcheck(run_loss, n, in, &ctx);
+        sl_gpt_free(m);
+    }
+}
+END_TEST
+
+/* Each method saved and loaded: the config (T5's buckets included), the same logits. A file
+ * written before the T5 keys existed (here: with them renamed away) loads with the defaults. */
+START_TEST(checkpoint_round_trip_every_method)
+{
+    for (int p = 0; p < SL_POS_COUNT; p++) {
+        sl_gpt_config c = tiny((sl_pos)p);
+        c.t5_buckets = 12, c.t5_max_distance = 40;
+        sl_gpt *m = sl_gpt_new(&c, SL_F32);
+        randomize(m, 40 + p, 0.3);
+        const char *path = at("pos.safetensors");
+        ck_assert_msg(sl_gpt_save(path, m, NULL, NULL, 0), "%s", sl_error_message());
+        char buf[32];
+        ck_assert(sl_read_meta(path, "shortlong.pos", buf, sizeof buf));
+        ck_assert_str_eq(buf, sl_pos_name((sl_pos)p));
+        ck_assert(sl_read_meta(path, "shortlong.t5_buckets", buf, sizeof buf));
+        ck_assert_str_eq(buf, "12");
+        ck_assert(sl_read_meta(path, "shortlong.t5_max_distance", buf, sizeof buf));
+        ck_assert_str_eq(buf, "40");
+        sl_gpt *l = sl_gpt_load(path, SL_F32);
+        ck_assert_msg(l != NULL, "%s: %s", sl_pos_name((sl_pos)p), sl_error_message());
+        ck_assert_int_eq(l->cfg.pos, p);
+        ck_assert_int_eq(l->cfg.t5_buckets, 12);
+        ck_assert_int_eq(l->cfg.t5_max_distance, 40);
+        ck_assert_int_eq(sl_params_count(l->params), sl_params_count(m->params));
+        sl_rng r = sl_rng_seed(50);
+        sl_tensor *idx = random_ids(&r, 1, 8, 11);
+        bool prev = sl_set_grad_enabled(false);
+        ck_assert_double_eq(tu_max_abs_diff(sl_gpt_forward(l, idx, NULL),
+                                            sl_gpt_forward(m, idx, NULL)), 0);
+        sl_set_grad_enabled(prev);
+        sl_gpt_free(l);
+        sl_gpt_free(m);
+    }
+    /* An older T5 checkpoint: no t5 keys, so 32 buckets up to 128. */
+    sl_gpt_config c = tiny(SL_POS_T5);
+    sl_gpt *m = sl_gpt_new(&c, SL_F32);
+    const char *path = at("old.safetensors");
+    ck_assert(sl_gpt_save(path, m, NULL, NULL, 0));
+    size_t len;
+    unsigned char *b = read_bytes(path, &len);
+    int renamed = 0;
+    for (size_t i = 8; i + 13 <= len; i++)
+        if (!memcmp(b + i, "shortlong.t5_", 13)) b[i + 10] = 'x', renamed++; /* "xt5_..." */
+    ck_assert_int_eq(renamed, 2);
+    write_bytes(path, b, len);
+    free(b);
+    char buf[8];
+    ck_assert(!sl_read_meta(path, "shortlong.t5_buckets", buf, sizeof buf));
+    sl_error_clear();
+    sl_gpt *l = sl_gpt_load(path, SL_F32);
+    ck_assert_msg(l != NULL, "%s", sl_error_message());
+    ck_assert_int_eq(l->cfg.t5_buckets, 32);
+    ck_assert_int_eq(l->cfg.t5_max_distance, 128);
+    sl_gpt_free(l);
+    sl_gpt_free(m);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- dropout */
 
 START_TEST(dropout_only_in_training)
@@ -488,8 +693,17 @@ int main(void)
     tcase_add_test(tc, matches_pytorch_f32);
     tcase_add_test(tc, matches_pytorch_f64);
     tcase_add_test(tc, kv_cache_decoding_matches_full_recompute_past_context);
+    tcase_add_test(tc, kv_cache_decoding_every_method);
+    tcase_add_test(tc, positional_parameters);
+    tcase_add_test(tc, positions_added_to_embeddings);
+    tcase_add_test(tc, learned_positions_stop_at_the_table);
+    tcase_add_test(tc, every_method_gradcheck_f64);
     tcase_add_test(tc, dropout_only_in_training);
     tcase_add_test(tc, overfits_one_batch);
     suite_add_tcase(s, tc);
+    TCase *files = tcase_create("files"); /* in a temporary directory */
+    tcase_add_checked_fixture(files, setup, teardown);
+    tcase_add_test(files, checkpoint_round_trip_every_method);
+    suite_add_tcase(s, files);
     return tu_run(s);
 }

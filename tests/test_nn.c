@@ -358,25 +358,49 @@ END_TEST
 /* The paper's slopes for a power-of-two head count, h = 1..H. */
 static double paper_slope(int h, int H) { return pow(2.0, -8.0 * (h + 1) / H); }
 
+/* T5's causal bucket of distance n >= 0 (Raffel et al.; defaults 32 buckets, distance 128). */
+static int t5_bucket_of(int n, int nb, int md)
+{
+    int exact = nb / 2;
+    if (n < exact) return n;
+    int b = exact + (int)(log((double)n / exact) / log((double)md / exact) * (nb - exact));
+    return b < nb - 1 ? b : nb - 1;
+}
+
+/* Rotates each pair (v[d], v[d + D/2]) of a head's D features by the angle p 10000^(-2d/D). */
+static void naive_rope(double *v, int D, int p)
+{
+    for (int d = 0; d < D / 2; d++) {
+        double a = p * pow(10000.0, -2.0 * d / D), x = v[d], y = v[d + D / 2];
+        v[d] = x * cos(a) - y * sin(a);
+        v[d + D / 2] = x * sin(a) + y * cos(a);
+    }
+}
+
 /* Causal attention in naive double loops, from the module's weights: x (B, T, C) -> (B, T, C).
- * W (F, C), bw (F) are the q | k | v projections stacked (F = C + 2 Hk D). */
-static void naive_attention(const double *x, int B, int T, int C, int H, int Hk, bool alibi,
-                            const double *W, const double *bw, const double *Wp,
-                            const double *bp, double *out)
+ * W (F, C), bw (F) are the q | k | v projections stacked (F = C + 2 Hk D). pos picks the
+ * positional method that acts here: ALiBi's slopes, rotary q and k, or T5's bias from t5
+ * (H, 32 buckets, distance 128); the others attend without positions. */
+static void naive_attention(const double *x, int B, int T, int C, int H, int Hk, sl_pos pos,
+                            const double *t5, const double *W, const double *bw,
+                            const double *Wp, const double *bp, double *out)
 {
     int D = C / H, F = C + 2 * Hk * D;
     double *qkv = calloc((size_t)B * T * F, sizeof *qkv), *y = calloc((size_t)B * T * C, 8);
     double *p = calloc((size_t)T, sizeof *p);
-    for (int bt = 0; bt < B * T; bt++)
+    for (int bt = 0; bt < B * T; bt++) {
         for (int f = 0; f < F; f++) {
             double s = bw[f];
             for (int c = 0; c < C; c++) s += x[bt * C + c] * W[f * C + c];
             qkv[bt * F + f] = s;
         }
+        for (int h = 0; pos == SL_POS_ROTARY && h < H + Hk; h++) /* q heads, then k heads */
+            naive_rope(qkv + bt * F + h * D, D, bt % T);
+    }
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
             int g = h / (H / Hk);
-            double m = alibi ? paper_slope(h, H) : 0;
+            double m = pos == SL_POS_ALIBI ? paper_slope(h, H) : 0;
             for (int i = 0; i < T; i++) {
                 const double *q = qkv + (b * T + i) * F + h * D;
                 double mx = -INFINITY, sum = 0;
@@ -385,6 +409,7 @@ static void naive_attention(const double *x, int B, int T, int C, int H, int Hk,
                     double s = 0;
                     for (int d = 0; d < D; d++) s += q[d] * k[d];
                     p[j] = s / sqrt(D) - m * (i - j);
+                    if (pos == SL_POS_T5) p[j] += t5[h * 32 + t5_bucket_of(i - j, 32, 128)];
                     if (p[j] > mx) mx = p[j];
                 }
                 for (int j = 0; j <= i; j++) sum += (p[j] = exp(p[j] - mx));
@@ -426,8 +451,9 @@ static sl_tensor *run_attention(sl_tensor *const *in, int n, void *user)
     return sl_attention_forward(user, in[0], NULL);
 }
 
-/* Every combination: fused / separate qkv, H = Hk / GQA / MQA, alibi / none. Values against
- * the naive loops, then an f64 gradcheck through x and every parameter. */
+/* Every combination: fused / separate qkv, H = Hk / GQA / MQA, every positional method (those
+ * that add positions to the embeddings attend without them here). Values against the naive
+ * loops, then an f64 gradcheck through x and every parameter (T5's table included). */
 START_TEST(attention_values_and_gradchecks)
 {
     enum { B = 2, T = 5, C = 8, H = 4 };
@@ -437,10 +463,20 @@ START_TEST(attention_values_and_gradchecks)
             for (int pos = 0; pos < SL_POS_COUNT; pos++) {
                 sl_rng r = sl_rng_seed(100 + fused * 10 + kh * 3 + pos);
                 sl_params *ps = sl_params_new(SL_F64);
-                sl_attention_config cfg = {C, H, kv_heads[kh], (sl_pos)pos, fused};
+                sl_attention_config cfg = {.dim = C, .n_heads = H, .n_kv_heads = kv_heads[kh],
+                                           .pos = (sl_pos)pos, .fused_qkv = fused};
                 sl_attention *m = sl_attention_new(ps, "attn", &cfg, &r);
                 ck_assert_msg(m != NULL, "%s", sl_error_message());
-                ck_assert_int_eq(sl_params_count(ps), fused ? 4 : 8);
+                bool t5 = pos == SL_POS_T5;
+                ck_assert_int_eq(sl_params_count(ps), (fused ? 4 : 8) + t5);
+                if (t5) {
+                    ck_assert_str_eq(sl_params_at(ps, sl_params_count(ps) - 1)->name,
+                                     "attn.rel_bias");
+                    ck_assert(m->t5_table->shape[0] == H && m->t5_table->shape[1] == 32);
+                    ck_assert_int_eq(m->cfg.t5_max_distance, 128);
+                } else {
+                    ck_assert_ptr_null(m->t5_table);
+                }
                 int64_t Hk = kv_heads[kh], D = C / H;
                 if (fused) ck_assert_int_eq(m->qkv->weight->shape[0], C + 2 * Hk * D);
                 else ck_assert_int_eq(m->k->weight->shape[0], Hk * D);
@@ -452,13 +488,14 @@ START_TEST(attention_values_and_gradchecks)
                 ck_assert_msg(y != NULL, "%s", sl_error_message());
                 double *W, *bw, want[B * T * C];
                 stacked_qkv(m, &W, &bw);
-                naive_attention(vals(x), B, T, C, H, (int)Hk, pos == SL_POS_ALIBI, W, bw,
-                                vals(m->proj->weight), vals(m->proj->bias), want);
+                naive_attention(vals(x), B, T, C, H, (int)Hk, (sl_pos)pos,
+                                t5 ? vals(m->t5_table) : NULL, W, bw, vals(m->proj->weight),
+                                vals(m->proj->bias), want);
                 for (int i = 0; i < B * T * C; i++)
                     ck_assert_msg(fabs(sl_get(y, i) - want[i]) < 1e-12,
                                   "fused %d, Hk %lld, %s: element %d: %.15g vs %.15g", fused,
                                   (long long)Hk, sl_pos_name(pos), i, sl_get(y, i), want[i]);
-                sl_tensor *in[9] = {x};
+                sl_tensor *in[10] = {x};
                 for (int i = 0; i < sl_params_count(ps); i++) in[1 + i] = sl_params_at(ps, i)->value;
                 tu_gradcheck(run_attention, 1 + sl_params_count(ps), in, m);
                 sl_params_free(ps);
@@ -472,7 +509,8 @@ START_TEST(attention_alibi_changes_the_output)
 {
     sl_rng r = sl_rng_seed(6);
     sl_params *ps = sl_params_new(SL_F64);
-    sl_attention_config a = {8, 2, 0, SL_POS_ALIBI, true}, n = {8, 2, 0, SL_POS_NONE, true};
+    sl_attention_config a = {.dim = 8, .n_heads = 2, .pos = SL_POS_ALIBI, .fused_qkv = true};
+    sl_attention_config n = {.dim = 8, .n_heads = 2, .pos = SL_POS_NONE, .fused_qkv = true};
     sl_attention *ma = sl_attention_new(ps, "a", &a, &r), *mn = sl_attention_new(ps, "n", &n, &r);
     ck_assert(ma && mn);
     ck_assert_int_eq(ma->cfg.n_kv_heads, 2); /* 0 means n_heads */
@@ -491,20 +529,36 @@ START_TEST(attention_config_and_cache_errors)
 {
     sl_rng r = sl_rng_seed(7);
     sl_params *ps = sl_params_new(SL_F32);
-    sl_attention_config c = {10, 4, 0, SL_POS_ALIBI, true};
+    sl_attention_config c = {.dim = 10, .n_heads = 4, .pos = SL_POS_ALIBI, .fused_qkv = true};
     ck_assert_ptr_null(sl_attention_new(ps, "a", &c, &r));
     ck_assert_str_eq(sl_error_message(), "sl_attention_new: dim 10 is not a multiple of n_heads 4");
     sl_error_clear();
-    c = (sl_attention_config){12, 4, 3, SL_POS_ALIBI, true};
+    c = (sl_attention_config){.dim = 12, .n_heads = 4, .n_kv_heads = 3, .pos = SL_POS_ALIBI};
     ck_assert_ptr_null(sl_attention_new(ps, "a", &c, &r));
     ck_assert_str_eq(sl_error_message(),
                      "sl_attention_new: n_heads 4 is not a multiple of n_kv_heads 3");
     sl_error_clear();
-    c = (sl_attention_config){12, 4, 2, (sl_pos)SL_POS_COUNT, true};
+    c = (sl_attention_config){.dim = 12, .n_heads = 4, .pos = (sl_pos)99};
     ck_assert_ptr_null(sl_attention_new(ps, "a", &c, &r));
-    ck_assert_str_eq(sl_error_message(), "sl_attention_new: unknown positional method 2");
+    ck_assert_str_eq(sl_error_message(), "sl_attention_new: unknown positional method 99");
     sl_error_clear();
-    c = (sl_attention_config){12, 4, 2, SL_POS_ALIBI, false};
+    c = (sl_attention_config){.dim = 12, .n_heads = 4, .pos = SL_POS_ROTARY};
+    ck_assert_ptr_null(sl_attention_new(ps, "a", &c, &r));
+    ck_assert_str_eq(sl_error_message(), "sl_attention_new: rotary needs an even head dim, not "
+                                         "3 (dim 12 / 4 heads)");
+    sl_error_clear();
+    c = (sl_attention_config){.dim = 12, .n_heads = 4, .pos = SL_POS_T5, .t5_buckets = 8,
+                              .t5_max_distance = 4};
+    ck_assert_ptr_null(sl_attention_new(ps, "a", &c, &r));
+    ck_assert_str_eq(sl_error_message(), "sl_attention_new: T5 needs t5_buckets >= 2 (got 8) "
+                                         "and t5_max_distance > t5_buckets / 2 (got 4)");
+    sl_error_clear();
+    c.t5_max_distance = 0, c.t5_table = sl_zeros(SL_F32, sl_shape(4, 16));
+    ck_assert_ptr_null(sl_attention_new(ps, "a", &c, &r));
+    ck_assert_str_eq(sl_error_message(), "sl_attention_new: t5_table f32 [4,16] is not "
+                                         "(H, buckets) = f32 [4,8]");
+    sl_error_clear();
+    c = (sl_attention_config){.dim = 12, .n_heads = 4, .n_kv_heads = 2, .pos = SL_POS_ALIBI};
     sl_attention *m = sl_attention_new(ps, "a", &c, &r);
     ck_assert_ptr_nonnull(m);
     sl_tensor *x = sl_zeros(SL_F32, sl_shape(1, 3, 12));
@@ -545,9 +599,16 @@ START_TEST(pos_names_parse)
     ck_assert(sl_pos_parse("none", &p) && p == SL_POS_NONE);
     ck_assert_str_eq(sl_pos_name(SL_POS_ALIBI), "alibi");
     ck_assert_str_eq(sl_pos_name(SL_POS_NONE), "none");
+    const char *names[] = {"none", "alibi", "sinusoidal", "learned", "rotary", "t5"};
+    ck_assert_int_eq(SL_POS_COUNT, 6);
+    for (int i = 0; i < SL_POS_COUNT; i++) {
+        ck_assert_str_eq(sl_pos_name((sl_pos)i), names[i]);
+        ck_assert(sl_pos_parse(names[i], &p) && p == (sl_pos)i);
+    }
+    ck_assert_str_eq(sl_pos_name(SL_POS_COUNT), "?");
     ck_assert(!sl_pos_parse("rope-ish", &p));
-    ck_assert_str_eq(sl_error_message(),
-                     "sl_pos_parse: unknown positional method 'rope-ish' (known: none, alibi)");
+    ck_assert_str_eq(sl_error_message(), "sl_pos_parse: unknown positional method 'rope-ish' "
+                                         "(known: none, alibi, sinusoidal, learned, rotary, t5)");
     sl_error_clear();
 }
 END_TEST
@@ -563,7 +624,8 @@ START_TEST(block_is_pre_ln_residual_and_gradchecks)
 {
     sl_rng r = sl_rng_seed(8);
     sl_params *ps = sl_params_new(SL_F64);
-    sl_attention_config c = {8, 2, 1, SL_POS_ALIBI, true};
+    sl_attention_config c = {.dim = 8, .n_heads = 2, .n_kv_heads = 1, .pos = SL_POS_ALIBI,
+                             .fused_qkv = true};
     sl_block *b = sl_block_new(ps, "blocks.3", &c, 12, &r);
     ck_assert_ptr_nonnull(b);
     const char *names[] = {"blocks.3.ln1.weight", "blocks.3.ln1.bias", "blocks.3.attn.qkv.weight",

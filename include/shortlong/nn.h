@@ -93,11 +93,19 @@ sl_tensor *sl_mlp_forward(const sl_mlp *m, sl_tensor *x);
 
 /* How attention knows where tokens are (the methods the ALiBi paper compares). */
 typedef enum sl_pos {
-    SL_POS_NONE = 0,  /* no positional information (NoPE) */
-    SL_POS_ALIBI,     /* linear biases in the fused kernel */
+    SL_POS_NONE = 0,   /* no positional information (NoPE) */
+    SL_POS_ALIBI,      /* linear biases -m_h (p_i - j) in the fused kernel */
+    SL_POS_SINUSOIDAL, /* Vaswani et al.'s sin/cos (sl_sinusoidal) added to the token embeddings;
+                          no parameters, defined at any length */
+    SL_POS_LEARNED,    /* a learned table pos.weight (context, C) added to the token embeddings;
+                          a model cannot run past its context (sl_gpt_forward fails) */
+    SL_POS_ROTARY,     /* RoPE: q and k rotated by position (sl_rotary, base SL_ROTARY_BASE) */
+    SL_POS_T5,         /* T5's learned bias per head and distance bucket (sl_t5_bias), added to
+                          the scores; scores materialised, O(T^2) memory */
     SL_POS_COUNT
 } sl_pos;
-const char *sl_pos_name(sl_pos pos);         /* "none", "alibi", ... */
+/* "none", "alibi", "sinusoidal", "learned", "rotary", "t5" */
+const char *sl_pos_name(sl_pos pos);
 bool sl_pos_parse(const char *name, sl_pos *out);
 
 typedef struct sl_attention_config {
@@ -106,6 +114,12 @@ typedef struct sl_attention_config {
     int n_kv_heads;     /* Hk; H % Hk == 0 (0 means H) */
     sl_pos pos;
     bool fused_qkv;     /* one (C + 2 Hk D) x C projection instead of three */
+    /* T5 only (SL_POS_T5): */
+    int t5_buckets;      /* buckets per head (0: 32) */
+    int t5_max_distance; /* distances from here on share the last bucket (0: 128) */
+    sl_tensor *t5_table; /* a bucket table (H, t5_buckets) to use rather than one of the module's
+                            own: the GPT shares one across its layers, as T5 does. NULL: the
+                            module registers "<name>.rel_bias" */
 } sl_attention_config;
 
 /* Keys and values of earlier positions for incremental decoding, one per layer. Decoding runs
@@ -123,13 +137,16 @@ typedef struct sl_attention {
     sl_linear *qkv;          /* fused: (C + 2 Hk D, C) */
     sl_linear *q, *k, *v;    /* separate */
     sl_linear *proj;         /* (C, C) */
-    sl_tensor *slopes;       /* (H) fixed per-head bias slopes: ALiBi's, zeros for none; not a
-                                parameter (a user may swap in a leaf that requires grad) */
+    sl_tensor *slopes;       /* (H) fixed per-head bias slopes: ALiBi's, zeros for the others;
+                                not a parameter (a user may swap in a leaf that requires grad) */
+    sl_tensor *t5_table;     /* T5: (H, buckets), normal(0, 0.02) when the module's own */
 } sl_attention;
 sl_attention *sl_attention_new(sl_params *ps, const char *name, const sl_attention_config *cfg,
                                sl_rng *rng);
 /* Causal self-attention over x (B, T, C). With a cache, x holds the T newest positions: their
- * keys and values are appended and attention runs over all cache->len + T positions. */
+ * keys and values are appended and attention runs over all cache->len + T positions, the new
+ * ones at positions cache->len, ... (rotary rotates them there, T5 and ALiBi align queries
+ * bottom-right; keys are cached rotated). */
 sl_tensor *sl_attention_forward(const sl_attention *m, sl_tensor *x, sl_kv_cache *cache);
 
 /* ---------------------------------------------------------------- transformer (gpt.c) */
@@ -154,6 +171,8 @@ typedef struct sl_gpt_config {
     int n_kv_heads;      /* 0: n_heads */
     int mlp_ratio;       /* hidden = mlp_ratio * C; 0: 4 */
     sl_pos pos;
+    int t5_buckets;      /* T5: buckets per head (0: 32) */
+    int t5_max_distance; /* T5: distance where the last bucket starts (0: 128) */
     bool tie_embeddings; /* LM head shares the token embedding */
     bool fused_qkv;
     double dropout;
@@ -164,6 +183,8 @@ typedef struct sl_gpt {
     sl_gpt_config cfg;
     sl_params *params;   /* owned */
     sl_embed *tok;       /* tok.weight (vocab, C) */
+    sl_embed *pos;       /* learned: pos.weight (context, C); NULL otherwise */
+    sl_tensor *t5_table; /* T5: pos.rel_bias (H, buckets), shared by every layer; else NULL */
     sl_block **blocks;
     sl_layer_norm *ln_f;
     sl_linear *head;     /* NULL when tied */
@@ -178,7 +199,9 @@ sl_gpt *sl_gpt_new(const sl_gpt_config *cfg, sl_dtype dtype);
 void sl_gpt_free(sl_gpt *m);
 /* idx i32 (B, T) -> logits (B, T, vocab). caches: NULL, or n_layers caches (decoding): idx
  * then holds the T newest positions, which follow the caches' len earlier ones. Dropout runs
- * when m->train is set. */
+ * when m->train is set. A learned-position model fails (SL_ERR_INDEX, "sl_gpt_forward:
+ * position P is past the learned position table (L positions); ...") on positions >= context;
+ * every other method runs at any length. */
 sl_tensor *sl_gpt_forward(sl_gpt *m, sl_tensor *idx, sl_kv_cache **caches);
 /* n_layers empty caches for batch rows and capacity positions, in the current arena. */
 sl_kv_cache **sl_gpt_kv_caches_new(const sl_gpt *m, int64_t batch, int64_t capacity);
