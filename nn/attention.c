@@ -11,7 +11,9 @@
  * learned: the GPT adds them, and attention here is plain causal, zero slopes), on q and k
  * before the scores (rotary: sl_rotary, then the fused op with zero slopes), or inside the
  * scores (ALiBi in the fused op; T5's bias through scores composed from primitive ops, in
- * `attend_t5`, whose memory is O(Tq Tk) per head, as in the T5 and ALiBi papers).
+ * `attend_t5`, whose memory is O(Tq Tk) per head, as in the T5 and ALiBi papers; with grad
+ * off, a block of queries at a time in a scratch arena, so evaluation at long lengths holds
+ * the scores of one block of one layer at a time).
  */
 #include "../tensor/internal.h"
 #include <shortlong/nn.h>
@@ -68,7 +70,8 @@ static sl_tensor *causal_mask(int64_t Tq, int64_t Tk)
  * composed from primitive ops (their backwards give the gradient, the table's included). The
  * H query heads are viewed as (Hk, G) groups so that each group's matmul broadcasts against its
  * kv head: query head h = g G + r reads kv head g, as in the fused op. */
-static sl_tensor *attend_t5(const sl_attention *m, sl_tensor *q, sl_tensor *k, sl_tensor *v)
+static sl_tensor *t5_scores_attend(const sl_attention *m, sl_tensor *q, sl_tensor *k,
+                                   sl_tensor *v)
 {
     const sl_attention_config *c = &m->cfg;
     int64_t B = q->shape[0], H = q->shape[1], Tq = q->shape[2], D = q->shape[3];
@@ -82,6 +85,37 @@ static sl_tensor *attend_t5(const sl_attention *m, sl_tensor *q, sl_tensor *k, s
     s = sl_masked_fill(sl_add(s, bias), causal_mask(Tq, Tk), -INFINITY);
     sl_tensor *y = sl_matmul(sl_softmax(s, -1), sl_unsqueeze(v, 2));       // (B, Hk, G, Tq, D)
     return sl_reshape(y, 4, (int64_t[]){B, H, Tq, D});                     // (B, H, Tq, D)
+}
+
+enum { T5_QUERY_BLOCK = 256 }; /* queries per block when nothing needs the scores kept */
+
+/* T5 attention. With grad on, the scores of all queries at once: backward needs them. With grad
+ * off (evaluation, decoding), nothing outlives the call but the output, so long inputs go a
+ * block of queries at a time through a scratch arena that is reset after each block: memory
+ * O(T5_QUERY_BLOCK Tk) per head. Block [i0, end) needs only the keys up to its last query,
+ * position Tk - Tq + end - 1: with those keys the block's queries are bottom-right aligned, so
+ * each block is the same computation, without the keys the mask would hide. The blocks go from
+ * the last (the most keys) to the first, so that each block's allocations fit in the scratch
+ * blocks the one before it left (growing sizes would add new ones every time). */
+static sl_tensor *attend_t5(const sl_attention *m, sl_tensor *q, sl_tensor *k, sl_tensor *v)
+{
+    int64_t Tq = q->shape[2], Tk = k->shape[2];
+    if (sl_grad_enabled() || Tq <= T5_QUERY_BLOCK) return t5_scores_attend(m, q, k, v);
+    sl_tensor *y = sl__new(q->dtype, 4, (int64_t[]){q->shape[0], q->shape[1], Tq, v->shape[3]});
+    sl_arena *scratch = y ? sl_arena_new(0) : NULL;
+    if (!scratch) return NULL;
+    sl_arena *prev = sl_arena_set(scratch);
+    bool ok = true;
+    for (int64_t end = Tq; ok && end > 0; end -= T5_QUERY_BLOCK) {
+        int64_t i0 = end > T5_QUERY_BLOCK ? end - T5_QUERY_BLOCK : 0, keys = Tk - Tq + end;
+        sl_tensor *yb = t5_scores_attend(m, sl_narrow(q, 2, i0, end - i0),
+                                         sl_narrow(k, 2, 0, keys), sl_narrow(v, 2, 0, keys));
+        ok = yb && sl_copy_into(sl_narrow(y, 2, i0, end - i0), yb); // (B, H, end - i0, Dv)
+        sl_arena_reset(scratch);
+    }
+    sl_arena_set(prev);
+    sl_arena_free(scratch);
+    return ok ? y : NULL;
 }
 
 /* q (B, H, Tq, D), k and v (B, Hk, Tk, D) -> (B, H, Tq, D), query i at position Tk - Tq + i. */

@@ -466,7 +466,8 @@ START_TEST(positional_parameters)
 }
 END_TEST
 
-/* Sinusoidal and learned positions are added to the token embeddings before the blocks. */
+/* Sinusoidal and learned positions are added to the token embeddings before the blocks (which
+ * sinusoidal scales by sqrt(C), as Vaswani et al. do). */
 START_TEST(positions_added_to_embeddings)
 {
     sl_rng r = sl_rng_seed(11);
@@ -480,7 +481,7 @@ START_TEST(positions_added_to_embeddings)
             int64_t t = i / 8 % 6, d = i % 8;
             double add = k ? sl_get(m->pos->weight, t * 8 + d)
                            : (d % 2 ? cos : sin)(t * pow(10000.0, -(double)(d - d % 2) / 8));
-            sl_set(x, i, sl_get(x, i) + add);
+            sl_set(x, i, sl_get(x, i) * (k ? 1 : sqrt(8.0)) + add);
         }
         for (int l = 0; l < c.n_layers; l++)
             x = sl_block_forward(m->blocks[l], x, NULL, NULL, NULL, false);

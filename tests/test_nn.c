@@ -525,6 +525,37 @@ START_TEST(attention_alibi_changes_the_output)
 }
 END_TEST
 
+/* T5 with grad off goes 256 queries at a time through a scratch arena: the same output as the
+ * scores of all queries at once (grad on), in one pass and decoding after a cache, and the
+ * caller's arena grows by far less than one (Tq, Tk) score matrix per head. */
+START_TEST(attention_t5_query_blocks_without_grad)
+{
+    enum { T = 600, C = 8 };
+    sl_rng r = sl_rng_seed(9);
+    sl_params *ps = sl_params_new(SL_F64);
+    sl_attention_config c = {.dim = C, .n_heads = 2, .n_kv_heads = 1, .pos = SL_POS_T5};
+    sl_attention *m = sl_attention_new(ps, "a", &c, &r);
+    randomize(ps, &r, 0.5);
+    sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(1, T, C));
+    sl_tensor *full = sl_attention_forward(m, x, NULL); /* grad on: all scores at once */
+    ck_assert_ptr_nonnull(full);
+    bool prev = sl_set_grad_enabled(false);
+    size_t used = sl_arena_used(sl_arena_current());
+    sl_tensor *blocked = sl_attention_forward(m, x, NULL);
+    ck_assert_ptr_nonnull(blocked);
+    size_t grew = sl_arena_used(sl_arena_current()) - used;
+    ck_assert_msg(grew < (size_t)T * T * 8, "the arena grew by %zu bytes", grew);
+    ck_assert_double_eq_tol(tu_max_abs_diff(blocked, full), 0, 1e-12);
+    sl_kv_cache *kv = sl_kv_cache_new(SL_F64, 1, 1, T, C / 2);
+    ck_assert_ptr_nonnull(sl_attention_forward(m, sl_narrow(x, 1, 0, 100), kv));
+    sl_tensor *rest = sl_attention_forward(m, sl_narrow(x, 1, 100, T - 100), kv);
+    ck_assert_ptr_nonnull(rest);
+    ck_assert_double_eq_tol(tu_max_abs_diff(rest, sl_narrow(full, 1, 100, T - 100)), 0, 1e-12);
+    sl_set_grad_enabled(prev);
+    sl_params_free(ps);
+}
+END_TEST
+
 START_TEST(attention_config_and_cache_errors)
 {
     sl_rng r = sl_rng_seed(7);
@@ -675,6 +706,7 @@ int main(void)
     tcase_add_test(tc, mlp_values_and_gradcheck);
     tcase_add_test(tc, attention_values_and_gradchecks);
     tcase_add_test(tc, attention_alibi_changes_the_output);
+    tcase_add_test(tc, attention_t5_query_blocks_without_grad);
     tcase_add_test(tc, attention_config_and_cache_errors);
     tcase_add_test(tc, pos_names_parse);
     tcase_add_test(tc, block_is_pre_ln_residual_and_gradchecks);

@@ -95,8 +95,9 @@ sl_tensor *sl_mlp_forward(const sl_mlp *m, sl_tensor *x);
 typedef enum sl_pos {
     SL_POS_NONE = 0,   /* no positional information (NoPE) */
     SL_POS_ALIBI,      /* linear biases -m_h (p_i - j) in the fused kernel */
-    SL_POS_SINUSOIDAL, /* Vaswani et al.'s sin/cos (sl_sinusoidal) added to the token embeddings;
-                          no parameters, defined at any length */
+    SL_POS_SINUSOIDAL, /* Vaswani et al.'s sin/cos (sl_sinusoidal) added to the token embeddings
+                          scaled by sqrt(C) (as Vaswani et al. and fairseq scale them); no
+                          parameters, defined at any length */
     SL_POS_LEARNED,    /* a learned table pos.weight (context, C) added to the token embeddings;
                           a model cannot run past its context (sl_gpt_forward fails) */
     SL_POS_ROTARY,     /* RoPE: q and k rotated by position (sl_rotary, base SL_ROTARY_BASE) */
