@@ -1,6 +1,6 @@
 /* examples/gpt/main.c — a byte-level GPT: train short, evaluate long, sample.
  *
- *   gpt train  [--data FILE] [--val FILE] [--pos alibi|none] [--context L] ... [--out CKPT]
+ *   gpt train  [--data FILE] [--val FILE] [--pos METHOD] [--context L] ... [--out CKPT]
  *   gpt eval   --ckpt CKPT [--data FILE] [--lengths 128,256,512] [--stride S]
  *   gpt sample --ckpt CKPT [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K]
  *   gpt experiment [--train FILE --valid FILE] [--methods ...]   (see experiment.c)
