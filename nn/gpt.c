@@ -2,15 +2,17 @@
  *
  *   idx (B, T) -> tok (B, T, C) [+ positions, for the methods that add them] -> dropout
  *              -> n_layers x block -> ln_f -> head (B, T, V)
- * Sinusoidal positions are computed for each forward (any length) and added to the token
+ *   block: x = x + drop(attn(ln1(x)));  x = x + drop(mlp(ln2(x)))      (pre-LN, GPT-2)
+ *
+ * Positions. Sinusoidal ones are computed for each forward (any length) and added to the token
  * embeddings scaled by sqrt(C), as in Vaswani et al. (section 3.4) and fairseq, whose models
  * the ALiBi paper compares: without the scale, embeddings initialised at GPT-2's 0.02 are
  * drowned by sinusoids of amplitude 1 (on a small byte model, validation loss 2.53 against
- * 1.67 with it, 1000 steps). Learned positions are a table of `context` rows, pos.weight,
- * initialised like the token embedding (unscaled, as in GPT-2), that a forward cannot go past. Rotary and ALiBi act inside
- * attention and have no parameters; T5's bias has one table, pos.rel_bias (H, buckets), that
- * every layer shares (T5 shares its position parameters across layers, Raffel et al. 2.1).
- *   block: x = x + drop(attn(ln1(x)));  x = x + drop(mlp(ln2(x)))      (pre-LN, GPT-2)
+ * 1.67 with it after 1000 steps). Learned positions are a table of `context` rows, pos.weight,
+ * initialised like the token embedding (and, as in GPT-2, added to it unscaled), that a forward
+ * cannot go past. Rotary and ALiBi act inside attention and have no parameters; T5's bias has
+ * one table, pos.rel_bias (H, buckets), that every layer shares (T5 shares its position
+ * parameters across layers: Raffel et al., section 2.1).
  *
  * The model (struct, blocks, parameters, gradients) lives in its registry's arena, so
  * sl_gpt_free is one sl_params_free. Initialisation draws from one RNG seeded with cfg.seed,
