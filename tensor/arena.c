@@ -118,8 +118,7 @@ void *sl_arena_alloc(sl_arena *a, size_t bytes, size_t align)
     if (bytes > (SIZE_MAX >> 2))
         return SL_FAIL(SL_ERR_OOM, "sl_arena_alloc: %zu bytes is too large", bytes);
     /* Try the current block, then the later ones (rewound by reset), in order. */
-    block *prev = a->cur;
-    for (block *b = a->cur; b; prev = b, b = b->next) {
+    for (block *b = a->cur; b; b = b->next) {
         size_t before = b->used;
         void *p = block_take(b, bytes, align);
         if (p) {
@@ -129,12 +128,22 @@ void *sl_arena_alloc(sl_arena *a, size_t bytes, size_t align)
             return p;
         }
     }
-    /* None fits: a new block after the last one. */
+    /* None fits. The blocks after the current one are untouched since the reset and all too
+     * small: free them, so an arena whose rounds grow (evaluating at L, 2L, 4L, ...) holds about
+     * the largest round rather than the sum of all of them. Then add a block after the current. */
+    block *tail = a->cur ? a->cur->next : a->head;
+    while (tail) {
+        block *n = tail->next;
+        a->reserved -= tail->cap;
+        sl__free(tail->mem);
+        sl__free(tail);
+        tail = n;
+    }
     size_t cap = bytes + align > a->block_bytes ? bytes + align : a->block_bytes;
     block *b = block_new(cap);
-    if (!b) return SL_FAIL(SL_ERR_OOM, "sl_arena_alloc: out of memory for %zu bytes", bytes);
-    if (prev) prev->next = b;
+    if (a->cur) a->cur->next = b;
     else a->head = b;
+    if (!b) return SL_FAIL(SL_ERR_OOM, "sl_arena_alloc: out of memory for %zu bytes", bytes);
     a->reserved += cap;
     a->cur = b;
     void *p = block_take(b, bytes, align);

@@ -168,6 +168,22 @@ START_TEST(arena_reuses_blocks)
 }
 END_TEST
 
+START_TEST(arena_growing_rounds_keep_about_the_largest)
+{
+    /* Rounds of growing sizes (evaluating at L, 2L, 4L, ...) must not keep every old block. */
+    sl_arena *a = sl_arena_new(1 << 16);
+    size_t largest = 0;
+    for (int round = 0; round < 8; round++) {
+        size_t bytes = (size_t)(1 << 18) << round; /* 256 KiB .. 32 MiB */
+        for (int k = 0; k < 3; k++) ck_assert_ptr_nonnull(sl_arena_alloc(a, bytes, 64));
+        largest = 3 * bytes;
+        sl_arena_reset(a);
+    }
+    ck_assert_uint_le(sl_arena_reserved(a), largest + largest / 2);
+    sl_arena_free(a);
+}
+END_TEST
+
 START_TEST(rng_reference_stream)
 {
     /* xoshiro256** seeded with splitmix64: values computed independently (Python). */
@@ -250,6 +266,7 @@ int main(void)
     tcase_add_test(tc, error_handler_and_clear);
     tcase_add_test(tc, element_access_copy_fill_print);
     tcase_add_test(tc, arena_reuses_blocks);
+    tcase_add_test(tc, arena_growing_rounds_keep_about_the_largest);
     tcase_add_test(tc, rng_reference_stream);
     tcase_add_test(tc, rng_distributions);
     tcase_add_test(tc, pool_covers_every_index_once);
