@@ -5,7 +5,9 @@
  * node after every consumer of its output has added its share of the gradient. */
 #include "../tensor/internal.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 
 static _Thread_local bool grad_disabled;
 
@@ -98,14 +100,38 @@ typedef struct {
     int next_input;
 } frame;
 
+/* Per-thread buffers for the sort, kept between calls (a warm backward allocates nothing) and
+ * freed when the thread exits. */
 static _Thread_local sl_node **order;
 static _Thread_local frame *stack;
 static _Thread_local size_t order_cap, stack_cap;
 static atomic_uint epoch_counter;
+static pthread_key_t buffers_key;
+static pthread_once_t buffers_once = PTHREAD_ONCE_INIT;
+
+static void buffers_free(void *unused)
+{
+    (void)unused;
+    sl__free(order);
+    sl__free(stack);
+    order = NULL;
+    stack = NULL;
+    order_cap = stack_cap = 0;
+}
+
+static void buffers_free_at_exit(void) { buffers_free(NULL); }
+
+static void buffers_init(void)
+{
+    pthread_key_create(&buffers_key, buffers_free);
+    atexit(buffers_free_at_exit);
+}
 
 static bool grow(void **buf, size_t *cap, size_t need, size_t elem)
 {
     if (need <= *cap) return true;
+    pthread_once(&buffers_once, buffers_init);
+    pthread_setspecific(buffers_key, (void *)1); /* any non-NULL value runs the destructor */
     size_t c = *cap ? *cap : 256;
     while (c < need) c *= 2;
     void *p = sl__realloc(*buf, c * elem);
@@ -183,7 +209,10 @@ bool sl_backward_ex(sl_tensor *out, const sl_tensor *grad_out, int flags)
         bool ok = n->backward(n);
         n->grad = NULL;
         if (!retain) n->consumed = true;
-        if (!ok) return false;
+        if (!ok) { /* drop the partial sums still waiting, so a retry starts clean */
+            while (k-- > 0) order[k]->grad = NULL;
+            return false;
+        }
     }
     return true;
 }

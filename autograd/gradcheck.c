@@ -8,6 +8,8 @@
 
 #include <math.h>
 
+enum { MAX_INPUTS = 64 };
+
 typedef struct {
     sl_gradcheck_fn fn;
     sl_tensor *const *inputs;
@@ -63,9 +65,9 @@ bool sl_gradcheck(sl_gradcheck_fn fn, int n_inputs, sl_tensor *const *inputs, vo
     sl_gradcheck_opts o = {1e-6, 1e-5, 1e-3, 1, false};
     if (opts) {
         o = *opts;
-        if (o.eps <= 0) o.eps = 1e-6;
-        if (o.atol < 0) o.atol = 1e-5;
-        if (o.rtol < 0) o.rtol = 1e-3;
+        if (!(o.eps > 0)) o.eps = 1e-6; /* 0 (a zeroed struct) picks the defaults */
+        if (!(o.atol > 0)) o.atol = 1e-5;
+        if (!(o.rtol > 0)) o.rtol = 1e-3;
     }
 #define FAIL_ARG(...)                                                                            \
     do {                                                                                         \
@@ -75,6 +77,7 @@ bool sl_gradcheck(sl_gradcheck_fn fn, int n_inputs, sl_tensor *const *inputs, vo
     } while (0)
     if (!fn) FAIL_ARG("sl_gradcheck: fn is NULL");
     if (n_inputs < 1 || !inputs) FAIL_ARG("sl_gradcheck: no inputs");
+    if (n_inputs > MAX_INPUTS) FAIL_ARG("sl_gradcheck: %d inputs; at most %d", n_inputs, MAX_INPUTS);
     for (int i = 0; i < n_inputs; i++) {
         const sl_tensor *x = inputs[i];
         if (!x) FAIL_ARG("sl_gradcheck: input %d is NULL", i);
@@ -88,12 +91,21 @@ bool sl_gradcheck(sl_gradcheck_fn fn, int n_inputs, sl_tensor *const *inputs, vo
 #undef FAIL_ARG
 
     sl_arena *keep = sl_arena_new(0), *scratch = sl_arena_new(0);
+    sl_tensor *saved_grads[MAX_INPUTS] = {0};
     sl_arena *prev_arena = sl_arena_set(NULL); /* to restore exactly, NULL included */
     sl_arena_set(prev_arena);
     bool prev_grad = sl_grad_enabled();
     bool ok = false;
     if (!keep || !scratch) goto done;
     call_ctx c = {fn, inputs, n_inputs, user, scratch};
+    /* The caller's accumulated gradients, restored at the end. */
+    for (int i = 0; i < n_inputs; i++)
+        if (inputs[i]->grad) {
+            sl_arena *prev = sl_arena_set(keep);
+            saved_grads[i] = sl_empty(inputs[i]->grad->dtype, inputs[i]->ndim, inputs[i]->shape);
+            sl_arena_set(prev);
+            if (!saved_grads[i] || !sl_copy_into(saved_grads[i], inputs[i]->grad)) goto done;
+        }
 
     /* The projection weights, shaped like the output. */
     sl_arena_set(scratch);
@@ -103,8 +115,8 @@ bool sl_gradcheck(sl_gradcheck_fn fn, int n_inputs, sl_tensor *const *inputs, vo
     int64_t ny = sl_numel(y0);
     sl_rng rng = sl_rng_seed(o.seed);
     double *w = sl_arena_alloc(keep, sizeof(double) * (size_t)(ny ? ny : 1), 64);
-    double *grads[64] = {0}, *grads2[64] = {0};
-    if (!w || n_inputs > 64) goto done;
+    double *grads[MAX_INPUTS] = {0}, *grads2[MAX_INPUTS] = {0};
+    if (!w) goto done;
     for (int64_t k = 0; k < ny; k++) w[k] = ny == 1 ? 1.0 : sl_rng_normal(&rng);
     for (int i = 0; i < n_inputs; i++) {
         if (!inputs[i]->requires_grad) continue;
@@ -170,8 +182,11 @@ done:
                  sl_error_message());
     sl_set_grad_enabled(prev_grad);
     sl_arena_set(prev_arena);
-    /* The inputs' grads point into their own arenas, not ours; zero them for the caller. */
-    for (int i = 0; i < n_inputs; i++) sl_zero_grad(inputs[i]);
+    /* The inputs' grads live in their own arenas: give them back the caller's values. */
+    for (int i = 0; i < n_inputs; i++) {
+        if (saved_grads[i]) sl_copy_into(inputs[i]->grad, saved_grads[i]);
+        else sl_zero_grad(inputs[i]);
+    }
     sl_arena_free(scratch);
     sl_arena_free(keep);
     r->ok = ok;

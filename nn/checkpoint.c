@@ -416,6 +416,18 @@ sl_gpt *sl_gpt_load(const char *path, sl_dtype dtype)
         sl__ckpt_close(&ck);
         return NULL;
     }
+    /* The config comes from an untrusted file: before building (and touching) the model it
+     * describes, check that the file holds at least that model's token embedding and blocks. */
+    double c = (double)cfg.dim, ratio = cfg.mlp_ratio ? cfg.mlp_ratio : 4;
+    double at_least = (double)cfg.vocab_size * c + (double)cfg.n_layers * (2 + 2 * ratio) * c * c;
+    if (cfg.dim > 0 && cfg.vocab_size > 0 && at_least * 4 > (double)ck.data_len) {
+        bad(&ck, "its config (vocab %lld, dim %lld, %d layers) needs at least %.0f parameters, "
+                 "but the file holds only %llu bytes of data",
+            (long long)cfg.vocab_size, (long long)cfg.dim, cfg.n_layers, at_least,
+            (unsigned long long)ck.data_len);
+        sl__ckpt_close(&ck);
+        return NULL;
+    }
     sl_gpt *m = sl_gpt_new(&cfg, dtype);
     if (!m) {
         char why[512];

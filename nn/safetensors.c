@@ -18,11 +18,13 @@
  * only then is the data read into a staging buffer and copied out. So a bad file changes
  * nothing, and the error names the file and its first problem.
  *
- * Writing is atomic: everything goes to "<path>.tmp.<pid>", which is fsynced and renamed over
+ * Writing is atomic: everything goes to "<path>.tmp.<pid>.<n>", which is fsynced and renamed over
  * path, and the directory is fsynced; on any error the temp file is removed and the previous
  * file at path is untouched.
  */
 #include "safetensors.h"
+
+#include <stdatomic.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -493,9 +495,16 @@ bool sl__ckpt_write(const char *op, const char *path, const sl_named *given, int
         sl__free(items);
         return sl_set_error(SL_ERR_OOM, "%s: out of memory", op);
     }
-    snprintf(tmp, cap, "%s.tmp.%ld", path, (long)getpid());
+    /* A name unique to this call (pid and a counter), created exclusively: two threads saving
+     * to the same path never share a temp file. */
+    static atomic_uint counter;
+    int fd = -1;
+    for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
+        snprintf(tmp, cap, "%s.tmp.%ld.%u", path, (long)getpid(), atomic_fetch_add(&counter, 1));
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0 && errno != EEXIST) break;
+    }
     bool ok = false;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
     if (fd < 0) {
         io_error(op, "create", tmp);
     } else if (!write_contents(fd, header, hlen, items, n) || fsync(fd) != 0) {

@@ -85,7 +85,7 @@ static void slice_view(sl_tensor *v, int dim, int64_t start, int64_t len, int64_
 {
     v->offset += start * v->strides[dim];
     v->shape[dim] = len;
-    v->strides[dim] *= step;
+    if (len > 1) v->strides[dim] *= step; /* (a huge step over one element must not overflow) */
 }
 
 /* Strides that read t as broadcast to `shape` (numpy: t's dims align with the last ones; a
@@ -380,6 +380,7 @@ sl_tensor *sl_expand(sl_tensor *a, int ndim, const int64_t *shape)
     if (!expand_strides(a, ndim, shape, strides))
         return SL_FAIL(SL_ERR_SHAPE, "sl_expand: cannot expand %s to %s", sl_shape_str(a),
                        sl__dims_str(ndim, shape));
+    if (!sl__check_shape("sl_expand", ndim, shape)) return NULL; /* numel must fit */
     sl_tensor *y = sl__alias(a);
     if (!y) return NULL;
     set_layout(y, ndim, shape, strides);

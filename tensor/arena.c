@@ -40,7 +40,9 @@ void sl__free(void *p) { free(p); }
 
 enum { BLOCK_ALIGN = 64, DEFAULT_BLOCK = 4 << 20 };
 
-static _Thread_local sl_arena *current; /* the calling thread's current arena */
+static _Thread_local sl_arena *current;        /* the calling thread's current arena */
+static _Thread_local sl_arena *thread_default; /* its default arena (see the end of the file) */
+static pthread_key_t default_key;              /* frees thread_default at thread exit */
 
 typedef struct block {
     struct block *next;
@@ -74,6 +76,10 @@ void sl_arena_free(sl_arena *a)
         sl__free(b);
     }
     if (current == a) current = NULL;
+    if (thread_default == a) {
+        thread_default = NULL;
+        pthread_setspecific(default_key, NULL);
+    }
     sl__free(a);
 }
 
@@ -158,15 +164,19 @@ size_t sl_arena_reserved(const sl_arena *a) { return a ? a->reserved : 0; }
 
 /* ---------------------------------------------------------------- the current arena */
 
-static sl_arena *default_arena;
+/* Each thread has its own default arena, made on first use: threads that never call
+ * sl_arena_set do not share (and race on) one arena. A thread's default arena is freed when the
+ * thread exits, and the one of the thread that calls exit() (normally main) at exit. */
 static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 
-static void default_free(void) { sl_arena_free(default_arena); default_arena = NULL; }
+static void default_destroy(void *a) { sl_arena_free(a); }
+
+static void default_free_at_exit(void) { sl_arena_free(thread_default); }
 
 static void default_init(void)
 {
-    default_arena = sl_arena_new(0);
-    if (default_arena) atexit(default_free);
+    pthread_key_create(&default_key, default_destroy);
+    atexit(default_free_at_exit);
 }
 
 sl_arena *sl_arena_set(sl_arena *a)
@@ -179,6 +189,10 @@ sl_arena *sl_arena_set(sl_arena *a)
 sl_arena *sl_arena_current(void)
 {
     if (current) return current;
-    pthread_once(&default_once, default_init);
-    return default_arena;
+    if (!thread_default) {
+        pthread_once(&default_once, default_init);
+        thread_default = sl_arena_new(0);
+        if (thread_default) pthread_setspecific(default_key, thread_default);
+    }
+    return thread_default;
 }

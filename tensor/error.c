@@ -59,10 +59,12 @@ bool sl_set_error(sl_status code, const char *fmt, ...)
         const char *e = getenv("SL_ABORT_ON_ERROR");
         if (e && *e && *e != '0' && !handler) handler = sl_error_abort_handler;
     }
+    char tmp[sizeof err_msg]; /* an argument may be sl_error_message() itself */
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err_msg, sizeof err_msg, fmt, ap);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
+    memcpy(err_msg, tmp, sizeof err_msg);
     err_code = code == SL_OK ? SL_ERR_ARG : code;
     if (handler) handler(err_code, err_msg, handler_user);
     return false;

@@ -43,6 +43,9 @@ bool sl__check_same_dtype(const char *op, const sl_tensor *a, const sl_tensor *b
 bool sl__axis(const char *op, const sl_tensor *t, int axis, int *out);
 
 /* ---------------------------------------------------------------- tensors */
+/* ndim in [0, SL_MAX_DIMS], no negative dim, numel * 8 bytes fits in int64; else reports
+ * "<op>: ..." and returns false. */
+bool sl__check_shape(const char *op, int ndim, const int64_t *shape);
 /* A new contiguous tensor in the current arena, data uninitialised. */
 sl_tensor *sl__new(sl_dtype dtype, int ndim, const int64_t *shape);
 sl_tensor *sl__new_like(const sl_tensor *t);

@@ -36,8 +36,12 @@ typedef struct {
 static pool_t pool = {.mu = PTHREAD_MUTEX_INITIALIZER,
                       .work_cv = PTHREAD_COND_INITIALIZER,
                       .done_cv = PTHREAD_COND_INITIALIZER};
-static pthread_mutex_t config_mu = PTHREAD_MUTEX_INITIALIZER;
-static int requested; /* 0: not decided yet */
+/* job_mu is held for the whole of a job and while the pool is (re)configured, so one job runs
+ * at a time and the workers never change under it. The thread count is also kept in an atomic,
+ * so code inside a job can read it without taking job_mu. */
+static pthread_mutex_t job_mu = PTHREAD_MUTEX_INITIALIZER;
+static int requested;          /* 0: not decided yet; job_mu */
+static atomic_int n_threads_now; /* 0 until the pool has started */
 static _Thread_local bool in_pool;
 
 bool sl__in_pool(void) { return in_pool; }
@@ -94,11 +98,11 @@ static int default_threads(void)
 
 static bool atexit_done;
 
-/* Starts the workers for `requested` threads if they are not running. config_mu held. */
+/* Starts the workers for `requested` threads if they are not running. job_mu held. */
 static void pool_start_locked(void)
 {
     if (!requested) requested = default_threads();
-    if (pool.n_threads == requested) return;
+    if (pool.n_threads == requested && atomic_load(&n_threads_now)) return;
     if (pool.n_threads > 1) pool_stop();
     openblas_set_num_threads(1);
     pool.n_threads = 1;
@@ -107,6 +111,7 @@ static void pool_start_locked(void)
             break;
         pool.n_threads++;
     }
+    atomic_store(&n_threads_now, pool.n_threads);
     if (!atexit_done) {
         atexit_done = true;
         atexit(pool_stop);
@@ -115,20 +120,26 @@ static void pool_start_locked(void)
 
 void sl_set_num_threads(int n)
 {
+    if (in_pool) { /* from inside a job: the workers are busy with it */
+        sl_set_error(SL_ERR_STATE, "sl_set_num_threads: called from inside a parallel job");
+        return;
+    }
     if (n < 1) n = default_threads();
     if (n > MAX_THREADS) n = MAX_THREADS;
-    pthread_mutex_lock(&config_mu);
+    pthread_mutex_lock(&job_mu); /* waits for another thread's running job */
     requested = n;
     pool_start_locked();
-    pthread_mutex_unlock(&config_mu);
+    pthread_mutex_unlock(&job_mu);
 }
 
 int sl_get_num_threads(void)
 {
-    pthread_mutex_lock(&config_mu);
+    int n = atomic_load(&n_threads_now);
+    if (n) return n;
+    pthread_mutex_lock(&job_mu);
     pool_start_locked();
-    int n = pool.n_threads;
-    pthread_mutex_unlock(&config_mu);
+    n = pool.n_threads;
+    pthread_mutex_unlock(&job_mu);
     return n;
 }
 
@@ -141,21 +152,27 @@ void sl_parallel_for(int64_t n, int64_t grain, sl_range_fn fn, void *ctx)
         fn(ctx, 0, n);
         return;
     }
-    /* Aim for a few chunks per thread so uneven chunks balance, but never below grain. */
-    int64_t chunk = (n + 4 * nt - 1) / (4 * nt);
-    if (chunk < grain) chunk = grain;
     /* One job at a time: a second caller thread runs its job serially rather than wait. */
-    if (pthread_mutex_trylock(&config_mu) != 0) {
+    if (pthread_mutex_trylock(&job_mu) != 0) {
         fn(ctx, 0, n);
         return;
     }
+    nt = pool.n_threads; /* as configured now, under job_mu */
+    if (nt == 1) {
+        pthread_mutex_unlock(&job_mu);
+        fn(ctx, 0, n);
+        return;
+    }
+    /* Aim for a few chunks per thread so uneven chunks balance, but never below grain. */
+    int64_t chunk = (n + 4 * nt - 1) / (4 * nt);
+    if (chunk < grain) chunk = grain;
     pthread_mutex_lock(&pool.mu);
     pool.fn = fn;
     pool.ctx = ctx;
     pool.n = n;
     pool.chunk = chunk;
     atomic_store(&pool.next, 0);
-    pool.active = pool.n_threads - 1;
+    pool.active = nt - 1;
     pool.generation++;
     pthread_cond_broadcast(&pool.work_cv);
     pthread_mutex_unlock(&pool.mu);
@@ -167,5 +184,5 @@ void sl_parallel_for(int64_t n, int64_t grain, sl_range_fn fn, void *ctx)
     pthread_mutex_lock(&pool.mu);
     while (pool.active > 0) pthread_cond_wait(&pool.done_cv, &pool.mu);
     pthread_mutex_unlock(&pool.mu);
-    pthread_mutex_unlock(&config_mu);
+    pthread_mutex_unlock(&job_mu);
 }

@@ -17,6 +17,15 @@ const char *sl_dtype_name(sl_dtype dtype)
     return "?";
 }
 
+/* double -> i32 without undefined behaviour: truncates toward zero, saturates, NaN gives 0. */
+static inline int32_t to_i32(double v)
+{
+    if (!(v == v)) return 0;
+    if (v >= 2147483647.0) return INT32_MAX;
+    if (v <= -2147483648.0) return INT32_MIN;
+    return (int32_t)v;
+}
+
 int64_t sl__shape_numel(int ndim, const int64_t *shape)
 {
     int64_t n = 1;
@@ -78,7 +87,7 @@ const char *sl_shape_str(const sl_tensor *t)
 
 /* ---------------------------------------------------------------- creation */
 
-static bool check_shape(const char *op, int ndim, const int64_t *shape)
+bool sl__check_shape(const char *op, int ndim, const int64_t *shape)
 {
     if (ndim < 0 || ndim > SL_MAX_DIMS)
         return sl_set_error(SL_ERR_ARG, "%s: ndim %d outside [0, %d]", op, ndim, SL_MAX_DIMS);
@@ -98,7 +107,7 @@ static bool check_shape(const char *op, int ndim, const int64_t *shape)
 
 static sl_tensor *alloc_tensor(const char *op, sl_dtype dtype, int ndim, const int64_t *shape)
 {
-    if (!check_shape(op, ndim, shape)) return NULL;
+    if (!sl__check_shape(op, ndim, shape)) return NULL;
     if (dtype != SL_F32 && dtype != SL_F64 && dtype != SL_I32)
         return SL_FAIL(SL_ERR_DTYPE, "%s: unknown dtype %d", op, (int)dtype);
     sl_arena *a = sl_arena_current();
@@ -163,7 +172,7 @@ static void fill_contig(sl_tensor *t, double v)
     switch (t->dtype) {
     case SL_F32: for (int64_t i = 0; i < n; i++) ((float *)t->data)[i] = (float)v; break;
     case SL_F64: for (int64_t i = 0; i < n; i++) ((double *)t->data)[i] = v; break;
-    case SL_I32: for (int64_t i = 0; i < n; i++) ((int32_t *)t->data)[i] = (int32_t)v; break;
+    case SL_I32: for (int64_t i = 0; i < n; i++) ((int32_t *)t->data)[i] = to_i32(v); break;
     }
 }
 
@@ -187,6 +196,9 @@ sl_tensor *sl_arange(sl_dtype dtype, double start, double stop, double step)
         return SL_FAIL(SL_ERR_ARG, "sl_arange: bad range start %g stop %g step %g", start, stop,
                        step);
     double count = ceil((stop - start) / step);
+    if (count >= 0x1p40)
+        return SL_FAIL(SL_ERR_SHAPE, "sl_arange: [%g, %g) in steps of %g is too large", start, stop,
+                       step);
     int64_t n = count > 0 ? (int64_t)count : 0;
     sl_tensor *t = alloc_tensor("sl_arange", dtype, 1, &n);
     if (!t) return NULL;
@@ -230,7 +242,7 @@ static void store(sl_tensor *t, int64_t off, double v)
     switch (t->dtype) {
     case SL_F32: ((float *)t->data)[off] = (float)v; break;
     case SL_F64: ((double *)t->data)[off] = v; break;
-    case SL_I32: ((int32_t *)t->data)[off] = (int32_t)v; break;
+    case SL_I32: ((int32_t *)t->data)[off] = to_i32(v); break;
     }
 }
 
@@ -292,8 +304,12 @@ static void convert_run(void *vctx, char *const *p, const int64_t *bs, int64_t n
     case SL_F64 * 3 + SL_F32: CONVERT(double, float) break;
     case SL_F64 * 3 + SL_F64: CONVERT(double, double) break;
     case SL_F64 * 3 + SL_I32: CONVERT(double, int32_t) break;
-    case SL_I32 * 3 + SL_F32: CONVERT(int32_t, float) break;
-    case SL_I32 * 3 + SL_F64: CONVERT(int32_t, double) break;
+    case SL_I32 * 3 + SL_F32:
+        for (int64_t i = 0; i < n; i++) *(int32_t *)(d + i * bs[0]) = to_i32(*(const float *)(s + i * bs[1]));
+        break;
+    case SL_I32 * 3 + SL_F64:
+        for (int64_t i = 0; i < n; i++) *(int32_t *)(d + i * bs[0]) = to_i32(*(const double *)(s + i * bs[1]));
+        break;
     case SL_I32 * 3 + SL_I32: CONVERT(int32_t, int32_t) break;
     }
 #undef CONVERT

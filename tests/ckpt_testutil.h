@@ -81,11 +81,39 @@ static inline void write_bytes(const char *path, const void *b, size_t len)
 /* A safetensors file with the given header text (not padded) and data_len bytes of data. */
 static inline bool exists(const char *path) { return access(path, F_OK) == 0; }
 
+/* The prefix of the temp files a save of path uses: "<path>.tmp.<pid>." and a counter. */
 static inline const char *tmp_of(const char *path)
 {
     static char b[300];
-    snprintf(b, sizeof b, "%s.tmp.%ld", path, (long)getpid());
+    snprintf(b, sizeof b, "%s.tmp.%ld.", path, (long)getpid());
     return b;
+}
+
+/* True if a temp file of path (any counter) is still in its directory. */
+static inline bool temp_left(const char *path)
+{
+    char folder[300], prefix[320];
+    snprintf(folder, sizeof folder, "%s", path);
+    char *slash = strrchr(folder, '/');
+    const char *base = slash ? slash + 1 : folder;
+    snprintf(prefix, sizeof prefix, "%.300s.tmp.", base);
+    if (slash) *slash = '\0';
+    DIR *d = opendir(slash ? folder : ".");
+    bool found = false;
+    for (struct dirent *e; d && (e = readdir(d));)
+        found |= strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    if (d) closedir(d);
+    return found;
+}
+
+/* msg is "<head><a temp file of path>': <tail>". */
+static inline bool is_temp_msg(const char *msg, const char *head, const char *path,
+                               const char *tail)
+{
+    size_t h = strlen(head), t = strlen(tail);
+    const char *pre = tmp_of(path);
+    return strncmp(msg, head, h) == 0 && strncmp(msg + h, pre, strlen(pre)) == 0 &&
+           strlen(msg) >= h + t && strcmp(msg + strlen(msg) - t, tail) == 0;
 }
 
 /* ---------------------------------------------------------------- registries */

@@ -200,6 +200,59 @@ START_TEST(gradcheck_catches_wrong_backward)
 }
 END_TEST
 
+START_TEST(gradcheck_leaves_caller_grads_alone)
+{
+    sl_rng r = sl_rng_seed(8);
+    sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(3));
+    sl_tensor *y = sl_mul(x, x);
+    ck_assert(sl_backward_ex(y, sl_ones(SL_F64, sl_shape(3)), 0));
+    double before[3];
+    for (int i = 0; i < 3; i++) before[i] = sl_get(x->grad, i);
+    tu_gradcheck(cube_ok, 1, &x, NULL);
+    for (int i = 0; i < 3; i++) ck_assert(sl_get(x->grad, i) == before[i]);
+}
+END_TEST
+
+/* An op whose backward fails the first time it runs (as on OOM). */
+static int fail_once;
+static bool flaky_backward(sl_node *n)
+{
+    if (fail_once-- > 0) return sl_set_error(SL_ERR_OOM, "flaky: simulated OOM");
+    sl_tensor *gx = sl_input_grad(n, 0);
+    if (!gx) return false;
+    for (int64_t i = 0; i < sl_numel(gx); i++) sl_set(gx, i, sl_get(gx, i) + sl_get(n->grad, i));
+    return true;
+}
+
+START_TEST(failed_backward_can_be_retried)
+{
+    /* loss = flaky(x) + 3x: the retry after a failure gives exactly 1 + 3 = 4 per element. */
+    sl_tensor *x = sl_requires_grad(sl_ones(SL_F64, sl_shape(2)), true);
+    sl_tensor *f = sl_empty(SL_F64, sl_shape(2));
+    sl_copy_into(f, x);
+    sl_node *n;
+    ck_assert(sl_record(&n, "flaky", f, 1, &x, flaky_backward, 0));
+    /* 3x first: the sort then runs flaky before the scale, so the failure leaves the scale's
+     * incoming gradient waiting (the case that must be cleaned up). */
+    sl_tensor *loss = sl_sum_all(sl_add(sl_mul_scalar(x, 3), f));
+    fail_once = 1;
+    ck_assert(!sl_backward_ex(loss, NULL, SL_RETAIN_GRAPH));
+    ck_assert_int_eq(sl_error(), SL_ERR_OOM);
+    sl_error_clear();
+    sl_zero_grad(x);
+    ck_assert(sl_backward_ex(loss, NULL, SL_RETAIN_GRAPH));
+    for (int i = 0; i < 2; i++) ck_assert(sl_get(x->grad, i) == 4.0);
+}
+END_TEST
+
+START_TEST(error_message_may_quote_itself)
+{
+    sl_set_error(SL_ERR_SHAPE, "inner: [2,3]");
+    sl_set_error(SL_ERR_SHAPE, "my_layer: %s", sl_error_message());
+    ck_assert_str_eq(sl_error_message(), "my_layer: inner: [2,3]");
+}
+END_TEST
+
 START_TEST(gradcheck_argument_errors)
 {
     sl_tensor *f = sl_requires_grad(sl_ones(SL_F32, sl_shape(2)), true);
@@ -230,6 +283,9 @@ int main(void)
     tcase_add_test(tc, custom_op_passes_gradcheck);
     tcase_add_test(tc, gradcheck_catches_wrong_backward);
     tcase_add_test(tc, gradcheck_argument_errors);
+    tcase_add_test(tc, gradcheck_leaves_caller_grads_alone);
+    tcase_add_test(tc, failed_backward_can_be_retried);
+    tcase_add_test(tc, error_message_may_quote_itself);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

@@ -1,6 +1,7 @@
 /* The tensor layer: creation, element access, printing, errors, arenas, the RNG, the pool. */
 #include "testutil.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -232,6 +233,11 @@ START_TEST(rng_distributions)
 END_TEST
 
 static atomic_int hits[10007];
+static void mark_range(void *ctx, int64_t b, int64_t e)
+{
+    atomic_int *c = ctx;
+    for (int64_t i = b; i < e; i++) atomic_fetch_add(&c[i], 1);
+}
 static void mark(void *ctx, int64_t b, int64_t e)
 {
     for (int64_t i = b; i < e; i++) atomic_fetch_add(&hits[i], 1);
@@ -256,6 +262,39 @@ START_TEST(pool_covers_every_index_once)
 }
 END_TEST
 
+static atomic_int inner_count;
+static void ask_pool(void *ctx, int64_t b, int64_t e)
+{
+    /* Reading the thread count inside a job must not block; reconfiguring is refused. */
+    atomic_fetch_add(&inner_count, sl_get_num_threads() >= 1 ? (int)(e - b) : 0);
+    if (b == 0) sl_set_num_threads(1);
+}
+
+static void *user_thread(void *arg)
+{
+    memset(arg, 0, sizeof(atomic_int) * 1000);
+    for (int rep = 0; rep < 200; rep++) sl_parallel_for(1000, 10, mark_range, arg);
+    return NULL;
+}
+
+START_TEST(pool_jobs_from_callbacks_and_several_threads)
+{
+    sl_set_num_threads(2);
+    atomic_store(&inner_count, 0);
+    sl_parallel_for(1000, 10, ask_pool, NULL);
+    ck_assert_int_eq(atomic_load(&inner_count), 1000);
+    ck_assert_int_eq(sl_get_num_threads(), 2); /* the call from inside the job was refused */
+    sl_error_clear(); /* the refusal set an error on whichever thread ran chunk 0 */
+    /* Two user threads submitting jobs at once: each gets every index, exactly 200 times. */
+    static atomic_int counts[2][1000];
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) pthread_create(&t[i], NULL, user_thread, counts[i]);
+    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < 2; i++)
+        for (int k = 0; k < 1000; k++) ck_assert_int_eq(atomic_load(&counts[i][k]), 200);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tensor");
@@ -270,6 +309,7 @@ int main(void)
     tcase_add_test(tc, rng_reference_stream);
     tcase_add_test(tc, rng_distributions);
     tcase_add_test(tc, pool_covers_every_index_once);
+    tcase_add_test(tc, pool_jobs_from_callbacks_and_several_threads);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

@@ -88,7 +88,7 @@ sl_tensor *sl_input_grad(sl_node *node, int i);
 /* A function of tensors under test. Returns its output (any shape), or NULL on error. */
 typedef sl_tensor *(*sl_gradcheck_fn)(sl_tensor *const *inputs, int n_inputs, void *user);
 
-typedef struct sl_gradcheck_opts {
+typedef struct sl_gradcheck_opts { /* a zero field picks its default */
     double eps;       /* central-difference step; default 1e-6 */
     double atol;      /* default 1e-5 */
     double rtol;      /* default 1e-3 */
@@ -113,7 +113,8 @@ typedef struct sl_gradcheck_result {
  * covers the full vector-Jacobian product. An element passes when
  * |analytic - numeric| <= atol + rtol * |numeric|. It also checks that running forward and
  * backward a second time gives bitwise the same gradients. opts may be NULL (defaults);
- * result may be NULL. Temporary tensors go to a private arena. Returns result->ok. */
+ * result may be NULL. At most 64 inputs. Temporary tensors go to a private arena, and the
+ * inputs' gradients are left as they were (zero if they had none). Returns result->ok. */
 bool sl_gradcheck(sl_gradcheck_fn fn, int n_inputs, sl_tensor *const *inputs, void *user,
                   const sl_gradcheck_opts *opts, sl_gradcheck_result *result);
 

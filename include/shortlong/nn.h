@@ -257,7 +257,7 @@ double sl_lr_warmup_cosine(int64_t step, int64_t warmup, int64_t total, double m
  * with "__metadata__" string pairs (padded with spaces to a multiple of 8); then the raw
  * little-endian data, tensors packed in order.
  *
- * Writes are atomic: the file is written to "<path>.tmp.<pid>", fsynced and renamed over path,
+ * Writes are atomic: the file is written to "<path>.tmp.<pid>.<n>", fsynced and renamed over path,
  * then the directory is fsynced. On any error the temp file is removed and a previous file at
  * path is left as it was (SL_ERR_IO).
  *

@@ -17,7 +17,8 @@
  * never freed on its own: resetting the arena releases all its tensors at once and keeps the
  * blocks, so a loop that makes the same allocations each iteration stops touching the heap
  * after its first iteration. New tensors go to the calling thread's current arena
- * (sl_arena_set); without one, to a process-wide default arena freed at exit.
+ * (sl_arena_set); without one, to the thread's own default arena (freed when the thread
+ * exits). An arena is not locked: share one between threads only with your own locking.
  */
 #ifndef SHORTLONG_TENSOR_H
 #define SHORTLONG_TENSOR_H
@@ -71,7 +72,8 @@ sl_arena *sl_arena_new(size_t block_bytes);
 void sl_arena_free(sl_arena *arena);
 /* Releases every tensor in the arena; keeps the blocks for reuse. */
 void sl_arena_reset(sl_arena *arena);
-/* Makes `arena` the calling thread's current arena (NULL: the default); returns the previous. */
+/* Makes `arena` the calling thread's current arena (NULL: the thread's default); returns the
+ * previous one (NULL if it was the default). */
 sl_arena *sl_arena_set(sl_arena *arena);
 sl_arena *sl_arena_current(void);
 void *sl_arena_alloc(sl_arena *arena, size_t bytes, size_t align); /* NULL + SL_ERR_OOM */
