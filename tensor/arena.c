@@ -145,7 +145,10 @@ void *sl_arena_alloc(sl_arena *a, size_t bytes, size_t align)
         sl__free(tail);
         tail = n;
     }
-    size_t cap = bytes + align > a->block_bytes ? bytes + align : a->block_bytes;
+    /* A large allocation gets a block of its own, with room to spare for the small ones that
+     * follow it (its tensor header, its tape node), which would otherwise open a new block. */
+    size_t cap = bytes + align > a->block_bytes ? bytes + align + a->block_bytes / 8
+                                                : a->block_bytes;
     block *b = block_new(cap);
     if (a->cur) a->cur->next = b;
     else a->head = b;
