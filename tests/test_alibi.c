@@ -603,22 +603,21 @@ int main(void)
 {
     Suite *s = suite_create("alibi");
     TCase *tc = tcase_create("alibi");
-    tcase_add_checked_fixture(tc, tu_setup, tu_teardown);
-    tcase_set_timeout(tc, 600);
-    tcase_add_test(tc, slopes_follow_the_paper);
-    tcase_add_test(tc, slopes_errors);
-    tcase_add_test(tc, fused_matches_composed_f64);
-    tcase_add_test(tc, fused_matches_composed_f32);
-    tcase_add_test(tc, zero_slopes_are_plain_attention);
-    tcase_add_test(tc, probabilities_are_right);
-    tcase_add_test(tc, bias_alone_closed_form);
-    tcase_add_test(tc, gradcheck_q_k_v_slopes);
-    tcase_add_test(tc, gradients_accumulate);
-    tcase_add_test(tc, slopes_dtype_is_free);
-    tcase_add_test(tc, cache_consistency);
-    tcase_add_test(tc, thread_counts_agree_and_runs_repeat);
-    tcase_add_test(tc, memory_is_linear_in_T);
-    tcase_add_test(tc, errors_name_the_shapes);
-    suite_add_tcase(s, tc);
+    tu_fixture(tc, tu_setup, tu_teardown);
+    tu_timeout(tc, 600);
+    tu_add_test(s, tc, slopes_follow_the_paper);
+    tu_add_test(s, tc, slopes_errors);
+    tu_add_test(s, tc, fused_matches_composed_f64);
+    tu_add_test(s, tc, fused_matches_composed_f32);
+    tu_add_test(s, tc, zero_slopes_are_plain_attention);
+    tu_add_test(s, tc, probabilities_are_right);
+    tu_add_test(s, tc, bias_alone_closed_form);
+    tu_add_test(s, tc, gradcheck_q_k_v_slopes);
+    tu_add_test(s, tc, gradients_accumulate);
+    tu_add_test(s, tc, slopes_dtype_is_free);
+    tu_add_test(s, tc, cache_consistency);
+    tu_add_test(s, tc, thread_counts_agree_and_runs_repeat);
+    tu_add_test(s, tc, memory_is_linear_in_T);
+    tu_add_test(s, tc, errors_name_the_shapes);
     return tu_run(s);
 }

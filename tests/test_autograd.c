@@ -273,19 +273,18 @@ int main(void)
 {
     Suite *s = suite_create("autograd");
     TCase *tc = tcase_create("autograd");
-    tcase_add_checked_fixture(tc, tu_setup, tu_teardown);
-    tcase_add_test(tc, chain_rule_and_fan_in);
-    tcase_add_test(tc, scalar_loss_backward);
-    tcase_add_test(tc, backward_errors);
-    tcase_add_test(tc, graph_is_consumed_unless_retained);
-    tcase_add_test(tc, no_grad_records_nothing_and_holds_no_memory);
-    tcase_add_test(tc, detach_stops_gradient);
-    tcase_add_test(tc, custom_op_passes_gradcheck);
-    tcase_add_test(tc, gradcheck_catches_wrong_backward);
-    tcase_add_test(tc, gradcheck_argument_errors);
-    tcase_add_test(tc, gradcheck_leaves_caller_grads_alone);
-    tcase_add_test(tc, failed_backward_can_be_retried);
-    tcase_add_test(tc, error_message_may_quote_itself);
-    suite_add_tcase(s, tc);
+    tu_fixture(tc, tu_setup, tu_teardown);
+    tu_add_test(s, tc, chain_rule_and_fan_in);
+    tu_add_test(s, tc, scalar_loss_backward);
+    tu_add_test(s, tc, backward_errors);
+    tu_add_test(s, tc, graph_is_consumed_unless_retained);
+    tu_add_test(s, tc, no_grad_records_nothing_and_holds_no_memory);
+    tu_add_test(s, tc, detach_stops_gradient);
+    tu_add_test(s, tc, custom_op_passes_gradcheck);
+    tu_add_test(s, tc, gradcheck_catches_wrong_backward);
+    tu_add_test(s, tc, gradcheck_argument_errors);
+    tu_add_test(s, tc, gradcheck_leaves_caller_grads_alone);
+    tu_add_test(s, tc, failed_backward_can_be_retried);
+    tu_add_test(s, tc, error_message_may_quote_itself);
     return tu_run(s);
 }

@@ -423,16 +423,15 @@ int main(void)
 {
     Suite *s = suite_create("checkpoint");
     TCase *tc = tcase_create("checkpoint");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, header_layout_is_safetensors);
-    tcase_add_test(tc, params_round_trip_bitwise);
-    tcase_add_test(tc, tensors_round_trip_bitwise);
-    tcase_add_test(tc, metadata_errors);
-    tcase_add_test(tc, each_validation_error_is_reported);
-    tcase_add_test(tc, truncated_files_fail_cleanly);
-    tcase_add_test(tc, flipped_bytes_fail_cleanly);
-    tcase_add_test(tc, flipped_bytes_fail_cleanly_training);
-    tcase_add_test(tc, failed_save_keeps_the_old_file);
-    suite_add_tcase(s, tc);
+    tu_fixture(tc, setup, teardown);
+    tu_add_test(s, tc, header_layout_is_safetensors);
+    tu_add_test(s, tc, params_round_trip_bitwise);
+    tu_add_test(s, tc, tensors_round_trip_bitwise);
+    tu_add_test(s, tc, metadata_errors);
+    tu_add_test(s, tc, each_validation_error_is_reported);
+    tu_add_test(s, tc, truncated_files_fail_cleanly);
+    tu_add_test(s, tc, flipped_bytes_fail_cleanly);
+    tu_add_test(s, tc, flipped_bytes_fail_cleanly_training);
+    tu_add_test(s, tc, failed_save_keeps_the_old_file);
     return tu_run(s);
 }

@@ -368,12 +368,11 @@ int main(void)
 {
     Suite *s = suite_create("checkpoint_train");
     TCase *tc = tcase_create("checkpoint_train");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, training_resumes_bitwise);
-    tcase_add_test(tc, training_checkpoint_errors);
-    tcase_add_test(tc, gpt_round_trip);
-    tcase_add_test(tc, gpt_training_checkpoint);
-    tcase_add_test(tc, gpt_config_errors);
-    suite_add_tcase(s, tc);
+    tu_fixture(tc, setup, teardown);
+    tu_add_test(s, tc, training_resumes_bitwise);
+    tu_add_test(s, tc, training_checkpoint_errors);
+    tu_add_test(s, tc, gpt_round_trip);
+    tu_add_test(s, tc, gpt_training_checkpoint);
+    tu_add_test(s, tc, gpt_config_errors);
     return tu_run(s);
 }

@@ -185,14 +185,13 @@ int main(void)
 {
     Suite *s = suite_create("elementwise");
     TCase *tc = tcase_create("elementwise");
-    tcase_add_checked_fixture(tc, tu_setup, tu_teardown);
-    tcase_add_test(tc, unary_values);
-    tcase_add_test(tc, binary_broadcast_values);
-    tcase_add_test(tc, binary_errors_name_op_and_shapes);
-    tcase_add_test(tc, unary_gradchecks);
-    tcase_add_test(tc, binary_gradchecks_broadcast_and_views);
-    tcase_add_test(tc, to_dtype_roundtrip_grad);
-    tcase_add_test(tc, large_parallel_matches_serial);
-    suite_add_tcase(s, tc);
+    tu_fixture(tc, tu_setup, tu_teardown);
+    tu_add_test(s, tc, unary_values);
+    tu_add_test(s, tc, binary_broadcast_values);
+    tu_add_test(s, tc, binary_errors_name_op_and_shapes);
+    tu_add_test(s, tc, unary_gradchecks);
+    tu_add_test(s, tc, binary_gradchecks_broadcast_and_views);
+    tu_add_test(s, tc, to_dtype_roundtrip_grad);
+    tu_add_test(s, tc, large_parallel_matches_serial);
     return tu_run(s);
 }

@@ -686,25 +686,23 @@ int main(void)
 {
     Suite *s = suite_create("gpt");
     TCase *tc = tcase_create("gpt");
-    tcase_add_checked_fixture(tc, tu_setup, tu_teardown);
-    tcase_add_test(tc, config_errors_are_clear);
-    tcase_add_test(tc, parameter_names_and_counts);
-    tcase_add_test(tc, whole_model_gradcheck_f64);
-    tcase_add_test(tc, loss_is_mean_cross_entropy_ignoring_minus_one);
-    tcase_add_test(tc, matches_pytorch_f32);
-    tcase_add_test(tc, matches_pytorch_f64);
-    tcase_add_test(tc, kv_cache_decoding_matches_full_recompute_past_context);
-    tcase_add_test(tc, kv_cache_decoding_every_method);
-    tcase_add_test(tc, positional_parameters);
-    tcase_add_test(tc, positions_added_to_embeddings);
-    tcase_add_test(tc, learned_positions_stop_at_the_table);
-    tcase_add_test(tc, every_method_gradcheck_f64);
-    tcase_add_test(tc, dropout_only_in_training);
-    tcase_add_test(tc, overfits_one_batch);
-    suite_add_tcase(s, tc);
+    tu_fixture(tc, tu_setup, tu_teardown);
+    tu_add_test(s, tc, config_errors_are_clear);
+    tu_add_test(s, tc, parameter_names_and_counts);
+    tu_add_test(s, tc, whole_model_gradcheck_f64);
+    tu_add_test(s, tc, loss_is_mean_cross_entropy_ignoring_minus_one);
+    tu_add_test(s, tc, matches_pytorch_f32);
+    tu_add_test(s, tc, matches_pytorch_f64);
+    tu_add_test(s, tc, kv_cache_decoding_matches_full_recompute_past_context);
+    tu_add_test(s, tc, kv_cache_decoding_every_method);
+    tu_add_test(s, tc, positional_parameters);
+    tu_add_test(s, tc, positions_added_to_embeddings);
+    tu_add_test(s, tc, learned_positions_stop_at_the_table);
+    tu_add_test(s, tc, every_method_gradcheck_f64);
+    tu_add_test(s, tc, dropout_only_in_training);
+    tu_add_test(s, tc, overfits_one_batch);
     TCase *files = tcase_create("files"); /* in a temporary directory */
-    tcase_add_checked_fixture(files, setup, teardown);
-    tcase_add_test(files, checkpoint_round_trip_every_method);
-    suite_add_tcase(s, files);
+    tu_fixture(files, setup, teardown);
+    tu_add_test(s, files, checkpoint_round_trip_every_method);
     return tu_run(s);
 }

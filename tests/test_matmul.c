@@ -352,15 +352,14 @@ int main(void)
 {
     Suite *s = suite_create("matmul");
     TCase *tc = tcase_create("matmul");
-    tcase_add_checked_fixture(tc, tu_setup, tu_teardown);
-    tcase_add_test(tc, values_against_naive_loop);
-    tcase_add_test(tc, vector_products_and_empty_dims);
-    tcase_add_test(tc, errors_name_the_shapes);
-    tcase_add_test(tc, transposed_operands_are_not_copied);
-    tcase_add_test(tc, large_product_row_split);
-    tcase_add_test(tc, one_thread_matches_two);
-    tcase_add_test(tc, linear_backward_needs_no_temporary);
-    tcase_add_test(tc, gradchecks);
-    suite_add_tcase(s, tc);
+    tu_fixture(tc, tu_setup, tu_teardown);
+    tu_add_test(s, tc, values_against_naive_loop);
+    tu_add_test(s, tc, vector_products_and_empty_dims);
+    tu_add_test(s, tc, errors_name_the_shapes);
+    tu_add_test(s, tc, transposed_operands_are_not_copied);
+    tu_add_test(s, tc, large_product_row_split);
+    tu_add_test(s, tc, one_thread_matches_two);
+    tu_add_test(s, tc, linear_backward_needs_no_temporary);
+    tu_add_test(s, tc, gradchecks);
     return tu_run(s);
 }

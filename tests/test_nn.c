@@ -695,21 +695,20 @@ int main(void)
 {
     Suite *s = suite_create("nn");
     TCase *tc = tcase_create("nn");
-    tcase_add_checked_fixture(tc, tu_setup, tu_teardown);
-    tcase_add_test(tc, registry_names_count_find_errors);
-    tcase_add_test(tc, clip_grad_norm_matches_hand_computation);
-    tcase_add_test(tc, gpt2_init_statistics_and_determinism);
-    tcase_add_test(tc, linear_values_and_errors);
-    tcase_add_test(tc, linear_gradcheck_with_and_without_bias);
-    tcase_add_test(tc, embedding_and_layer_norm_modules);
-    tcase_add_test(tc, dropout_module);
-    tcase_add_test(tc, mlp_values_and_gradcheck);
-    tcase_add_test(tc, attention_values_and_gradchecks);
-    tcase_add_test(tc, attention_alibi_changes_the_output);
-    tcase_add_test(tc, attention_t5_query_blocks_without_grad);
-    tcase_add_test(tc, attention_config_and_cache_errors);
-    tcase_add_test(tc, pos_names_parse);
-    tcase_add_test(tc, block_is_pre_ln_residual_and_gradchecks);
-    suite_add_tcase(s, tc);
+    tu_fixture(tc, tu_setup, tu_teardown);
+    tu_add_test(s, tc, registry_names_count_find_errors);
+    tu_add_test(s, tc, clip_grad_norm_matches_hand_computation);
+    tu_add_test(s, tc, gpt2_init_statistics_and_determinism);
+    tu_add_test(s, tc, linear_values_and_errors);
+    tu_add_test(s, tc, linear_gradcheck_with_and_without_bias);
+    tu_add_test(s, tc, embedding_and_layer_norm_modules);
+    tu_add_test(s, tc, dropout_module);
+    tu_add_test(s, tc, mlp_values_and_gradcheck);
+    tu_add_test(s, tc, attention_values_and_gradchecks);
+    tu_add_test(s, tc, attention_alibi_changes_the_output);
+    tu_add_test(s, tc, attention_t5_query_blocks_without_grad);
+    tu_add_test(s, tc, attention_config_and_cache_errors);
+    tu_add_test(s, tc, pos_names_parse);
+    tu_add_test(s, tc, block_is_pre_ln_residual_and_gradchecks);
     return tu_run(s);
 }

@@ -381,16 +381,15 @@ int main(void)
 {
     Suite *s = suite_create("optim");
     TCase *tc = tcase_create("optim");
-    tcase_add_checked_fixture(tc, tu_setup, tu_teardown);
-    tcase_add_test(tc, adamw_matches_hand_and_torch);
-    tcase_add_test(tc, sgd_matches_hand_and_torch);
-    tcase_add_test(tc, weight_decay_only_on_decay_params);
-    tcase_add_test(tc, params_without_grad_are_skipped);
-    tcase_add_test(tc, step_allocates_nothing);
-    tcase_add_test(tc, thread_count_does_not_change_results);
-    tcase_add_test(tc, training_reduces_the_loss);
-    tcase_add_test(tc, schedules);
-    tcase_add_test(tc, errors);
-    suite_add_tcase(s, tc);
+    tu_fixture(tc, tu_setup, tu_teardown);
+    tu_add_test(s, tc, adamw_matches_hand_and_torch);
+    tu_add_test(s, tc, sgd_matches_hand_and_torch);
+    tu_add_test(s, tc, weight_decay_only_on_decay_params);
+    tu_add_test(s, tc, params_without_grad_are_skipped);
+    tu_add_test(s, tc, step_allocates_nothing);
+    tu_add_test(s, tc, thread_count_does_not_change_results);
+    tu_add_test(s, tc, training_reduces_the_loss);
+    tu_add_test(s, tc, schedules);
+    tu_add_test(s, tc, errors);
     return tu_run(s);
 }

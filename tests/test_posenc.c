@@ -400,19 +400,18 @@ int main(void)
 {
     Suite *s = suite_create("posenc");
     TCase *tc = tcase_create("posenc");
-    tcase_add_checked_fixture(tc, tu_setup, tu_teardown);
-    tcase_add_test(tc, sinusoidal_values);
-    tcase_add_test(tc, sinusoidal_errors);
-    tcase_add_test(tc, rotary_matches_naive_rotation);
-    tcase_add_test(tc, rotary_matches_pytorch);
-    tcase_add_test(tc, rotary_preserves_norms_and_is_relative);
-    tcase_add_test(tc, rotary_gradcheck_views_and_f32);
-    tcase_add_test(tc, rotary_errors);
-    tcase_add_test(tc, t5_buckets_follow_t5);
-    tcase_add_test(tc, t5_bias_values_and_kv_alignment);
-    tcase_add_test(tc, t5_bias_matches_pytorch);
-    tcase_add_test(tc, t5_bias_gradcheck_and_f32);
-    tcase_add_test(tc, t5_bias_errors);
-    suite_add_tcase(s, tc);
+    tu_fixture(tc, tu_setup, tu_teardown);
+    tu_add_test(s, tc, sinusoidal_values);
+    tu_add_test(s, tc, sinusoidal_errors);
+    tu_add_test(s, tc, rotary_matches_naive_rotation);
+    tu_add_test(s, tc, rotary_matches_pytorch);
+    tu_add_test(s, tc, rotary_preserves_norms_and_is_relative);
+    tu_add_test(s, tc, rotary_gradcheck_views_and_f32);
+    tu_add_test(s, tc, rotary_errors);
+    tu_add_test(s, tc, t5_buckets_follow_t5);
+    tu_add_test(s, tc, t5_bias_values_and_kv_alignment);
+    tu_add_test(s, tc, t5_bias_matches_pytorch);
+    tu_add_test(s, tc, t5_bias_gradcheck_and_f32);
+    tu_add_test(s, tc, t5_bias_errors);
     return tu_run(s);
 }

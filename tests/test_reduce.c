@@ -395,18 +395,17 @@ int main(void)
 {
     Suite *s = suite_create("reduce");
     TCase *tc = tcase_create("reduce");
-    tcase_add_checked_fixture(tc, tu_setup, tu_teardown);
-    tcase_add_test(tc, values_match_naive_loops);
-    tcase_add_test(tc, keepdim_shapes_and_all_axes);
-    tcase_add_test(tc, negative_axes_and_order_do_not_matter);
-    tcase_add_test(tc, known_values);
-    tcase_add_test(tc, f32_sums_accumulate_in_double);
-    tcase_add_test(tc, max_ties_send_gradient_to_the_first);
-    tcase_add_test(tc, backward_accumulates);
-    tcase_add_test(tc, errors_name_op_axis_and_shape);
-    tcase_add_test(tc, gradchecks);
-    tcase_add_test(tc, large_parallel_and_copy_paths);
-    tcase_add_test(tc, trailing_axis_reduction_does_not_copy);
-    suite_add_tcase(s, tc);
+    tu_fixture(tc, tu_setup, tu_teardown);
+    tu_add_test(s, tc, values_match_naive_loops);
+    tu_add_test(s, tc, keepdim_shapes_and_all_axes);
+    tu_add_test(s, tc, negative_axes_and_order_do_not_matter);
+    tu_add_test(s, tc, known_values);
+    tu_add_test(s, tc, f32_sums_accumulate_in_double);
+    tu_add_test(s, tc, max_ties_send_gradient_to_the_first);
+    tu_add_test(s, tc, backward_accumulates);
+    tu_add_test(s, tc, errors_name_op_axis_and_shape);
+    tu_add_test(s, tc, gradchecks);
+    tu_add_test(s, tc, large_parallel_and_copy_paths);
+    tu_add_test(s, tc, trailing_axis_reduction_does_not_copy);
     return tu_run(s);
 }

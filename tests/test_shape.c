@@ -495,20 +495,19 @@ int main(void)
 {
     Suite *s = suite_create("shape");
     TCase *tc = tcase_create("shape");
-    tcase_add_checked_fixture(tc, tu_setup, tu_teardown);
-    tcase_add_test(tc, reshape_is_a_view_of_contiguous_input);
-    tcase_add_test(tc, reshape_of_strided_input_views_when_it_can);
-    tcase_add_test(tc, reshape_errors);
-    tcase_add_test(tc, permute_and_transpose_values);
-    tcase_add_test(tc, slice_follows_python);
-    tcase_add_test(tc, narrow_values_and_errors);
-    tcase_add_test(tc, expand_values_and_errors);
-    tcase_add_test(tc, squeeze_unsqueeze);
-    tcase_add_test(tc, concat_values_and_errors);
-    tcase_add_test(tc, contiguous_copies_only_when_needed);
-    tcase_add_test(tc, views_record_nodes);
-    tcase_add_test(tc, gradchecks_contiguous_and_strided);
-    tcase_add_test(tc, slice_gradient_values);
-    suite_add_tcase(s, tc);
+    tu_fixture(tc, tu_setup, tu_teardown);
+    tu_add_test(s, tc, reshape_is_a_view_of_contiguous_input);
+    tu_add_test(s, tc, reshape_of_strided_input_views_when_it_can);
+    tu_add_test(s, tc, reshape_errors);
+    tu_add_test(s, tc, permute_and_transpose_values);
+    tu_add_test(s, tc, slice_follows_python);
+    tu_add_test(s, tc, narrow_values_and_errors);
+    tu_add_test(s, tc, expand_values_and_errors);
+    tu_add_test(s, tc, squeeze_unsqueeze);
+    tu_add_test(s, tc, concat_values_and_errors);
+    tu_add_test(s, tc, contiguous_copies_only_when_needed);
+    tu_add_test(s, tc, views_record_nodes);
+    tu_add_test(s, tc, gradchecks_contiguous_and_strided);
+    tu_add_test(s, tc, slice_gradient_values);
     return tu_run(s);
 }

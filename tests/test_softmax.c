@@ -261,15 +261,14 @@ int main(void)
 {
     Suite *s = suite_create("softmax");
     TCase *tc = tcase_create("softmax");
-    tcase_add_checked_fixture(tc, tu_setup, tu_teardown);
-    tcase_add_test(tc, values_match_naive_loops_on_every_axis);
-    tcase_add_test(tc, large_values_stay_finite_and_exact);
-    tcase_add_test(tc, minus_infinity_is_masked);
-    tcase_add_test(tc, rows_sum_to_one_and_log_matches);
-    tcase_add_test(tc, errors_name_op_axis_and_shape);
-    tcase_add_test(tc, gradchecks);
-    tcase_add_test(tc, backward_accumulates);
-    tcase_add_test(tc, large_parallel_matches_naive);
-    suite_add_tcase(s, tc);
+    tu_fixture(tc, tu_setup, tu_teardown);
+    tu_add_test(s, tc, values_match_naive_loops_on_every_axis);
+    tu_add_test(s, tc, large_values_stay_finite_and_exact);
+    tu_add_test(s, tc, minus_infinity_is_masked);
+    tu_add_test(s, tc, rows_sum_to_one_and_log_matches);
+    tu_add_test(s, tc, errors_name_op_axis_and_shape);
+    tu_add_test(s, tc, gradchecks);
+    tu_add_test(s, tc, backward_accumulates);
+    tu_add_test(s, tc, large_parallel_matches_naive);
     return tu_run(s);
 }

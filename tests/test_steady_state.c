@@ -113,8 +113,7 @@ int main(void)
 {
     Suite *s = suite_create("steady_state");
     TCase *tc = tcase_create("steady_state");
-    tcase_add_checked_fixture(tc, tu_setup, tu_teardown);
-    tcase_add_test(tc, warm_training_step_allocates_nothing);
-    suite_add_tcase(s, tc);
+    tu_fixture(tc, tu_setup, tu_teardown);
+    tu_add_test(s, tc, warm_training_step_allocates_nothing);
     return tu_run(s);
 }

@@ -299,17 +299,16 @@ int main(void)
 {
     Suite *s = suite_create("tensor");
     TCase *tc = tcase_create("tensor");
-    tcase_add_checked_fixture(tc, tu_setup, tu_teardown);
-    tcase_add_test(tc, creation_values_and_shapes);
-    tcase_add_test(tc, creation_errors);
-    tcase_add_test(tc, error_handler_and_clear);
-    tcase_add_test(tc, element_access_copy_fill_print);
-    tcase_add_test(tc, arena_reuses_blocks);
-    tcase_add_test(tc, arena_growing_rounds_keep_about_the_largest);
-    tcase_add_test(tc, rng_reference_stream);
-    tcase_add_test(tc, rng_distributions);
-    tcase_add_test(tc, pool_covers_every_index_once);
-    tcase_add_test(tc, pool_jobs_from_callbacks_and_several_threads);
-    suite_add_tcase(s, tc);
+    tu_fixture(tc, tu_setup, tu_teardown);
+    tu_add_test(s, tc, creation_values_and_shapes);
+    tu_add_test(s, tc, creation_errors);
+    tu_add_test(s, tc, error_handler_and_clear);
+    tu_add_test(s, tc, element_access_copy_fill_print);
+    tu_add_test(s, tc, arena_reuses_blocks);
+    tu_add_test(s, tc, arena_growing_rounds_keep_about_the_largest);
+    tu_add_test(s, tc, rng_reference_stream);
+    tu_add_test(s, tc, rng_distributions);
+    tu_add_test(s, tc, pool_covers_every_index_once);
+    tu_add_test(s, tc, pool_jobs_from_callbacks_and_several_threads);
     return tu_run(s);
 }

@@ -81,9 +81,8 @@ int main(void)
 {
     Suite *s = suite_create("toy");
     TCase *tc = tcase_create("mlp");
-    tcase_add_checked_fixture(tc, tu_setup, tu_teardown);
-    tcase_add_test(tc, mlp_learns_xor_to_loss_below_1e_4);
-    tcase_add_test(tc, xor_training_step_allocates_nothing_once_warm);
-    suite_add_tcase(s, tc);
+    tu_fixture(tc, tu_setup, tu_teardown);
+    tu_add_test(s, tc, mlp_learns_xor_to_loss_below_1e_4);
+    tu_add_test(s, tc, xor_training_step_allocates_nothing_once_warm);
     return tu_run(s);
 }

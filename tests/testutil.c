@@ -11,9 +11,58 @@ int tu_run(Suite *s)
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);
     srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
+    int failed = srunner_ntests_failed(sr), ran = srunner_ntests_run(sr);
     srunner_free(sr);
+    if (ran == 0) { /* e.g. CK_RUN_CASE names no test: that must not pass */
+        fprintf(stderr, "no test ran (CK_RUN_CASE=%s)\n", getenv("CK_RUN_CASE") ? getenv("CK_RUN_CASE") : "");
+        return EXIT_FAILURE;
+    }
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+/* The fixture and timeout declared for each group (template TCase). */
+static struct {
+    TCase *group;
+    void (*setup)(void), (*teardown)(void);
+    double timeout;
+    bool in_suite; /* the (empty) template is handed to the suite, which frees it */
+} groups[8];
+static int n_groups;
+
+static int group_of(TCase *g)
+{
+    for (int i = 0; i < n_groups; i++)
+        if (groups[i].group == g) return i;
+    if (n_groups == 8) { /* (not ck_assert: this runs in main, outside any test) */
+        fprintf(stderr, "testutil: more than 8 test groups\n");
+        exit(EXIT_FAILURE);
+    }
+    groups[n_groups].group = g;
+    return n_groups++;
+}
+
+void tu_fixture(TCase *group, void (*setup)(void), void (*teardown)(void))
+{
+    int i = group_of(group);
+    groups[i].setup = setup;
+    groups[i].teardown = teardown;
+}
+
+void tu_timeout(TCase *group, double seconds) { groups[group_of(group)].timeout = seconds; }
+
+void tu_add_case(Suite *s, TCase *group, const char *name, const TTest *test)
+{
+    int i = group_of(group);
+    if (!groups[i].in_suite) {
+        suite_add_tcase(s, group);
+        groups[i].in_suite = true;
+    }
+    TCase *tc = tcase_create(name);
+    if (groups[i].setup || groups[i].teardown)
+        tcase_add_checked_fixture(tc, groups[i].setup, groups[i].teardown);
+    if (groups[i].timeout > 0) tcase_set_timeout(tc, groups[i].timeout);
+    tcase_add_test(tc, test);
+    suite_add_tcase(s, tc);
 }
 
 void tu_setup(void)

@@ -17,6 +17,18 @@
 /* Runs a suite (no fork: sanitizers see everything) and returns the process exit code. */
 int tu_run(Suite *s);
 
+/* Every test is a TCase of its own, named after the test, so that CTest lists and runs each one
+ * (tests/CMakeLists.txt registers "<suite>.<test>" with CK_RUN_CASE=<test> for every
+ * tu_add_test it finds in the source). A suite's main declares a group's fixture and timeout
+ * once with tu_fixture / tu_timeout on a template TCase, then adds tests to that group:
+ *     TCase *tc = tcase_create("x");
+ *     tu_fixture(tc, tu_setup, tu_teardown);
+ *     tu_add_test(s, tc, my_test);                                                      */
+void tu_fixture(TCase *group, void (*setup)(void), void (*teardown)(void));
+void tu_timeout(TCase *group, double seconds);
+void tu_add_case(Suite *s, TCase *group, const char *name, const TTest *test);
+#define tu_add_test(s, group, fn) tu_add_case((s), (group), #fn, (fn))
+
 /* Each test starts with a fresh arena made current and a clean error state; tu_teardown frees
  * it. Use as a checked fixture: tcase_add_checked_fixture(tc, tu_setup, tu_teardown). */
 void tu_setup(void);
