@@ -100,72 +100,124 @@ START_TEST(binary_errors_name_op_and_shapes)
 }
 END_TEST
 
-START_TEST(unary_gradchecks)
+/* ---------------------------------------------------------------- gradchecks, one per op */
+
+/* f64 gradcheck of a one-input fn at x and at a non-contiguous view of x; f32 against f64. */
+static void check_unary(sl_gradcheck_fn fn, void *user, sl_tensor *x)
 {
-    sl_rng r = sl_rng_seed(1);
-    unary_fn fns[] = {sl_neg, sl_exp, sl_tanh, sl_sigmoid, sl_relu};
-    for (size_t k = 0; k < sizeof fns / sizeof *fns; k++) {
-        sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(3, 4));
-        if (fns[k] == sl_relu) /* keep away from the kink at 0 */
-            for (int i = 0; i < 12; i++) sl_set(x, i, sl_get(x, i) + (sl_get(x, i) > 0 ? 0.1 : -0.1));
-        tu_gradcheck(call_unary, 1, &x, (void *)fns[k]);
-        sl_tensor *v = tu_noncontig(x);
-        tu_gradcheck(call_unary, 1, &v, (void *)fns[k]);
-        tu_f32_matches_f64(call_unary, 1, &x, (void *)fns[k]);
-    }
-    unary_fn pos[] = {sl_log, sl_sqrt};
-    for (size_t k = 0; k < 2; k++) {
-        sl_tensor *x = positive(&r, sl_shape(2, 5));
-        tu_gradcheck(call_unary, 1, &x, (void *)pos[k]);
-        sl_tensor *v = tu_noncontig(x);
-        tu_gradcheck(call_unary, 1, &v, (void *)pos[k]);
-        tu_f32_matches_f64(call_unary, 1, &x, (void *)pos[k]);
-    }
-    sl_gradcheck_fn others[] = {call_gelu_erf, call_gelu_tanh, call_pow, call_adds, call_muls};
-    for (size_t k = 0; k < 5; k++) {
-        sl_tensor *x = positive(&r, sl_shape(7));
-        tu_gradcheck(others[k], 1, &x, NULL);
-        sl_tensor *v = tu_noncontig(x);
-        tu_gradcheck(others[k], 1, &v, NULL);
-        tu_f32_matches_f64(others[k], 1, &x, NULL);
-    }
-    /* gelu on both signs */
+    tu_gradcheck(fn, 1, &x, user);
+    sl_tensor *v = tu_noncontig(x);
+    tu_gradcheck(fn, 1, &v, user);
+    tu_f32_matches_f64(fn, 1, &x, user);
+}
+
+/* An op defined on every real, at normal(0, 1) inputs. */
+static void check_unary_randn(unary_fn fn, uint64_t seed)
+{
+    sl_rng r = sl_rng_seed(seed);
+    check_unary(call_unary, (void *)fn, tu_randn(&r, SL_F64, sl_shape(3, 4)));
+}
+
+START_TEST(gradcheck_neg) { check_unary_randn(sl_neg, 11); }
+END_TEST
+START_TEST(gradcheck_exp) { check_unary_randn(sl_exp, 12); }
+END_TEST
+START_TEST(gradcheck_tanh) { check_unary_randn(sl_tanh, 13); }
+END_TEST
+START_TEST(gradcheck_sigmoid) { check_unary_randn(sl_sigmoid, 14); }
+END_TEST
+
+START_TEST(gradcheck_relu)
+{
+    sl_rng r = sl_rng_seed(15);
+    sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(3, 4));
+    for (int i = 0; i < 12; i++) /* keep away from the kink at 0 */
+        sl_set(x, i, sl_get(x, i) + (sl_get(x, i) > 0 ? 0.1 : -0.1));
+    check_unary(call_unary, (void *)sl_relu, x);
+}
+END_TEST
+
+/* log and sqrt at positive inputs. */
+START_TEST(gradcheck_log)
+{
+    sl_rng r = sl_rng_seed(16);
+    check_unary(call_unary, (void *)sl_log, positive(&r, sl_shape(2, 5)));
+}
+END_TEST
+
+START_TEST(gradcheck_sqrt)
+{
+    sl_rng r = sl_rng_seed(17);
+    check_unary(call_unary, (void *)sl_sqrt, positive(&r, sl_shape(2, 5)));
+}
+END_TEST
+
+/* gelu at positive inputs, then on both signs. */
+static void check_gelu(sl_gradcheck_fn fn, uint64_t seed)
+{
+    sl_rng r = sl_rng_seed(seed);
+    check_unary(fn, NULL, positive(&r, sl_shape(7)));
     sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(9));
-    tu_gradcheck(call_gelu_erf, 1, &x, NULL);
-    tu_gradcheck(call_gelu_tanh, 1, &x, NULL);
+    tu_gradcheck(fn, 1, &x, NULL);
 }
+
+START_TEST(gradcheck_gelu_erf) { check_gelu(call_gelu_erf, 18); }
+END_TEST
+START_TEST(gradcheck_gelu_tanh) { check_gelu(call_gelu_tanh, 19); }
 END_TEST
 
-START_TEST(binary_gradchecks_broadcast_and_views)
+/* pow_scalar (exponent 2.5) at positive inputs; the scalar shifts and scales there too. */
+static void check_scalar_op(sl_gradcheck_fn fn, uint64_t seed)
 {
-    sl_rng r = sl_rng_seed(2);
-    binary_fn fns[] = {sl_add, sl_sub, sl_mul, sl_div};
-    for (int k = 0; k < 4; k++) {
-        sl_tensor *a = tu_randn(&r, SL_F64, sl_shape(2, 3, 4));
-        sl_tensor *b = positive(&r, sl_shape(3, 1)); /* broadcast over dims 0 and 2 */
-        sl_tensor *in[] = {a, b};
-        tu_gradcheck(call_binary, 2, in, (void *)fns[k]);
-        tu_f32_matches_f64(call_binary, 2, in, (void *)fns[k]);
-        sl_tensor *vin[] = {tu_noncontig(a), tu_noncontig(b)};
-        tu_gradcheck(call_binary, 2, vin, (void *)fns[k]);
-        /* same shapes, contiguous: the flat parallel path */
-        sl_tensor *c = positive(&r, sl_shape(2, 3, 4));
-        sl_tensor *in2[] = {a, c};
-        tu_gradcheck(call_binary, 2, in2, (void *)fns[k]);
-        /* the same tensor on both sides */
-        sl_tensor *in3[] = {c, c};
-        tu_gradcheck(call_binary, 2, in3, (void *)fns[k]);
-    }
+    sl_rng r = sl_rng_seed(seed);
+    check_unary(fn, NULL, positive(&r, sl_shape(7)));
 }
+
+START_TEST(gradcheck_pow_scalar) { check_scalar_op(call_pow, 20); }
+END_TEST
+START_TEST(gradcheck_add_scalar) { check_scalar_op(call_adds, 21); }
+END_TEST
+START_TEST(gradcheck_mul_scalar) { check_scalar_op(call_muls, 22); }
 END_TEST
 
-START_TEST(to_dtype_roundtrip_grad)
+/* A binary op: broadcasting [2,3,4] with [3,1] (over dims 0 and 2), f32 against f64, on
+ * non-contiguous views, same shapes (the flat parallel path), and one tensor on both sides. */
+static void check_binary(binary_fn fn, uint64_t seed)
+{
+    sl_rng r = sl_rng_seed(seed);
+    sl_tensor *a = tu_randn(&r, SL_F64, sl_shape(2, 3, 4));
+    sl_tensor *b = positive(&r, sl_shape(3, 1));
+    sl_tensor *in[] = {a, b};
+    tu_gradcheck(call_binary, 2, in, (void *)fn);
+    tu_f32_matches_f64(call_binary, 2, in, (void *)fn);
+    sl_tensor *vin[] = {tu_noncontig(a), tu_noncontig(b)};
+    tu_gradcheck(call_binary, 2, vin, (void *)fn);
+    sl_tensor *c = positive(&r, sl_shape(2, 3, 4));
+    sl_tensor *in2[] = {a, c};
+    tu_gradcheck(call_binary, 2, in2, (void *)fn);
+    sl_tensor *in3[] = {c, c};
+    tu_gradcheck(call_binary, 2, in3, (void *)fn);
+}
+
+START_TEST(gradcheck_add) { check_binary(sl_add, 31); }
+END_TEST
+START_TEST(gradcheck_sub) { check_binary(sl_sub, 32); }
+END_TEST
+START_TEST(gradcheck_mul) { check_binary(sl_mul, 33); }
+END_TEST
+START_TEST(gradcheck_div) { check_binary(sl_div, 34); }
+END_TEST
+
+/* f64 -> f32 -> f64 round trip, so float32 tolerances; also from a non-contiguous view. */
+START_TEST(gradcheck_to_dtype)
 {
     sl_rng r = sl_rng_seed(3);
     sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(5));
+    sl_tensor *v = tu_noncontig(x);
     sl_gradcheck_opts o = {.eps = 1e-3, .atol = 1e-4, .rtol = 1e-3, .seed = 1};
     sl_gradcheck_result res;
     ck_assert_msg(sl_gradcheck(call_to32, 1, &x, NULL, &o, &res), "%s", res.message);
+    ck_assert_msg(sl_gradcheck(call_to32, 1, &v, NULL, &o, &res), "%s", res.message);
 }
 END_TEST
 
@@ -189,9 +241,23 @@ int main(void)
     tu_add_test(s, tc, unary_values);
     tu_add_test(s, tc, binary_broadcast_values);
     tu_add_test(s, tc, binary_errors_name_op_and_shapes);
-    tu_add_test(s, tc, unary_gradchecks);
-    tu_add_test(s, tc, binary_gradchecks_broadcast_and_views);
-    tu_add_test(s, tc, to_dtype_roundtrip_grad);
+    tu_add_test(s, tc, gradcheck_neg);
+    tu_add_test(s, tc, gradcheck_exp);
+    tu_add_test(s, tc, gradcheck_tanh);
+    tu_add_test(s, tc, gradcheck_sigmoid);
+    tu_add_test(s, tc, gradcheck_relu);
+    tu_add_test(s, tc, gradcheck_log);
+    tu_add_test(s, tc, gradcheck_sqrt);
+    tu_add_test(s, tc, gradcheck_gelu_erf);
+    tu_add_test(s, tc, gradcheck_gelu_tanh);
+    tu_add_test(s, tc, gradcheck_pow_scalar);
+    tu_add_test(s, tc, gradcheck_add_scalar);
+    tu_add_test(s, tc, gradcheck_mul_scalar);
+    tu_add_test(s, tc, gradcheck_add);
+    tu_add_test(s, tc, gradcheck_sub);
+    tu_add_test(s, tc, gradcheck_mul);
+    tu_add_test(s, tc, gradcheck_div);
+    tu_add_test(s, tc, gradcheck_to_dtype);
     tu_add_test(s, tc, large_parallel_matches_serial);
     return tu_run(s);
 }

@@ -313,7 +313,7 @@ static sl_tensor *g_mm_strided_rows(sl_tensor *const *in, int n, void *u)
     return sl_add(sl_matmul(a1, in[2]), sl_matmul(a2, in[2]));
 }
 
-START_TEST(gradchecks)
+START_TEST(gradcheck_matmul)
 {
     sl_rng r = sl_rng_seed(7);
     for (size_t c = 0; c < N_PAIRS; c++) {
@@ -360,6 +360,6 @@ int main(void)
     tu_add_test(s, tc, large_product_row_split);
     tu_add_test(s, tc, one_thread_matches_two);
     tu_add_test(s, tc, linear_backward_needs_no_temporary);
-    tu_add_test(s, tc, gradchecks);
+    tu_add_test(s, tc, gradcheck_matmul);
     return tu_run(s);
 }

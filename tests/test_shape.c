@@ -377,7 +377,7 @@ END_TEST
 
 /* ---------------------------------------------------------------- gradchecks */
 
-/* Functions of one [4,6] input (g_concat: three inputs). */
+/* Functions of one [4,6] input (g_squeeze_input: [4,1,6]; g_concat: three inputs). */
 static sl_tensor *g_reshape(sl_tensor *const *in, int n, void *u)
 {
     return sl_reshape(in[0], sl_shape(3, -1, 2));
@@ -419,6 +419,18 @@ static sl_tensor *g_squeeze(sl_tensor *const *in, int n, void *u)
 {
     return sl_unsqueeze(sl_squeeze(sl_unsqueeze(in[0], 1), 1), -1);
 }
+static sl_tensor *g_squeeze_input(sl_tensor *const *in, int n, void *u)
+{
+    return sl_squeeze(in[0], -2); /* in[0]: [4,1,6] */
+}
+static sl_tensor *g_unsqueeze(sl_tensor *const *in, int n, void *u)
+{
+    return sl_unsqueeze(in[0], 1);
+}
+static sl_tensor *g_unsqueeze_last(sl_tensor *const *in, int n, void *u)
+{
+    return sl_unsqueeze(in[0], -1);
+}
 static sl_tensor *g_contiguous(sl_tensor *const *in, int n, void *u)
 {
     return sl_contiguous(sl_transpose(in[0], 0, 1));
@@ -445,20 +457,57 @@ static sl_tensor *g_view_chain(sl_tensor *const *in, int n, void *u)
     return sl_reshape(sl_mul(e, e), sl_shape(4, 6));
 }
 
-START_TEST(gradchecks_contiguous_and_strided)
+/* f64 gradcheck of each one-input fn of the NULL-terminated list, at a normal(0, 1) input of
+ * the given shape and at a non-contiguous view of it; f32 against f64. */
+static void check_fns(uint64_t seed, int ndim, const int64_t *shape, const sl_gradcheck_fn *fns)
 {
-    sl_rng r = sl_rng_seed(5);
-    sl_gradcheck_fn fns[] = {g_reshape, g_reshape_copy, g_permute, g_permute3,
-                             g_transpose, g_slice, g_narrow, g_expand,
-                             g_expand_ones, g_squeeze, g_contiguous, g_contiguous_self,
-                             g_overlapping_slices, g_view_chain};
-    for (size_t k = 0; k < sizeof fns / sizeof *fns; k++) {
-        sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(4, 6));
-        tu_gradcheck(fns[k], 1, &x, NULL);
+    sl_rng r = sl_rng_seed(seed);
+    for (; *fns; fns++) {
+        sl_tensor *x = tu_randn(&r, SL_F64, ndim, shape);
+        tu_gradcheck(*fns, 1, &x, NULL);
         sl_tensor *v = tu_noncontig(x);
-        tu_gradcheck(fns[k], 1, &v, NULL);
-        tu_f32_matches_f64(fns[k], 1, &x, NULL);
+        tu_gradcheck(*fns, 1, &v, NULL);
+        tu_f32_matches_f64(*fns, 1, &x, NULL);
     }
+}
+#define FNS(...) ((const sl_gradcheck_fn[]){__VA_ARGS__, NULL})
+
+START_TEST(gradcheck_reshape) { check_fns(51, sl_shape(4, 6), FNS(g_reshape, g_reshape_copy)); }
+END_TEST
+START_TEST(gradcheck_permute) { check_fns(52, sl_shape(4, 6), FNS(g_permute, g_permute3)); }
+END_TEST
+START_TEST(gradcheck_transpose) { check_fns(53, sl_shape(4, 6), FNS(g_transpose)); }
+END_TEST
+START_TEST(gradcheck_slice) { check_fns(54, sl_shape(4, 6), FNS(g_slice, g_overlapping_slices)); }
+END_TEST
+START_TEST(gradcheck_narrow) { check_fns(55, sl_shape(4, 6), FNS(g_narrow)); }
+END_TEST
+START_TEST(gradcheck_expand) { check_fns(56, sl_shape(4, 6), FNS(g_expand, g_expand_ones)); }
+END_TEST
+START_TEST(gradcheck_unsqueeze)
+{
+    check_fns(57, sl_shape(4, 6), FNS(g_unsqueeze, g_unsqueeze_last));
+}
+END_TEST
+START_TEST(gradcheck_contiguous)
+{
+    check_fns(58, sl_shape(4, 6), FNS(g_contiguous, g_contiguous_self));
+}
+END_TEST
+/* Several views of one input in a row. */
+START_TEST(gradcheck_view_chain) { check_fns(59, sl_shape(4, 6), FNS(g_view_chain)); }
+END_TEST
+
+START_TEST(gradcheck_squeeze)
+{
+    check_fns(60, sl_shape(4, 6), FNS(g_squeeze));
+    check_fns(61, sl_shape(4, 1, 6), FNS(g_squeeze_input));
+}
+END_TEST
+
+START_TEST(gradcheck_concat)
+{
+    sl_rng r = sl_rng_seed(62);
     sl_tensor *in[] = {tu_randn(&r, SL_F64, sl_shape(4, 6)), tu_randn(&r, SL_F64, sl_shape(4, 2)),
                        tu_randn(&r, SL_F64, sl_shape(3, 4))};
     tu_gradcheck(g_concat, 3, in, NULL);
@@ -507,7 +556,17 @@ int main(void)
     tu_add_test(s, tc, concat_values_and_errors);
     tu_add_test(s, tc, contiguous_copies_only_when_needed);
     tu_add_test(s, tc, views_record_nodes);
-    tu_add_test(s, tc, gradchecks_contiguous_and_strided);
+    tu_add_test(s, tc, gradcheck_reshape);
+    tu_add_test(s, tc, gradcheck_permute);
+    tu_add_test(s, tc, gradcheck_transpose);
+    tu_add_test(s, tc, gradcheck_slice);
+    tu_add_test(s, tc, gradcheck_narrow);
+    tu_add_test(s, tc, gradcheck_expand);
+    tu_add_test(s, tc, gradcheck_squeeze);
+    tu_add_test(s, tc, gradcheck_unsqueeze);
+    tu_add_test(s, tc, gradcheck_concat);
+    tu_add_test(s, tc, gradcheck_contiguous);
+    tu_add_test(s, tc, gradcheck_view_chain);
     tu_add_test(s, tc, slice_gradient_values);
     return tu_run(s);
 }
