@@ -1,0 +1,805 @@
+/* bench/bench_gpt_step.c — one GPT training step: time, memory, heap allocations, and the
+ * GEMM floor measured in the same run.
+ *
+ * The step is what examples/gpt trains with: zero the gradients, forward (sl_gpt_loss: the
+ * model, then the mean cross-entropy), backward, one AdamW update, in a step arena reset after
+ * every step. The model is the reference config of issue 6 unless flags say otherwise: byte
+ * vocabulary 256, d_model 256, 4 layers, 8 heads, context 256, batch 8, pre-LN, GELU (tanh) with
+ * a 4x MLP, tied embeddings, fused qkv, ALiBi, no dropout; AdamW (betas 0.9, 0.95, eps 1e-8,
+ * weight decay 0.1 on the Linear weights), lr 1e-4. Tokens are uniform random bytes, one fixed
+ * batch. bench/torch_gpt.py is the same model and step in PyTorch.
+ *
+ * Reported: the median step time over --steps steps after --warmup, tokens/s, peak RSS
+ * (getrusage ru_maxrss), the heap allocations made during the timed steps (sl_heap_allocs;
+ * 0 means a warm step never touches the heap), and the GEMM floor:
+ *
+ *   floor  Every matrix product one step would need, run as cblas_sgemm on the same threads
+ *          (OpenBLAS on one thread, the products split in row blocks over shortlong's pool), in
+ *          the same run, one floor measurement after each timed step:
+ *          - per Linear (x (N, in), W (out, in), N = B T): y = x W^T, dx = dy W, dW = dy^T x;
+ *          - attention, per (batch, head): S = Q K^T, O = P V; dV = P^T dO, dP = dO V^T,
+ *            dQ = dS K, dK = dS^T Q, each (T, T, D), D = d_model / heads.
+ *          Each Linear product runs the faster of two ways, chosen once by timing both: the
+ *          output's rows cut in one block per thread, or the inner dim cut in one slab per
+ *          thread, the partial products then added (that addition counted in the floor).
+ *          floor_full_ms times all of it; floor_ms counts the attention products at half
+ *          (causal attention needs only the lower triangle of each T x T product, and the fused
+ *          kernel computes no more than that), which is the stricter floor. Both are medians.
+ *
+ * --profile adds a per-op breakdown. Backward: every node of the step's tape gets a timing
+ * trampoline around its backward function (installed after the forward, in the bench: the
+ * library's hot path is untouched), so each op's backward is timed exactly, by op name. Forward:
+ * a copy of sl_gpt_loss's composition (the same public ops, called in the same order, each
+ * call timed) whose loss must equal sl_gpt_loss's bitwise, checked every profiled step. Op
+ * names map to families: matmul, attention, elementwise, layernorm, softmax/cross-entropy,
+ * embedding, optimizer (AdamW and zeroing the gradients), other (views and the copies they
+ * make, the autograd engine's own time). Figures are means per step over the profiled steps.
+ *
+ * --eval-T N: one no-grad forward at B = 1, T = N (ALiBi extrapolates past the context) in a
+ * fresh arena: its peak, the parameters' arena, peak RSS and the time.
+ *
+ *     ./build/bin/bench_gpt_step [--steps 10] [--warmup 2] [--threads N] [--json] [--profile]
+ *         [--eval-T N] [--vocab 256] [--dim 256] [--layers 4] [--heads 8] [--context 256]
+ *         [--batch 8] [--pos alibi|none] [--no-floor]
+ *
+ * Threads: --threads, else SL_NUM_THREADS, else all CPUs. --no-floor skips the floor (to profile
+ * the steps alone with perf).
+ */
+#include <shortlong/shortlong.h>
+
+#include <cblas.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+enum { MAX_STEPS = 201 };
+static const double LR = 1e-4, WEIGHT_DECAY = 0.1;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(const double *v, int n)
+{
+    double s[MAX_STEPS];
+    memcpy(s, v, sizeof(double) * (size_t)n);
+    qsort(s, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
+}
+
+static double min_of(const double *v, int n)
+{
+    double m = v[0];
+    for (int i = 1; i < n; i++) m = v[i] < m ? v[i] : m;
+    return m;
+}
+
+static double peak_rss_mib(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss / 1024.0; /* KiB on Linux */
+}
+
+static long minor_faults(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_minflt;
+}
+
+static int fail(const char *what)
+{
+    fprintf(stderr, "bench_gpt_step: %s: %s\n", what, sl_error_message());
+    return 1;
+}
+
+/* ================================================================ profile */
+
+typedef enum {
+    FAM_MATMUL, FAM_ATTENTION, FAM_ELEMENTWISE, FAM_LAYERNORM, FAM_SOFTMAX_CE, FAM_EMBEDDING,
+    FAM_OPTIMIZER, FAM_OTHER, FAM_COUNT
+} family;
+static const char *const family_name[FAM_COUNT] = {
+    "matmul", "attention", "elementwise", "layernorm", "softmax/cross-entropy", "embedding",
+    "optimizer", "other"};
+
+static const struct {
+    const char *op;
+    family fam;
+} op_family[] = {
+    {"sl_matmul", FAM_MATMUL},          {"sl_dense", FAM_MATMUL},
+    {"sl_alibi_attention", FAM_ATTENTION},
+    {"sl_add", FAM_ELEMENTWISE},        {"sl_mul", FAM_ELEMENTWISE},
+    {"sl_gelu", FAM_ELEMENTWISE},       {"sl_bias_gelu", FAM_ELEMENTWISE},
+    {"sl_layernorm", FAM_LAYERNORM},    {"sl_cross_entropy", FAM_SOFTMAX_CE},
+    {"sl_softmax", FAM_SOFTMAX_CE},     {"sl_log_softmax", FAM_SOFTMAX_CE},
+    {"sl_embedding", FAM_EMBEDDING},    {"adamw", FAM_OPTIMIZER},
+    {"zero_grad", FAM_OPTIMIZER},
+};
+
+static family family_of(const char *op)
+{
+    for (size_t i = 0; i < sizeof op_family / sizeof *op_family; i++)
+        if (!strcmp(op, op_family[i].op)) return op_family[i].fam;
+    return FAM_OTHER;
+}
+
+enum { MAX_OPS = 48, FWD = 0, BWD = 1 };
+
+typedef struct {
+    const char *op[MAX_OPS];
+    double sec[MAX_OPS][2]; /* forward, backward: summed over the profiled steps */
+    long calls[MAX_OPS][2];
+    int n;
+} profile;
+
+static void prof_add(profile *p, const char *op, int dir, double sec)
+{
+    int i = 0;
+    while (i < p->n && strcmp(p->op[i], op)) i++;
+    if (i == p->n) {
+        if (p->n == MAX_OPS) return;
+        p->op[p->n++] = op;
+    }
+    p->sec[i][dir] += sec;
+    p->calls[i][dir]++;
+}
+
+/* Times one forward call: `var = expr`, booked under op. */
+#define TIMED(P, op, var, expr)                                                                  \
+    do {                                                                                         \
+        double t0_ = now();                                                                      \
+        var = (expr);                                                                            \
+        prof_add((P), (op), FWD, now() - t0_);                                                   \
+    } while (0)
+
+/* ---------------------------------------------------------------- the forward, op by op */
+/* The same ops, in the same order, as sl_gpt_loss with an ALiBi (or NoPE) model, fused qkv, no
+ * KV cache and no dropout: nn/gpt.c, nn/attention.c and nn/modules.c. Keep it in step with
+ * them; every profiled step checks the loss against sl_gpt_loss bitwise. */
+
+static sl_tensor *p_linear(profile *P, const sl_linear *l, sl_tensor *x)
+{
+    sl_tensor *y;
+    TIMED(P, "sl_dense", y, sl_dense(x, l->weight, l->bias, SL_ACT_NONE));
+    return y;
+}
+
+static sl_tensor *p_heads(profile *P, sl_tensor *x, int n, int64_t D)
+{
+    sl_tensor *h;
+    TIMED(P, "sl_reshape", h, sl_reshape(x, 4, (int64_t[]){x->shape[0], x->shape[1], n, D}));
+    TIMED(P, "sl_permute", h, sl_permute(h, (int[]){0, 2, 1, 3}));
+    return h;
+}
+
+static sl_tensor *p_attention(profile *P, const sl_attention *m, sl_tensor *x)
+{
+    if (!x) return NULL;
+    const sl_attention_config *c = &m->cfg;
+    int64_t C = c->dim, D = C / c->n_heads, kv = c->n_kv_heads * D;
+    sl_tensor *qkv = p_linear(P, m->qkv, x), *q, *k, *v, *y;
+    if (!qkv) return NULL;
+    TIMED(P, "sl_narrow", q, sl_narrow(qkv, 2, 0, C));
+    TIMED(P, "sl_narrow", k, sl_narrow(qkv, 2, C, kv));
+    TIMED(P, "sl_narrow", v, sl_narrow(qkv, 2, C + kv, kv));
+    if (!q || !k || !v) return NULL;
+    q = p_heads(P, q, c->n_heads, D);
+    k = p_heads(P, k, c->n_kv_heads, D);
+    v = p_heads(P, v, c->n_kv_heads, D);
+    if (!q || !k || !v) return NULL;
+    TIMED(P, "sl_alibi_attention", y, sl_alibi_attention(q, k, v, m->slopes, NULL));
+    if (!y) return NULL;
+    TIMED(P, "sl_permute", y, sl_permute(y, (int[]){0, 2, 1, 3}));
+    TIMED(P, "sl_reshape", y, sl_reshape(y, 3, x->shape));
+    return p_linear(P, m->proj, y);
+}
+
+static sl_tensor *p_layernorm(profile *P, const sl_layer_norm *ln, sl_tensor *x)
+{
+    sl_tensor *y;
+    TIMED(P, "sl_layernorm", y, sl_layernorm(x, ln->weight, ln->bias, ln->eps));
+    return y;
+}
+
+static sl_tensor *p_block(profile *P, const sl_block *b, sl_tensor *x)
+{
+    sl_tensor *h = p_attention(P, b->attn, p_layernorm(P, b->ln1, x));
+    TIMED(P, "sl_add", x, sl_add(x, h));
+    h = p_layernorm(P, b->ln2, x);
+    TIMED(P, "sl_dense", h, sl_dense(h, b->mlp->fc->weight, b->mlp->fc->bias, SL_ACT_GELU_TANH));
+    h = p_linear(P, b->mlp->proj, h);
+    TIMED(P, "sl_add", x, sl_add(x, h));
+    return x;
+}
+
+static sl_tensor *p_gpt_loss(profile *P, sl_gpt *m, sl_tensor *idx, sl_tensor *tgt)
+{
+    sl_tensor *x, *loss;
+    TIMED(P, "sl_embedding", x, sl_embedding(m->tok->weight, idx));
+    for (int l = 0; l < m->cfg.n_layers; l++) x = p_block(P, m->blocks[l], x);
+    x = p_layernorm(P, m->ln_f, x);
+    sl_linear tied = {m->tok->weight, NULL};
+    x = p_linear(P, m->head ? m->head : &tied, x);
+    TIMED(P, "sl_cross_entropy", loss, sl_cross_entropy(x, tgt, -1));
+    return loss;
+}
+
+/* ---------------------------------------------------------------- backward trampolines */
+
+enum { HOOK_CAP = 1 << 14 }; /* a power of two, well above a step's node count */
+
+typedef struct {
+    sl_node *node;
+    sl_backward_fn fn;
+} hook;
+
+static hook hooks[HOOK_CAP];
+static profile *hook_prof;
+
+static hook *hook_slot(const sl_node *n)
+{
+    size_t i = ((uintptr_t)n >> 4) * 0x9E3779B97F4A7C15ull >> 50 & (HOOK_CAP - 1);
+    while (hooks[i].node && hooks[i].node != n) i = (i + 1) & (HOOK_CAP - 1);
+    return &hooks[i];
+}
+
+static bool timed_backward(sl_node *n)
+{
+    sl_backward_fn fn = hook_slot(n)->fn;
+    double t0 = now();
+    bool ok = fn(n);
+    prof_add(hook_prof, n->op, BWD, now() - t0);
+    return ok;
+}
+
+/* Puts a trampoline on every node reachable from root. False if there are too many. */
+static bool install_hooks(sl_node *root)
+{
+    static sl_node *stack[HOOK_CAP];
+    memset(hooks, 0, sizeof hooks);
+    size_t sp = 0, count = 0;
+    stack[sp++] = root;
+    hook_slot(root)->node = root;
+    while (sp) {
+        sl_node *n = stack[--sp];
+        hook *h = hook_slot(n);
+        h->fn = n->backward;
+        n->backward = timed_backward;
+        for (int i = 0; i < n->n_in; i++) {
+            sl_tensor *t = n->in[i];
+            sl_node *c = t && t->requires_grad ? t->node : NULL;
+            if (!c || hook_slot(c)->node) continue;
+            if (++count >= HOOK_CAP / 2) return false;
+            hook_slot(c)->node = c;
+            stack[sp++] = c;
+        }
+    }
+    return true;
+}
+
+/* ================================================================ the step */
+
+typedef struct {
+    sl_gpt *m;
+    sl_optim *opt;
+    sl_tensor *idx, *tgt; /* (B, T) i32 */
+    sl_arena *step;
+} trainer;
+
+static bool train_step(trainer *t, double *loss)
+{
+    sl_params_zero_grad(t->m->params);
+    sl_arena *prev = sl_arena_set(t->step);
+    sl_tensor *l = sl_gpt_loss(t->m, t->idx, t->tgt);
+    bool ok = l && sl_backward(l) && sl_optim_step(t->opt, LR);
+    if (ok) *loss = sl_item(l);
+    sl_arena_set(prev);
+    sl_arena_reset(t->step);
+    return ok;
+}
+
+/* The same step with every part timed; adds to P and returns the step's total seconds
+ * (< 0 on error, or if the profiled forward's loss differs from sl_gpt_loss's). */
+static double profiled_step(trainer *t, profile *P, double *engine_sec)
+{
+    double t0 = now();
+    sl_params_zero_grad(t->m->params);
+    double t1 = now();
+    prof_add(P, "zero_grad", BWD, t1 - t0);
+    sl_arena *prev = sl_arena_set(t->step);
+    sl_tensor *loss = p_gpt_loss(P, t->m, t->idx, t->tgt);
+    double t2 = now();
+    bool ok = loss && install_hooks(loss->node);
+    double t3 = now();
+    hook_prof = P;
+    double before = 0;
+    for (int i = 0; i < P->n; i++) before += P->sec[i][BWD];
+    ok = ok && sl_backward(loss);
+    double t4 = now(), inside = -before;
+    for (int i = 0; i < P->n; i++) inside += P->sec[i][BWD];
+    *engine_sec += (t4 - t3) - inside;
+    ok = ok && sl_optim_step(t->opt, LR);
+    double t5 = now();
+    prof_add(P, "adamw", BWD, t5 - t4);
+    sl_arena_set(prev);
+    sl_arena_reset(t->step);
+    return ok ? (t2 - t0) + (t5 - t3) : -1; /* without installing the trampolines */
+}
+
+/* sl_gpt_loss and the profile's copy give bitwise the same loss (grad mode off). */
+static bool copy_matches(trainer *t)
+{
+    profile scratch = {0};
+    bool prev_grad = sl_set_grad_enabled(false);
+    sl_arena *prev = sl_arena_set(t->step);
+    sl_tensor *a = sl_gpt_loss(t->m, t->idx, t->tgt), *b = p_gpt_loss(&scratch, t->m, t->idx,
+                                                                        t->tgt);
+    bool same = a && b && sl_item(a) == sl_item(b);
+    if (a && b && !same)
+        fprintf(stderr, "bench_gpt_step: the profile's forward gives loss %.9g, sl_gpt_loss %.9g: "
+                "update p_gpt_loss to follow nn/\n", sl_item(b), sl_item(a));
+    sl_arena_set(prev);
+    sl_arena_reset(t->step);
+    sl_set_grad_enabled(prev_grad);
+    return same;
+}
+
+/* ================================================================ the GEMM floor */
+
+typedef struct {
+    int m, n, k;
+    bool ta, tb;
+    int count;   /* how many times a step runs it */
+    bool ksplit; /* run split along k (chosen in the first measurement: the faster way) */
+} gemm_shape;
+
+enum { MAX_SHAPES = 32 };
+
+typedef struct {
+    gemm_shape s[MAX_SHAPES];
+    int n;
+    double linear_flops, attn_flops; /* per step; attention at full T x T */
+    int64_t B, H, T, D;
+    int threads;
+} floor_plan;
+
+static void add_linear(floor_plan *f, int64_t N, int64_t in, int64_t out, int count)
+{
+    f->s[f->n++] = (gemm_shape){(int)N, (int)out, (int)in, false, true, count, false}; /* x W^T */
+    f->s[f->n++] = (gemm_shape){(int)N, (int)in, (int)out, false, false, count, false}; /* dy W */
+    f->s[f->n++] = (gemm_shape){(int)out, (int)in, (int)N, true, false, count, false}; /* dy^T x */
+    f->linear_flops += 3 * 2.0 * (double)N * (double)in * (double)out * count;
+}
+
+static floor_plan plan_floor(const sl_gpt_config *c, int64_t B, int64_t T, int threads)
+{
+    floor_plan f = {.B = B, .H = c->n_heads, .T = T, .D = c->dim / c->n_heads,
+                    .threads = threads};
+    int64_t N = B * T, C = c->dim, kv = (c->n_kv_heads ? c->n_kv_heads : c->n_heads) * f.D;
+    int64_t hidden = (c->mlp_ratio ? c->mlp_ratio : 4) * C;
+    add_linear(&f, N, C, C + 2 * kv, c->n_layers); /* qkv */
+    add_linear(&f, N, C, C, c->n_layers);          /* attention output */
+    add_linear(&f, N, C, hidden, c->n_layers);     /* mlp fc */
+    add_linear(&f, N, hidden, C, c->n_layers);     /* mlp proj */
+    add_linear(&f, N, C, c->vocab_size, 1);        /* LM head */
+    f.attn_flops = 6 * 2.0 * (double)(B * f.H) * (double)T * (double)T * (double)f.D *
+                   c->n_layers;
+    return f;
+}
+
+typedef struct {
+    const gemm_shape *s;
+    const float *a, *b;
+    float *c;
+    int64_t rows;    /* per block */
+    float *partials; /* k split: (threads - 1) more outputs */
+    int threads;
+} gemm_job;
+
+/* Row blocks [b0, b1) of c = op(a) op(b). */
+static void gemm_blocks(void *ctx, int64_t b0, int64_t b1)
+{
+    const gemm_job *j = ctx;
+    const gemm_shape *s = j->s;
+    for (int64_t blk = b0; blk < b1; blk++) {
+        int64_t r0 = blk * j->rows, r1 = r0 + j->rows < s->m ? r0 + j->rows : s->m;
+        if (r0 >= r1) continue;
+        int lda = s->ta ? s->m : s->k, ldb = s->tb ? s->k : s->n;
+        const float *a = s->ta ? j->a + r0 : j->a + r0 * lda;
+        cblas_sgemm(CblasRowMajor, s->ta ? CblasTrans : CblasNoTrans,
+                    s->tb ? CblasTrans : CblasNoTrans, (int)(r1 - r0), s->n, s->k, 1.0f, a, lda,
+                    j->b, ldb, 0.0f, j->c + r0 * s->n, s->n);
+    }
+}
+
+/* Slabs [t0, t1) of the inner dim, one per thread: slab 0 into c, slab t into partials[t - 1]. */
+static void gemm_slabs(void *ctx, int64_t t0, int64_t t1)
+{
+    const gemm_job *j = ctx;
+    const gemm_shape *s = j->s;
+    int lda = s->ta ? s->m : s->k, ldb = s->tb ? s->k : s->n;
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t k0 = s->k * t / j->threads, k1 = s->k * (t + 1) / j->threads;
+        const float *a = s->ta ? j->a + k0 * lda : j->a + k0;
+        const float *b = s->tb ? j->b + k0 : j->b + k0 * ldb;
+        float *c = t ? j->partials + (size_t)(t - 1) * (size_t)s->m * (size_t)s->n : j->c;
+        cblas_sgemm(CblasRowMajor, s->ta ? CblasTrans : CblasNoTrans,
+                    s->tb ? CblasTrans : CblasNoTrans, s->m, s->n, (int)(k1 - k0), 1.0f, a, lda,
+                    b, ldb, 0.0f, c, s->n);
+    }
+}
+
+/* Elements [e0, e1) of c += the partial products. */
+static void add_partials(void *ctx, int64_t e0, int64_t e1)
+{
+    const gemm_job *j = ctx;
+    size_t mn = (size_t)j->s->m * (size_t)j->s->n;
+    for (int t = 1; t < j->threads; t++) {
+        const float *p = j->partials + (size_t)(t - 1) * mn;
+        for (int64_t e = e0; e < e1; e++) j->c[e] += p[e];
+    }
+}
+
+/* One run of a Linear product, `count` times, the way s says; returns the seconds. */
+static double run_gemm(const gemm_shape *s, gemm_job *j, bool ksplit)
+{
+    double t0 = now();
+    for (int r = 0; r < s->count; r++) {
+        if (ksplit) {
+            sl_parallel_for(j->threads, 1, gemm_slabs, j);
+            sl_parallel_for((int64_t)s->m * s->n, 1 << 14, add_partials, j);
+        } else {
+            sl_parallel_for((s->m + j->rows - 1) / j->rows, 1, gemm_blocks, j);
+        }
+    }
+    return now() - t0;
+}
+
+typedef struct {
+    const floor_plan *f;
+    const float *q, *k, *v, *dout; /* (B H, T, D) */
+    float *scratch;                /* per worker: two (T, T) and four (T, D) */
+    atomic_int_fast64_t next;
+} attn_gemm_job;
+
+static void attn_workers(void *ctx, int64_t w0, int64_t w1)
+{
+    attn_gemm_job *j = ctx;
+    const floor_plan *f = j->f;
+    int T = (int)f->T, D = (int)f->D;
+    size_t per = (size_t)(2 * T * T + 4 * T * D);
+    for (int64_t w = w0; w < w1; w++) {
+        float *p = j->scratch + (size_t)w * per, *dp = p + T * T, *o = dp + T * T;
+        float *dv = o + T * D, *dq = dv + T * D, *dk = dq + T * D;
+        for (int64_t bh; (bh = atomic_fetch_add(&j->next, 1)) < f->B * f->H;) {
+            const float *q = j->q + bh * T * D, *k = j->k + bh * T * D;
+            const float *v = j->v + bh * T * D, *g = j->dout + bh * T * D;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1, q, D, k, D, 0, p, T);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1, p, T, v, D, 0, o, D);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1, p, T, g, D, 0, dv, D);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1, g, D, v, D, 0, dp, T);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1, dp, T, k, D, 0, dq,
+                        D);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1, dp, T, q, D, 0, dk,
+                        D);
+        }
+    }
+}
+
+/* Fills n floats with small values that keep every product normal. */
+static void fill_small(float *x, size_t n, uint64_t seed)
+{
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = (float)((double)(seed >> 40) / (double)(1ull << 24) - 0.5) * 0.1f;
+    }
+}
+
+/* One floor measurement, buffers taken from `arena` (the step arena, whose blocks are already
+ * resident after a step, so the floor adds nothing to the peak RSS) and released after. Sets
+ * the linear and attention seconds; false on OOM. */
+static bool run_floor(floor_plan *f, sl_arena *arena, bool choose, double *lin_sec,
+                      double *attn_sec)
+{
+    size_t amax = 0, bmax = 0, cmax = 0;
+    for (int i = 0; i < f->n; i++) {
+        const gemm_shape *s = &f->s[i];
+        size_t a = (size_t)s->m * s->k, b = (size_t)s->k * s->n, c = (size_t)s->m * s->n;
+        amax = a > amax ? a : amax;
+        bmax = b > bmax ? b : bmax;
+        cmax = c > cmax ? c : cmax;
+    }
+    size_t qkv = (size_t)(f->B * f->H * f->T * f->D);
+    size_t per = (size_t)(2 * f->T * f->T + 4 * f->T * f->D);
+    float *a = sl_arena_alloc(arena, 4 * amax, 64), *b = sl_arena_alloc(arena, 4 * bmax, 64);
+    float *c = sl_arena_alloc(arena, 4 * cmax, 64), *q = sl_arena_alloc(arena, 4 * 4 * qkv, 64);
+    float *scratch = sl_arena_alloc(arena, 4 * per * (size_t)f->threads, 64);
+    float *partials = sl_arena_alloc(arena, 4 * cmax * (size_t)f->threads, 64);
+    if (!a || !b || !c || !q || !scratch || !partials) return false;
+    fill_small(a, amax, 1);
+    fill_small(b, bmax, 2);
+    fill_small(q, 4 * qkv, 3);
+
+    double lin = 0;
+    for (int i = 0; i < f->n; i++) {
+        gemm_shape *s = &f->s[i];
+        /* row blocks, one per thread, in multiples of 16 rows */
+        int64_t rows = ((s->m + f->threads - 1) / f->threads + 15) / 16 * 16;
+        gemm_job j = {s, a, b, c, rows, partials, f->threads};
+        if (choose && f->threads > 1) { /* the better of the two ways, best of 3 runs each */
+            double best[2] = {INFINITY, INFINITY};
+            for (int rep = 0; rep < 3; rep++)
+                for (int way = 0; way < 2; way++) {
+                    double t = run_gemm(s, &j, way);
+                    best[way] = t < best[way] ? t : best[way];
+                }
+            s->ksplit = best[1] < best[0];
+        }
+        lin += run_gemm(s, &j, s->ksplit);
+    }
+    double t1 = now();
+    attn_gemm_job aj = {.f = f, .q = q, .k = q + qkv, .v = q + 2 * qkv, .dout = q + 3 * qkv,
+                        .scratch = scratch};
+    int layers = (int)llround(f->attn_flops / (12.0 * (double)(f->B * f->H) * (double)f->T *
+                                               (double)f->T * (double)f->D));
+    for (int l = 0; l < layers; l++) {
+        atomic_init(&aj.next, 0);
+        sl_parallel_for(f->threads, 1, attn_workers, &aj);
+    }
+    double t2 = now();
+    sl_arena_reset(arena);
+    *lin_sec = lin;
+    *attn_sec = t2 - t1;
+    return true;
+}
+
+/* ================================================================ eval mode */
+
+static int eval_forward(const sl_gpt_config *cfg, int64_t T, bool json)
+{
+    sl_gpt *m = sl_gpt_new(cfg, SL_F32);
+    if (!m) return fail("sl_gpt_new");
+    sl_arena *data = sl_arena_new(0), *step = sl_arena_new(0);
+    if (!data || !step) return fail("sl_arena_new");
+    sl_arena_set(data);
+    sl_tensor *idx = sl_empty(SL_I32, sl_shape(1, T));
+    if (!idx) return fail("tokens");
+    sl_rng rng = sl_rng_seed(7);
+    int32_t *p = idx->data;
+    for (int64_t i = 0; i < T; i++) p[i] = (int32_t)sl_rng_below(&rng, (uint64_t)cfg->vocab_size);
+    sl_set_grad_enabled(false);
+    double rss0 = peak_rss_mib();
+    sl_arena_set(step);
+    double t0 = now();
+    sl_tensor *logits = sl_gpt_forward(m, idx, NULL);
+    double sec = now() - t0;
+    if (!logits) return fail("forward");
+    double rss = peak_rss_mib(), arena_mib = (double)sl_arena_peak(step) / (1 << 20);
+    double params_mib = (double)sl_arena_reserved(sl_params_arena(m->params)) / (1 << 20);
+    if (json)
+        printf("{\"bench\": \"gpt_eval\", \"impl\": \"shortlong\", \"B\": 1, \"T\": %lld, "
+               "\"threads\": %d, \"forward_ms\": %.2f, \"arena_peak_mib\": %.2f, "
+               "\"params_arena_mib\": %.2f, \"rss_before_mib\": %.1f, \"peak_rss_mib\": %.1f}\n",
+               (long long)T, sl_get_num_threads(), 1e3 * sec, arena_mib, params_mib, rss0, rss);
+    else
+        printf("shortlong eval forward, B = 1, T = %lld, no grad, %d threads: %.1f ms\n"
+               "  activations (step arena peak) %.1f MiB, parameters' arena %.1f MiB\n"
+               "  peak RSS %.1f MiB (%.1f MiB before the forward)\n",
+               (long long)T, sl_get_num_threads(), 1e3 * sec, arena_mib, params_mib, rss, rss0);
+    sl_arena_set(NULL);
+    sl_arena_free(step);
+    sl_arena_free(data);
+    sl_gpt_free(m);
+    return 0;
+}
+
+/* ================================================================ main */
+
+static int usage(const char *prog)
+{
+    fprintf(stderr,
+            "usage: %s [--steps 10] [--warmup 2] [--threads N] [--json] [--profile] "
+            "[--eval-T N]\n"
+            "       [--vocab 256] [--dim 256] [--layers 4] [--heads 8] [--context 256] "
+            "[--batch 8] [--pos alibi|none]\n",
+            prog);
+    return 2;
+}
+
+static void print_profile(const profile *P, int steps, double engine, double step_ms, bool json)
+{
+    double fam[FAM_COUNT][2] = {{0}};
+    for (int i = 0; i < P->n; i++)
+        for (int d = 0; d < 2; d++) fam[family_of(P->op[i])][d] += 1e3 * P->sec[i][d] / steps;
+    fam[FAM_OTHER][BWD] += 1e3 * engine / steps;
+    if (json) {
+        printf(", \"profile\": {\"step_ms\": %.2f, \"families\": {", step_ms);
+        for (int f = 0; f < FAM_COUNT; f++)
+            printf("%s\"%s\": {\"fwd_ms\": %.2f, \"bwd_ms\": %.2f}", f ? ", " : "",
+                   family_name[f], fam[f][FWD], fam[f][BWD]);
+        printf("}, \"ops\": {");
+        for (int i = 0; i < P->n; i++)
+            printf("%s\"%s\": {\"fwd_ms\": %.3f, \"bwd_ms\": %.3f, \"calls\": %ld}", i ? ", " : "",
+                   P->op[i], 1e3 * P->sec[i][FWD] / steps, 1e3 * P->sec[i][BWD] / steps,
+                   (P->calls[i][FWD] + P->calls[i][BWD]) / steps);
+        printf("}, \"autograd_engine_ms\": %.3f}", 1e3 * engine / steps);
+        return;
+    }
+    printf("\nprofile: mean per step over %d profiled steps (profiled step median %.1f ms)\n",
+           steps, step_ms);
+    printf("  %-24s %10s %10s %10s %7s\n", "family", "fwd ms", "bwd ms", "total ms", "share");
+    double total = 0;
+    for (int f = 0; f < FAM_COUNT; f++) total += fam[f][FWD] + fam[f][BWD];
+    for (int f = 0; f < FAM_COUNT; f++)
+        printf("  %-24s %10.2f %10.2f %10.2f %6.1f%%\n", family_name[f], fam[f][FWD], fam[f][BWD],
+               fam[f][FWD] + fam[f][BWD], 100 * (fam[f][FWD] + fam[f][BWD]) / total);
+    printf("  %-24s %10s %10s %10.2f\n", "sum", "", "", total);
+    printf("  by op (calls per step; zero_grad and adamw are listed under bwd):\n");
+    for (int i = 0; i < P->n; i++)
+        printf("    %-22s %10.2f %10.2f %10.2f %5ld calls  [%s]\n", P->op[i],
+               1e3 * P->sec[i][FWD] / steps, 1e3 * P->sec[i][BWD] / steps,
+               1e3 * (P->sec[i][FWD] + P->sec[i][BWD]) / steps,
+               (P->calls[i][FWD] + P->calls[i][BWD]) / steps, family_name[family_of(P->op[i])]);
+    printf("    %-22s %10s %10.2f %10.2f  (backward time outside the ops' backward functions)\n",
+           "autograd engine", "", 1e3 * engine / steps, 1e3 * engine / steps);
+}
+
+int main(int argc, char **argv)
+{
+    sl_gpt_config cfg = {.vocab_size = 256, .context = 256, .dim = 256, .n_layers = 4,
+                         .n_heads = 8, .mlp_ratio = 4, .pos = SL_POS_ALIBI,
+                         .tie_embeddings = true, .fused_qkv = true, .seed = 1};
+    int64_t B = 8, eval_T = 0;
+    int steps = 10, warmup = 2, threads = 0;
+    bool json = false, profiling = false, floor = true;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--json")) json = true;
+        else if (!strcmp(a, "--profile")) profiling = true;
+        else if (!strcmp(a, "--no-floor")) floor = false; /* for perf: the steps alone */
+        else if (!v) return usage(argv[0]);
+        else if (!strcmp(a, "--steps")) steps = atoi(v), i++;
+        else if (!strcmp(a, "--warmup")) warmup = atoi(v), i++;
+        else if (!strcmp(a, "--threads")) threads = atoi(v), i++;
+        else if (!strcmp(a, "--eval-T")) eval_T = atoll(v), i++;
+        else if (!strcmp(a, "--vocab")) cfg.vocab_size = atoll(v), i++;
+        else if (!strcmp(a, "--dim")) cfg.dim = atoll(v), i++;
+        else if (!strcmp(a, "--layers")) cfg.n_layers = atoi(v), i++;
+        else if (!strcmp(a, "--heads")) cfg.n_heads = atoi(v), i++;
+        else if (!strcmp(a, "--context")) cfg.context = atoll(v), i++;
+        else if (!strcmp(a, "--batch")) B = atoll(v), i++;
+        else if (!strcmp(a, "--pos")) {
+            if (!sl_pos_parse(v, &cfg.pos) || (cfg.pos != SL_POS_ALIBI && cfg.pos != SL_POS_NONE))
+                return usage(argv[0]);
+            i++;
+        } else return usage(argv[0]);
+    }
+    if (steps < 1 || steps > MAX_STEPS || warmup < 0 || threads < 0 || B < 1 || eval_T < 0)
+        return usage(argv[0]);
+    if (threads) sl_set_num_threads(threads);
+    threads = sl_get_num_threads();
+    if (eval_T) return eval_forward(&cfg, eval_T, json);
+
+    const int64_t T = cfg.context;
+    trainer t = {0};
+    t.m = sl_gpt_new(&cfg, SL_F32);
+    if (!t.m) return fail("sl_gpt_new");
+    t.m->train = true;
+    t.opt = sl_adamw_new(t.m->params, &(sl_adamw_config){0.9, 0.95, 1e-8, WEIGHT_DECAY});
+    sl_arena *data = sl_arena_new(0);
+    t.step = sl_arena_new(0);
+    if (!t.opt || !data || !t.step) return fail("setup");
+    sl_arena_set(data);
+    t.idx = sl_empty(SL_I32, sl_shape(B, T));
+    t.tgt = sl_empty(SL_I32, sl_shape(B, T));
+    if (!t.idx || !t.tgt) return fail("tokens");
+    sl_rng rng = sl_rng_seed(7);
+    int32_t *ip = t.idx->data, *tp = t.tgt->data;
+    for (int64_t i = 0; i < B * T; i++) {
+        ip[i] = (int32_t)sl_rng_below(&rng, (uint64_t)cfg.vocab_size);
+        tp[i] = (int32_t)sl_rng_below(&rng, (uint64_t)cfg.vocab_size);
+    }
+    sl_arena_set(NULL);
+
+    floor_plan fp = plan_floor(&t.m->cfg, B, T, threads);
+    double loss0 = NAN, loss = NAN, lin, att;
+    for (int w = 0; w < warmup || w < 1; w++)
+        if (!train_step(&t, w ? &loss : &loss0) ||
+            (floor && !run_floor(&fp, t.step, w == 0, &lin, &att)))
+            return fail("warm-up step");
+    if (profiling && !copy_matches(&t)) return 1;
+
+    double step_s[MAX_STEPS], floor_s[MAX_STEPS], floor_full_s[MAX_STEPS];
+    double lin_s[MAX_STEPS], att_s[MAX_STEPS];
+    uint64_t heap = 0;
+    long faults = 0;
+    profile P = {0};
+    double engine = 0;
+    for (int s = 0; s < steps; s++) {
+        uint64_t h0 = sl_heap_allocs();
+        long f0 = minor_faults();
+        double t0 = now();
+        bool ok = train_step(&t, &loss);
+        step_s[s] = now() - t0;
+        heap += sl_heap_allocs() - h0;
+        faults += minor_faults() - f0;
+        if (!ok) return fail("step");
+        if (!floor) lin_s[s] = att_s[s] = NAN;
+        else if (!run_floor(&fp, t.step, false, &lin_s[s], &att_s[s])) return fail("floor");
+        floor_full_s[s] = lin_s[s] + att_s[s];
+        floor_s[s] = lin_s[s] + 0.5 * att_s[s];
+    }
+    double prof_step[MAX_STEPS];
+    if (profiling)
+        for (int s = 0; s < steps; s++) {
+            if ((prof_step[s] = profiled_step(&t, &P, &engine)) < 0) return fail("profiled step");
+            if (!copy_matches(&t)) return 1;
+        }
+
+    double step_ms = 1e3 * median(step_s, steps), floor_ms = 1e3 * median(floor_s, steps);
+    double floor_full_ms = 1e3 * median(floor_full_s, steps);
+    double lin_ms = 1e3 * median(lin_s, steps), att_ms = 1e3 * median(att_s, steps);
+    double tok_s = (double)(B * T) / (step_ms * 1e-3);
+    double gflop = (fp.linear_flops + 0.5 * fp.attn_flops) * 1e-9;
+    double gflop_full = (fp.linear_flops + fp.attn_flops) * 1e-9;
+    double rss = peak_rss_mib();
+    double arena_mib = (double)sl_arena_peak(t.step) / (1 << 20);
+    double params_mib = (double)sl_arena_reserved(sl_params_arena(t.m->params)) / (1 << 20);
+    if (json) {
+        printf("{\"bench\": \"gpt_step\", \"impl\": \"shortlong\", \"vocab\": %lld, \"dim\": %lld, "
+               "\"layers\": %d, \"heads\": %d, \"context\": %lld, \"batch\": %lld, \"pos\": \"%s\", "
+               "\"threads\": %d, \"steps\": %d, \"warmup\": %d, \"params\": %lld, "
+               "\"step_ms\": %.2f, \"step_ms_min\": %.2f, \"tokens_per_s\": %.0f, "
+               "\"peak_rss_mib\": %.1f, \"step_arena_peak_mib\": %.1f, \"params_arena_mib\": %.1f, "
+               "\"heap_allocs_timed\": %llu, \"page_faults_per_step\": %.1f, \"floor_ms\": %.2f, \"floor_full_ms\": %.2f, "
+               "\"floor_linear_ms\": %.2f, \"floor_attention_full_ms\": %.2f, "
+               "\"gemm_gflop\": %.2f, \"gemm_gflop_full\": %.2f, \"ratio_to_floor\": %.3f, "
+               "\"ratio_to_floor_full\": %.3f, \"loss_first\": %.6f, \"loss_last\": %.6f",
+               (long long)cfg.vocab_size, (long long)cfg.dim, cfg.n_layers, cfg.n_heads,
+               (long long)T, (long long)B, sl_pos_name(cfg.pos), threads, steps, warmup,
+               (long long)sl_params_numel(t.m->params), step_ms,
+               1e3 * min_of(step_s, steps), tok_s, rss, arena_mib,
+               params_mib, (unsigned long long)heap, (double)faults / steps, floor_ms, floor_full_ms, lin_ms, att_ms,
+               gflop, gflop_full, step_ms / floor_ms, step_ms / floor_full_ms, loss0, loss);
+        if (profiling) print_profile(&P, steps, engine, 1e3 * median(prof_step, steps), true);
+        printf("}\n");
+    } else {
+        printf("shortlong GPT training step: vocab %lld, d_model %lld, %d layers, %d heads, "
+               "T %lld, batch %lld, pos %s, %lld parameters, %d threads\n",
+               (long long)cfg.vocab_size, (long long)cfg.dim, cfg.n_layers, cfg.n_heads,
+               (long long)T, (long long)B, sl_pos_name(cfg.pos),
+               (long long)sl_params_numel(t.m->params), threads);
+        printf("  step (zero grad, forward, loss, backward, AdamW): median %.1f ms over %d steps "
+               "-> %.0f tokens/s\n", step_ms, steps, tok_s);
+        printf("  GEMM floor, same run: %.1f ms (linear %.1f + attention %.1f / 2; %.1f GFLOP); "
+               "step / floor = %.2fx\n", floor_ms, lin_ms, att_ms, gflop, step_ms / floor_ms);
+        printf("  with full (non-causal) attention products: %.1f ms (%.1f GFLOP); step / floor "
+               "= %.2fx\n", floor_full_ms, gflop_full, step_ms / floor_full_ms);
+        printf("  peak RSS %.1f MiB (step arena peak %.1f MiB, parameters' arena %.1f MiB)\n",
+               rss, arena_mib, params_mib);
+        printf("  heap allocations during the %d timed steps: %llu; page faults per step: %.1f\n",
+               steps, (unsigned long long)heap, (double)faults / steps);
+        printf("  loss: %.4f at the first step, %.4f at the last\n", loss0, loss);
+        if (profiling) print_profile(&P, steps, engine, 1e3 * median(prof_step, steps), false);
+    }
+    sl_optim_free(t.opt);
+    sl_gpt_free(t.m);
+    sl_arena_free(t.step);
+    sl_arena_free(data);
+    return 0;
+}
