@@ -3,6 +3,7 @@
  * Each module is a struct in its registry's arena holding pointers to its parameters, and a
  * forward function that composes differentiable ops: the backward comes from the tape.
  */
+#include "../ops/dense.h"
 #include "../tensor/internal.h"
 #include <shortlong/nn.h>
 
@@ -45,27 +46,21 @@ sl_linear *sl_linear_new(sl_params *ps, const char *name, int64_t in, int64_t ou
     return m;
 }
 
-/* y = x W^T + b. The leading dims of x fold into one: a single (N, in) @ (in, out) product,
- * with W^T a transposed view that sl_matmul hands to cblas uncopied. */
+/* y = x W^T + b through the fused sl_dense: one gemm over all of x's rows, W never copied,
+ * the bias added as gemm finishes each block of rows. */
 sl_tensor *sl_linear_forward(const sl_linear *m, sl_tensor *x)
 {
     if (!m) return SL_FAIL(SL_ERR_ARG, "sl_linear_forward: module is NULL");
     SL_CHECK_TENSOR("sl_linear_forward", x);
     const sl_tensor *w = m->weight;
-    int64_t in = w->shape[1], out = w->shape[0];
+    int64_t in = w->shape[1];
     if (x->ndim < 1 || x->shape[x->ndim - 1] != in)
         return SL_FAIL(SL_ERR_SHAPE, "sl_linear_forward: input %s does not end in %lld features "
                        "(weight %s)", sl_shape_str(x), (long long)in, sl_shape_str(w));
     if (x->dtype != w->dtype)
         return SL_FAIL(SL_ERR_DTYPE, "sl_linear_forward: input is %s, weight is %s",
                        sl_dtype_name(x->dtype), sl_dtype_name(w->dtype));
-    int64_t shape[SL_MAX_DIMS];
-    memcpy(shape, x->shape, sizeof shape);
-    shape[x->ndim - 1] = out;
-    sl_tensor *x2 = sl_reshape(x, 2, (int64_t[]){-1, in});          // (N, in)
-    sl_tensor *y2 = sl_matmul(x2, sl_transpose(m->weight, 0, 1));    // (N, out)
-    if (m->bias) y2 = sl_add(y2, m->bias);
-    return sl_reshape(y2, x->ndim, shape);                           // (..., out)
+    return sl__dense(x, m->weight, m->bias, SL_ACT_NONE);
 }
 
 /* ---------------------------------------------------------------- Embedding */
@@ -136,9 +131,15 @@ sl_mlp *sl_mlp_new(sl_params *ps, const char *name, int64_t dim, int64_t hidden,
     return m;
 }
 
-/* proj(gelu_tanh(fc(x))): (..., C) -> (..., hidden) -> (..., C) */
+/* proj(gelu_tanh(fc(x))): (..., C) -> (..., hidden) -> (..., C). The GELU runs inside fc's
+ * sl_dense, on each block of rows as gemm finishes it. */
 sl_tensor *sl_mlp_forward(const sl_mlp *m, sl_tensor *x)
 {
     if (!m) return SL_FAIL(SL_ERR_ARG, "sl_mlp_forward: module is NULL");
-    return sl_linear_forward(m->proj, sl_gelu(sl_linear_forward(m->fc, x), SL_GELU_TANH));
+    SL_CHECK_TENSOR("sl_mlp_forward", x);
+    const sl_tensor *w = m->fc->weight;
+    if (x->ndim < 1 || x->shape[x->ndim - 1] != w->shape[1] || x->dtype != w->dtype)
+        return sl_linear_forward(m->fc, x); /* for its error message */
+    sl_tensor *h = sl__dense(x, m->fc->weight, m->fc->bias, SL_ACT_GELU_TANH);
+    return sl_linear_forward(m->proj, h);
 }

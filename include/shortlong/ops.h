@@ -58,6 +58,26 @@ sl_tensor *sl_mean_all(sl_tensor *a);
  * Operands whose last two dims are transposed views go to cblas as transposed, uncopied. */
 sl_tensor *sl_matmul(sl_tensor *a, sl_tensor *b);
 
+/* ---------------------------------------------------------------- dense layer (dense.c) */
+
+typedef enum sl_activation {
+    SL_ACT_NONE = 0,
+    SL_ACT_GELU_TANH = 1, /* 0.5 u (1 + tanh(sqrt(2/pi) (u + 0.044715 u^3))), GPT-2's GELU */
+} sl_activation;
+/* y = act(x weight^T + bias) over the last dim: x (..., in), weight (out, in), bias (out) or
+ * NULL -> (..., out). The same values as sl_matmul, sl_add and sl_gelu composed, in one op:
+ * one gemm over all of x's rows (x read in place when its rows are evenly strided, weight
+ * never copied unless neither of its dims is contiguous), bias and activation applied to each
+ * block of rows as gemm finishes it, and a backward that accumulates dx and dweight by gemm
+ * straight into their gradients (no intermediate gradient buffers besides dL/du when there is
+ * an activation). Differentiable in x, weight and bias. f32 or f64 (all three alike). GELU is
+ * computed as u / (1 + e^(-2 z)), z = sqrt(2/pi) (u + 0.044715 u^3), which equals the tanh form
+ * without its cancellation for negative u; in f32, in vectors, within a few ulp (deep in the
+ * negative tail, where gelu(u) < 1e-6 |u|, within about |2 z| ulp). Results do not depend on
+ * the thread count. Errors (NULL): dtypes, a weight that is not 2-D, an x whose last dim is
+ * not weight's in, a bias that is not [out], an unknown activation. */
+sl_tensor *sl_dense(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activation act);
+
 /* ---------------------------------------------------------------- shape (shape.c) */
 
 /* A view when the strides allow it, else a copy. One entry may be -1 (inferred). */

@@ -1,0 +1,524 @@
+/* ops/dense.c — the fused fully connected layer: y = act(x W^T + b), and its backward.
+ *
+ *     x (..., in), W (out, in), b (out) -> y (..., out);  act: none or GELU (tanh form)
+ *
+ * What sl_matmul + sl_add + sl_gelu compute, in one op: x's leading dims fold into the rows of
+ * one (rows, in) @ (in, out) gemm (x read in place when its rows are evenly strided), W goes to
+ * gemm as transposed, uncopied, and the bias and activation run on each block of rows right
+ * after gemm wrote it, while it is in cache. Backward makes no view gradients: dx and dW are
+ * accumulated by gemm (beta = 1) straight into the gradient buffers of x and W, and db is a
+ * column sum folded into the pass that applies the activation's derivative.
+ *
+ * OpenBLAS runs on one thread (tensor/pool.c); products split over the pool in chunks fixed by
+ * the shape alone (GEMM_ROWS rows; dW also in slabs of SLAB rows of the inner dim, added in
+ * order), and db is summed in double per block of BLOCK rows, the blocks added in order: every
+ * gemm call and every sum is the same whatever the thread count, so results repeat bitwise on
+ * any number of threads.
+ */
+#include "dense.h"
+
+#include "../tensor/internal.h"
+
+#include <cblas.h>
+#include <limits.h>
+#include <math.h>
+
+enum {
+    BLOCK = 64,      /* rows per db partial sum and per elementwise task */
+    GEMM_ROWS = 256, /* output rows per gemm call, at least (OpenBLAS packs the other operand
+                        once per call: 256 rows keep that within 1-2% of one whole call) */
+    SLAB = 1024,     /* dW's inner dim (x's rows) per gemm call */
+};
+#define MIN_CHUNK_FLOPS 4e6 /* below this much work, a parallel chunk costs more than it saves */
+
+/* ---------------------------------------------------------------- GELU, tanh form */
+
+/* gelu(u) = 0.5 u (1 + tanh(z)), z = c (u + k u^3), c = sqrt(2/pi), k = 0.044715. With
+ * 1 + tanh(z) = 2 sigmoid(2 z), that is u s with e = e^(-2z), s = 1 / (1 + e): a form without
+ * cancellation at either tail. And with 1 - s = e s (no cancellation either):
+ *     gelu'(u) = 0.5 (1 + t) + 0.5 u (1 - t^2) c (1 + 3 k u^2)      (t = tanh(z))
+ *              = s + 2 c u s (e s) (1 + 3 k u^2),
+ * whose second term vanishes at both tails (e = 0: s = 1; e = inf: s = 0), where u^2 may have
+ * overflowed: it is dropped there rather than turned into inf * 0. */
+static const double GELU_C = 0.7978845608028654, GELU_K = 0.044715;
+
+static double gelu_f64(double u, double *deriv)
+{
+    double e = exp(-2 * GELU_C * (u + GELU_K * u * u * u)), s = 1 / (1 + e);
+    if (deriv) {
+        *deriv = s;
+        if (e > 0 && e < INFINITY) *deriv += 2 * GELU_C * u * s * (e * s) * (1 + 3 * GELU_K * u * u);
+    }
+    return u * s;
+}
+
+/* f32: vectors of VW floats (GCC vector extensions), AVX-512 when the build targets it. */
+#if defined(__AVX512F__)
+#define VW 16
+#elif defined(__AVX__)
+#define VW 8
+#else
+#define VW 4
+#endif
+typedef float vf __attribute__((vector_size(VW * 4)));
+typedef int32_t vi __attribute__((vector_size(VW * 4)));
+
+/* e^z lane by lane, within 2 ulp: e^z = 2^n e^r, n = round(z / ln 2), |r| <= ln2 / 2, e^r by
+ * Cephes' expf polynomial. Lanes above 88.376 (where 2^n would leave the exponent range; the
+ * true overflow is at 88.72) give +inf, lanes below -87.33 (FLT_MIN) give 0; NaN stays NaN. */
+static inline vf vexp(vf z)
+{
+    const vi big = z > 88.3762626647949f, small = z < -87.3365447505531f;
+    z = (vf)((vi)z & ~(big | small)); /* out-of-range lanes computed at 0, replaced below */
+    vf t = z * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23: rounds to an integer */
+    vf n = t - 12582912.0f;
+    vf r = z - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    vf p = 1.9875691500e-4f * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    vi e = (__builtin_convertvector(n, vi) + 127) << 23; /* 2^n, n in [-126, 127] */
+    vi y = (vi)(p * (vf)e) & ~small;
+    const vi inf = (vi){0} + 0x7f800000;
+    return (vf)((y & ~big) | (inf & big));
+}
+
+/* e = e^(-2 c (u + k u^3)) per lane; s = 1 / (1 + e). */
+static inline vf gelu_e(vf u)
+{
+    const float c2 = (float)(-2 * GELU_C), k = (float)GELU_K;
+    return vexp(c2 * (u + k * u * u * u));
+}
+
+static inline vf gelu_vec(vf u) { return u / (1.0f + gelu_e(u)); }
+
+static inline vf gelu_deriv_vec(vf u)
+{
+    const float c2 = (float)(2 * GELU_C), k3 = (float)(3 * GELU_K);
+    vf e = gelu_e(u), s = 1.0f / (1.0f + e);
+    vf term = c2 * u * s * (e * s) * (1.0f + k3 * u * u);
+    vi mid = (e > 0.0f) & (e < __builtin_inff());
+    return s + (vf)((vi)term & mid);
+}
+
+static inline vf vload(const float *p)
+{
+    vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
+
+/* The last n % VW elements of a row go through the same vector code, zero-padded, so every
+ * element's result is the same wherever it sits. */
+static inline vf vload_part(const float *p, int64_t n)
+{
+    vf v = {0};
+    memcpy(&v, p, sizeof(float) * (size_t)n);
+    return v;
+}
+
+static inline void vstore_part(float *p, vf v, int64_t n) { memcpy(p, &v, sizeof(float) * (size_t)n); }
+
+/* ---------------------------------------------------------------- epilogues */
+
+/* The plain loops below run their first n - n % 16 iterations in a loop of their own: a trip
+ * count known to be a multiple of 16 is what GCC's -O2 (its "very cheap" vectorizer cost model)
+ * needs to vectorize a loop. */
+#define VEC16(n) ((n) & ~(int64_t)15) /* n >= 0 */
+
+/* d += p over n elements. */
+static void add_f32(float *restrict d, const float *restrict p, int64_t n)
+{
+    for (int64_t e = 0; e < VEC16(n); e++) d[e] += p[e];
+    for (int64_t e = VEC16(n); e < n; e++) d[e] += p[e];
+}
+
+static void add_f64(double *restrict d, const double *restrict p, int64_t n)
+{
+    for (int64_t e = 0; e < VEC16(n); e++) d[e] += p[e];
+    for (int64_t e = VEC16(n); e < n; e++) d[e] += p[e];
+}
+
+
+/* One row of n: u += b (b may be NULL); y = gelu(u) if gelu (y separate), else nothing more. */
+static void forward_row_f32(float *restrict u, float *restrict y, const float *restrict b,
+                            int64_t n, bool gelu)
+{
+    if (b) add_f32(u, b, n);
+    if (!gelu) return;
+    int64_t j = 0;
+    for (; j + VW <= n; j += VW) vstore(y + j, gelu_vec(vload(u + j)));
+    if (j < n) vstore_part(y + j, gelu_vec(vload_part(u + j, n - j)), n - j);
+}
+
+static void forward_row_f64(double *restrict u, double *restrict y, const double *restrict b,
+                            int64_t n, bool gelu)
+{
+    if (b) add_f64(u, b, n);
+    if (gelu)
+        for (int64_t j = 0; j < n; j++) y[j] = gelu_f64(u[j], NULL);
+}
+
+/* One row of n: du = g * gelu'(u) (when gelu; else du is g and nothing is written), and
+ * db += du in double (when db is given). */
+static void backward_row_f32(const float *restrict g, const float *restrict u, float *restrict du,
+                             double *restrict db, int64_t n, bool gelu)
+{
+    if (gelu) {
+        int64_t j = 0;
+        for (; j + VW <= n; j += VW) vstore(du + j, vload(g + j) * gelu_deriv_vec(vload(u + j)));
+        if (j < n)
+            vstore_part(du + j, vload_part(g + j, n - j) * gelu_deriv_vec(vload_part(u + j, n - j)),
+                        n - j);
+    }
+    if (db) {
+        const float *d = gelu ? du : g;
+        for (int64_t j = 0; j < VEC16(n); j++) db[j] += d[j];
+        for (int64_t j = VEC16(n); j < n; j++) db[j] += d[j];
+    }
+}
+
+static void backward_row_f64(const double *restrict g, const double *restrict u,
+                             double *restrict du, double *restrict db, int64_t n, bool gelu)
+{
+    if (gelu)
+        for (int64_t j = 0; j < n; j++) {
+            double d;
+            gelu_f64(u[j], &d);
+            du[j] = g[j] * d;
+        }
+    if (db) {
+        const double *d = gelu ? du : g;
+        for (int64_t j = 0; j < n; j++) db[j] += d[j];
+    }
+}
+
+/* ---------------------------------------------------------------- gemm */
+
+/* A matrix as gemm reads it: element (i, j) at p[i * rs + j * cs]; trans/ld from the layout. */
+typedef struct {
+    char *p;
+    CBLAS_TRANSPOSE trans;
+    int64_t ld;
+} mat;
+
+/* rows x cols with strides (rs, cs) as a gemm operand: NoTrans when rows are contiguous, Trans
+ * when columns are. False if neither (the caller copies). */
+static bool as_mat(char *p, int64_t rows, int64_t cols, int64_t rs, int64_t cs, mat *m)
+{
+    m->p = p;
+    if (rows == 0 || cols == 0) { /* never read */
+        m->trans = CblasNoTrans;
+        m->ld = cols > 1 ? cols : 1;
+        return true;
+    }
+    if ((cs == 1 || cols == 1) && (rows == 1 || rs >= cols)) {
+        m->trans = CblasNoTrans;
+        m->ld = rows == 1 ? cols : rs;
+    } else if ((rs == 1 || rows == 1) && (cols == 1 || cs >= rows)) {
+        m->trans = CblasTrans;
+        m->ld = cols == 1 ? rows : cs;
+    } else {
+        return false;
+    }
+    return m->ld >= 1 && m->ld <= INT_MAX;
+}
+
+/* Rows [r0, r1) of c (row-major, ldc) = a @ b + beta c, a with rows of a's layout. */
+static void gemm_rows(sl_dtype dt, const mat *a, const mat *b, char *c, int64_t ldc, int64_t r0,
+                      int64_t r1, int64_t n, int64_t k, double beta)
+{
+    size_t es = sl_dtype_size(dt);
+    /* row r0 of a: r0 rows down when NoTrans, r0 columns across when Trans */
+    const char *ap = a->p + (size_t)(r0 * (a->trans == CblasNoTrans ? a->ld : 1)) * es;
+    int m = (int)(r1 - r0);
+    if (dt == SL_F32)
+        cblas_sgemm(CblasRowMajor, a->trans, b->trans, m, (int)n, (int)k, 1.0f,
+                    (const float *)ap, (int)a->ld, (const float *)b->p, (int)b->ld, (float)beta,
+                    (float *)c + r0 * ldc, (int)ldc);
+    else
+        cblas_dgemm(CblasRowMajor, a->trans, b->trans, m, (int)n, (int)k, 1.0, (const double *)ap,
+                    (int)a->ld, (const double *)b->p, (int)b->ld, beta, (double *)c + r0 * ldc,
+                    (int)ldc);
+}
+
+/* Rows per gemm call: GEMM_ROWS, or a multiple of it holding at least MIN_CHUNK_FLOPS. */
+static int64_t chunk_rows(double flops_per_row)
+{
+    double g = MIN_CHUNK_FLOPS / (flops_per_row * GEMM_ROWS);
+    return GEMM_ROWS * (g > 1 ? (int64_t)ceil(g) : 1);
+}
+
+/* ---------------------------------------------------------------- forward */
+
+typedef struct {
+    sl_dtype dtype;
+    mat x, w;            /* x (rows, in); w^T as the (in, out) operand */
+    int64_t rows, in, out, chunk;
+    bool gelu;
+    char *u, *y;         /* (rows, out): gemm's output (+ bias); y = act(u), or u itself */
+    const char *b;       /* (out) or NULL */
+} forward_job;
+
+/* Rows [r0, r1): gemm, then bias and activation, row by row. */
+static void forward_rows(const forward_job *j, int64_t r0, int64_t r1)
+{
+    size_t es = sl_dtype_size(j->dtype);
+    if (j->in > 0) gemm_rows(j->dtype, &j->x, &j->w, j->u, j->out, r0, r1, j->out, j->in, 0.0);
+    else memset(j->u + (size_t)(r0 * j->out) * es, 0, (size_t)((r1 - r0) * j->out) * es);
+    if (!j->b && !j->gelu) return;
+    for (int64_t r = r0; r < r1; r++) {
+        size_t off = (size_t)(r * j->out) * es;
+        if (j->dtype == SL_F32)
+            forward_row_f32((float *)(j->u + off), (float *)(j->y + off), (const float *)j->b,
+                            j->out, j->gelu);
+        else
+            forward_row_f64((double *)(j->u + off), (double *)(j->y + off), (const double *)j->b,
+                            j->out, j->gelu);
+    }
+}
+
+/* Chunks [c0, c1) of j->chunk rows, one gemm call each. */
+static void forward_chunks(void *ctx, int64_t c0, int64_t c1)
+{
+    const forward_job *j = ctx;
+    for (int64_t c = c0; c < c1; c++)
+        forward_rows(j, c * j->chunk, (c + 1) * j->chunk < j->rows ? (c + 1) * j->chunk : j->rows);
+}
+
+/* ---------------------------------------------------------------- backward */
+
+typedef struct {
+    mat x, w;     /* as forward used them (copies if they had to be) */
+    char *u;      /* (rows, out) pre-activation, GELU only */
+    int64_t rows, in, out;
+    bool gelu;
+} dense_saved;
+
+typedef struct {
+    sl_dtype dtype;
+    const dense_saved *s;
+    const char *g; /* (rows, out) dL/dy */
+    char *du;      /* (rows, out): g * act'(u), or g itself without an activation */
+    double *dbp;   /* (units, out) partial sums of du, or NULL */
+    char *dx, *dw; /* gradient buffers, contiguous (rows, in) and (out, in), or NULL */
+    mat dum, wm;   /* du as a NoTrans (rows, out) operand; w as the (out, in) operand */
+    int64_t xchunk, wchunk, wchunks; /* rows per dx call; dW rows per call, calls per slab */
+    char *slabs;   /* (slabs - 1, out, in): dW's share from every slab but the first */
+} backward_job;
+
+/* Units [u0, u1): du = g * act'(u) and the units' db partial sums. */
+static void du_units(void *ctx, int64_t u0, int64_t u1)
+{
+    const backward_job *j = ctx;
+    const dense_saved *s = j->s;
+    size_t es = sl_dtype_size(j->dtype);
+    for (int64_t unit = u0; unit < u1; unit++) {
+        int64_t r0 = unit * BLOCK, r1 = r0 + BLOCK < s->rows ? r0 + BLOCK : s->rows;
+        double *db = j->dbp ? j->dbp + unit * s->out : NULL;
+        if (db) memset(db, 0, sizeof(double) * (size_t)s->out);
+        for (int64_t r = r0; r < r1; r++) {
+            size_t off = (size_t)(r * s->out) * es;
+            if (j->dtype == SL_F32)
+                backward_row_f32((const float *)(j->g + off), s->gelu ? (float *)(s->u + off) : NULL,
+                                 (float *)(j->du + off), db, s->out, s->gelu);
+            else
+                backward_row_f64((const double *)(j->g + off),
+                                 s->gelu ? (double *)(s->u + off) : NULL, (double *)(j->du + off),
+                                 db, s->out, s->gelu);
+        }
+    }
+}
+
+/* Chunks [c0, c1) of dx's rows: dx += du @ W  ((rows, out) @ (out, in)). */
+static void dx_chunks(void *ctx, int64_t c0, int64_t c1)
+{
+    const backward_job *j = ctx;
+    const dense_saved *s = j->s;
+    for (int64_t c = c0; c < c1; c++) {
+        int64_t r0 = c * j->xchunk, r1 = r0 + j->xchunk < s->rows ? r0 + j->xchunk : s->rows;
+        gemm_rows(j->dtype, &j->dum, &j->wm, j->dx, s->in, r0, r1, s->in, s->out, 1.0);
+    }
+}
+
+/* Tasks [t0, t1) of dW += du^T @ x  ((out, rows) @ (rows, in)): task t is chunk t % wchunks of
+ * dW's rows over slab t / wchunks of x's rows. Slab 0 accumulates into dW itself (beta = 1),
+ * slab k > 0 writes its share to slabs[k - 1], added afterwards in slab order. */
+static void dw_tasks(void *ctx, int64_t t0, int64_t t1)
+{
+    const backward_job *j = ctx;
+    const dense_saved *s = j->s;
+    size_t es = sl_dtype_size(j->dtype);
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t slab = t / j->wchunks, c = t % j->wchunks;
+        int64_t r0 = c * j->wchunk, r1 = r0 + j->wchunk < s->out ? r0 + j->wchunk : s->out;
+        int64_t k0 = slab * SLAB, k = s->rows - k0 < SLAB ? s->rows - k0 : SLAB;
+        mat dut = {j->du + (size_t)(k0 * s->out) * es, CblasTrans, s->out}; /* du^T: (out, k) */
+        mat xs = s->x;
+        xs.p += (size_t)(k0 * xs.ld) * es;
+        char *dst = slab ? j->slabs + (size_t)((slab - 1) * s->out * s->in) * es : j->dw;
+        gemm_rows(j->dtype, &dut, &xs, dst, s->in, r0, r1, s->in, k, slab ? 0.0 : 1.0);
+    }
+}
+
+/* Elements [e0, e1) of dW += the slabs' shares, in slab order. */
+static void add_slabs(void *ctx, int64_t e0, int64_t e1)
+{
+    const backward_job *j = ctx;
+    int64_t n = j->s->out * j->s->in, slabs = (j->s->rows + SLAB - 1) / SLAB;
+    for (int64_t k = 1; k < slabs; k++) {
+        if (j->dtype == SL_F32)
+            add_f32((float *)j->dw + e0, (const float *)j->slabs + (k - 1) * n + e0, e1 - e0);
+        else
+            add_f64((double *)j->dw + e0, (const double *)j->slabs + (k - 1) * n + e0, e1 - e0);
+    }
+}
+
+/* y = act(u), u = x W^T + b, so with g = dL/dy and du = g * act'(u):
+ *     dx = du W,   dW = du^T x,   db = sum over rows of du. */
+static bool dense_backward(sl_node *n)
+{
+    const dense_saved *s = n->saved;
+    sl_tensor *gx = NULL, *gw = NULL, *gb = NULL;
+    if (n->in[0]->requires_grad && !(gx = sl_input_grad(n, 0))) return false;
+    if (n->in[1]->requires_grad && !(gw = sl_input_grad(n, 1))) return false;
+    if (n->n_in > 2 && n->in[2]->requires_grad && !(gb = sl_input_grad(n, 2))) return false;
+    sl_dtype dt = n->out->dtype;
+    size_t es = sl_dtype_size(dt);
+    int64_t units = (s->rows + BLOCK - 1) / BLOCK;
+    backward_job j = {.dtype = dt, .s = s, .g = n->grad->data,
+                      .dx = gx ? sl_ptr(gx) : NULL, .dw = gw ? sl_ptr(gw) : NULL};
+    j.du = (char *)j.g;
+    if (s->gelu && !(j.du = sl_arena_alloc(sl_arena_current(), es * (size_t)(s->rows * s->out), 64)))
+        return false;
+    if (gb && !(j.dbp = sl_arena_alloc(sl_arena_current(),
+                                       sizeof(double) * (size_t)(units * s->out), 64)))
+        return false;
+    if (s->gelu || gb) sl_parallel_for(units, 1, du_units, &j);
+    if (gb) { /* db += the partial sums, in unit order */
+        for (int64_t c = 0; c < s->out; c++) {
+            double acc = 0;
+            for (int64_t u = 0; u < units; u++) acc += j.dbp[u * s->out + c];
+            if (dt == SL_F32) ((float *)sl_ptr(gb))[c] += (float)acc;
+            else ((double *)sl_ptr(gb))[c] += acc;
+        }
+    }
+    j.dum = (mat){j.du, CblasNoTrans, s->out};
+    /* W as the (out, in) operand: forward read W^T as (in, out); the same memory flipped */
+    j.wm = (mat){s->w.p, s->w.trans == CblasTrans ? CblasNoTrans : CblasTrans, s->w.ld};
+    if (s->in == 0 || s->out == 0 || s->rows == 0) return true; /* empty products */
+    if (gx) {
+        j.xchunk = chunk_rows(2.0 * (double)(s->in * s->out));
+        sl_parallel_for((s->rows + j.xchunk - 1) / j.xchunk, 1, dx_chunks, &j);
+    }
+    if (gw) {
+        /* dW's rows are few and its inner dim long: splitting the inner dim too, rather than
+         * dW's rows ever finer, keeps each call's packing of x down to its own slab */
+        int64_t slabs = (s->rows + SLAB - 1) / SLAB;
+        j.wchunk = chunk_rows(2.0 * (double)((s->rows < SLAB ? s->rows : SLAB) * s->in));
+        j.wchunks = (s->out + j.wchunk - 1) / j.wchunk;
+        if (slabs > 1 &&
+            !(j.slabs = sl_arena_alloc(sl_arena_current(),
+                                       es * (size_t)((slabs - 1) * s->out * s->in), 64)))
+            return false;
+        sl_parallel_for(slabs * j.wchunks, 1, dw_tasks, &j);
+        if (slabs > 1) sl_parallel_for(s->out * s->in, 1 << 14, add_slabs, &j);
+    }
+    return true;
+}
+
+/* ---------------------------------------------------------------- the op */
+
+static const char *const OP = "sl_dense";
+
+/* The stride that walks all of t's rows (every dim but the last) as one dim, if one does. */
+static bool rows_stride(const sl_tensor *t, int64_t *rs)
+{
+    int64_t next = -1;
+    *rs = t->ndim >= 2 ? t->strides[t->ndim - 2] : t->shape[0];
+    for (int i = t->ndim - 2; i >= 0; i--) {
+        if (t->shape[i] == 1) continue;
+        if (next < 0) *rs = t->strides[i];
+        else if (t->strides[i] != next) return false;
+        next = t->strides[i] * t->shape[i];
+    }
+    return true;
+}
+
+/* x as a NoTrans (rows, in) operand, copied to contiguous (in the current arena, alive as
+ * long as the tape) if it cannot be read in place. */
+static bool x_operand(sl_tensor *x, int64_t rows, int64_t in, mat *m)
+{
+    int64_t rs;
+    if (rows_stride(x, &rs) && (in <= 1 || x->strides[x->ndim - 1] == 1) &&
+        as_mat(sl_ptr(x), rows, in, rs, 1, m) && m->trans == CblasNoTrans)
+        return true;
+    sl_tensor *c = sl__contig(x);
+    return c && as_mat(sl_ptr(c), rows, in, in, 1, m);
+}
+
+sl_tensor *sl_dense(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activation act)
+{
+    /* bias may be NULL, but not a NULL that a failed call just returned */
+    if (!bias && sl_error() != SL_OK) return NULL;
+    return sl__dense(x, weight, bias, act);
+}
+
+sl_tensor *sl__dense(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activation act)
+{
+    SL_CHECK_TENSOR(OP, x);
+    SL_CHECK_TENSOR(OP, weight);
+    if (act != SL_ACT_NONE && act != SL_ACT_GELU_TANH)
+        return SL_FAIL(SL_ERR_ARG, "sl_dense: unknown activation %d", (int)act);
+    if (!sl__check_float(OP, x) || !sl__check_same_dtype(OP, x, weight) ||
+        (bias && !sl__check_same_dtype(OP, x, bias)))
+        return NULL;
+    if (weight->ndim != 2)
+        return SL_FAIL(SL_ERR_SHAPE, "sl_dense: weight must be 2-D (out, in), got %s",
+                       sl_shape_str(weight));
+    int64_t out = weight->shape[0], in = weight->shape[1];
+    if (x->ndim < 1 || x->shape[x->ndim - 1] != in)
+        return SL_FAIL(SL_ERR_SHAPE, "sl_dense: input %s does not end in %lld features "
+                       "(weight %s)", sl_shape_str(x), (long long)in, sl_shape_str(weight));
+    if (bias && (bias->ndim != 1 || bias->shape[0] != out))
+        return SL_FAIL(SL_ERR_SHAPE, "sl_dense: bias %s does not match weight %s (expected [%lld])",
+                       sl_shape_str(bias), sl_shape_str(weight), (long long)out);
+    int64_t rows = sl__shape_numel(x->ndim - 1, x->shape);
+    if (rows > INT_MAX || in > INT_MAX || out > INT_MAX)
+        return SL_FAIL(SL_ERR_SHAPE, "sl_dense: input %s @ weight %s has a dim past BLAS's int "
+                       "range", sl_shape_str(x), sl_shape_str(weight));
+    int64_t shape[SL_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->ndim - 1] = out;
+    bool gelu = act == SL_ACT_GELU_TANH;
+    sl_tensor *y = sl__new(x->dtype, x->ndim, shape);
+    if (!y) return NULL;
+
+    forward_job j = {.dtype = x->dtype, .rows = rows, .in = in, .out = out, .gelu = gelu,
+                     .y = y->data};
+    sl_tensor *wk, *bk = bias ? sl__contig(bias) : NULL;
+    if (!x_operand(x, rows, in, &j.x) || (bias && !bk)) return NULL;
+    /* W^T (in, out): strides swapped */
+    if (!as_mat(sl_ptr(weight), in, out, weight->strides[1], weight->strides[0], &j.w)) {
+        if (!(wk = sl__contig(weight))) return NULL;
+        as_mat(sl_ptr(wk), in, out, 1, in, &j.w);
+    }
+    j.b = bk ? sl_ptr(bk) : NULL;
+    j.u = y->data;
+    if (gelu && !(j.u = sl_arena_alloc(y->arena, sl_dtype_size(x->dtype) * (size_t)(rows * out), 64)))
+        return NULL;
+    j.chunk = chunk_rows(2.0 * (double)(in * out) + 1);
+    if (out > 0) sl_parallel_for((rows + j.chunk - 1) / j.chunk, 1, forward_chunks, &j);
+
+    sl_node *n;
+    sl_tensor *ins[3] = {x, weight, bias};
+    if (!sl_record(&n, OP, y, bias ? 3 : 2, ins, dense_backward, sizeof(dense_saved)))
+        return NULL;
+    if (n) *(dense_saved *)n->saved = (dense_saved){j.x, j.w, gelu ? j.u : NULL, rows, in, out, gelu};
+    return y;
+}
