@@ -255,6 +255,33 @@ START_TEST(step_allocates_nothing)
 }
 END_TEST
 
+/* f32 AdamW runs 8 elements at a time: 21 elements are two whole vectors and a padded tail,
+ * each against the hand loop (the moments are stored in f32, hence the tolerance). */
+START_TEST(adamw_f32_vectors_and_tail)
+{
+    enum { N = 21, STEPS = 3 };
+    sl_params *ps = sl_params_new(SL_F32);
+    sl_tensor *p = sl_params_add(ps, "p", sl_shape(N), true);
+    p->grad = sl_zeros(SL_F32, sl_shape(N));
+    double p0[N], g[STEPS][N];
+    for (int i = 0; i < N; i++) {
+        p0[i] = (float)(0.1 * i - 1);
+        sl_set(p, i, p0[i]);
+        for (int t = 0; t < STEPS; t++) g[t][i] = (float)sin(1.0 + i + 7.0 * t);
+    }
+    sl_optim *opt = sl_adamw_new(ps, &(sl_adamw_config){.weight_decay = WD});
+    for (int t = 0; t < STEPS; t++) {
+        for (int i = 0; i < N; i++) sl_set(p->grad, i, g[t][i]);
+        ck_assert(sl_optim_step(opt, LRS[t]));
+    }
+    for (int i = 0; i < N; i++)
+        ck_assert_close(sl_get(p, i), adamw_by_hand(p0[i], &g[0][i], N, LRS, STEPS, WD), 3e-7,
+                        1e-9);
+    sl_optim_free(opt);
+    sl_params_free(ps);
+}
+END_TEST
+
 START_TEST(thread_count_does_not_change_results)
 {
     const int64_t n = 100003;
@@ -387,6 +414,7 @@ int main(void)
     tu_add_test(s, tc, weight_decay_only_on_decay_params);
     tu_add_test(s, tc, params_without_grad_are_skipped);
     tu_add_test(s, tc, step_allocates_nothing);
+    tu_add_test(s, tc, adamw_f32_vectors_and_tail);
     tu_add_test(s, tc, thread_count_does_not_change_results);
     tu_add_test(s, tc, training_reduces_the_loss);
     tu_add_test(s, tc, schedules);
