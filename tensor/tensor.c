@@ -445,6 +445,15 @@ typedef struct {
     sl_dtype dtype;
 } acc_ctx;
 
+/* d += s over n contiguous floats. The first n - n % 16 in a loop of their own: a trip count
+ * that is a multiple of 16 is what GCC's -O2 needs to vectorise a loop. */
+static void add_run_f32(float *restrict d, const float *restrict s, int64_t n)
+{
+    int64_t n16 = n & ~(int64_t)15;
+    for (int64_t i = 0; i < n16; i++) d[i] += s[i];
+    for (int64_t i = n16; i < n; i++) d[i] += s[i];
+}
+
 static void accumulate_run(void *vctx, char *const *p, const int64_t *bs, int64_t n)
 {
     const acc_ctx *c = vctx;
@@ -456,6 +465,8 @@ static void accumulate_run(void *vctx, char *const *p, const int64_t *bs, int64_
             double acc = 0;
             for (int64_t i = 0; i < n; i++) acc += s[i * ss];
             *d += (float)acc;
+        } else if (sd == 1 && ss == 1 && (d + n <= s || s + n <= d)) {
+            add_run_f32(d, s, n);
         } else {
             for (int64_t i = 0; i < n; i++) d[i * sd] += s[i * ss];
         }
@@ -473,16 +484,54 @@ static void accumulate_run(void *vctx, char *const *p, const int64_t *bs, int64_
     }
 }
 
+/* A large accumulation that sums nothing (dst broadcasts along no dim of src) between two
+ * storages splits over the pool along src's outermost dim of size > 1: each part writes its
+ * own elements of dst, so the result is the same as in one pass. */
+enum { ACC_PARALLEL_MIN = 1 << 16 }; /* elements */
+
+typedef struct {
+    char *base[2];
+    int64_t st[2][SL_MAX_DIMS];
+    size_t es[2];
+    int ndim, outer; /* outer: the dim split */
+    int64_t shape[SL_MAX_DIMS];
+    acc_ctx c;
+} acc_job;
+
+static void accumulate_range(void *ctx, int64_t i0, int64_t i1)
+{
+    const acc_job *j = ctx;
+    int64_t shape[SL_MAX_DIMS];
+    memcpy(shape, j->shape, sizeof shape);
+    shape[j->outer] = i1 - i0;
+    char *base[2];
+    for (int k = 0; k < 2; k++)
+        base[k] = j->base[k] + i0 * j->st[k][j->outer] * (int64_t)j->es[k];
+    sl__foreach(2, base, j->st, j->es, j->ndim, shape, accumulate_run, (void *)&j->c);
+}
+
 void sl__accumulate_reduced(sl_tensor *dst, const sl_tensor *src)
 {
-    int64_t st[2][SL_MAX_DIMS];
-    sl__broadcast_strides(dst, src->ndim, src->shape, st[0]);
-    memcpy(st[1], src->strides, sizeof st[1]);
-    char *base[2] = {sl_ptr(dst), sl_ptr(src)};
-    size_t es[2] = {sl_dtype_size(dst->dtype), sl_dtype_size(src->dtype)};
-    acc_ctx c = {dst->dtype};
-    sl__foreach(2, base, (const int64_t(*)[SL_MAX_DIMS])st, es, src->ndim, src->shape,
-                accumulate_run, &c);
+    acc_job j = {.base = {sl_ptr(dst), sl_ptr(src)},
+                 .es = {sl_dtype_size(dst->dtype), sl_dtype_size(src->dtype)},
+                 .ndim = src->ndim, .outer = -1, .c = {dst->dtype}};
+    sl__broadcast_strides(dst, src->ndim, src->shape, j.st[0]);
+    memcpy(j.st[1], src->strides, sizeof j.st[1]);
+    memcpy(j.shape, src->shape, sizeof j.shape);
+    bool sums = false;
+    for (int d = 0; d < src->ndim; d++) {
+        if (src->shape[d] > 1 && j.st[0][d] == 0) sums = true;
+        if (src->shape[d] > 1 && j.outer < 0) j.outer = d;
+    }
+    int64_t n = sl_numel(src);
+    if (!sums && j.outer >= 0 && n >= ACC_PARALLEL_MIN && dst->data != src->data) {
+        int64_t per = n / src->shape[j.outer]; /* elements per index of the outer dim */
+        int64_t grain = (ACC_PARALLEL_MIN / 4 + per - 1) / per;
+        sl_parallel_for(src->shape[j.outer], grain, accumulate_range, &j);
+        return;
+    }
+    sl__foreach(2, j.base, (const int64_t(*)[SL_MAX_DIMS])j.st, j.es, src->ndim, src->shape,
+                accumulate_run, &j.c);
 }
 
 void sl__accumulate(sl_tensor *dst, const sl_tensor *src) { sl__accumulate_reduced(dst, src); }

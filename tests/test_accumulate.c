@@ -1,0 +1,84 @@
+/* Large gradient accumulations (tensor/tensor.c): the backward of a view adds the view's
+ * gradient into its base's, split over the pool when it is large and sums nothing. Values
+ * against loops written here, 1 thread against 2 bitwise, and the reducing (broadcast) case,
+ * which stays serial, beside it. */
+#include "testutil.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum { B = 6, T = 100, H = 4, D = 32 }; /* 76800 elements: above the parallel threshold */
+
+/* x.grad after y = permute(x, 0 2 1 3) (B, T, H, D) -> (B, H, T, D), backward with g, plus
+ * z = narrow(x, 1, 10, 50) backward with gz: x.grad[b,t,h,d] = g[b,h,t,d] + gz[b,t-10,h,d]. */
+static sl_tensor *views_backward(sl_tensor *x, sl_tensor *g, sl_tensor *gz)
+{
+    sl_zero_grad(x);
+    sl_tensor *y = sl_permute(x, (int[]){0, 2, 1, 3});
+    sl_tensor *z = sl_narrow(x, 1, 10, 50);
+    ck_assert_msg(y && z && sl_backward_ex(y, g, 0) && sl_backward_ex(z, gz, 0), "%s",
+                  sl_error_message());
+    return x->grad;
+}
+
+START_TEST(view_backwards_values_and_threads)
+{
+    sl_rng r = sl_rng_seed(1);
+    sl_tensor *x = tu_randn(&r, SL_F32, sl_shape(B, T, H, D));
+    sl_tensor *g = sl_rand_normal(&r, SL_F32, sl_shape(B, H, T, D), 0, 1);
+    sl_tensor *gz = sl_rand_normal(&r, SL_F32, sl_shape(B, 50, H, D), 0, 1);
+    int prev = sl_get_num_threads();
+    float *got[2];
+    for (int k = 0; k < 2; k++) {
+        sl_set_num_threads(k + 1);
+        sl_tensor *gx = views_backward(x, g, gz);
+        got[k] = malloc(sizeof(float) * B * T * H * D);
+        ck_assert(sl_copy_out(gx, got[k]));
+    }
+    sl_set_num_threads(prev);
+    ck_assert(!memcmp(got[0], got[1], sizeof(float) * B * T * H * D));
+    const float *gp = g->data, *gzp = gz->data;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < H; h++)
+                for (int d = 0; d < D; d++) {
+                    float want = gp[((b * H + h) * T + t) * D + d];
+                    if (t >= 10 && t < 60) want += gzp[((b * 50 + t - 10) * H + h) * D + d];
+                    ck_assert_float_eq(got[0][((b * T + t) * H + h) * D + d], want);
+                }
+    free(got[0]);
+    free(got[1]);
+}
+END_TEST
+
+/* An expanded (broadcast) view's backward sums over the broadcast dim: that accumulation sums,
+ * so it is not split (parts would race on the same elements); on 2 threads it is still the
+ * sum. */
+START_TEST(broadcast_backward_sums)
+{
+    sl_rng r = sl_rng_seed(2);
+    sl_tensor *x = tu_randn(&r, SL_F32, sl_shape(1, T, H, D));
+    sl_tensor *g = sl_rand_normal(&r, SL_F32, sl_shape(B, T, H, D), 0, 1);
+    int prev = sl_get_num_threads();
+    sl_set_num_threads(2);
+    sl_tensor *y = sl_expand(x, sl_shape(B, T, H, D));
+    ck_assert_msg(y && sl_backward_ex(y, g, 0), "%s", sl_error_message());
+    sl_set_num_threads(prev);
+    const float *gp = g->data, *gx = x->grad->data;
+    for (int i = 0; i < T * H * D; i++) {
+        double s = 0;
+        for (int b = 0; b < B; b++) s += gp[b * T * H * D + i];
+        ck_assert_close(gx[i], s, 1e-6, 1e-6);
+    }
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("accumulate");
+    TCase *tc = tcase_create("accumulate");
+    tu_fixture(tc, tu_setup, tu_teardown);
+    tu_add_test(s, tc, view_backwards_values_and_threads);
+    tu_add_test(s, tc, broadcast_backward_sums);
+    return tu_run(s);
+}
