@@ -9,6 +9,10 @@
  * accumulated by gemm (beta = 1) straight into the gradient buffers of x and W, and db is a
  * column sum folded into the pass that applies the activation's derivative.
  *
+ * f32 products run on shortlong's own AVX-512 kernel (ops/gemm.c) when the build has it: the
+ * operand it packs (W^T forward, W for dx, x for dW) is packed once per product, in parallel,
+ * into a per-thread scratch buffer, and the chunks share it. Otherwise cblas.
+ *
  * OpenBLAS runs on one thread (tensor/pool.c); products split over the pool in chunks fixed by
  * the shape alone (GEMM_ROWS rows; dW also in slabs of SLAB rows of the inner dim, added in
  * order), and db is summed in double per block of BLOCK rows, the blocks added in order: every
@@ -16,12 +20,15 @@
  * any number of threads.
  */
 #include "dense.h"
+#include "gemm.h"
 
 #include "../tensor/internal.h"
 
 #include <cblas.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
 
 enum {
     BLOCK = 64,      /* rows per db partial sum and per elementwise task */
@@ -29,6 +36,7 @@ enum {
                         once per call: 256 rows keep that within 1-2% of one whole call) */
     SLAB = 1024,     /* dW's inner dim (x's rows) per gemm call */
 };
+_Static_assert(SLAB % SL__SGEMM_KC == 0, "slabs start where a packed operand can be cut");
 #define MIN_CHUNK_FLOPS 4e6 /* below this much work, a parallel chunk costs more than it saves */
 
 /* ---------------------------------------------------------------- GELU, tanh form */
@@ -229,10 +237,16 @@ static bool as_mat(char *p, int64_t rows, int64_t cols, int64_t rs, int64_t cs, 
     return m->ld >= 1 && m->ld <= INT_MAX;
 }
 
-/* Rows [r0, r1) of c (row-major, ldc) = a @ b + beta c, a with rows of a's layout. */
-static void gemm_rows(sl_dtype dt, const mat *a, const mat *b, char *c, int64_t ldc, int64_t r0,
-                      int64_t r1, int64_t n, int64_t k, double beta)
+/* Rows [r0, r1) of c (row-major, ldc) = a @ b + beta c (beta 0 or 1), a with rows of a's
+ * layout; through shortlong's own kernel when b was packed for it (bp), else cblas. */
+static void gemm_rows(sl_dtype dt, const mat *a, const mat *b, const float *bp, char *c,
+                      int64_t ldc, int64_t r0, int64_t r1, int64_t n, int64_t k, double beta)
 {
+    if (bp) {
+        sl__sgemm_rows((const float *)a->p, a->trans == CblasTrans, a->ld, bp, k, n, (float *)c,
+                       ldc, r0, r1, beta != 0);
+        return;
+    }
     size_t es = sl_dtype_size(dt);
     /* row r0 of a: r0 rows down when NoTrans, r0 columns across when Trans */
     const char *ap = a->p + (size_t)(r0 * (a->trans == CblasNoTrans ? a->ld : 1)) * es;
@@ -247,6 +261,77 @@ static void gemm_rows(sl_dtype dt, const mat *a, const mat *b, char *c, int64_t 
                     (int)ldc);
 }
 
+/* A packed operand lives for one product only, so one buffer per calling thread, kept between
+ * calls and grown as needed, holds them all: in the step arena every product's copy would stay
+ * until the arena is reset (about 80 MB more at issue 6's reference config). Freed when the
+ * thread exits, like autograd's sort buffers. */
+static _Thread_local float *pack_buf;
+static _Thread_local size_t pack_cap; /* floats */
+static pthread_key_t pack_key;
+static pthread_once_t pack_once = PTHREAD_ONCE_INIT;
+
+static void pack_free(void *unused)
+{
+    (void)unused;
+    sl__free(pack_buf);
+    pack_buf = NULL;
+    pack_cap = 0;
+}
+
+static void pack_free_at_exit(void) { pack_free(NULL); }
+
+static void pack_init(void)
+{
+    pthread_key_create(&pack_key, pack_free);
+    atexit(pack_free_at_exit);
+}
+
+static float *pack_scratch(size_t floats)
+{
+    if (floats <= pack_cap) return pack_buf;
+    pthread_once(&pack_once, pack_init);
+    pthread_setspecific(pack_key, (void *)1); /* any non-NULL value runs the destructor */
+    float *p = sl__aligned_alloc(64, sizeof(float) * floats);
+    if (!p)
+        return SL_FAIL(SL_ERR_OOM, "sl_dense: out of memory for a packed operand (%zu bytes)",
+                       sizeof(float) * floats);
+    sl__free(pack_buf);
+    pack_buf = p;
+    pack_cap = floats;
+    return p;
+}
+
+typedef struct {
+    float *bp;
+    const mat *b;
+    int64_t k, n;
+} pack_job;
+
+static void pack_panels(void *ctx, int64_t p0, int64_t p1)
+{
+    const pack_job *j = ctx;
+    sl__sgemm_pack(j->bp, (const float *)j->b->p, j->b->trans == CblasTrans, j->b->ld, j->k, j->n,
+                   p0, p1);
+}
+
+/* b (k x n) packed for shortlong's own kernel into the calling thread's scratch (valid until
+ * the next packing), panels split over the pool; NULL when the kernel is not used for this
+ * product (f64, or switched off), or on OOM (error set: *oom). */
+static float *packed_b(sl_dtype dt, const mat *b, int64_t k, int64_t n, bool *oom)
+{
+    *oom = false;
+    if (dt != SL_F32 || !sl__sgemm_enabled() || k == 0 || n == 0) return NULL;
+    float *bp = pack_scratch(sl__sgemm_packed_floats(k, n));
+    if (!bp) {
+        *oom = true;
+        return NULL;
+    }
+    pack_job j = {bp, b, k, n};
+    int64_t per_panel = k * 64 + 1; /* floats */
+    sl_parallel_for(sl__sgemm_panels(n), (1 << 16) / per_panel + 1, pack_panels, &j);
+    return bp;
+}
+
 /* Rows per gemm call: GEMM_ROWS, or a multiple of it holding at least MIN_CHUNK_FLOPS. */
 static int64_t chunk_rows(double flops_per_row)
 {
@@ -259,6 +344,7 @@ static int64_t chunk_rows(double flops_per_row)
 typedef struct {
     sl_dtype dtype;
     mat x, w;            /* x (rows, in); w^T as the (in, out) operand */
+    const float *wp;     /* w^T packed for shortlong's kernel, or NULL (cblas) */
     int64_t rows, in, out, chunk;
     bool gelu;
     char *u, *y;         /* (rows, out): gemm's output (+ bias); y = act(u), or u itself */
@@ -269,7 +355,8 @@ typedef struct {
 static void forward_rows(const forward_job *j, int64_t r0, int64_t r1)
 {
     size_t es = sl_dtype_size(j->dtype);
-    if (j->in > 0) gemm_rows(j->dtype, &j->x, &j->w, j->u, j->out, r0, r1, j->out, j->in, 0.0);
+    if (j->in > 0)
+        gemm_rows(j->dtype, &j->x, &j->w, j->wp, j->u, j->out, r0, r1, j->out, j->in, 0.0);
     else memset(j->u + (size_t)(r0 * j->out) * es, 0, (size_t)((r1 - r0) * j->out) * es);
     if (!j->b && !j->gelu) return;
     for (int64_t r = r0; r < r1; r++) {
@@ -308,6 +395,7 @@ typedef struct {
     double *dbp;   /* (units, out) partial sums of du, or NULL */
     char *dx, *dw; /* gradient buffers, contiguous (rows, in) and (out, in), or NULL */
     mat dum, wm;   /* du as a NoTrans (rows, out) operand; w as the (out, in) operand */
+    const float *wp, *xp; /* w and x packed for shortlong's kernel, or NULL (cblas) */
     int64_t xchunk, wchunk, wchunks; /* rows per dx call; dW rows per call, calls per slab */
     char *slabs;   /* (slabs - 1, out, in): dW's share from every slab but the first */
 } backward_job;
@@ -342,7 +430,7 @@ static void dx_chunks(void *ctx, int64_t c0, int64_t c1)
     const dense_saved *s = j->s;
     for (int64_t c = c0; c < c1; c++) {
         int64_t r0 = c * j->xchunk, r1 = r0 + j->xchunk < s->rows ? r0 + j->xchunk : s->rows;
-        gemm_rows(j->dtype, &j->dum, &j->wm, j->dx, s->in, r0, r1, s->in, s->out, 1.0);
+        gemm_rows(j->dtype, &j->dum, &j->wm, j->wp, j->dx, s->in, r0, r1, s->in, s->out, 1.0);
     }
 }
 
@@ -361,8 +449,9 @@ static void dw_tasks(void *ctx, int64_t t0, int64_t t1)
         mat dut = {j->du + (size_t)(k0 * s->out) * es, CblasTrans, s->out}; /* du^T: (out, k) */
         mat xs = s->x;
         xs.p += (size_t)(k0 * xs.ld) * es;
+        const float *xp = j->xp ? j->xp + sl__sgemm_packed_floats(k0, s->in) : NULL;
         char *dst = slab ? j->slabs + (size_t)((slab - 1) * s->out * s->in) * es : j->dw;
-        gemm_rows(j->dtype, &dut, &xs, dst, s->in, r0, r1, s->in, k, slab ? 0.0 : 1.0);
+        gemm_rows(j->dtype, &dut, &xs, xp, dst, s->in, r0, r1, s->in, k, slab ? 0.0 : 1.0);
     }
 }
 
@@ -412,7 +501,10 @@ static bool dense_backward(sl_node *n)
     /* W as the (out, in) operand: forward read W^T as (in, out); the same memory flipped */
     j.wm = (mat){s->w.p, s->w.trans == CblasTrans ? CblasNoTrans : CblasTrans, s->w.ld};
     if (s->in == 0 || s->out == 0 || s->rows == 0) return true; /* empty products */
+    bool oom;
     if (gx) {
+        j.wp = packed_b(dt, &j.wm, s->out, s->in, &oom);
+        if (oom) return false;
         j.xchunk = chunk_rows(2.0 * (double)(s->in * s->out));
         sl_parallel_for((s->rows + j.xchunk - 1) / j.xchunk, 1, dx_chunks, &j);
     }
@@ -426,6 +518,8 @@ static bool dense_backward(sl_node *n)
             !(j.slabs = sl_arena_alloc(sl_arena_current(),
                                        es * (size_t)((slabs - 1) * s->out * s->in), 64)))
             return false;
+        j.xp = packed_b(dt, &s->x, s->rows, s->in, &oom); /* slabs start at multiples of KC */
+        if (oom) return false;
         sl_parallel_for(slabs * j.wchunks, 1, dw_tasks, &j);
         if (slabs > 1) sl_parallel_for(s->out * s->in, 1 << 14, add_slabs, &j);
     }
@@ -512,6 +606,9 @@ sl_tensor *sl__dense(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activa
     j.u = y->data;
     if (gelu && !(j.u = sl_arena_alloc(y->arena, sl_dtype_size(x->dtype) * (size_t)(rows * out), 64)))
         return NULL;
+    bool oom;
+    j.wp = in > 0 ? packed_b(x->dtype, &j.w, in, out, &oom) : NULL;
+    if (in > 0 && oom) return NULL;
     j.chunk = chunk_rows(2.0 * (double)(in * out) + 1);
     if (out > 0) sl_parallel_for((rows + j.chunk - 1) / j.chunk, 1, forward_chunks, &j);
 
