@@ -47,6 +47,8 @@
  */
 #include <shortlong/shortlong.h>
 
+#include "../ops/gemm.h" /* the library's own f32 kernel, for the second floor */
+
 #include <cblas.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -54,7 +56,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 enum { MAX_STEPS = 201 };
 static const double LR = 1e-4, WEIGHT_DECAY = 0.1;
@@ -364,8 +368,8 @@ static bool copy_matches(trainer *t)
 typedef struct {
     int m, n, k;
     bool ta, tb;
-    int count;   /* how many times a step runs it */
-    bool ksplit; /* run split along k (chosen in the first measurement: the faster way) */
+    int count;           /* how many times a step runs it */
+    bool ksplit[2];      /* per floor_impl: split along k (chosen in the first measurement) */
 } gemm_shape;
 
 enum { MAX_SHAPES = 32 };
@@ -380,9 +384,9 @@ typedef struct {
 
 static void add_linear(floor_plan *f, int64_t N, int64_t in, int64_t out, int count)
 {
-    f->s[f->n++] = (gemm_shape){(int)N, (int)out, (int)in, false, true, count, false}; /* x W^T */
-    f->s[f->n++] = (gemm_shape){(int)N, (int)in, (int)out, false, false, count, false}; /* dy W */
-    f->s[f->n++] = (gemm_shape){(int)out, (int)in, (int)N, true, false, count, false}; /* dy^T x */
+    f->s[f->n++] = (gemm_shape){(int)N, (int)out, (int)in, false, true, count, {false, false}}; /* x W^T */
+    f->s[f->n++] = (gemm_shape){(int)N, (int)in, (int)out, false, false, count, {false, false}}; /* dy W */
+    f->s[f->n++] = (gemm_shape){(int)out, (int)in, (int)N, true, false, count, {false, false}}; /* dy^T x */
     f->linear_flops += 3 * 2.0 * (double)N * (double)in * (double)out * count;
 }
 
@@ -402,6 +406,23 @@ static floor_plan plan_floor(const sl_gpt_config *c, int64_t B, int64_t T, int t
     return f;
 }
 
+/* Which sgemm a floor runs: OpenBLAS's cblas_sgemm, or the kernel the library itself uses
+ * for f32 products when the build has AVX-512 (ops/gemm.c: b packed per call into `pack`,
+ * which holds sl__sgemm_packed_floats(k, n) floats, as cblas_sgemm packs its own). */
+typedef enum { FLOOR_CBLAS, FLOOR_KERNEL, N_FLOORS } floor_impl;
+
+static void sgemm(floor_impl impl, bool ta, bool tb, int m, int n, int k, const float *a,
+                  int lda, const float *b, int ldb, float *c, int ldc, float *pack)
+{
+    if (impl == FLOOR_CBLAS) {
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
+        return;
+    }
+    sl__sgemm_pack(pack, b, tb, ldb, k, n, 0, sl__sgemm_panels(n));
+    sl__sgemm_rows(a, ta, lda, pack, k, n, c, ldc, 0, m, false);
+}
+
 typedef struct {
     const gemm_shape *s;
     const float *a, *b;
@@ -409,6 +430,9 @@ typedef struct {
     int64_t rows;    /* per block */
     float *partials; /* k split: (threads - 1) more outputs */
     int threads;
+    floor_impl impl;
+    float *pack;     /* per block: pack_floats each */
+    size_t pack_floats;
 } gemm_job;
 
 /* Row blocks [b0, b1) of c = op(a) op(b). */
@@ -421,9 +445,8 @@ static void gemm_blocks(void *ctx, int64_t b0, int64_t b1)
         if (r0 >= r1) continue;
         int lda = s->ta ? s->m : s->k, ldb = s->tb ? s->k : s->n;
         const float *a = s->ta ? j->a + r0 : j->a + r0 * lda;
-        cblas_sgemm(CblasRowMajor, s->ta ? CblasTrans : CblasNoTrans,
-                    s->tb ? CblasTrans : CblasNoTrans, (int)(r1 - r0), s->n, s->k, 1.0f, a, lda,
-                    j->b, ldb, 0.0f, j->c + r0 * s->n, s->n);
+        sgemm(j->impl, s->ta, s->tb, (int)(r1 - r0), s->n, s->k, a, lda, j->b, ldb,
+              j->c + r0 * s->n, s->n, j->pack + (size_t)blk * j->pack_floats);
     }
 }
 
@@ -438,9 +461,8 @@ static void gemm_slabs(void *ctx, int64_t t0, int64_t t1)
         const float *a = s->ta ? j->a + k0 * lda : j->a + k0;
         const float *b = s->tb ? j->b + k0 : j->b + k0 * ldb;
         float *c = t ? j->partials + (size_t)(t - 1) * (size_t)s->m * (size_t)s->n : j->c;
-        cblas_sgemm(CblasRowMajor, s->ta ? CblasTrans : CblasNoTrans,
-                    s->tb ? CblasTrans : CblasNoTrans, s->m, s->n, (int)(k1 - k0), 1.0f, a, lda,
-                    b, ldb, 0.0f, c, s->n);
+        sgemm(j->impl, s->ta, s->tb, s->m, s->n, (int)(k1 - k0), a, lda, b, ldb, c, s->n,
+              j->pack + (size_t)t * j->pack_floats);
     }
 }
 
@@ -455,7 +477,7 @@ static void add_partials(void *ctx, int64_t e0, int64_t e1)
     }
 }
 
-/* One run of a Linear product, `count` times, the way s says; returns the seconds. */
+/* One run of a Linear product, `count` times, the way ksplit says; returns the seconds. */
 static double run_gemm(const gemm_shape *s, gemm_job *j, bool ksplit)
 {
     double t0 = now();
@@ -473,30 +495,37 @@ static double run_gemm(const gemm_shape *s, gemm_job *j, bool ksplit)
 typedef struct {
     const floor_plan *f;
     const float *q, *k, *v, *dout; /* (B H, T, D) */
-    float *scratch;                /* per worker: two (T, T) and four (T, D) */
+    float *scratch;                /* per worker: two (T, T), four (T, D) and a packing */
+    floor_impl impl;
     atomic_int_fast64_t next;
 } attn_gemm_job;
+
+/* Floats of one attention worker's scratch. */
+static size_t attn_scratch_floats(const floor_plan *f)
+{
+    size_t pack = sl__sgemm_packed_floats(f->T, f->T > f->D ? f->T : f->D);
+    return (size_t)(2 * f->T * f->T + 4 * f->T * f->D) + pack;
+}
 
 static void attn_workers(void *ctx, int64_t w0, int64_t w1)
 {
     attn_gemm_job *j = ctx;
     const floor_plan *f = j->f;
     int T = (int)f->T, D = (int)f->D;
-    size_t per = (size_t)(2 * T * T + 4 * T * D);
+    size_t per = attn_scratch_floats(f);
     for (int64_t w = w0; w < w1; w++) {
         float *p = j->scratch + (size_t)w * per, *dp = p + T * T, *o = dp + T * T;
-        float *dv = o + T * D, *dq = dv + T * D, *dk = dq + T * D;
+        float *dv = o + T * D, *dq = dv + T * D, *dk = dq + T * D, *pk = dk + T * D;
+        floor_impl im = j->impl;
         for (int64_t bh; (bh = atomic_fetch_add(&j->next, 1)) < f->B * f->H;) {
             const float *q = j->q + bh * T * D, *k = j->k + bh * T * D;
             const float *v = j->v + bh * T * D, *g = j->dout + bh * T * D;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1, q, D, k, D, 0, p, T);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1, p, T, v, D, 0, o, D);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1, p, T, g, D, 0, dv, D);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1, g, D, v, D, 0, dp, T);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1, dp, T, k, D, 0, dq,
-                        D);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1, dp, T, q, D, 0, dk,
-                        D);
+            sgemm(im, false, true, T, T, D, q, D, k, D, p, T, pk);   /* S = Q K^T */
+            sgemm(im, false, false, T, D, T, p, T, v, D, o, D, pk);  /* O = P V */
+            sgemm(im, true, false, T, D, T, p, T, g, D, dv, D, pk);  /* dV = P^T dO */
+            sgemm(im, false, true, T, T, D, g, D, v, D, dp, T, pk);  /* dP = dO V^T */
+            sgemm(im, false, false, T, D, T, dp, T, k, D, dq, D, pk); /* dQ = dS K */
+            sgemm(im, true, false, T, D, T, dp, T, q, D, dk, D, pk);  /* dK = dS^T Q */
         }
     }
 }
@@ -510,27 +539,31 @@ static void fill_small(float *x, size_t n, uint64_t seed)
     }
 }
 
-/* One floor measurement, buffers taken from `arena` (the step arena, whose blocks are already
- * resident after a step, so the floor adds nothing to the peak RSS) and released after. Sets
- * the linear and attention seconds; false on OOM. */
-static bool run_floor(floor_plan *f, sl_arena *arena, bool choose, double *lin_sec,
-                      double *attn_sec)
+/* One floor measurement through impl, buffers taken from `arena` and released after. choose:
+ * pick each Linear product's faster way first (the first measurement). Sets the linear and
+ * attention seconds; false on OOM. */
+static bool run_floor(floor_plan *f, floor_impl impl, sl_arena *arena, bool choose,
+                      double *lin_sec, double *attn_sec)
 {
-    size_t amax = 0, bmax = 0, cmax = 0;
+    size_t amax = 0, bmax = 0, cmax = 0, packmax = 0;
     for (int i = 0; i < f->n; i++) {
         const gemm_shape *s = &f->s[i];
         size_t a = (size_t)s->m * s->k, b = (size_t)s->k * s->n, c = (size_t)s->m * s->n;
+        size_t pk = sl__sgemm_packed_floats(s->k, s->n);
         amax = a > amax ? a : amax;
         bmax = b > bmax ? b : bmax;
         cmax = c > cmax ? c : cmax;
+        packmax = pk > packmax ? pk : packmax;
     }
     size_t qkv = (size_t)(f->B * f->H * f->T * f->D);
-    size_t per = (size_t)(2 * f->T * f->T + 4 * f->T * f->D);
+    size_t per = attn_scratch_floats(f), nt = (size_t)f->threads;
     float *a = sl_arena_alloc(arena, 4 * amax, 64), *b = sl_arena_alloc(arena, 4 * bmax, 64);
     float *c = sl_arena_alloc(arena, 4 * cmax, 64), *q = sl_arena_alloc(arena, 4 * 4 * qkv, 64);
-    float *scratch = sl_arena_alloc(arena, 4 * per * (size_t)f->threads, 64);
-    float *partials = sl_arena_alloc(arena, 4 * cmax * (size_t)f->threads, 64);
-    if (!a || !b || !c || !q || !scratch || !partials) return false;
+    float *scratch = sl_arena_alloc(arena, 4 * per * nt, 64);
+    float *partials = sl_arena_alloc(arena, 4 * cmax * nt, 64);
+    float *pack = impl == FLOOR_KERNEL ? sl_arena_alloc(arena, 4 * packmax * nt, 64) : NULL;
+    if (!a || !b || !c || !q || !scratch || !partials || (impl == FLOOR_KERNEL && !pack))
+        return false;
     fill_small(a, amax, 1);
     fill_small(b, bmax, 2);
     fill_small(q, 4 * qkv, 3);
@@ -540,7 +573,8 @@ static bool run_floor(floor_plan *f, sl_arena *arena, bool choose, double *lin_s
         gemm_shape *s = &f->s[i];
         /* row blocks, one per thread, in multiples of 16 rows */
         int64_t rows = ((s->m + f->threads - 1) / f->threads + 15) / 16 * 16;
-        gemm_job j = {s, a, b, c, rows, partials, f->threads};
+        gemm_job j = {s, a, b, c, rows, partials, f->threads, impl, pack, packmax};
+        bool *ksplit = &s->ksplit[impl];
         if (choose && f->threads > 1) { /* the better of the two ways, best of 3 runs each */
             double best[2] = {INFINITY, INFINITY};
             for (int rep = 0; rep < 3; rep++)
@@ -548,13 +582,13 @@ static bool run_floor(floor_plan *f, sl_arena *arena, bool choose, double *lin_s
                     double t = run_gemm(s, &j, way);
                     best[way] = t < best[way] ? t : best[way];
                 }
-            s->ksplit = best[1] < best[0];
+            *ksplit = best[1] < best[0];
         }
-        lin += run_gemm(s, &j, s->ksplit);
+        lin += run_gemm(s, &j, *ksplit);
     }
     double t1 = now();
     attn_gemm_job aj = {.f = f, .q = q, .k = q + qkv, .v = q + 2 * qkv, .dout = q + 3 * qkv,
-                        .scratch = scratch};
+                        .scratch = scratch, .impl = impl};
     int layers = (int)llround(f->attn_flops / (12.0 * (double)(f->B * f->H) * (double)f->T *
                                                (double)f->T * (double)f->D));
     for (int l = 0; l < layers; l++) {
@@ -566,6 +600,68 @@ static bool run_floor(floor_plan *f, sl_arena *arena, bool choose, double *lin_s
     *lin_sec = lin;
     *attn_sec = t2 - t1;
     return true;
+}
+
+/* ---------------------------------------------------------------- the floor's own process */
+/* The floors run in a child process forked before anything else starts, one measurement on
+ * each command the parent sends after a step: the same run and moment, a pool of the same
+ * size, and buffers (tens of MB) that stay out of the parent's peak RSS and arenas. */
+typedef struct {
+    int cmd, res; /* pipe ends: commands to the child, results from it */
+    pid_t pid;
+} floor_server;
+
+static void floor_child(int cmd, int res, const sl_gpt_config *cfg, int64_t B, int threads)
+{
+    if (threads) sl_set_num_threads(threads);
+    floor_plan fp = plan_floor(cfg, B, cfg->context, sl_get_num_threads());
+    sl_arena *arena = sl_arena_new(0);
+    unsigned char c;
+    while (arena && read(cmd, &c, 1) == 1) { /* bit 0: kernel, bit 1: choose the ways */
+        double r[2] = {NAN, NAN};
+        if (!run_floor(&fp, (floor_impl)(c & 1), arena, c & 2, &r[0], &r[1])) r[0] = r[1] = NAN;
+        if (write(res, r, sizeof r) != (ssize_t)sizeof r) break;
+    }
+}
+
+static bool floor_start(floor_server *fs, const sl_gpt_config *cfg, int64_t B, int threads)
+{
+    int to[2], from[2];
+    if (pipe(to) || pipe(from)) return false;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) return false;
+    if (pid == 0) {
+        close(to[1]);
+        close(from[0]);
+        floor_child(to[0], from[1], cfg, B, threads);
+        _exit(0);
+    }
+    close(to[0]);
+    close(from[1]);
+    *fs = (floor_server){to[1], from[0], pid};
+    return true;
+}
+
+/* One floor measurement in the child; false if it failed. */
+static bool floor_measure(floor_server *fs, floor_impl impl, bool choose, double *lin,
+                          double *att)
+{
+    unsigned char c = (unsigned char)(impl | (choose ? 2 : 0));
+    double r[2];
+    if (write(fs->cmd, &c, 1) != 1 || read(fs->res, r, sizeof r) != (ssize_t)sizeof r ||
+        isnan(r[0]))
+        return false;
+    *lin = r[0];
+    *att = r[1];
+    return true;
+}
+
+static void floor_stop(floor_server *fs)
+{
+    close(fs->cmd);
+    close(fs->res);
+    waitpid(fs->pid, NULL, 0);
 }
 
 /* ================================================================ eval mode */
@@ -691,6 +787,12 @@ int main(int argc, char **argv)
     }
     if (steps < 1 || steps > MAX_STEPS || warmup < 0 || threads < 0 || B < 1 || eval_T < 0)
         return usage(argv[0]);
+    /* before anything starts threads: the floor's process, which starts its own */
+    floor_server fs;
+    if (!eval_T && floor && !floor_start(&fs, &cfg, B, threads)) {
+        fprintf(stderr, "bench_gpt_step: cannot start the floor's process\n");
+        return 1;
+    }
     if (threads) sl_set_num_threads(threads);
     threads = sl_get_num_threads();
     if (eval_T) return eval_forward(&cfg, eval_T, json);
@@ -717,15 +819,19 @@ int main(int argc, char **argv)
     sl_arena_set(NULL);
 
     floor_plan fp = plan_floor(&t.m->cfg, B, T, threads);
+    /* the kernel's floor only where the library uses the kernel */
+    int n_floors = floor ? (sl__sgemm_enabled() ? 2 : 1) : 0;
     double loss0 = NAN, loss = NAN, lin, att;
-    for (int w = 0; w < warmup || w < 1; w++)
-        if (!train_step(&t, w ? &loss : &loss0) ||
-            (floor && !run_floor(&fp, t.step, w == 0, &lin, &att)))
-            return fail("warm-up step");
+    for (int w = 0; w < warmup || w < 1; w++) {
+        if (!train_step(&t, w ? &loss : &loss0)) return fail("warm-up step");
+        for (int f = 0; f < n_floors; f++)
+            if (!floor_measure(&fs, (floor_impl)f, w == 0, &lin, &att))
+                return fail("warm-up floor");
+    }
     if (profiling && !copy_matches(&t)) return 1;
 
-    double step_s[MAX_STEPS], floor_s[MAX_STEPS], floor_full_s[MAX_STEPS];
-    double lin_s[MAX_STEPS], att_s[MAX_STEPS];
+    double step_s[MAX_STEPS], lin_s[N_FLOORS][MAX_STEPS], att_s[N_FLOORS][MAX_STEPS];
+    double floor_s[N_FLOORS][MAX_STEPS], floor_full_s[N_FLOORS][MAX_STEPS];
     uint64_t heap = 0;
     long faults = 0;
     profile P = {0};
@@ -739,10 +845,14 @@ int main(int argc, char **argv)
         heap += sl_heap_allocs() - h0;
         faults += minor_faults() - f0;
         if (!ok) return fail("step");
-        if (!floor) lin_s[s] = att_s[s] = NAN;
-        else if (!run_floor(&fp, t.step, false, &lin_s[s], &att_s[s])) return fail("floor");
-        floor_full_s[s] = lin_s[s] + att_s[s];
-        floor_s[s] = lin_s[s] + 0.5 * att_s[s];
+        for (int f = 0; f < N_FLOORS; f++) {
+            lin_s[f][s] = att_s[f][s] = NAN;
+            if (f < n_floors && !floor_measure(&fs, (floor_impl)f, false, &lin_s[f][s],
+                                               &att_s[f][s]))
+                return fail("floor");
+            floor_full_s[f][s] = lin_s[f][s] + att_s[f][s];
+            floor_s[f][s] = lin_s[f][s] + 0.5 * att_s[f][s];
+        }
     }
     double prof_step[MAX_STEPS];
     if (profiling)
@@ -751,45 +861,64 @@ int main(int argc, char **argv)
             if (!copy_matches(&t)) return 1;
         }
 
-    double step_ms = 1e3 * median(step_s, steps), floor_ms = 1e3 * median(floor_s, steps);
-    double floor_full_ms = 1e3 * median(floor_full_s, steps);
-    double lin_ms = 1e3 * median(lin_s, steps), att_ms = 1e3 * median(att_s, steps);
+    double step_ms = 1e3 * median(step_s, steps);
+    double floor_ms[N_FLOORS], floor_full_ms[N_FLOORS], lin_ms[N_FLOORS], att_ms[N_FLOORS];
+    for (int f = 0; f < N_FLOORS; f++) {
+        floor_ms[f] = 1e3 * median(floor_s[f], steps);
+        floor_full_ms[f] = 1e3 * median(floor_full_s[f], steps);
+        lin_ms[f] = 1e3 * median(lin_s[f], steps);
+        att_ms[f] = 1e3 * median(att_s[f], steps);
+    }
     double tok_s = (double)(B * T) / (step_ms * 1e-3);
     double gflop = (fp.linear_flops + 0.5 * fp.attn_flops) * 1e-9;
     double gflop_full = (fp.linear_flops + fp.attn_flops) * 1e-9;
     double rss = peak_rss_mib();
     double arena_mib = (double)sl_arena_peak(t.step) / (1 << 20);
     double params_mib = (double)sl_arena_reserved(sl_params_arena(t.m->params)) / (1 << 20);
+    static const char *const floor_key[N_FLOORS] = {"", "kernel_"};
     if (json) {
         printf("{\"bench\": \"gpt_step\", \"impl\": \"shortlong\", \"vocab\": %lld, \"dim\": %lld, "
                "\"layers\": %d, \"heads\": %d, \"context\": %lld, \"batch\": %lld, \"pos\": \"%s\", "
                "\"threads\": %d, \"steps\": %d, \"warmup\": %d, \"params\": %lld, "
-               "\"step_ms\": %.2f, \"step_ms_min\": %.2f, \"tokens_per_s\": %.0f, "
-               "\"peak_rss_mib\": %.1f, \"step_arena_peak_mib\": %.1f, \"params_arena_mib\": %.1f, "
-               "\"heap_allocs_timed\": %llu, \"page_faults_per_step\": %.1f, \"floor_ms\": %.2f, \"floor_full_ms\": %.2f, "
-               "\"floor_linear_ms\": %.2f, \"floor_attention_full_ms\": %.2f, "
-               "\"gemm_gflop\": %.2f, \"gemm_gflop_full\": %.2f, \"ratio_to_floor\": %.3f, "
-               "\"ratio_to_floor_full\": %.3f, \"loss_first\": %.6f, \"loss_last\": %.6f",
+               "\"sgemm\": \"%s\", \"step_ms\": %.2f, \"step_ms_min\": %.2f, "
+               "\"tokens_per_s\": %.0f, \"peak_rss_mib\": %.1f, \"step_arena_peak_mib\": %.1f, "
+               "\"params_arena_mib\": %.1f, \"heap_allocs_timed\": %llu, "
+               "\"page_faults_per_step\": %.1f, \"gemm_gflop\": %.2f, \"gemm_gflop_full\": %.2f, "
+               "\"loss_first\": %.6f, \"loss_last\": %.6f",
                (long long)cfg.vocab_size, (long long)cfg.dim, cfg.n_layers, cfg.n_heads,
                (long long)T, (long long)B, sl_pos_name(cfg.pos), threads, steps, warmup,
-               (long long)sl_params_numel(t.m->params), step_ms,
-               1e3 * min_of(step_s, steps), tok_s, rss, arena_mib,
-               params_mib, (unsigned long long)heap, (double)faults / steps, floor_ms, floor_full_ms, lin_ms, att_ms,
-               gflop, gflop_full, step_ms / floor_ms, step_ms / floor_full_ms, loss0, loss);
+               (long long)sl_params_numel(t.m->params),
+               sl__sgemm_enabled() ? "shortlong AVX-512 kernel" : "cblas", step_ms,
+               1e3 * min_of(step_s, steps), tok_s, rss, arena_mib, params_mib,
+               (unsigned long long)heap, (double)faults / steps, gflop, gflop_full, loss0, loss);
+        for (int f = 0; f < n_floors; f++)
+            printf(", \"%sfloor_ms\": %.2f, \"%sfloor_full_ms\": %.2f, \"%sfloor_linear_ms\": %.2f, "
+                   "\"%sfloor_attention_full_ms\": %.2f, \"%sratio_to_floor\": %.3f, "
+                   "\"%sratio_to_floor_full\": %.3f",
+                   floor_key[f], floor_ms[f], floor_key[f], floor_full_ms[f], floor_key[f],
+                   lin_ms[f], floor_key[f], att_ms[f], floor_key[f], step_ms / floor_ms[f],
+                   floor_key[f], step_ms / floor_full_ms[f]);
         if (profiling) print_profile(&P, steps, engine, 1e3 * median(prof_step, steps), true);
         printf("}\n");
     } else {
         printf("shortlong GPT training step: vocab %lld, d_model %lld, %d layers, %d heads, "
-               "T %lld, batch %lld, pos %s, %lld parameters, %d threads\n",
+               "T %lld, batch %lld, pos %s, %lld parameters, %d threads, f32 products on %s\n",
                (long long)cfg.vocab_size, (long long)cfg.dim, cfg.n_layers, cfg.n_heads,
                (long long)T, (long long)B, sl_pos_name(cfg.pos),
-               (long long)sl_params_numel(t.m->params), threads);
+               (long long)sl_params_numel(t.m->params), threads,
+               sl__sgemm_enabled() ? "shortlong's AVX-512 kernel" : "cblas");
         printf("  step (zero grad, forward, loss, backward, AdamW): median %.1f ms over %d steps "
                "-> %.0f tokens/s\n", step_ms, steps, tok_s);
-        printf("  GEMM floor, same run: %.1f ms (linear %.1f + attention %.1f / 2; %.1f GFLOP); "
-               "step / floor = %.2fx\n", floor_ms, lin_ms, att_ms, gflop, step_ms / floor_ms);
-        printf("  with full (non-causal) attention products: %.1f ms (%.1f GFLOP); step / floor "
-               "= %.2fx\n", floor_full_ms, gflop_full, step_ms / floor_full_ms);
+        static const char *const floor_name[N_FLOORS] = {"cblas_sgemm (OpenBLAS)",
+                                                         "shortlong's AVX-512 kernel"};
+        for (int f = 0; f < n_floors; f++) {
+            printf("  GEMM floor through %s, same run: %.1f ms (linear %.1f + attention %.1f / 2; "
+                   "%.1f GFLOP); step / floor = %.2fx\n", floor_name[f], floor_ms[f], lin_ms[f],
+                   att_ms[f], gflop, step_ms / floor_ms[f]);
+            printf("    with full (non-causal) attention products: %.1f ms (%.1f GFLOP); "
+                   "step / floor = %.2fx\n", floor_full_ms[f], gflop_full,
+                   step_ms / floor_full_ms[f]);
+        }
         printf("  peak RSS %.1f MiB (step arena peak %.1f MiB, parameters' arena %.1f MiB)\n",
                rss, arena_mib, params_mib);
         printf("  heap allocations during the %d timed steps: %llu; page faults per step: %.1f\n",
@@ -797,6 +926,7 @@ int main(int argc, char **argv)
         printf("  loss: %.4f at the first step, %.4f at the last\n", loss0, loss);
         if (profiling) print_profile(&P, steps, engine, 1e3 * median(prof_step, steps), false);
     }
+    if (floor) floor_stop(&fs);
     sl_optim_free(t.opt);
     sl_gpt_free(t.m);
     sl_arena_free(t.step);

@@ -177,7 +177,8 @@ def train(args):
             "vocab": V, "dim": args.dim, "layers": args.layers, "heads": args.heads,
             "context": T, "batch": B, "pos": "alibi", "threads": torch.get_num_threads(),
             "mask_in_bias": args.mask_in_bias,
-            "env": {k: os.environ[k] for k in TUNED if k in os.environ},
+            "env": {k: os.environ[k] for k in list(TUNED) + ["OPENBLAS_CORETYPE"]
+                    if k in os.environ},
             "steps": args.steps, "warmup": args.warmup,
             "params": sum(p.numel() for p in model.parameters()),
             "step_ms": ms, "step_ms_min": 1e3 * min(times), "tokens_per_s": B * T / (ms * 1e-3),
