@@ -21,6 +21,7 @@
  */
 #include "dense.h"
 #include "gemm.h"
+#include "vexp.h"
 
 #include "../tensor/internal.h"
 
@@ -60,45 +61,16 @@ static double gelu_f64(double u, double *deriv)
     return u * s;
 }
 
-/* f32: vectors of VW floats (GCC vector extensions), AVX-512 when the build targets it. */
-#if defined(__AVX512F__)
-#define VW 16
-#elif defined(__AVX__)
-#define VW 8
-#else
-#define VW 4
-#endif
-typedef float vf __attribute__((vector_size(VW * 4)));
-typedef int32_t vi __attribute__((vector_size(VW * 4)));
-
-/* e^z lane by lane, within 2 ulp: e^z = 2^n e^r, n = round(z / ln 2), |r| <= ln2 / 2, e^r by
- * Cephes' expf polynomial. Lanes above 88.376 (where 2^n would leave the exponent range; the
- * true overflow is at 88.72) give +inf, lanes below -87.33 (FLT_MIN) give 0; NaN stays NaN. */
-static inline vf vexp(vf z)
-{
-    const vi big = z > 88.3762626647949f, small = z < -87.3365447505531f;
-    z = (vf)((vi)z & ~(big | small)); /* out-of-range lanes computed at 0, replaced below */
-    vf t = z * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23: rounds to an integer */
-    vf n = t - 12582912.0f;
-    vf r = z - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    vf p = 1.9875691500e-4f * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    vi e = (__builtin_convertvector(n, vi) + 127) << 23; /* 2^n, n in [-126, 127] */
-    vi y = (vi)(p * (vf)e) & ~small;
-    const vi inf = (vi){0} + 0x7f800000;
-    return (vf)((y & ~big) | (inf & big));
-}
+/* f32: vectors of VW floats (ops/vexp.h). */
+typedef sl__vf vf;
+typedef sl__vi vi;
+enum { VW = SL__VW };
 
 /* e = e^(-2 c (u + k u^3)) per lane; s = 1 / (1 + e). */
 static inline vf gelu_e(vf u)
 {
     const float c2 = (float)(-2 * GELU_C), k = (float)GELU_K;
-    return vexp(c2 * (u + k * u * u * u));
+    return sl__vexp(c2 * (u + k * u * u * u));
 }
 
 static inline vf gelu_vec(vf u) { return u / (1.0f + gelu_e(u)); }
@@ -112,25 +84,10 @@ static inline vf gelu_deriv_vec(vf u)
     return s + (vf)((vi)term & mid);
 }
 
-static inline vf vload(const float *p)
-{
-    vf v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
-
-/* The last n % VW elements of a row go through the same vector code, zero-padded, so every
- * element's result is the same wherever it sits. */
-static inline vf vload_part(const float *p, int64_t n)
-{
-    vf v = {0};
-    memcpy(&v, p, sizeof(float) * (size_t)n);
-    return v;
-}
-
-static inline void vstore_part(float *p, vf v, int64_t n) { memcpy(p, &v, sizeof(float) * (size_t)n); }
+static inline vf vload(const float *p) { return sl__vload(p); }
+static inline void vstore(float *p, vf v) { sl__vstore(p, v); }
+static inline vf vload_part(const float *p, int64_t n) { return sl__vload_part(p, n, 0); }
+static inline void vstore_part(float *p, vf v, int64_t n) { sl__vstore_part(p, v, n); }
 
 /* ---------------------------------------------------------------- epilogues */
 

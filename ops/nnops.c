@@ -14,6 +14,8 @@
 
 #include <tgmath.h>
 
+#include "vexp.h"
+
 #define CAT_(a, b) a##_##b
 #define CAT(a, b) CAT_(a, b)
 #define FN(name) CAT(name, SUF)
@@ -29,6 +31,22 @@ static inline double hsum8(vd8 v)
     return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
 }
 
+/* 16 floats as two vectors of 8 doubles, and back (f32 cross-entropy). */
+typedef float vf8 __attribute__((vector_size(32)));
+
+static inline void split_f32(sl__vf v, vd8 *lo, vd8 *hi)
+{
+    *lo = __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), vd8);
+    *hi = __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15),
+                                  vd8);
+}
+
+static inline sl__vf join_f32(vd8 lo, vd8 hi)
+{
+    vf8 l = __builtin_convertvector(lo, vf8), h = __builtin_convertvector(hi, vf8);
+    return __builtin_shufflevector(l, h, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+
 /* Whether cross-entropy counts target t. */
 static inline bool ce_counted(int32_t t, int32_t ignore_index)
 {
@@ -38,14 +56,18 @@ static inline bool ce_counted(int32_t t, int32_t ignore_index)
 #define NNOPS_KERNELS
 #define T float
 #define SUF f32
+#define T_IS_F32 1
 #include "nnops.c"
 #undef T
 #undef SUF
+#undef T_IS_F32
 #define T double
 #define SUF f64
+#define T_IS_F32 0
 #include "nnops.c"
 #undef T
 #undef SUF
+#undef T_IS_F32
 #undef NNOPS_KERNELS
 
 enum {
@@ -459,7 +481,7 @@ sl_tensor *sl_embedding(sl_tensor *weight, sl_tensor *indices)
 #ifdef NNOPS_KERNELS
 
 /* Rows [r0, r1) of x (rows, C) whose target counts: lse = log(sum_j exp(x_j)), computed as
- * max + log(sum_j exp(x_j - max)) in double, so large logits cannot overflow. */
+ * max + log(sum_j exp(x_j - max)) with the sum in double, so large logits cannot overflow. */
 static void FN(cross_entropy_forward)(const T *restrict x, const int32_t *restrict tgt,
                                       int32_t ignore, double *restrict lse, int64_t r0,
                                       int64_t r1, int64_t C)
@@ -467,10 +489,24 @@ static void FN(cross_entropy_forward)(const T *restrict x, const int32_t *restri
     for (int64_t r = r0; r < r1; r++) {
         if (!ce_counted(tgt[r], ignore)) continue;
         const T *xr = x + r * C;
-        double mx = xr[0], s = 0;
+        T mx = xr[0];
         for (int64_t j = 1; j < C; j++)
             if (xr[j] > mx) mx = xr[j];
+#if T_IS_F32 /* 16 logits at a time through the vector exp, the last C % 16 padded with -inf
+               (e^-inf = 0), the sum in 8 double lanes as in layernorm */
+        vd8 acc = {0};
+        for (int64_t j = 0; j < C; j += SL__VW) {
+            sl__vf v = C - j >= SL__VW ? sl__vload(xr + j)
+                                       : sl__vload_part(xr + j, C - j, -INFINITY);
+            vd8 lo, hi;
+            split_f32(sl__vexp(v - mx), &lo, &hi);
+            acc += lo + hi;
+        }
+        double s = hsum8(acc);
+#else
+        double s = 0;
         for (int64_t j = 0; j < C; j++) s += exp(xr[j] - mx);
+#endif
         lse[r] = mx + log(s);
     }
 }
@@ -487,18 +523,36 @@ static double FN(cross_entropy_total)(const T *restrict x, const int32_t *restri
 }
 
 /* Rows [r0, r1): gx += (softmax(x) - onehot(t)) * scale for counted rows, nothing for ignored
- * ones; softmax_j = exp(x_j - lse). */
+ * ones; softmax_j = exp(x_j - lse), the difference taken in double. */
 static void FN(cross_entropy_backward)(const T *restrict x, const int32_t *restrict tgt,
                                        int32_t ignore, const double *restrict lse, double scale,
                                        T *restrict gx, int64_t r0, int64_t r1, int64_t C)
 {
+#if T_IS_F32
+    const sl__vi lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    const float sc = (float)scale;
+#endif
     for (int64_t r = r0; r < r1; r++) {
         int32_t t = tgt[r];
         if (!ce_counted(t, ignore)) continue;
         const T *xr = x + r * C;
         T *gr = gx + r * C;
+#if T_IS_F32
+        for (int64_t j = 0; j < C; j += SL__VW) {
+            int64_t n = C - j < SL__VW ? C - j : SL__VW;
+            sl__vf v = n == SL__VW ? sl__vload(xr + j) : sl__vload_part(xr + j, n, 0);
+            vd8 lo, hi;
+            split_f32(v, &lo, &hi);
+            sl__vf p = sl__vexp(join_f32(lo - lse[r], hi - lse[r]));
+            sl__vf onehot = (sl__vf)((lane + (int32_t)j == t) & (sl__vi)((sl__vf){0} + 1.0f));
+            sl__vf g = (p - onehot) * sc;
+            if (n == SL__VW) sl__vstore(gr + j, sl__vload(gr + j) + g);
+            else sl__vstore_part(gr + j, sl__vload_part(gr + j, n, 0) + g, n);
+        }
+#else
         for (int64_t j = 0; j < C; j++)
             gr[j] += (T)((exp(xr[j] - lse[r]) - (j == t)) * scale);
+#endif
     }
 }
 

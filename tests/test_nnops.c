@@ -448,6 +448,38 @@ START_TEST(cross_entropy_ignore_index)
 }
 END_TEST
 
+/* f32 rows of 37 classes: two 16-wide vectors and a padded tail in the kernels, loss and
+ * gradient against the definition in double, with an ignored row; and large logits. */
+START_TEST(cross_entropy_f32_vectors_and_tail)
+{
+    enum { R = 5, C = 37 };
+    sl_rng r = sl_rng_seed(21);
+    sl_tensor *x = sl_requires_grad(sl_rand_normal(&r, SL_F32, sl_shape(R, C), 0, 3), true);
+    int32_t tg[R] = {0, 15, 16, 36, -1};
+    sl_tensor *loss = sl_cross_entropy(x, i32_tensor(sl_shape(R), tg), -1);
+    ck_assert_ptr_nonnull(loss);
+    ck_assert_close(sl_item(loss), cross_entropy_ref(x, tg, -1), 1e-6, 0);
+    ck_assert(sl_backward(loss));
+    for (int i = 0; i < R; i++) {
+        double s = 0;
+        for (int j = 0; j < C; j++) s += exp(sl_get(x, i * C + j));
+        for (int j = 0; j < C; j++) {
+            double want = i == 4 ? 0 : (exp(sl_get(x, i * C + j)) / s - (j == tg[i])) / (R - 1);
+            ck_assert_close(sl_get(x->grad, i * C + j), want, 1e-5, 1e-8);
+        }
+    }
+    /* logits near 1000 on every lane: the max is subtracted in the vector path too */
+    sl_tensor *big = sl_add_scalar(sl_rand_normal(&r, SL_F32, sl_shape(2, C), 0, 1), 1000);
+    sl_tensor *lb = sl_cross_entropy(big, i32_tensor(sl_shape(2), (int32_t[]){3, 20}), -1);
+    ck_assert(isfinite(sl_item(lb)));
+    sl_tensor *shifted = sl_add_scalar(big, -1000);
+    ck_assert_close(sl_item(lb),
+                    sl_item(sl_cross_entropy(shifted, i32_tensor(sl_shape(2), (int32_t[]){3, 20}),
+                                             -1)),
+                    1e-4, 0);
+}
+END_TEST
+
 START_TEST(cross_entropy_errors)
 {
     sl_tensor *x = sl_zeros(SL_F64, sl_shape(4, 5));
@@ -675,6 +707,7 @@ int main(void)
     tu_add_test(s, tc, embedding_large_parallel);
     tu_add_test(s, tc, cross_entropy_values);
     tu_add_test(s, tc, cross_entropy_ignore_index);
+    tu_add_test(s, tc, cross_entropy_f32_vectors_and_tail);
     tu_add_test(s, tc, cross_entropy_errors);
     tu_add_test(s, tc, gradcheck_cross_entropy);
     tu_add_test(s, tc, dropout_mask);
