@@ -297,6 +297,21 @@ static void convert_run(void *vctx, char *const *p, const int64_t *bs, int64_t n
         memcpy(d, s, (size_t)(n * bs[0]));
         return;
     }
+    if (bs[1] == 0 && bs[0] == (int64_t)sl_dtype_size(c->dt) && n > 1) {
+        /* one value filling a contiguous run (sl_fill, sl_zero_grad): convert it once, then
+         * memset a zero or copy it in doubling blocks */
+        convert_ctx one = *c;
+        convert_run(&one, p, bs, 1);
+        size_t es = (size_t)bs[0], done = 1;
+        static const char zero[8];
+        if (!memcmp(d, zero, es)) {
+            memset(d, 0, (size_t)n * es);
+            return;
+        }
+        for (; done < (size_t)n; done *= 2)
+            memcpy(d + done * es, d, (done < (size_t)n - done ? done : (size_t)n - done) * es);
+        return;
+    }
     switch (c->dt * 3 + c->st) {
     case SL_F32 * 3 + SL_F32: CONVERT(float, float) break;
     case SL_F32 * 3 + SL_F64: CONVERT(float, double) break;

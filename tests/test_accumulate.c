@@ -1,7 +1,8 @@
-/* Large gradient accumulations (tensor/tensor.c): the backward of a view adds the view's
- * gradient into its base's, split over the pool when it is large and sums nothing. Values
- * against loops written here, 1 thread against 2 bitwise, and the reducing (broadcast) case,
- * which stays serial, beside it. */
+/* Fast paths of tensor/tensor.c that a training step leans on. Large gradient accumulations:
+ * the backward of a view adds the view's gradient into its base's, split over the pool when it
+ * is large and sums nothing (values against loops written here, 1 thread against 2 bitwise, and
+ * the reducing broadcast case, which stays serial). Fills (sl_fill, sl_zero_grad): one value
+ * converted once, then memset or block copies over contiguous runs. */
 #include "testutil.h"
 
 #include <stdlib.h>
@@ -73,6 +74,37 @@ START_TEST(broadcast_backward_sums)
 }
 END_TEST
 
+START_TEST(fills)
+{
+    sl_tensor *f = sl_empty(SL_F32, sl_shape(3, 1001));
+    ck_assert(sl_fill(f, 2.5));
+    for (int i = 0; i < 3003; i++) ck_assert_float_eq(((float *)f->data)[i], 2.5f);
+    ck_assert(sl_fill(f, 0));
+    for (int i = 0; i < 3003; i++) ck_assert_float_eq(((float *)f->data)[i], 0);
+    /* -0 is not all-zero bits: copied, sign kept */
+    sl_tensor *d = sl_empty(SL_F64, sl_shape(77));
+    ck_assert(sl_fill(d, -0.0));
+    for (int i = 0; i < 77; i++) ck_assert(signbit(((double *)d->data)[i]));
+    sl_tensor *n = sl_empty(SL_I32, sl_shape(5, 3));
+    ck_assert(sl_fill(n, -7.9)); /* converted once, as a copy converts */
+    for (int i = 0; i < 15; i++) ck_assert_int_eq(((int32_t *)n->data)[i], -7);
+    /* a strided view: only its elements change */
+    ck_assert(sl_fill(f, 1));
+    sl_tensor *col = sl_narrow(f, 1, 10, 1);
+    ck_assert(sl_fill(col, 3));
+    for (int r = 0; r < 3; r++)
+        for (int j = 0; j < 1001; j++)
+            ck_assert_float_eq(((float *)f->data)[r * 1001 + j], j == 10 ? 3 : 1);
+    /* sl_zero_grad on a large gradient */
+    sl_rng rng = sl_rng_seed(3);
+    sl_tensor *x = tu_randn(&rng, SL_F32, sl_shape(300, 301));
+    ck_assert(sl_backward_ex(sl_mul_scalar(x, 2), sl_ones(SL_F32, sl_shape(300, 301)), 0));
+    ck_assert_float_eq(((float *)x->grad->data)[300 * 301 - 1], 2);
+    sl_zero_grad(x);
+    for (int i = 0; i < 300 * 301; i++) ck_assert_float_eq(((float *)x->grad->data)[i], 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("accumulate");
@@ -80,5 +112,6 @@ int main(void)
     tu_fixture(tc, tu_setup, tu_teardown);
     tu_add_test(s, tc, view_backwards_values_and_threads);
     tu_add_test(s, tc, broadcast_backward_sums);
+    tu_add_test(s, tc, fills);
     return tu_run(s);
 }
