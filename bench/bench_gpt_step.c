@@ -384,9 +384,10 @@ typedef struct {
 
 static void add_linear(floor_plan *f, int64_t N, int64_t in, int64_t out, int count)
 {
-    f->s[f->n++] = (gemm_shape){(int)N, (int)out, (int)in, false, true, count, {false, false}}; /* x W^T */
-    f->s[f->n++] = (gemm_shape){(int)N, (int)in, (int)out, false, false, count, {false, false}}; /* dy W */
-    f->s[f->n++] = (gemm_shape){(int)out, (int)in, (int)N, true, false, count, {false, false}}; /* dy^T x */
+    int n = (int)N, i = (int)in, o = (int)out;
+    f->s[f->n++] = (gemm_shape){n, o, i, false, true, count, {false, false}};  /* x W^T */
+    f->s[f->n++] = (gemm_shape){n, i, o, false, false, count, {false, false}}; /* dy W */
+    f->s[f->n++] = (gemm_shape){o, i, n, true, false, count, {false, false}};  /* dy^T x */
     f->linear_flops += 3 * 2.0 * (double)N * (double)in * (double)out * count;
 }
 
@@ -878,7 +879,8 @@ int main(int argc, char **argv)
     static const char *const floor_key[N_FLOORS] = {"", "kernel_"};
     if (json) {
         printf("{\"bench\": \"gpt_step\", \"impl\": \"shortlong\", \"vocab\": %lld, \"dim\": %lld, "
-               "\"layers\": %d, \"heads\": %d, \"context\": %lld, \"batch\": %lld, \"pos\": \"%s\", "
+               "\"layers\": %d, \"heads\": %d, \"context\": %lld, \"batch\": %lld, "
+               "\"pos\": \"%s\", "
                "\"threads\": %d, \"steps\": %d, \"warmup\": %d, \"params\": %lld, "
                "\"sgemm\": \"%s\", \"step_ms\": %.2f, \"step_ms_min\": %.2f, "
                "\"tokens_per_s\": %.0f, \"peak_rss_mib\": %.1f, \"step_arena_peak_mib\": %.1f, "
@@ -892,7 +894,8 @@ int main(int argc, char **argv)
                1e3 * min_of(step_s, steps), tok_s, rss, arena_mib, params_mib,
                (unsigned long long)heap, (double)faults / steps, gflop, gflop_full, loss0, loss);
         for (int f = 0; f < n_floors; f++)
-            printf(", \"%sfloor_ms\": %.2f, \"%sfloor_full_ms\": %.2f, \"%sfloor_linear_ms\": %.2f, "
+            printf(", \"%sfloor_ms\": %.2f, \"%sfloor_full_ms\": %.2f, "
+                   "\"%sfloor_linear_ms\": %.2f, "
                    "\"%sfloor_attention_full_ms\": %.2f, \"%sratio_to_floor\": %.3f, "
                    "\"%sratio_to_floor_full\": %.3f",
                    floor_key[f], floor_ms[f], floor_key[f], floor_full_ms[f], floor_key[f],

@@ -11,7 +11,7 @@
  *
  * f32 products run on shortlong's own AVX-512 kernel (ops/gemm.c) when the build has it: the
  * operand it packs (W^T forward, W for dx, x for dW) is packed once per product, in parallel,
- * into a per-thread scratch buffer, and the chunks share it. Otherwise cblas.
+ * into the calling thread's scratch buffer, and the chunks share it. Otherwise cblas.
  *
  * OpenBLAS runs on one thread (tensor/pool.c); products split over the pool in chunks fixed by
  * the shape alone (GEMM_ROWS rows; dW also in slabs of SLAB rows of the inner dim, added in
@@ -28,8 +28,6 @@
 #include <cblas.h>
 #include <limits.h>
 #include <math.h>
-#include <pthread.h>
-#include <stdlib.h>
 
 enum {
     BLOCK = 64,      /* rows per db partial sum and per elementwise task */
@@ -56,7 +54,8 @@ static double gelu_f64(double u, double *deriv)
     double e = exp(-2 * GELU_C * (u + GELU_K * u * u * u)), s = 1 / (1 + e);
     if (deriv) {
         *deriv = s;
-        if (e > 0 && e < INFINITY) *deriv += 2 * GELU_C * u * s * (e * s) * (1 + 3 * GELU_K * u * u);
+        if (e > 0 && e < INFINITY)
+            *deriv += 2 * GELU_C * u * s * (e * s) * (1 + 3 * GELU_K * u * u);
     }
     return u * s;
 }
@@ -218,46 +217,6 @@ static void gemm_rows(sl_dtype dt, const mat *a, const mat *b, const float *bp, 
                     (int)ldc);
 }
 
-/* A packed operand lives for one product only, so one buffer per calling thread, kept between
- * calls and grown as needed, holds them all: in the step arena every product's copy would stay
- * until the arena is reset (about 80 MB more at issue 6's reference config). Freed when the
- * thread exits, like autograd's sort buffers. */
-static _Thread_local float *pack_buf;
-static _Thread_local size_t pack_cap; /* floats */
-static pthread_key_t pack_key;
-static pthread_once_t pack_once = PTHREAD_ONCE_INIT;
-
-static void pack_free(void *unused)
-{
-    (void)unused;
-    sl__free(pack_buf);
-    pack_buf = NULL;
-    pack_cap = 0;
-}
-
-static void pack_free_at_exit(void) { pack_free(NULL); }
-
-static void pack_init(void)
-{
-    pthread_key_create(&pack_key, pack_free);
-    atexit(pack_free_at_exit);
-}
-
-static float *pack_scratch(size_t floats)
-{
-    if (floats <= pack_cap) return pack_buf;
-    pthread_once(&pack_once, pack_init);
-    pthread_setspecific(pack_key, (void *)1); /* any non-NULL value runs the destructor */
-    float *p = sl__aligned_alloc(64, sizeof(float) * floats);
-    if (!p)
-        return SL_FAIL(SL_ERR_OOM, "sl_dense: out of memory for a packed operand (%zu bytes)",
-                       sizeof(float) * floats);
-    sl__free(pack_buf);
-    pack_buf = p;
-    pack_cap = floats;
-    return p;
-}
-
 typedef struct {
     float *bp;
     const mat *b;
@@ -273,16 +232,12 @@ static void pack_panels(void *ctx, int64_t p0, int64_t p1)
 
 /* b (k x n) packed for shortlong's own kernel into the calling thread's scratch (valid until
  * the next packing), panels split over the pool; NULL when the kernel is not used for this
- * product (f64, or switched off), or on OOM (error set: *oom). */
-static float *packed_b(sl_dtype dt, const mat *b, int64_t k, int64_t n, bool *oom)
+ * product (f64, switched off, or no memory for the packing): cblas then. */
+static float *packed_b(sl_dtype dt, const mat *b, int64_t k, int64_t n)
 {
-    *oom = false;
     if (dt != SL_F32 || !sl__sgemm_enabled() || k == 0 || n == 0) return NULL;
-    float *bp = pack_scratch(sl__sgemm_packed_floats(k, n));
-    if (!bp) {
-        *oom = true;
-        return NULL;
-    }
+    float *bp = sl__sgemm_scratch(sl__sgemm_packed_floats(k, n));
+    if (!bp) return NULL;
     pack_job j = {bp, b, k, n};
     int64_t per_panel = k * 64 + 1; /* floats */
     sl_parallel_for(sl__sgemm_panels(n), (1 << 16) / per_panel + 1, pack_panels, &j);
@@ -370,8 +325,9 @@ static void du_units(void *ctx, int64_t u0, int64_t u1)
         for (int64_t r = r0; r < r1; r++) {
             size_t off = (size_t)(r * s->out) * es;
             if (j->dtype == SL_F32)
-                backward_row_f32((const float *)(j->g + off), s->gelu ? (float *)(s->u + off) : NULL,
-                                 (float *)(j->du + off), db, s->out, s->gelu);
+                backward_row_f32((const float *)(j->g + off),
+                                 s->gelu ? (float *)(s->u + off) : NULL, (float *)(j->du + off),
+                                 db, s->out, s->gelu);
             else
                 backward_row_f64((const double *)(j->g + off),
                                  s->gelu ? (double *)(s->u + off) : NULL, (double *)(j->du + off),
@@ -440,8 +396,8 @@ static bool dense_backward(sl_node *n)
     backward_job j = {.dtype = dt, .s = s, .g = n->grad->data,
                       .dx = gx ? sl_ptr(gx) : NULL, .dw = gw ? sl_ptr(gw) : NULL};
     j.du = (char *)j.g;
-    if (s->gelu && !(j.du = sl_arena_alloc(sl_arena_current(), es * (size_t)(s->rows * s->out), 64)))
-        return false;
+    size_t du_bytes = es * (size_t)(s->rows * s->out);
+    if (s->gelu && !(j.du = sl_arena_alloc(sl_arena_current(), du_bytes, 64))) return false;
     if (gb && !(j.dbp = sl_arena_alloc(sl_arena_current(),
                                        sizeof(double) * (size_t)(units * s->out), 64)))
         return false;
@@ -458,10 +414,8 @@ static bool dense_backward(sl_node *n)
     /* W as the (out, in) operand: forward read W^T as (in, out); the same memory flipped */
     j.wm = (mat){s->w.p, s->w.trans == CblasTrans ? CblasNoTrans : CblasTrans, s->w.ld};
     if (s->in == 0 || s->out == 0 || s->rows == 0) return true; /* empty products */
-    bool oom;
     if (gx) {
-        j.wp = packed_b(dt, &j.wm, s->out, s->in, &oom);
-        if (oom) return false;
+        j.wp = packed_b(dt, &j.wm, s->out, s->in);
         j.xchunk = chunk_rows(2.0 * (double)(s->in * s->out));
         sl_parallel_for((s->rows + j.xchunk - 1) / j.xchunk, 1, dx_chunks, &j);
     }
@@ -475,8 +429,7 @@ static bool dense_backward(sl_node *n)
             !(j.slabs = sl_arena_alloc(sl_arena_current(),
                                        es * (size_t)((slabs - 1) * s->out * s->in), 64)))
             return false;
-        j.xp = packed_b(dt, &s->x, s->rows, s->in, &oom); /* slabs start at multiples of KC */
-        if (oom) return false;
+        j.xp = packed_b(dt, &s->x, s->rows, s->in); /* slabs start at multiples of KC */
         sl_parallel_for(slabs * j.wchunks, 1, dw_tasks, &j);
         if (slabs > 1) sl_parallel_for(s->out * s->in, 1 << 14, add_slabs, &j);
     }
@@ -561,11 +514,9 @@ sl_tensor *sl__dense(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activa
     }
     j.b = bk ? sl_ptr(bk) : NULL;
     j.u = y->data;
-    if (gelu && !(j.u = sl_arena_alloc(y->arena, sl_dtype_size(x->dtype) * (size_t)(rows * out), 64)))
-        return NULL;
-    bool oom;
-    j.wp = in > 0 ? packed_b(x->dtype, &j.w, in, out, &oom) : NULL;
-    if (in > 0 && oom) return NULL;
+    size_t u_bytes = sl_dtype_size(x->dtype) * (size_t)(rows * out);
+    if (gelu && !(j.u = sl_arena_alloc(y->arena, u_bytes, 64))) return NULL;
+    j.wp = in > 0 ? packed_b(x->dtype, &j.w, in, out) : NULL;
     j.chunk = chunk_rows(2.0 * (double)(in * out) + 1);
     if (out > 0) sl_parallel_for((rows + j.chunk - 1) / j.chunk, 1, forward_chunks, &j);
 
@@ -573,6 +524,7 @@ sl_tensor *sl__dense(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activa
     sl_tensor *ins[3] = {x, weight, bias};
     if (!sl_record(&n, OP, y, bias ? 3 : 2, ins, dense_backward, sizeof(dense_saved)))
         return NULL;
-    if (n) *(dense_saved *)n->saved = (dense_saved){j.x, j.w, gelu ? j.u : NULL, rows, in, out, gelu};
+    if (n)
+        *(dense_saved *)n->saved = (dense_saved){j.x, j.w, gelu ? j.u : NULL, rows, in, out, gelu};
     return y;
 }

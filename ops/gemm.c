@@ -20,6 +20,9 @@
  */
 #include "gemm.h"
 
+#include "../tensor/internal.h"
+
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,6 +51,43 @@ bool sl__sgemm_enabled(void)
 #else
     return false;
 #endif
+}
+
+/* A packed operand lives for one product only, so one buffer per thread, kept between calls and
+ * grown as needed, holds them all (in a step arena every product's copy would stay until the
+ * arena is reset). Freed when the thread exits, like autograd's sort buffers. */
+static _Thread_local float *scratch;
+static _Thread_local size_t scratch_cap; /* floats */
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *unused)
+{
+    (void)unused;
+    sl__free(scratch);
+    scratch = NULL;
+    scratch_cap = 0;
+}
+
+static void scratch_free_at_exit(void) { scratch_free(NULL); }
+
+static void scratch_init(void)
+{
+    pthread_key_create(&scratch_key, scratch_free);
+    atexit(scratch_free_at_exit);
+}
+
+float *sl__sgemm_scratch(size_t floats)
+{
+    if (floats <= scratch_cap) return scratch;
+    pthread_once(&scratch_once, scratch_init);
+    pthread_setspecific(scratch_key, (void *)1); /* any non-NULL value runs the destructor */
+    float *p = sl__aligned_alloc(64, sizeof(float) * floats);
+    if (!p) return NULL;
+    sl__free(scratch);
+    scratch = p;
+    scratch_cap = floats;
+    return p;
 }
 
 int64_t sl__sgemm_panels(int64_t n) { return (n + NR - 1) / NR; }

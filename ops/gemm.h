@@ -30,6 +30,11 @@ size_t sl__sgemm_packed_floats(int64_t k, int64_t n);
 void sl__sgemm_pack(float *bp, const float *b, bool trans, int64_t ldb, int64_t k, int64_t n,
                     int64_t p0, int64_t p1);
 
+/* The calling thread's buffer for a packed operand: at least `floats` floats, 64-byte aligned,
+ * kept between calls (grown as needed, freed when the thread exits). Valid until the thread's
+ * next call. NULL if it cannot grow (no error is set: callers then use cblas). */
+float *sl__sgemm_scratch(size_t floats);
+
 /* Rows [r0, r1) of c (leading dimension ldc) = a @ b, plus c's old values if accumulate; a is
  * (m x k), transposed or not (lda), b (k x n) packed in bp. Every element of c is a sum over k
  * in a fixed order, whatever rows a call covers. */

@@ -10,12 +10,17 @@
  * in forward; backward reuses that copy.
  *
  * OpenBLAS runs on one thread (tensor/pool.c); the work splits over our pool instead: over
- * batch entries when there are several, else over blocks of rows of one big product.
+ * batch entries when there are several, else over blocks of rows of one big product. f32
+ * products run on shortlong's own AVX-512 kernel (ops/gemm.c) when the build has it: a single
+ * product packs b once for all its row blocks; each batch entry packs its own b into the
+ * working thread's scratch. cblas otherwise (and if a packing buffer cannot be had).
  *
  * A b without batch dims (a Linear layer's weight) folds a's batch into rows when a's rows
  * are evenly strided: forward is one [B*M, K] @ [K, N] gemm, and backward's dB += A^T dC is
  * one gemm with inner dim B*M instead of a loop over the batch.
  */
+#include "gemm.h"
+
 #include "../tensor/internal.h"
 #include <shortlong/ops.h>
 
@@ -42,6 +47,8 @@ typedef struct {
     int nbd; /* batch dims */
     int64_t bshape[SL_MAX_DIMS];
     int64_t nbatch;
+    bool kernel;         /* f32 through shortlong's own kernel */
+    const float *packed; /* b packed once (a single product), or NULL */
 } product_job;
 
 /* How gemm reads a rows x cols matrix with strides (rs, cs): NoTrans with ld = rs when rows
@@ -94,6 +101,18 @@ static void gemm(const product_job *p, int64_t batch, int64_t r0, int64_t r1)
         ob += i * p->b.bs[d];
         oc += i * p->c.bs[d];
     }
+    if (p->kernel) {
+        const float *bp = p->packed;
+        if (!bp && (bp = sl__sgemm_scratch(sl__sgemm_packed_floats(p->k, p->n))))
+            sl__sgemm_pack((float *)bp, (const float *)p->b.p + ob, p->b.trans == CblasTrans,
+                           p->b.ld, p->k, p->n, 0, sl__sgemm_panels(p->n));
+        if (bp) { /* the kernel takes row 0 of a and c and does the r0 offset itself */
+            sl__sgemm_rows((const float *)p->a.p + oa - r0 * p->a.rs, p->a.trans == CblasTrans,
+                           p->a.ld, bp, p->k, p->n, (float *)p->c.p + oc - r0 * p->c.rs,
+                           p->c.ld, r0, r1, p->beta != 0);
+            return;
+        }
+    }
     blasint m = (blasint)(r1 - r0), n = (blasint)p->n, k = (blasint)p->k;
     if (p->dtype == SL_F32)
         cblas_sgemm(CblasRowMajor, p->a.trans, p->b.trans, m, n, k, 1.0f,
@@ -112,6 +131,19 @@ static void batch_range(void *ctx, int64_t begin, int64_t end)
 }
 
 static void row_range(void *ctx, int64_t begin, int64_t end) { gemm(ctx, 0, begin, end); }
+
+typedef struct {
+    const product_job *p;
+    float *bp;
+} pack_job;
+
+static void pack_range(void *ctx, int64_t p0, int64_t p1)
+{
+    const pack_job *j = ctx;
+    const operand *b = &j->p->b;
+    sl__sgemm_pack(j->bp, (const float *)b->p, b->trans == CblasTrans, b->ld, j->p->k, j->p->n,
+                   p0, p1);
+}
 
 /* Below this much work a parallel chunk costs more than it saves. */
 #define MIN_CHUNK_FLOPS 4e6
@@ -136,11 +168,18 @@ static void product(sl_tensor *c, const sl_tensor *x, bool tx, const sl_tensor *
     operand_of(&p.a, x, tx, p.nbd);
     operand_of(&p.b, y, ty, p.nbd);
     operand_of(&p.c, c, false, p.nbd);
+    /* the kernel computes c = a b (+ c): beta is 0 or 1 here */
+    p.kernel = p.dtype == SL_F32 && sl__sgemm_enabled() && (beta == 0 || beta == 1);
     double flops = 2.0 * (double)p.m * (double)p.n * (double)p.k;
     if (p.nbatch > 1) {
         double grain = MIN_CHUNK_FLOPS / flops;
         sl_parallel_for(p.nbatch, grain > 1 ? (int64_t)grain : 1, batch_range, &p);
     } else {
+        if (p.kernel) { /* b packed once, shared by the row blocks */
+            pack_job j = {&p, sl__sgemm_scratch(sl__sgemm_packed_floats(p.k, p.n))};
+            if (j.bp) sl_parallel_for(sl__sgemm_panels(p.n), 1, pack_range, &j);
+            p.packed = j.bp;
+        }
         double grain = MIN_CHUNK_FLOPS / (flops / (double)p.m);
         sl_parallel_for(p.m, grain > MIN_CHUNK_ROWS ? (int64_t)grain : MIN_CHUNK_ROWS, row_range,
                         &p);

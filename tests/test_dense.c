@@ -307,8 +307,8 @@ static sl_tensor *g_fanin(sl_tensor *const *in, int n, void *u)
 START_TEST(gradchecks)
 {
     sl_rng r = sl_rng_seed(6);
-    sl_tensor *in[] = {tu_randn(&r, SL_F64, sl_shape(2, 3, 4)), tu_randn(&r, SL_F64, sl_shape(5, 4)),
-                       tu_randn(&r, SL_F64, sl_shape(5))};
+    sl_tensor *in[] = {tu_randn(&r, SL_F64, sl_shape(2, 3, 4)),
+                       tu_randn(&r, SL_F64, sl_shape(5, 4)), tu_randn(&r, SL_F64, sl_shape(5))};
     for (int n = 2; n <= 3; n++) {
         tu_gradcheck(g_lin, n, in, NULL);
         tu_gradcheck(g_gelu, n, in, NULL);
