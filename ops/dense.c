@@ -31,8 +31,8 @@
 
 enum {
     BLOCK = 64,      /* rows per db partial sum and per elementwise task */
-    GEMM_ROWS = 256, /* output rows per gemm call, at least (OpenBLAS packs the other operand
-                        once per call: 256 rows keep that within 1-2% of one whole call) */
+    GEMM_ROWS = 256, /* output rows per gemm call, at least (cblas packs the other operand once
+                        per call: 256 rows keep that within 1-2% of one whole call) */
     SLAB = 1024,     /* dW's inner dim (x's rows) per gemm call */
 };
 _Static_assert(SLAB % SL__SGEMM_KC == 0, "slabs start where a packed operand can be cut");
@@ -107,7 +107,6 @@ static void add_f64(double *restrict d, const double *restrict p, int64_t n)
     for (int64_t e = 0; e < VEC16(n); e++) d[e] += p[e];
     for (int64_t e = VEC16(n); e < n; e++) d[e] += p[e];
 }
-
 
 /* One row of n: u += b (b may be NULL); y = gelu(u) if gelu (y separate), else nothing more. */
 static void forward_row_f32(float *restrict u, float *restrict y, const float *restrict b,
