@@ -36,7 +36,8 @@
  * make, the autograd engine's own time). Figures are means per step over the profiled steps.
  *
  * --eval-T N: one no-grad forward at B = 1, T = N (ALiBi extrapolates past the context) in a
- * fresh arena: its peak, the parameters' arena, peak RSS and the time.
+ * fresh arena: that arena's peak (without grad, sl_gpt_forward runs the blocks in scratch
+ * arenas of its own, which peak RSS covers), the parameters' arena, peak RSS and the time.
  *
  *     ./build/bin/bench_gpt_step [--steps 10] [--warmup 2] [--threads N] [--json] [--profile]
  *         [--eval-T N] [--vocab 256] [--dim 256] [--layers 4] [--heads 8] [--context 256]
@@ -690,12 +691,14 @@ static int eval_forward(const sl_gpt_config *cfg, int64_t T, bool json)
     double params_mib = (double)sl_arena_reserved(sl_params_arena(m->params)) / (1 << 20);
     if (json)
         printf("{\"bench\": \"gpt_eval\", \"impl\": \"shortlong\", \"B\": 1, \"T\": %lld, "
-               "\"threads\": %d, \"forward_ms\": %.2f, \"arena_peak_mib\": %.2f, "
+               "\"threads\": %d, \"forward_ms\": %.2f, \"caller_arena_peak_mib\": %.2f, "
                "\"params_arena_mib\": %.2f, \"rss_before_mib\": %.1f, \"peak_rss_mib\": %.1f}\n",
                (long long)T, sl_get_num_threads(), 1e3 * sec, arena_mib, params_mib, rss0, rss);
     else
         printf("shortlong eval forward, B = 1, T = %lld, no grad, %d threads: %.1f ms\n"
-               "  activations (step arena peak) %.1f MiB, parameters' arena %.1f MiB\n"
+               "  the caller's arena at its peak %.1f MiB (embeddings, the last activations, the "
+               "logits; without grad the\n  blocks run in scratch arenas of sl_gpt_forward's "
+               "own), parameters' arena %.1f MiB\n"
                "  peak RSS %.1f MiB (%.1f MiB before the forward)\n",
                (long long)T, sl_get_num_threads(), 1e3 * sec, arena_mib, params_mib, rss, rss0);
     sl_arena_set(NULL);

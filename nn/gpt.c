@@ -215,6 +215,36 @@ static sl_tensor *add_positions(const sl_gpt *m, sl_tensor *x, int64_t start)
     return SL_FAIL(SL_ERR_ARG, "sl_gpt_forward: unknown positional method %d", (int)m->cfg.pos);
 }
 
+/* A contiguous copy of t in the current arena. */
+static sl_tensor *copy_here(const sl_tensor *t)
+{
+    sl_tensor *c = t ? sl_empty(t->dtype, t->ndim, t->shape) : NULL;
+    return c && sl_copy_into(c, t) ? c : NULL;
+}
+
+/* The blocks without grad (evaluation): nothing a block makes outlives it but its output, so
+ * each block runs in a scratch arena reset before it, and its output is copied to a second one
+ * (reset too: the block's input died with the block); the last output is copied back to the
+ * caller's arena. A forward then holds one block's intermediates at a time instead of all
+ * n_layers', which is what bounds evaluation at long lengths (bench_gpt_step --eval-T). */
+static sl_tensor *blocks_without_grad(sl_gpt *m, sl_tensor *x)
+{
+    sl_arena *home = sl_arena_current(), *work = sl_arena_new(0), *keep = sl_arena_new(0);
+    for (int l = 0; x && work && keep && l < m->cfg.n_layers; l++) {
+        sl_arena_reset(work);
+        sl_arena_set(work);
+        sl_tensor *y = sl_block_forward(m->blocks[l], x, NULL, &m->drop, &m->rng, m->train);
+        sl_arena_reset(keep);
+        sl_arena_set(keep);
+        x = copy_here(y);
+    }
+    sl_arena_set(home);
+    x = work && keep ? copy_here(x) : NULL;
+    sl_arena_free(work);
+    sl_arena_free(keep);
+    return x;
+}
+
 sl_tensor *sl_gpt_forward(sl_gpt *m, sl_tensor *idx, sl_kv_cache **caches)
 {
     if (!m) return SL_FAIL(SL_ERR_ARG, "sl_gpt_forward: model is NULL");
@@ -237,9 +267,11 @@ sl_tensor *sl_gpt_forward(sl_gpt *m, sl_tensor *idx, sl_kv_cache **caches)
     }
     sl_tensor *x = add_positions(m, sl_embed_forward(m->tok, idx), start);  // (B, T, C)
     x = sl_drop_forward(&m->drop, x, &m->rng, m->train);
-    for (int l = 0; l < c->n_layers; l++)
-        x = sl_block_forward(m->blocks[l], x, caches ? caches[l] : NULL, &m->drop, &m->rng,
-                             m->train);
+    if (!caches && !sl_grad_enabled()) x = blocks_without_grad(m, x);
+    else
+        for (int l = 0; l < c->n_layers; l++)
+            x = sl_block_forward(m->blocks[l], x, caches ? caches[l] : NULL, &m->drop, &m->rng,
+                                 m->train);
     x = sl_layer_norm_forward(m->ln_f, x);
     if (m->head) return sl_linear_forward(m->head, x);                   // (B, T, V)
     sl_linear tied = {m->tok->weight, NULL};

@@ -640,6 +640,49 @@ START_TEST(dropout_only_in_training)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- evaluation memory */
+
+/* Without grad and without caches, sl_gpt_forward runs each block in scratch arenas of its
+ * own and keeps only the block's output: the logits are bitwise those of a forward with grad,
+ * and the caller's arena ends up holding a few (B, T, C) tensors and the logits, however many
+ * layers there are, where a forward with grad keeps every block's intermediates. */
+START_TEST(eval_forward_keeps_one_block_at_a_time)
+{
+    const sl_pos methods[] = {SL_POS_ALIBI, SL_POS_ROTARY, SL_POS_T5, SL_POS_SINUSOIDAL};
+    enum { B = 2, T = 24, C = 16, V = 11, L = 6 };
+    for (size_t i = 0; i < sizeof methods / sizeof *methods; i++) {
+        sl_gpt_config c = tiny(methods[i]);
+        c.dim = C, c.n_layers = L, c.n_heads = 4, c.context = T;
+        sl_gpt *m = sl_gpt_new(&c, SL_F32);
+        ck_assert_msg(m != NULL, "%s", sl_error_message());
+        randomize(m, 3, 0.2);
+        sl_rng r = sl_rng_seed(4);
+        sl_tensor *idx = random_ids(&r, B, T, V);
+        size_t used[2];
+        sl_tensor *y[2];
+        for (int k = 0; k < 2; k++) { /* k = 0 with grad (recorded), 1 without */
+            bool prev = sl_set_grad_enabled(k == 0);
+            sl_arena *a = sl_arena_new(0), *outer = sl_arena_set(a);
+            sl_tensor *out = sl_gpt_forward(m, idx, NULL);
+            ck_assert_msg(out != NULL, "%s", sl_error_message());
+            used[k] = sl_arena_used(a);
+            sl_arena_set(outer);
+            y[k] = sl_empty(SL_F32, out->ndim, out->shape);
+            ck_assert(sl_copy_into(y[k], out));
+            sl_arena_free(a);
+            sl_set_grad_enabled(prev);
+        }
+        ck_assert_double_eq(tu_max_abs_diff(y[0], y[1]), 0);
+        size_t act = sizeof(float) * B * T * C, logits = sizeof(float) * B * T * V;
+        ck_assert_msg(used[1] <= 6 * act + logits + 16384, "%s: %zu bytes kept without grad",
+                      sl_pos_name(methods[i]), used[1]);
+        ck_assert_msg(used[0] > (size_t)L * 6 * act, "%s: only %zu bytes with grad",
+                      sl_pos_name(methods[i]), used[0]);
+        sl_gpt_free(m);
+    }
+}
+END_TEST
+
 /* ---------------------------------------------------------------- overfit */
 
 /* A 2-layer ALiBi GPT (V 16, C 32, 4 heads) memorises one batch of 2 x 16 random tokens:
@@ -700,6 +743,7 @@ int main(void)
     tu_add_test(s, tc, learned_positions_stop_at_the_table);
     tu_add_test(s, tc, every_method_gradcheck_f64);
     tu_add_test(s, tc, dropout_only_in_training);
+    tu_add_test(s, tc, eval_forward_keeps_one_block_at_a_time);
     tu_add_test(s, tc, overfits_one_batch);
     TCase *files = tcase_create("files"); /* in a temporary directory */
     tu_fixture(files, setup, teardown);
