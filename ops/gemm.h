@@ -15,7 +15,7 @@
 
 /* The inner dim is processed in blocks of this many: a packed b can be cut along k at any
  * multiple of it (the packed rows from k0 on are at sl__sgemm_packed_floats(k0, n)). */
-enum { SL__SGEMM_KC = 256 };
+enum { SL__SGEMM_KC = 256, SL__SGEMM_NR = 64 /* columns per panel */ };
 
 /* Whether the kernel is there (the build targets AVX-512) and not switched off by the
  * environment (SL_SGEMM=blas: every product through cblas_sgemm, for comparison). */
