@@ -27,7 +27,7 @@
 #include <string.h>
 
 enum { MR = 6, NV = 4, NR = 16 * NV, KC = SL__SGEMM_KC };
-_Static_assert(NR == SL__SGEMM_NR, "gemm.h's panel width");
+_Static_assert((int)NR == (int)SL__SGEMM_NR, "gemm.h's panel width");
 
 typedef float v16 __attribute__((vector_size(64)));
 
