@@ -85,6 +85,19 @@ void fmt_duration(double s, char *buf, size_t cap)
     else snprintf(buf, cap, "%lds", t);
 }
 
+int parse_int_list(const char *s, int64_t *out, int cap)
+{
+    int n = 0;
+    while (*s && n < cap) {
+        char *end;
+        long long v = strtoll(s, &end, 10);
+        if (end == s || v < 1 || (*end && *end != ',')) return -1;
+        out[n++] = v;
+        s = *end ? end + 1 : end;
+    }
+    return *s ? -1 : n;
+}
+
 const char *pos_list(void)
 {
     static char buf[256];

@@ -29,19 +29,6 @@ typedef struct {
     char note[MAX_MULT][160];
 } run;
 
-static int parse_list(const char *s, int64_t *out, int cap)
-{
-    int n = 0;
-    while (*s && n < cap) {
-        char *end;
-        long long v = strtoll(s, &end, 10);
-        if (end == s || v < 1 || (*end && *end != ',')) return -1;
-        out[n++] = v;
-        s = *end ? end + 1 : end;
-    }
-    return *s ? -1 : n;
-}
-
 static int parse_methods(const char *s, sl_pos *out, int cap)
 {
     int n = 0;
@@ -326,7 +313,7 @@ int cmd_experiment(int argc, char **argv)
         for (int p = 0; p < SL_POS_COUNT && p < MAX_METHODS; p++) methods[n_methods++] = (sl_pos)p;
     }
     int64_t mult[MAX_MULT];
-    int n_mult = parse_list(mult_s, mult, MAX_MULT);
+    int n_mult = parse_int_list(mult_s, mult, MAX_MULT);
     if (n_mult <= 0) {
         fprintf(stderr, "gpt: --multiples takes positive integers separated by commas\n");
         return 2;

@@ -22,6 +22,8 @@ bool check_range(const char *name, int64_t v, int64_t lo, int64_t hi);
 int fail(const char *what);
 double now(void);
 void fmt_duration(double seconds, char *buf, size_t cap);
+/* "128,256,512" -> out[0..n); the count, or -1 unless every entry is a positive integer. */
+int parse_int_list(const char *s, int64_t *out, int cap);
 /* "alibi, none, ..." */
 const char *pos_list(void);
 

@@ -123,19 +123,6 @@ static int cmd_train(int argc, char **argv)
 
 /* ---------------------------------------------------------------- eval */
 
-static int parse_lengths(const char *s, int64_t *out, int cap)
-{
-    int n = 0;
-    while (*s && n < cap) {
-        char *end;
-        long long v = strtoll(s, &end, 10);
-        if (end == s || v < 1 || (*end && *end != ',')) return -1;
-        out[n++] = v;
-        s = *end ? end + 1 : end;
-    }
-    return *s ? -1 : n;
-}
-
 static int cmd_eval(int argc, char **argv)
 {
     const char *ckpt = NULL, *data = NULL, *lengths_s = NULL;
@@ -166,7 +153,7 @@ static int cmd_eval(int argc, char **argv)
     int nl;
     int64_t L = m->cfg.context;
     if (lengths_s) {
-        nl = parse_lengths(lengths_s, lengths, 64);
+        nl = parse_int_list(lengths_s, lengths, 64);
         if (nl <= 0) {
             fprintf(stderr, "gpt: --lengths takes positive integers separated by commas, got '%s'\n",
                     lengths_s);
