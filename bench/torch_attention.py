@@ -8,11 +8,13 @@ Causal ALiBi attention with explicit math, as PyTorch code writes it without a f
     out = p @ v;  out.backward(gout)                  # dq, dk, dv
 
 q, k, v, gout float32 (B, H, T, D); bias and mask built once, outside the timing (like
-bench_attention's "composed" variant). Medians of --reps runs after one warm-up, forward and
-forward + backward; GFLOP/s in useful FLOPs (6 products of 2 B H T^2 D, halved for causal), as
-in bench_attention. extra_bytes: the peak resident memory of the warm-up iteration (VmHWM, reset
-through /proc/self/clear_refs) above what was resident before it, minus the output and the
-gradients of q, k, v, plus the bias and mask tensors: what the method needs beyond its results.
+bench_attention's "composed" variant). Medians of --reps runs after --warmup runs (default 3:
+with the tuned allocator the heap grows over the first two or three iterations, which take 3-5x
+longer), forward and forward + backward; GFLOP/s in useful FLOPs (6 products of 2 B H T^2 D,
+halved for causal), as in bench_attention. extra_bytes: the peak resident memory over all the
+iterations (VmHWM, reset through /proc/self/clear_refs; the tuned allocator keeps what it
+grew) above what was resident before them, minus the output and the gradients of q, k, v, plus
+the bias and mask tensors: what the method holds beyond its inputs and results.
 
 By default the script re-runs itself in the tuned environment the issue names:
     OMP_WAIT_POLICY=PASSIVE MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736
@@ -20,7 +22,7 @@ By default the script re-runs itself in the tuned environment the issue names:
 Python:
 
     /usr/bin/python3 bench/torch_attention.py [--T N] [--B 1] [--H 8] [--D 64] [--reps 5]
-                                              [--threads 2] [--limit-gib 6] [--json]
+                                              [--warmup 3] [--threads 2] [--limit-gib 6] [--json]
 
 Without --T: T = 512, 1024, 2048, 4096, 8192, 16384, skipping those whose (B, H, T, T) tensors
 would need more than --limit-gib (PyTorch keeps about six of them alive at its peak).
@@ -95,8 +97,8 @@ def measure(args, T):
 
     before = rss_bytes("VmRSS")
     have_peak = reset_peak_rss()
-    iteration()  # warm-up; allocates the leaves' gradients too
-    peak = rss_bytes("VmHWM") if have_peak else None
+    for _ in range(args.warmup):  # the first also allocates the leaves' gradients
+        iteration()
     t_fwd, t_fb = [], []
     for _ in range(args.reps):
         for x in (q, k, v):
@@ -104,6 +106,7 @@ def measure(args, T):
         a, b = iteration()
         t_fwd.append(a)
         t_fb.append(b)
+    peak = rss_bytes("VmHWM") if have_peak else None
     tensor = 4 * B * H * T * D
     extra = None
     if peak is not None:
@@ -124,6 +127,7 @@ def main():
     p.add_argument("--H", type=int, default=8)
     p.add_argument("--D", type=int, default=64)
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--limit-gib", type=float, default=6)
     p.add_argument("--json", action="store_true")
@@ -143,7 +147,7 @@ def main():
         env = " ".join(f"{k}={v}" for k, v in os.environ.items() if k in TUNED) or "as is"
         print(f"torch {torch.__version__} attention bench: causal ALiBi, explicit math, f32, "
               f"B={args.B} H={args.H} D={args.D}, {torch.get_num_threads()} threads, "
-              f"median of {args.reps} after a warm-up ({env})")
+              f"median of {args.reps} after {args.warmup} warm-up runs ({env})")
         print(f"  {'T':>6} {'fwd ms':>10} {'fwd+bwd ms':>12} {'fwd GF/s':>10} {'GFLOP/s':>10} "
               f"{'extra MiB':>12}")
     for T in ([args.T] if args.T else SIZES):
