@@ -24,8 +24,9 @@ Python:
     /usr/bin/python3 bench/torch_attention.py [--T N] [--B 1] [--H 8] [--D 64] [--reps 5]
                                               [--warmup 3] [--threads 2] [--limit-gib 6] [--json]
 
-Without --T: T = 512, 1024, 2048, 4096, 8192, 16384, skipping those whose (B, H, T, T) tensors
-would need more than --limit-gib (PyTorch keeps about six of them alive at its peak).
+Without --T: T = 512, 1024, 2048, 4096, 8192, 16384, skipping those where six (B, H, T, T) f32
+tensors, about what is alive at the peak, would need more than --limit-gib (the tuned
+allocator's resident growth is larger still: 9.5 GiB at T = 4096).
 """
 import argparse
 import json
