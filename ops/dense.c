@@ -9,9 +9,10 @@
  * accumulated by gemm (beta = 1) straight into the gradient buffers of x and W, and db is a
  * column sum folded into the pass that applies the activation's derivative.
  *
- * f32 products run on shortlong's own AVX-512 kernel (ops/gemm.c) when the build has it: the
- * operand it packs (W^T forward, W for dx, x for dW) is packed once per product, in parallel,
- * into the calling thread's scratch buffer, and the chunks share it. Otherwise cblas.
+ * f32 products run on shortlong's own AVX-512 kernel (ops/gemm.c) where it beats OpenBLAS's
+ * (sl__sgemm_enabled): the operand it packs (W^T forward, W for dx, x for dW) is packed once
+ * per product, in parallel, into the calling thread's scratch buffer, and the chunks share it.
+ * Otherwise cblas.
  *
  * OpenBLAS runs on one thread (tensor/pool.c); products split over the pool in chunks fixed by
  * the shape alone (GEMM_ROWS rows; dW also in slabs of SLAB rows of the inner dim, added in

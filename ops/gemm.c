@@ -1,11 +1,12 @@
 /* ops/gemm.c — shortlong's own f32 matrix product, for builds that target AVX-512.
  *
- * Why: OpenBLAS picks its kernels by CPU model, and 0.3.21 does not know AMD's Zen 5 (family
- * 26, the reference machine of issue 6): it runs its Haswell kernels there, 256-bit FMAs, about
- * 120 GFLOP/s per core, where the core's 512-bit FMA units allow twice that. The training step
- * is three quarters matrix products, so this kernel, about 1.7x OpenBLAS's rate there, is the
- * step's biggest lever. Elsewhere (a CPU whose AVX-512 kernels OpenBLAS knows) it runs about
- * level with OpenBLAS; without AVX-512 it is not used (sl__sgemm_enabled).
+ * Why: OpenBLAS runs whichever kernels it was told to or picked, and they need not be the
+ * machine's best. On issue 6's reference machine (AMD Zen 5, 512-bit FMA units) the environment
+ * sets OPENBLAS_CORETYPE=Haswell: OpenBLAS runs its AVX2 kernels, about 120 GFLOP/s per core,
+ * where this kernel runs at about 200. Left to choose, OpenBLAS 0.3.21 picks its Cooperlake
+ * (AVX-512) kernels there, about 5-10% faster than this one. So the library uses this kernel
+ * only when OpenBLAS runs kernels without AVX-512 on an AVX-512 build (sl__sgemm_enabled); the
+ * training step is three quarters matrix products, so that choice is the step's biggest lever.
  *
  * How (the GotoBLAS / BLIS structure, reduced to what the library's products need):
  *   - b (k x n) is packed once per product into panels of NR = 64 columns, in blocks of KC
@@ -22,6 +23,8 @@
 
 #include "../tensor/internal.h"
 
+#include <cblas.h>
+#include <ctype.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,13 +43,29 @@ static inline v16 vload(const float *p)
 
 static inline void vstore(float *p, v16 v) { memcpy(p, &v, sizeof v); }
 
+/* Whether OpenBLAS's kernels for its current core use AVX-512 (the names its
+ * openblas_get_corename() gives to the x86 cores it has AVX-512 kernels for). */
+static bool openblas_has_avx512(void)
+{
+    static const char *const cores[] = {"skylakex", "cooperlake", "sapphirerapids"};
+    const char *name = openblas_get_corename();
+    char lower[64] = "";
+    for (size_t i = 0; name && name[i] && i + 1 < sizeof lower; i++)
+        lower[i] = (char)tolower((unsigned char)name[i]);
+    for (size_t i = 0; i < sizeof cores / sizeof *cores; i++)
+        if (strstr(lower, cores[i])) return true;
+    return false;
+}
+
 bool sl__sgemm_enabled(void)
 {
 #if defined(__AVX512F__)
-    static int state; /* 0: not read yet, 1: on, -1: off (a benign race: all writers agree) */
+    static int state; /* 0: not decided yet, 1: on, -1: off (a benign race: all agree) */
     if (!state) {
         const char *e = getenv("SL_SGEMM");
-        state = e && !strcmp(e, "blas") ? -1 : 1;
+        if (e && !strcmp(e, "blas")) state = -1;
+        else if (e && !strcmp(e, "kernel")) state = 1;
+        else state = openblas_has_avx512() ? -1 : 1;
     }
     return state > 0;
 #else

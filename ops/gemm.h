@@ -17,8 +17,9 @@
  * multiple of it (the packed rows from k0 on are at sl__sgemm_packed_floats(k0, n)). */
 enum { SL__SGEMM_KC = 256, SL__SGEMM_NR = 64 /* columns per panel */ };
 
-/* Whether the kernel is there (the build targets AVX-512) and not switched off by the
- * environment (SL_SGEMM=blas: every product through cblas_sgemm, for comparison). */
+/* Whether f32 products use this kernel: the build targets AVX-512 and OpenBLAS runs kernels
+ * without it (as when OPENBLAS_CORETYPE pins it to Haswell's). SL_SGEMM=blas or =kernel in the
+ * environment decides instead (for comparisons). Decided once per process. */
 bool sl__sgemm_enabled(void);
 
 /* Column panels of a packed (k x n) b, and the floats the packed b takes. */

@@ -11,9 +11,10 @@
  *
  * OpenBLAS runs on one thread (tensor/pool.c); the work splits over our pool instead: over
  * batch entries when there are several, else over blocks of rows of one big product. f32
- * products run on shortlong's own AVX-512 kernel (ops/gemm.c) when the build has it: a single
- * product packs b once for all its row blocks; each batch entry packs its own b into the
- * working thread's scratch. cblas otherwise (and if a packing buffer cannot be had).
+ * products run on shortlong's own AVX-512 kernel (ops/gemm.c) where it beats OpenBLAS's
+ * (sl__sgemm_enabled): a single product packs b once for all its row blocks; each batch entry
+ * packs its own b into the working thread's scratch. cblas otherwise (and if a packing buffer
+ * cannot be had).
  *
  * A b without batch dims (a Linear layer's weight) folds a's batch into rows when a's rows
  * are evenly strided: forward is one [B*M, K] @ [K, N] gemm, and backward's dB += A^T dC is
