@@ -9,13 +9,15 @@
 # of step time, tokens/s and peak RSS of both.
 #
 #     bench/compare_gpt_step.sh [--rounds 5] [--bin build/bin/bench_gpt_step]
-#         [--python /usr/bin/python3] [--torch-env VAR=VALUE]... [--json]
+#         [--python /usr/bin/python3] [--torch-env VAR=VALUE]... [--torch-threads N] [--json]
 #         [-- flags for both programs, e.g. --steps 10 --threads 2 --batch 8]
 #
 # torch runs in the tuned environment issue 6 names (torch_gpt.py sets it itself:
 # OMP_WAIT_POLICY=PASSIVE MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736), plus any
 # --torch-env settings (e.g. OPENBLAS_CORETYPE=SkylakeX, OpenBLAS's AVX-512 kernels). Both
-# programs get the same flags; --threads defaults to the number of CPUs in both.
+# programs get the same flags; --threads defaults to the number of CPUs in both, and
+# --torch-threads sets torch's alone (torch's matrix products run on OpenBLAS's own threads
+# whatever its intra-op thread count, so 1 can be its faster setting).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -24,16 +26,18 @@ bin="$here/../build/bin/bench_gpt_step"
 python=/usr/bin/python3
 json=0
 torch_env=()
+torch_flags=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --rounds) rounds=$2; shift 2 ;;
         --bin) bin=$2; shift 2 ;;
         --python) python=$2; shift 2 ;;
         --torch-env) torch_env+=("$2"); shift 2 ;;
+        --torch-threads) torch_flags+=(--threads "$2"); shift 2 ;;
         --json) json=1; shift ;;
         --) shift; break ;;
         *) echo "usage: $0 [--rounds N] [--bin PATH] [--python PATH] [--torch-env VAR=VALUE]" \
-                "[--json] [-- flags]" >&2
+                "[--torch-threads N] [--json] [-- flags]" >&2
            exit 2 ;;
     esac
 done
@@ -44,7 +48,8 @@ results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 for ((r = 1; r <= rounds; r++)); do
     "$bin" --json "${flags[@]}" >>"$results"
-    env "${torch_env[@]}" "$python" "$here/torch_gpt.py" --json "${flags[@]}" >>"$results"
+    env "${torch_env[@]}" "$python" "$here/torch_gpt.py" --json "${flags[@]}" "${torch_flags[@]}" \
+        >>"$results"
     [[ $json == 1 ]] || echo "round $r/$rounds done" >&2
 done
 
