@@ -126,11 +126,11 @@ static const struct {
     const char *op;
     family fam;
 } op_family[] = {
-    {"sl_matmul", FAM_MATMUL},          {"sl_dense", FAM_MATMUL},
+    {"sl_matmul", FAM_MATMUL},          {"sl_linear", FAM_MATMUL},
     {"sl_alibi_attention", FAM_ATTENTION},
     {"sl_add", FAM_ELEMENTWISE},        {"sl_mul", FAM_ELEMENTWISE},
     {"sl_gelu", FAM_ELEMENTWISE},       {"sl_bias_gelu", FAM_ELEMENTWISE},
-    {"sl_layernorm", FAM_LAYERNORM},    {"sl_cross_entropy", FAM_SOFTMAX_CE},
+    {"sl_layer_norm", FAM_LAYERNORM},    {"sl_cross_entropy", FAM_SOFTMAX_CE},
     {"sl_softmax", FAM_SOFTMAX_CE},     {"sl_log_softmax", FAM_SOFTMAX_CE},
     {"sl_embedding", FAM_EMBEDDING},    {"adamw", FAM_OPTIMIZER},
     {"zero_grad", FAM_OPTIMIZER},
@@ -177,10 +177,10 @@ static void prof_add(profile *p, const char *op, int dir, double sec)
  * KV cache and no dropout: nn/gpt.c, nn/attention.c and nn/modules.c. Keep it in step with
  * them; every profiled step checks the loss against sl_gpt_loss bitwise. */
 
-static sl_tensor *p_linear(profile *P, const sl_linear *l, sl_tensor *x)
+static sl_tensor *p_linear(profile *P, const sl_linear_module *l, sl_tensor *x)
 {
     sl_tensor *y;
-    TIMED(P, "sl_dense", y, sl_dense(x, l->weight, l->bias, SL_ACT_NONE));
+    TIMED(P, "sl_linear", y, sl_linear(x, l->weight, l->bias, SL_ACT_NONE));
     return y;
 }
 
@@ -214,10 +214,10 @@ static sl_tensor *p_attention(profile *P, const sl_attention *m, sl_tensor *x)
     return p_linear(P, m->proj, y);
 }
 
-static sl_tensor *p_layernorm(profile *P, const sl_layer_norm *ln, sl_tensor *x)
+static sl_tensor *p_layernorm(profile *P, const sl_layer_norm_module *ln, sl_tensor *x)
 {
     sl_tensor *y;
-    TIMED(P, "sl_layernorm", y, sl_layernorm(x, ln->weight, ln->bias, ln->eps));
+    TIMED(P, "sl_layer_norm", y, sl_layer_norm(x, ln->weight, ln->bias, ln->eps));
     return y;
 }
 
@@ -226,7 +226,7 @@ static sl_tensor *p_block(profile *P, const sl_block *b, sl_tensor *x)
     sl_tensor *h = p_attention(P, b->attn, p_layernorm(P, b->ln1, x));
     TIMED(P, "sl_add", x, sl_add(x, h));
     h = p_layernorm(P, b->ln2, x);
-    TIMED(P, "sl_dense", h, sl_dense(h, b->mlp->fc->weight, b->mlp->fc->bias, SL_ACT_GELU_TANH));
+    TIMED(P, "sl_linear", h, sl_linear(h, b->mlp->fc->weight, b->mlp->fc->bias, SL_ACT_GELU_TANH));
     h = p_linear(P, b->mlp->proj, h);
     TIMED(P, "sl_add", x, sl_add(x, h));
     return x;
@@ -238,7 +238,7 @@ static sl_tensor *p_gpt_loss(profile *P, sl_gpt *m, sl_tensor *idx, sl_tensor *t
     TIMED(P, "sl_embedding", x, sl_embedding(m->tok->weight, idx));
     for (int l = 0; l < m->cfg.n_layers; l++) x = p_block(P, m->blocks[l], x);
     x = p_layernorm(P, m->ln_f, x);
-    sl_linear tied = {m->tok->weight, NULL};
+    sl_linear_module tied = {m->tok->weight, NULL};
     x = p_linear(P, m->head ? m->head : &tied, x);
     TIMED(P, "sl_cross_entropy", loss, sl_cross_entropy(x, tgt, -1));
     return loss;

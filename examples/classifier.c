@@ -25,8 +25,8 @@ enum { CLASSES = 3, WIDTH = 32, BLOCKS = 2, N_TRAIN = 1024, N_TEST = 768, STEPS 
 /* A model is a struct of modules; its parameters live in one registry. */
 typedef struct {
     sl_params *params;
-    sl_linear *in, *out;
-    sl_layer_norm *ln[BLOCKS], *ln_out;
+    sl_linear_module *in, *out;
+    sl_layer_norm_module *ln[BLOCKS], *ln_out;
     sl_mlp *mlp[BLOCKS];
 } model;
 

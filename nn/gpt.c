@@ -49,13 +49,13 @@ sl_block *sl_block_new(sl_params *ps, const char *name, const sl_attention_confi
 }
 
 /* A residual branch's output, through dropout when there is one. */
-static sl_tensor *branch_drop(sl_tensor *h, const sl_drop *drop, sl_rng *rng, bool train)
+static sl_tensor *branch_drop(sl_tensor *h, const sl_dropout_module *drop, sl_rng *rng, bool train)
 {
-    return drop ? sl_drop_forward(drop, h, rng, train) : h;
+    return drop ? sl_dropout_forward(drop, h, rng, train) : h;
 }
 
 sl_tensor *sl_block_forward(const sl_block *m, sl_tensor *x, sl_kv_cache *cache,
-                            const sl_drop *drop, sl_rng *rng, bool train)
+                            const sl_dropout_module *drop, sl_rng *rng, bool train)
 {
     if (!m) return SL_FAIL(SL_ERR_ARG, "sl_block_forward: module is NULL");
     sl_tensor *h = sl_attention_forward(m->attn, sl_layer_norm_forward(m->ln1, x), cache);
@@ -114,8 +114,9 @@ static bool build(sl_gpt *m, sl_rng *rng)
 {
     const sl_gpt_config *c = &m->cfg;
     sl_params *ps = m->params;
-    if (!(m->tok = sl_embed_new(ps, "tok", c->vocab_size, c->dim, rng))) return false;
-    if (c->pos == SL_POS_LEARNED && !(m->pos = sl_embed_new(ps, "pos", c->context, c->dim, rng)))
+    if (!(m->tok = sl_embedding_new(ps, "tok", c->vocab_size, c->dim, rng))) return false;
+    if (c->pos == SL_POS_LEARNED &&
+        !(m->pos = sl_embedding_new(ps, "pos", c->context, c->dim, rng)))
         return false;
     if (c->pos == SL_POS_T5) {
         m->t5_table = sl_params_add(ps, "pos.rel_bias", 2,
@@ -265,8 +266,8 @@ sl_tensor *sl_gpt_forward(sl_gpt *m, sl_tensor *idx, sl_kv_cache **caches)
                                caches[l] ? "at another length" : "NULL");
         start = caches[0]->len;
     }
-    sl_tensor *x = add_positions(m, sl_embed_forward(m->tok, idx), start);  // (B, T, C)
-    x = sl_drop_forward(&m->drop, x, &m->rng, m->train);
+    sl_tensor *x = add_positions(m, sl_embedding_forward(m->tok, idx), start);  // (B, T, C)
+    x = sl_dropout_forward(&m->drop, x, &m->rng, m->train);
     if (!caches && !sl_grad_enabled()) x = blocks_without_grad(m, x);
     else
         for (int l = 0; l < c->n_layers; l++)
@@ -274,7 +275,7 @@ sl_tensor *sl_gpt_forward(sl_gpt *m, sl_tensor *idx, sl_kv_cache **caches)
                                  m->train);
     x = sl_layer_norm_forward(m->ln_f, x);
     if (m->head) return sl_linear_forward(m->head, x);                   // (B, T, V)
-    sl_linear tied = {m->tok->weight, NULL};
+    sl_linear_module tied = {m->tok->weight, NULL};
     return sl_linear_forward(&tied, x);                                  // (B, T, V)
 }
 

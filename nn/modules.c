@@ -3,7 +3,7 @@
  * Each module is a struct in its registry's arena holding pointers to its parameters, and a
  * forward function that composes differentiable ops: the backward comes from the tape.
  */
-#include "../ops/dense.h"
+#include "../ops/linear.h"
 #include "../tensor/internal.h"
 #include <shortlong/nn.h>
 
@@ -31,14 +31,14 @@ static void *module_alloc(const char *op, sl_params *ps, const char *name, size_
 
 /* ---------------------------------------------------------------- Linear */
 
-sl_linear *sl_linear_new(sl_params *ps, const char *name, int64_t in, int64_t out, bool bias,
-                         sl_rng *rng)
+sl_linear_module *sl_linear_new(sl_params *ps, const char *name, int64_t in, int64_t out,
+                                bool bias, sl_rng *rng)
 {
     if (in < 1 || out < 1)
         return SL_FAIL(SL_ERR_ARG, "sl_linear_new: %s: sizes in %lld, out %lld must be >= 1",
                        name ? name : "?", (long long)in, (long long)out);
     if (!rng) return SL_FAIL(SL_ERR_ARG, "sl_linear_new: rng is NULL");
-    sl_linear *m = module_alloc("sl_linear_new", ps, name, sizeof *m);
+    sl_linear_module *m = module_alloc("sl_linear_new", ps, name, sizeof *m);
     if (!m) return NULL;
     m->weight = add_param(ps, name, "weight", 2, (int64_t[]){out, in}, true);
     if (!m->weight || !sl_init_normal(m->weight, rng, 0.02)) return NULL;
@@ -46,9 +46,9 @@ sl_linear *sl_linear_new(sl_params *ps, const char *name, int64_t in, int64_t ou
     return m;
 }
 
-/* y = x W^T + b through the fused sl_dense: one gemm over all of x's rows, W never copied,
+/* y = x W^T + b through the fused sl_linear: one gemm over all of x's rows, W never copied,
  * the bias added as gemm finishes each block of rows. */
-sl_tensor *sl_linear_forward(const sl_linear *m, sl_tensor *x)
+sl_tensor *sl_linear_forward(const sl_linear_module *m, sl_tensor *x)
 {
     if (!m) return SL_FAIL(SL_ERR_ARG, "sl_linear_forward: module is NULL");
     SL_CHECK_TENSOR("sl_linear_forward", x);
@@ -60,33 +60,34 @@ sl_tensor *sl_linear_forward(const sl_linear *m, sl_tensor *x)
     if (x->dtype != w->dtype)
         return SL_FAIL(SL_ERR_DTYPE, "sl_linear_forward: input is %s, weight is %s",
                        sl_dtype_name(x->dtype), sl_dtype_name(w->dtype));
-    return sl__dense(x, m->weight, m->bias, SL_ACT_NONE);
+    return sl__linear(x, m->weight, m->bias, SL_ACT_NONE);
 }
 
 /* ---------------------------------------------------------------- Embedding */
 
-sl_embed *sl_embed_new(sl_params *ps, const char *name, int64_t num, int64_t dim, sl_rng *rng)
+sl_embedding_module *sl_embedding_new(sl_params *ps, const char *name, int64_t num, int64_t dim,
+                                      sl_rng *rng)
 {
     if (num < 1 || dim < 1)
-        return SL_FAIL(SL_ERR_ARG, "sl_embed_new: %s: sizes num %lld, dim %lld must be >= 1",
+        return SL_FAIL(SL_ERR_ARG, "sl_embedding_new: %s: sizes num %lld, dim %lld must be >= 1",
                        name ? name : "?", (long long)num, (long long)dim);
-    if (!rng) return SL_FAIL(SL_ERR_ARG, "sl_embed_new: rng is NULL");
-    sl_embed *m = module_alloc("sl_embed_new", ps, name, sizeof *m);
+    if (!rng) return SL_FAIL(SL_ERR_ARG, "sl_embedding_new: rng is NULL");
+    sl_embedding_module *m = module_alloc("sl_embedding_new", ps, name, sizeof *m);
     if (!m) return NULL;
     m->weight = add_param(ps, name, "weight", 2, (int64_t[]){num, dim}, false);
     if (!m->weight || !sl_init_normal(m->weight, rng, 0.02)) return NULL;
     return m;
 }
 
-sl_tensor *sl_embed_forward(const sl_embed *m, sl_tensor *indices)
+sl_tensor *sl_embedding_forward(const sl_embedding_module *m, sl_tensor *indices)
 {
-    if (!m) return SL_FAIL(SL_ERR_ARG, "sl_embed_forward: module is NULL");
+    if (!m) return SL_FAIL(SL_ERR_ARG, "sl_embedding_forward: module is NULL");
     return sl_embedding(m->weight, indices);
 }
 
 /* ---------------------------------------------------------------- LayerNorm */
 
-sl_layer_norm *sl_layer_norm_new(sl_params *ps, const char *name, int64_t dim, double eps)
+sl_layer_norm_module *sl_layer_norm_new(sl_params *ps, const char *name, int64_t dim, double eps)
 {
     if (dim < 1)
         return SL_FAIL(SL_ERR_ARG, "sl_layer_norm_new: %s: dim %lld must be >= 1",
@@ -94,7 +95,7 @@ sl_layer_norm *sl_layer_norm_new(sl_params *ps, const char *name, int64_t dim, d
     if (!(eps >= 0))
         return SL_FAIL(SL_ERR_ARG, "sl_layer_norm_new: %s: eps %g must be >= 0",
                        name ? name : "?", eps);
-    sl_layer_norm *m = module_alloc("sl_layer_norm_new", ps, name, sizeof *m);
+    sl_layer_norm_module *m = module_alloc("sl_layer_norm_new", ps, name, sizeof *m);
     if (!m) return NULL;
     m->eps = eps > 0 ? eps : 1e-5;
     m->weight = add_param(ps, name, "weight", 1, &dim, false);
@@ -103,17 +104,17 @@ sl_layer_norm *sl_layer_norm_new(sl_params *ps, const char *name, int64_t dim, d
     return m;
 }
 
-sl_tensor *sl_layer_norm_forward(const sl_layer_norm *m, sl_tensor *x)
+sl_tensor *sl_layer_norm_forward(const sl_layer_norm_module *m, sl_tensor *x)
 {
     if (!m) return SL_FAIL(SL_ERR_ARG, "sl_layer_norm_forward: module is NULL");
-    return sl_layernorm(x, m->weight, m->bias, m->eps);
+    return sl_layer_norm(x, m->weight, m->bias, m->eps);
 }
 
 /* ---------------------------------------------------------------- Dropout */
 
-sl_tensor *sl_drop_forward(const sl_drop *m, sl_tensor *x, sl_rng *rng, bool train)
+sl_tensor *sl_dropout_forward(const sl_dropout_module *m, sl_tensor *x, sl_rng *rng, bool train)
 {
-    if (!m) return SL_FAIL(SL_ERR_ARG, "sl_drop_forward: module is NULL");
+    if (!m) return SL_FAIL(SL_ERR_ARG, "sl_dropout_forward: module is NULL");
     return sl_dropout(x, m->p, rng, train);
 }
 
@@ -132,7 +133,7 @@ sl_mlp *sl_mlp_new(sl_params *ps, const char *name, int64_t dim, int64_t hidden,
 }
 
 /* proj(gelu_tanh(fc(x))): (..., C) -> (..., hidden) -> (..., C). The GELU runs inside fc's
- * sl_dense, on each block of rows as gemm finishes it. */
+ * sl_linear, on each block of rows as gemm finishes it. */
 sl_tensor *sl_mlp_forward(const sl_mlp *m, sl_tensor *x)
 {
     if (!m) return SL_FAIL(SL_ERR_ARG, "sl_mlp_forward: module is NULL");
@@ -140,6 +141,6 @@ sl_tensor *sl_mlp_forward(const sl_mlp *m, sl_tensor *x)
     const sl_tensor *w = m->fc->weight;
     if (x->ndim < 1 || x->shape[x->ndim - 1] != w->shape[1] || x->dtype != w->dtype)
         return sl_linear_forward(m->fc, x); /* for its error message */
-    sl_tensor *h = sl__dense(x, m->fc->weight, m->fc->bias, SL_ACT_GELU_TANH);
+    sl_tensor *h = sl__linear(x, m->fc->weight, m->fc->bias, SL_ACT_GELU_TANH);
     return sl_linear_forward(m->proj, h);
 }

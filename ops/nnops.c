@@ -312,15 +312,15 @@ static bool layernorm_backward(sl_node *n)
     return true;
 }
 
-sl_tensor *sl_layernorm(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, double eps)
+sl_tensor *sl_layer_norm(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, double eps)
 {
-    const char *op = "sl_layernorm";
+    const char *op = "sl_layer_norm";
     SL_CHECK_TENSOR(op, x);
     /* weight and bias may be NULL, but not a NULL that a failed call just returned. */
     if ((!weight || !bias) && sl_error() != SL_OK) return NULL;
     if (!sl__check_float(op, x)) return NULL;
     if (x->ndim == 0)
-        return SL_FAIL(SL_ERR_SHAPE, "sl_layernorm: x must have at least 1 dim (normalised over "
+        return SL_FAIL(SL_ERR_SHAPE, "sl_layer_norm: x must have at least 1 dim (normalised over "
                                      "the last), got []");
     int64_t C = x->shape[x->ndim - 1], rows = sl__shape_numel(x->ndim - 1, x->shape);
     sl_tensor *const params[2] = {weight, bias};
@@ -330,12 +330,12 @@ sl_tensor *sl_layernorm(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, double
         if (!sl__check_same_dtype(op, x, params[i])) return NULL;
         if (params[i]->ndim != 1 || params[i]->shape[0] != C)
             return SL_FAIL(SL_ERR_SHAPE,
-                           "sl_layernorm: %s %s does not match the last dim of x %s "
+                           "sl_layer_norm: %s %s does not match the last dim of x %s "
                            "(expected [%lld])",
                            names[i], sl_shape_str(params[i]), sl_shape_str(x), (long long)C);
     }
     if (!(eps >= 0) || isinf(eps))
-        return SL_FAIL(SL_ERR_ARG, "sl_layernorm: eps %g must be finite and >= 0", eps);
+        return SL_FAIL(SL_ERR_ARG, "sl_layer_norm: eps %g must be finite and >= 0", eps);
 
     sl_tensor *xc = sl__contig(x);
     sl_tensor *wc = weight ? sl__contig(weight) : NULL, *bc = bias ? sl__contig(bias) : NULL;

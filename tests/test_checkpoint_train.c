@@ -9,7 +9,7 @@
  * advances a data position, so resuming has to restore both. */
 typedef struct {
     sl_params *ps;
-    sl_linear *l1, *l2;
+    sl_linear_module *l1, *l2;
     sl_optim *opt;
     float x[32][8], y[32][4];
     sl_rng rng;

@@ -476,7 +476,7 @@ START_TEST(positions_added_to_embeddings)
         sl_gpt_config c = tiny(k ? SL_POS_LEARNED : SL_POS_SINUSOIDAL);
         sl_gpt *m = sl_gpt_new(&c, SL_F64);
         randomize(m, 12, 0.5);
-        sl_tensor *x = sl_embed_forward(m->tok, idx); // (2, 6, 8)
+        sl_tensor *x = sl_embedding_forward(m->tok, idx); // (2, 6, 8)
         for (int64_t i = 0; i < 2 * 6 * 8; i++) {
             int64_t t = i / 8 % 6, d = i % 8;
             double add = k ? sl_get(m->pos->weight, t * 8 + d)
@@ -630,7 +630,7 @@ START_TEST(dropout_only_in_training)
     ck_assert(tu_max_abs_diff(sl_gpt_forward(m, idx, NULL), t1) == 0); /* and replays */
     /* Where dropout sits: on the embeddings, then on each block's residual branches. */
     sl_rng rr = start;
-    sl_tensor *x = sl_dropout(sl_embed_forward(m->tok, idx), 0.2, &rr, true);
+    sl_tensor *x = sl_dropout(sl_embedding_forward(m->tok, idx), 0.2, &rr, true);
     for (int l = 0; l < c.n_layers; l++)
         x = sl_block_forward(m->blocks[l], x, NULL, &m->drop, &rr, true);
     x = sl_linear_forward(m->head, sl_layer_norm_forward(m->ln_f, x));

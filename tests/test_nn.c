@@ -189,8 +189,8 @@ START_TEST(linear_values_and_errors)
 {
     sl_rng r = sl_rng_seed(1);
     sl_params *ps = sl_params_new(SL_F64);
-    sl_linear *m = sl_linear_new(ps, "lin", 5, 3, true, &r);
-    sl_linear *nb = sl_linear_new(ps, "nb", 5, 3, false, &r);
+    sl_linear_module *m = sl_linear_new(ps, "lin", 5, 3, true, &r);
+    sl_linear_module *nb = sl_linear_new(ps, "nb", 5, 3, false, &r);
     ck_assert(m && nb && !nb->bias);
     ck_assert_int_eq(m->weight->shape[0], 3);
     ck_assert_int_eq(m->weight->shape[1], 5);
@@ -238,8 +238,8 @@ START_TEST(linear_gradcheck_with_and_without_bias)
 {
     sl_rng r = sl_rng_seed(2);
     sl_params *ps = sl_params_new(SL_F64);
-    sl_linear *m = sl_linear_new(ps, "lin", 4, 3, true, &r);
-    sl_linear *nb = sl_linear_new(ps, "nb", 4, 3, false, &r);
+    sl_linear_module *m = sl_linear_new(ps, "lin", 4, 3, true, &r);
+    sl_linear_module *nb = sl_linear_new(ps, "nb", 4, 3, false, &r);
     randomize(ps, &r, 1.0);
     sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(2, 3, 4));
     tu_gradcheck(run_linear, 3, (sl_tensor *[]){x, m->weight, m->bias}, m);
@@ -251,7 +251,7 @@ END_TEST
 
 static sl_tensor *run_embed(sl_tensor *const *in, int n, void *user)
 {
-    return sl_embed_forward(user, in[1]);
+    return sl_embedding_forward(user, in[1]);
 }
 static sl_tensor *run_layer_norm(sl_tensor *const *in, int n, void *user)
 {
@@ -262,15 +262,15 @@ START_TEST(embedding_and_layer_norm_modules)
 {
     sl_rng r = sl_rng_seed(3);
     sl_params *ps = sl_params_new(SL_F64);
-    sl_embed *e = sl_embed_new(ps, "tok", 6, 4, &r);
-    sl_layer_norm *ln = sl_layer_norm_new(ps, "ln", 4, 0);
+    sl_embedding_module *e = sl_embedding_new(ps, "tok", 6, 4, &r);
+    sl_layer_norm_module *ln = sl_layer_norm_new(ps, "ln", 4, 0);
     ck_assert(e && ln);
     ck_assert(ln->eps == 1e-5);
     ck_assert(!sl_params_at(ps, 0)->decay && !sl_params_at(ps, 1)->decay);
     randomize(ps, &r, 0.5);
     const int32_t ids[] = {5, 0, 5, 2};
     sl_tensor *idx = sl_from_data(SL_I32, sl_shape(2, 2), ids);
-    sl_tensor *y = sl_embed_forward(e, idx);
+    sl_tensor *y = sl_embedding_forward(e, idx);
     for (int i = 0; i < 4; i++)
         for (int d = 0; d < 4; d++)
             ck_assert(sl_get(y, i * 4 + d) == sl_get(e->weight, ids[i] * 4 + d));
@@ -300,10 +300,10 @@ START_TEST(dropout_module)
 {
     sl_rng r = sl_rng_seed(4);
     sl_tensor *x = sl_ones(SL_F32, sl_shape(4000));
-    sl_drop d = {0.25};
-    ck_assert_ptr_eq(sl_drop_forward(&d, x, &r, false), x); /* eval: identity */
+    sl_dropout_module d = {0.25};
+    ck_assert_ptr_eq(sl_dropout_forward(&d, x, &r, false), x); /* eval: identity */
     sl_rng r2 = r;
-    sl_tensor *y = sl_drop_forward(&d, x, &r, true), *y2 = sl_drop_forward(&d, x, &r2, true);
+    sl_tensor *y = sl_dropout_forward(&d, x, &r, true), *y2 = sl_dropout_forward(&d, x, &r2, true);
     int zeros = 0;
     for (int i = 0; i < 4000; i++) {
         double v = sl_get(y, i);
@@ -312,7 +312,7 @@ START_TEST(dropout_module)
         zeros += v == 0;
     }
     ck_assert_msg(abs(zeros - 1000) < 5 * 28, "%d zeros of 4000 at p = 0.25", zeros);
-    ck_assert_ptr_null(sl_drop_forward(NULL, x, &r, true));
+    ck_assert_ptr_null(sl_dropout_forward(NULL, x, &r, true));
 }
 END_TEST
 
@@ -674,7 +674,7 @@ START_TEST(block_is_pre_ln_residual_and_gradchecks)
     sl_tensor *y = sl_block_forward(b, x, NULL, NULL, NULL, false);
     ck_assert(tu_max_abs_diff(y, want) == 0);
     /* With dropout while training: on both residual branches, in that order. */
-    sl_drop drop = {0.5};
+    sl_dropout_module drop = {0.5};
     sl_rng r1 = sl_rng_seed(9), r2 = r1;
     sl_tensor *yd = sl_block_forward(b, x, NULL, &drop, &r1, true);
     h = sl_add(x, sl_dropout(sl_attention_forward(b->attn, sl_layer_norm_forward(b->ln1, x), NULL),

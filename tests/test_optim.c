@@ -205,7 +205,7 @@ END_TEST
 /* A small model trained through autograd: y = lin2(tanh(lin1(x))), loss = mean(y^2). */
 typedef struct {
     sl_params *ps;
-    sl_linear *l1, *l2;
+    sl_linear_module *l1, *l2;
     sl_tensor *x;
 } tiny_model;
 

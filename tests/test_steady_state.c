@@ -45,7 +45,7 @@ static double step(mlp *m, sl_tensor *x, sl_tensor *y, sl_arena *arena)
 {
     sl_arena *prev = sl_arena_set(arena);
     sl_tensor *h = sl_gelu(sl_add(sl_matmul(x, m->w1), m->b1), SL_GELU_TANH); /* (B, H) */
-    h = sl_layernorm(h, m->g, m->beta, 1e-5);
+    h = sl_layer_norm(h, m->g, m->beta, 1e-5);
     sl_tensor *logits = sl_add(sl_matmul(h, sl_transpose(m->w2, 0, 1)), m->b2); /* (B, C) */
     sl_tensor *loss = sl_add(sl_cross_entropy(logits, y, SL_NO_IGNORE),
                              sl_mul_scalar(sl_mean_all(sl_mul(m->w1, m->w1)), 1e-4));

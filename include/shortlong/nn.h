@@ -9,6 +9,11 @@
  * module's name and registers "<name>.weight" etc. Weights follow PyTorch's layouts (Linear
  * weight is [out, in]) so checkpoints map one to one onto a PyTorch state_dict.
  *
+ * Names. A module and the op it applies share one name: the op sl_linear (ops.h) and the module
+ * sl_linear_module, made by sl_linear_new and run by sl_linear_forward; likewise layer_norm,
+ * embedding and dropout. Modules that no single op shares a name with are named plainly
+ * (sl_mlp, sl_attention, sl_block, sl_gpt).
+ *
  * Functions return NULL / false on error with the message in sl_error_message().
  */
 #ifndef SHORTLONG_NN_H
@@ -53,37 +58,40 @@ bool sl_init_normal(sl_tensor *t, sl_rng *rng, double std);
 
 /* ---------------------------------------------------------------- modules (modules.c) */
 
-typedef struct sl_linear {
+typedef struct sl_linear_module {
     sl_tensor *weight; /* (out, in) */
     sl_tensor *bias;   /* (out) or NULL */
-} sl_linear;
+} sl_linear_module;
 /* weight ~ normal(0, 0.02), bias zero. */
-sl_linear *sl_linear_new(sl_params *ps, const char *name, int64_t in, int64_t out, bool bias,
-                         sl_rng *rng);
-sl_tensor *sl_linear_forward(const sl_linear *m, sl_tensor *x); /* (..., in) -> (..., out) */
+sl_linear_module *sl_linear_new(sl_params *ps, const char *name, int64_t in, int64_t out,
+                                bool bias, sl_rng *rng);
+/* (..., in) -> (..., out) */
+sl_tensor *sl_linear_forward(const sl_linear_module *m, sl_tensor *x);
 
-typedef struct sl_embed {
+typedef struct sl_embedding_module {
     sl_tensor *weight; /* (num, dim) */
-} sl_embed;
-sl_embed *sl_embed_new(sl_params *ps, const char *name, int64_t num, int64_t dim, sl_rng *rng);
-sl_tensor *sl_embed_forward(const sl_embed *m, sl_tensor *indices); /* i32 (...) -> (..., dim) */
+} sl_embedding_module;
+sl_embedding_module *sl_embedding_new(sl_params *ps, const char *name, int64_t num, int64_t dim,
+                                      sl_rng *rng);
+/* i32 (...) -> (..., dim) */
+sl_tensor *sl_embedding_forward(const sl_embedding_module *m, sl_tensor *indices);
 
-typedef struct sl_layer_norm {
+typedef struct sl_layer_norm_module {
     sl_tensor *weight, *bias; /* (dim), ones and zeros */
     double eps;               /* 0 at construction: 1e-5 */
-} sl_layer_norm;
-sl_layer_norm *sl_layer_norm_new(sl_params *ps, const char *name, int64_t dim, double eps);
-sl_tensor *sl_layer_norm_forward(const sl_layer_norm *m, sl_tensor *x);
+} sl_layer_norm_module;
+sl_layer_norm_module *sl_layer_norm_new(sl_params *ps, const char *name, int64_t dim, double eps);
+sl_tensor *sl_layer_norm_forward(const sl_layer_norm_module *m, sl_tensor *x);
 
 /* Dropout holds no parameters; the caller says whether it is training and gives the rng. */
-typedef struct sl_drop {
+typedef struct sl_dropout_module {
     double p;
-} sl_drop;
-sl_tensor *sl_drop_forward(const sl_drop *m, sl_tensor *x, sl_rng *rng, bool train);
+} sl_dropout_module;
+sl_tensor *sl_dropout_forward(const sl_dropout_module *m, sl_tensor *x, sl_rng *rng, bool train);
 
 typedef struct sl_mlp {
-    sl_linear *fc;   /* (hidden, dim) */
-    sl_linear *proj; /* (dim, hidden) */
+    sl_linear_module *fc;   /* (hidden, dim) */
+    sl_linear_module *proj; /* (dim, hidden) */
 } sl_mlp;
 /* dim -> hidden (GELU, tanh form as in GPT-2) -> dim. */
 sl_mlp *sl_mlp_new(sl_params *ps, const char *name, int64_t dim, int64_t hidden, sl_rng *rng);
@@ -135,9 +143,9 @@ sl_kv_cache *sl_kv_cache_new(sl_dtype dtype, int64_t batch, int n_kv_heads, int6
 
 typedef struct sl_attention {
     sl_attention_config cfg;
-    sl_linear *qkv;          /* fused: (C + 2 Hk D, C) */
-    sl_linear *q, *k, *v;    /* separate */
-    sl_linear *proj;         /* (C, C) */
+    sl_linear_module *qkv;          /* fused: (C + 2 Hk D, C) */
+    sl_linear_module *q, *k, *v;    /* separate */
+    sl_linear_module *proj;         /* (C, C) */
     sl_tensor *slopes;       /* (H) fixed per-head bias slopes: ALiBi's, zeros for the others;
                                 not a parameter (a user may swap in a leaf that requires grad) */
     sl_tensor *t5_table;     /* T5: (H, buckets), normal(0, 0.02) when the module's own */
@@ -153,7 +161,7 @@ sl_tensor *sl_attention_forward(const sl_attention *m, sl_tensor *x, sl_kv_cache
 /* ---------------------------------------------------------------- transformer (gpt.c) */
 
 typedef struct sl_block {
-    sl_layer_norm *ln1, *ln2;
+    sl_layer_norm_module *ln1, *ln2;
     sl_attention *attn;
     sl_mlp *mlp;
 } sl_block;
@@ -161,7 +169,7 @@ sl_block *sl_block_new(sl_params *ps, const char *name, const sl_attention_confi
                        int64_t mlp_hidden, sl_rng *rng);
 /* Pre-LN: x + attn(ln1(x)), then + mlp(ln2(x)); dropout (if any) on both residual branches. */
 sl_tensor *sl_block_forward(const sl_block *m, sl_tensor *x, sl_kv_cache *cache,
-                            const sl_drop *drop, sl_rng *rng, bool train);
+                            const sl_dropout_module *drop, sl_rng *rng, bool train);
 
 typedef struct sl_gpt_config {
     int64_t vocab_size;  /* 256 for bytes */
@@ -183,13 +191,13 @@ typedef struct sl_gpt_config {
 typedef struct sl_gpt {
     sl_gpt_config cfg;
     sl_params *params;   /* owned */
-    sl_embed *tok;       /* tok.weight (vocab, C) */
-    sl_embed *pos;       /* learned: pos.weight (context, C); NULL otherwise */
+    sl_embedding_module *tok;       /* tok.weight (vocab, C) */
+    sl_embedding_module *pos;       /* learned: pos.weight (context, C); NULL otherwise */
     sl_tensor *t5_table; /* T5: pos.rel_bias (H, buckets), shared by every layer; else NULL */
     sl_block **blocks;
-    sl_layer_norm *ln_f;
-    sl_linear *head;     /* NULL when tied */
-    sl_drop drop;
+    sl_layer_norm_module *ln_f;
+    sl_linear_module *head;     /* NULL when tied */
+    sl_dropout_module drop;
     sl_rng rng;          /* dropout stream */
     bool train;
 } sl_gpt;

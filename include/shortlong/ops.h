@@ -58,7 +58,7 @@ sl_tensor *sl_mean_all(sl_tensor *a);
  * Operands whose last two dims are transposed views go to cblas as transposed, uncopied. */
 sl_tensor *sl_matmul(sl_tensor *a, sl_tensor *b);
 
-/* ---------------------------------------------------------------- dense layer (dense.c) */
+/* ---------------------------------------------------------------- linear layer (linear.c) */
 
 typedef enum sl_activation {
     SL_ACT_NONE = 0,
@@ -76,7 +76,7 @@ typedef enum sl_activation {
  * negative tail, where gelu(u) < 1e-6 |u|, within about |2 z| ulp). Results do not depend on
  * the thread count. Errors (NULL): dtypes, a weight that is not 2-D, an x whose last dim is
  * not weight's in, a bias that is not [out], an unknown activation. */
-sl_tensor *sl_dense(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activation act);
+sl_tensor *sl_linear(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activation act);
 
 /* ---------------------------------------------------------------- shape (shape.c) */
 
@@ -104,7 +104,7 @@ sl_tensor *sl_log_softmax(sl_tensor *a, int axis);
 
 /* Normalises over the last dim: (x - mean) / sqrt(var + eps) * weight + bias.
  * weight and bias are [C] and may be NULL (no affine part). */
-sl_tensor *sl_layernorm(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, double eps);
+sl_tensor *sl_layer_norm(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, double eps);
 /* weight [V, D], indices i32 [...] -> [..., D]. An index outside [0, V) is SL_ERR_INDEX. */
 sl_tensor *sl_embedding(sl_tensor *weight, sl_tensor *indices);
 /* logits [..., C], targets i32 [...] -> mean over targets != ignore_index of

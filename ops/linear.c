@@ -1,4 +1,4 @@
-/* ops/dense.c — the fused fully connected layer: y = act(x W^T + b), and its backward.
+/* ops/linear.c — the fused fully connected layer: y = act(x W^T + b), and its backward.
  *
  *     x (..., in), W (out, in), b (out) -> y (..., out);  act: none or GELU (tanh form)
  *
@@ -20,7 +20,7 @@
  * gemm call and every sum is the same whatever the thread count, so results repeat bitwise on
  * any number of threads.
  */
-#include "dense.h"
+#include "linear.h"
 #include "gemm.h"
 #include "vexp.h"
 
@@ -297,11 +297,11 @@ typedef struct {
     char *u;      /* (rows, out) pre-activation, GELU only */
     int64_t rows, in, out;
     bool gelu;
-} dense_saved;
+} linear_saved;
 
 typedef struct {
     sl_dtype dtype;
-    const dense_saved *s;
+    const linear_saved *s;
     const char *g; /* (rows, out) dL/dy */
     char *du;      /* (rows, out): g * act'(u), or g itself without an activation */
     double *dbp;   /* (units, out) partial sums of du, or NULL */
@@ -316,7 +316,7 @@ typedef struct {
 static void du_units(void *ctx, int64_t u0, int64_t u1)
 {
     const backward_job *j = ctx;
-    const dense_saved *s = j->s;
+    const linear_saved *s = j->s;
     size_t es = sl_dtype_size(j->dtype);
     for (int64_t unit = u0; unit < u1; unit++) {
         int64_t r0 = unit * BLOCK, r1 = r0 + BLOCK < s->rows ? r0 + BLOCK : s->rows;
@@ -340,7 +340,7 @@ static void du_units(void *ctx, int64_t u0, int64_t u1)
 static void dx_chunks(void *ctx, int64_t c0, int64_t c1)
 {
     const backward_job *j = ctx;
-    const dense_saved *s = j->s;
+    const linear_saved *s = j->s;
     for (int64_t c = c0; c < c1; c++) {
         int64_t r0 = c * j->xchunk, r1 = r0 + j->xchunk < s->rows ? r0 + j->xchunk : s->rows;
         gemm_rows(j->dtype, &j->dum, &j->wm, j->wp, j->dx, s->in, r0, r1, s->in, s->out, 1.0);
@@ -353,7 +353,7 @@ static void dx_chunks(void *ctx, int64_t c0, int64_t c1)
 static void dw_tasks(void *ctx, int64_t t0, int64_t t1)
 {
     const backward_job *j = ctx;
-    const dense_saved *s = j->s;
+    const linear_saved *s = j->s;
     size_t es = sl_dtype_size(j->dtype);
     for (int64_t t = t0; t < t1; t++) {
         int64_t slab = t / j->wchunks, c = t % j->wchunks;
@@ -383,9 +383,9 @@ static void add_slabs(void *ctx, int64_t e0, int64_t e1)
 
 /* y = act(u), u = x W^T + b, so with g = dL/dy and du = g * act'(u):
  *     dx = du W,   dW = du^T x,   db = sum over rows of du. */
-static bool dense_backward(sl_node *n)
+static bool linear_backward(sl_node *n)
 {
-    const dense_saved *s = n->saved;
+    const linear_saved *s = n->saved;
     sl_tensor *gx = NULL, *gw = NULL, *gb = NULL;
     if (n->in[0]->requires_grad && !(gx = sl_input_grad(n, 0))) return false;
     if (n->in[1]->requires_grad && !(gw = sl_input_grad(n, 1))) return false;
@@ -438,7 +438,7 @@ static bool dense_backward(sl_node *n)
 
 /* ---------------------------------------------------------------- the op */
 
-static const char *const OP = "sl_dense";
+static const char *const OP = "sl_linear";
 
 /* The stride that walks all of t's rows (every dim but the last) as one dim, if one does. */
 static bool rows_stride(const sl_tensor *t, int64_t *rs)
@@ -466,35 +466,36 @@ static bool x_operand(sl_tensor *x, int64_t rows, int64_t in, mat *m)
     return c && as_mat(sl_ptr(c), rows, in, in, 1, m);
 }
 
-sl_tensor *sl_dense(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activation act)
+sl_tensor *sl_linear(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activation act)
 {
     /* bias may be NULL, but not a NULL that a failed call just returned */
     if (!bias && sl_error() != SL_OK) return NULL;
-    return sl__dense(x, weight, bias, act);
+    return sl__linear(x, weight, bias, act);
 }
 
-sl_tensor *sl__dense(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activation act)
+sl_tensor *sl__linear(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activation act)
 {
     SL_CHECK_TENSOR(OP, x);
     SL_CHECK_TENSOR(OP, weight);
     if (act != SL_ACT_NONE && act != SL_ACT_GELU_TANH)
-        return SL_FAIL(SL_ERR_ARG, "sl_dense: unknown activation %d", (int)act);
+        return SL_FAIL(SL_ERR_ARG, "sl_linear: unknown activation %d", (int)act);
     if (!sl__check_float(OP, x) || !sl__check_same_dtype(OP, x, weight) ||
         (bias && !sl__check_same_dtype(OP, x, bias)))
         return NULL;
     if (weight->ndim != 2)
-        return SL_FAIL(SL_ERR_SHAPE, "sl_dense: weight must be 2-D (out, in), got %s",
+        return SL_FAIL(SL_ERR_SHAPE, "sl_linear: weight must be 2-D (out, in), got %s",
                        sl_shape_str(weight));
     int64_t out = weight->shape[0], in = weight->shape[1];
     if (x->ndim < 1 || x->shape[x->ndim - 1] != in)
-        return SL_FAIL(SL_ERR_SHAPE, "sl_dense: input %s does not end in %lld features "
+        return SL_FAIL(SL_ERR_SHAPE, "sl_linear: input %s does not end in %lld features "
                        "(weight %s)", sl_shape_str(x), (long long)in, sl_shape_str(weight));
     if (bias && (bias->ndim != 1 || bias->shape[0] != out))
-        return SL_FAIL(SL_ERR_SHAPE, "sl_dense: bias %s does not match weight %s (expected [%lld])",
+        return SL_FAIL(SL_ERR_SHAPE,
+                       "sl_linear: bias %s does not match weight %s (expected [%lld])",
                        sl_shape_str(bias), sl_shape_str(weight), (long long)out);
     int64_t rows = sl__shape_numel(x->ndim - 1, x->shape);
     if (rows > INT_MAX || in > INT_MAX || out > INT_MAX)
-        return SL_FAIL(SL_ERR_SHAPE, "sl_dense: input %s @ weight %s has a dim past BLAS's int "
+        return SL_FAIL(SL_ERR_SHAPE, "sl_linear: input %s @ weight %s has a dim past BLAS's int "
                        "range", sl_shape_str(x), sl_shape_str(weight));
     int64_t shape[SL_MAX_DIMS];
     memcpy(shape, x->shape, sizeof shape);
@@ -522,9 +523,10 @@ sl_tensor *sl__dense(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activa
 
     sl_node *n;
     sl_tensor *ins[3] = {x, weight, bias};
-    if (!sl_record(&n, OP, y, bias ? 3 : 2, ins, dense_backward, sizeof(dense_saved)))
+    if (!sl_record(&n, OP, y, bias ? 3 : 2, ins, linear_backward, sizeof(linear_saved)))
         return NULL;
     if (n)
-        *(dense_saved *)n->saved = (dense_saved){j.x, j.w, gelu ? j.u : NULL, rows, in, out, gelu};
+        *(linear_saved *)n->saved =
+            (linear_saved){j.x, j.w, gelu ? j.u : NULL, rows, in, out, gelu};
     return y;
 }

@@ -1,4 +1,4 @@
-/* sl_dense: values against a naive loop and against the composition sl_matmul + sl_add +
+/* sl_linear: values against a naive loop and against the composition sl_matmul + sl_add +
  * sl_gelu, the f32 GELU kernel over its whole range (tails, overflow, NaN), layouts read in
  * place or copied, thread counts, errors, and float64 gradchecks. */
 #include "testutil.h"
@@ -44,7 +44,8 @@ START_TEST(reference_forms_agree)
 END_TEST
 
 /* act(x W^T + b) by the definition, in double, with x read through its strides. */
-static sl_tensor *naive_dense(const sl_tensor *x, const sl_tensor *w, const sl_tensor *b, bool gelu)
+static sl_tensor *naive_linear(const sl_tensor *x, const sl_tensor *w, const sl_tensor *b,
+                               bool gelu)
 {
     int64_t in = w->shape[1], out = w->shape[0], rows = sl_numel(x) / in;
     int64_t shape[SL_MAX_DIMS];
@@ -79,9 +80,9 @@ START_TEST(values_against_naive_loop)
                 sl_tensor *x = sl_rand_normal(&r, d, (int)xs[c][0], xs[c] + 1, 0, 1);
                 sl_tensor *w = sl_rand_normal(&r, d, sl_shape(4, 5), 0, 1);
                 sl_tensor *b = bias ? sl_rand_normal(&r, d, sl_shape(4), 0, 1) : NULL;
-                sl_tensor *y = sl_dense(x, w, b, gelu ? SL_ACT_GELU_TANH : SL_ACT_NONE);
+                sl_tensor *y = sl_linear(x, w, b, gelu ? SL_ACT_GELU_TANH : SL_ACT_NONE);
                 ck_assert_msg(y != NULL, "%s", sl_error_message());
-                sl_tensor *want = naive_dense(x, w, b, gelu);
+                sl_tensor *want = naive_linear(x, w, b, gelu);
                 ck_assert_str_eq(sl_shape_str(y), sl_shape_str(want));
                 ck_assert_int_eq(y->dtype, d);
                 double tol = d == SL_F64 ? 1e-13 : 2e-6;
@@ -103,8 +104,8 @@ START_TEST(matches_the_composition)
         sl_tensor *w = sl_rand_normal(&r, d, sl_shape(130, 33), 0, 0.5);
         sl_tensor *b = sl_rand_normal(&r, d, sl_shape(130), 0, 1);
         sl_tensor *u = sl_add(sl_matmul(x, sl_transpose(w, 0, 1)), b);
-        sl_tensor *lin = sl_dense(x, w, b, SL_ACT_NONE);
-        sl_tensor *act = sl_dense(x, w, b, SL_ACT_GELU_TANH);
+        sl_tensor *lin = sl_linear(x, w, b, SL_ACT_NONE);
+        sl_tensor *act = sl_linear(x, w, b, SL_ACT_GELU_TANH);
         ck_assert_msg(lin && act, "%s", sl_error_message());
         ck_assert_double_le(tu_max_rel_diff(lin, u), d == SL_F64 ? 1e-14 : 1e-6);
         ck_assert_double_le(tu_max_rel_diff(act, sl_gelu(u, SL_GELU_TANH)),
@@ -126,7 +127,7 @@ START_TEST(f32_gelu_over_its_range)
     us[n++] = NAN;
     sl_tensor *x = sl_requires_grad(sl_from_data(SL_F32, sl_shape(N, 1), us), true);
     sl_tensor *one = sl_ones(SL_F32, sl_shape(1, 1)); /* weight: y = gelu(x) */
-    sl_tensor *y = sl_dense(x, one, NULL, SL_ACT_GELU_TANH);
+    sl_tensor *y = sl_linear(x, one, NULL, SL_ACT_GELU_TANH);
     ck_assert_msg(y != NULL, "%s", sl_error_message());
     ck_assert(sl_backward_ex(y, sl_ones(SL_F32, sl_shape(N, 1)), 0));
     for (int i = 0; i < N; i++) {
@@ -158,10 +159,10 @@ END_TEST
 static size_t extra_bytes(sl_tensor *x, sl_tensor *w)
 {
     size_t before = sl_arena_used(sl_arena_current());
-    sl_tensor *y = sl_dense(x, w, NULL, SL_ACT_NONE);
+    sl_tensor *y = sl_linear(x, w, NULL, SL_ACT_NONE);
     size_t used = sl_arena_used(sl_arena_current()) - before;
     ck_assert_msg(y != NULL, "%s", sl_error_message());
-    ck_assert_double_le(tu_max_rel_diff(y, naive_dense(x, w, NULL, false)), 1e-13);
+    ck_assert_double_le(tu_max_rel_diff(y, naive_linear(x, w, NULL, false)), 1e-13);
     return used - (size_t)sl_numel(y) * 8;
 }
 
@@ -201,7 +202,7 @@ START_TEST(one_thread_matches_two)
     for (int k = 0; k < 2; k++) {
         sl_set_num_threads(k + 1);
         sl_zero_grad(x), sl_zero_grad(w), sl_zero_grad(b);
-        sl_tensor *y = sl_dense(x, w, b, SL_ACT_GELU_TANH);
+        sl_tensor *y = sl_linear(x, w, b, SL_ACT_GELU_TANH);
         ck_assert_msg(y && sl_backward_ex(y, g, 0), "%s", sl_error_message());
         sl_tensor *t[4] = {y, x->grad, w->grad, b->grad};
         for (int i = 0; i < 4; i++) {
@@ -232,7 +233,7 @@ START_TEST(long_inner_dim_gradients)
     for (int k = 0; k < 2; k++) {
         sl_zero_grad(x), sl_zero_grad(w), sl_zero_grad(b);
         sl_tensor *y = k ? sl_gelu(sl_add(sl_matmul(x, sl_transpose(w, 0, 1)), b), SL_GELU_TANH)
-                         : sl_dense(x, w, b, SL_ACT_GELU_TANH);
+                         : sl_linear(x, w, b, SL_ACT_GELU_TANH);
         ck_assert_msg(y && sl_backward_ex(y, g, 0), "%s", sl_error_message());
         sl_tensor **dst = k ? want : got;
         dst[0] = sl_detach(x->grad), dst[1] = sl_detach(w->grad), dst[2] = sl_detach(b->grad);
@@ -256,28 +257,29 @@ START_TEST(errors_name_the_shapes)
     sl_tensor *x = sl_rand_normal(&r, SL_F32, sl_shape(2, 3, 4), 0, 1);
     sl_tensor *w = sl_rand_normal(&r, SL_F32, sl_shape(5, 4), 0, 1);
     sl_tensor *b = sl_rand_normal(&r, SL_F32, sl_shape(5), 0, 1);
-    ck_assert_ptr_null(sl_dense(x, sl_rand_normal(&r, SL_F32, sl_shape(5, 3), 0, 1), b,
+    ck_assert_ptr_null(sl_linear(x, sl_rand_normal(&r, SL_F32, sl_shape(5, 3), 0, 1), b,
                                 SL_ACT_NONE));
-    assert_error(SL_ERR_SHAPE, "sl_dense: input [2,3,4] does not end in 3 features (weight [5,3])");
-    ck_assert_ptr_null(sl_dense(x, b, NULL, SL_ACT_NONE));
-    assert_error(SL_ERR_SHAPE, "sl_dense: weight must be 2-D (out, in), got [5]");
-    ck_assert_ptr_null(sl_dense(x, w, sl_rand_normal(&r, SL_F32, sl_shape(4), 0, 1), SL_ACT_NONE));
-    assert_error(SL_ERR_SHAPE, "sl_dense: bias [4] does not match weight [5,4] (expected [5])");
-    ck_assert_ptr_null(sl_dense(x, w, b, (sl_activation)7));
-    assert_error(SL_ERR_ARG, "sl_dense: unknown activation 7");
-    ck_assert_ptr_null(sl_dense(x, sl_rand_normal(&r, SL_F64, sl_shape(5, 4), 0, 1), b,
+    assert_error(SL_ERR_SHAPE,
+                 "sl_linear: input [2,3,4] does not end in 3 features (weight [5,3])");
+    ck_assert_ptr_null(sl_linear(x, b, NULL, SL_ACT_NONE));
+    assert_error(SL_ERR_SHAPE, "sl_linear: weight must be 2-D (out, in), got [5]");
+    ck_assert_ptr_null(sl_linear(x, w, sl_rand_normal(&r, SL_F32, sl_shape(4), 0, 1), SL_ACT_NONE));
+    assert_error(SL_ERR_SHAPE, "sl_linear: bias [4] does not match weight [5,4] (expected [5])");
+    ck_assert_ptr_null(sl_linear(x, w, b, (sl_activation)7));
+    assert_error(SL_ERR_ARG, "sl_linear: unknown activation 7");
+    ck_assert_ptr_null(sl_linear(x, sl_rand_normal(&r, SL_F64, sl_shape(5, 4), 0, 1), b,
                                 SL_ACT_NONE));
-    assert_error(SL_ERR_DTYPE, "sl_dense: dtypes differ: f32 [2,3,4] vs f64 [5,4]");
-    ck_assert_ptr_null(sl_dense(sl_zeros(SL_I32, sl_shape(2, 4)), w, b, SL_ACT_NONE));
-    assert_error(SL_ERR_DTYPE, "sl_dense: expected f32 or f64, got i32 [2,4]");
-    ck_assert_ptr_null(sl_dense(NULL, w, b, SL_ACT_NONE));
-    assert_error(SL_ERR_ARG, "sl_dense: argument 'x' is NULL");
+    assert_error(SL_ERR_DTYPE, "sl_linear: dtypes differ: f32 [2,3,4] vs f64 [5,4]");
+    ck_assert_ptr_null(sl_linear(sl_zeros(SL_I32, sl_shape(2, 4)), w, b, SL_ACT_NONE));
+    assert_error(SL_ERR_DTYPE, "sl_linear: expected f32 or f64, got i32 [2,4]");
+    ck_assert_ptr_null(sl_linear(NULL, w, b, SL_ACT_NONE));
+    assert_error(SL_ERR_ARG, "sl_linear: argument 'x' is NULL");
     /* a NULL from a failed call propagates, its message kept; a NULL bias then too */
     sl_tensor *bad = sl_matmul(x, x);
-    ck_assert_ptr_null(sl_dense(bad, w, b, SL_ACT_NONE));
-    ck_assert_ptr_null(sl_dense(x, w, NULL, SL_ACT_NONE));
+    ck_assert_ptr_null(sl_linear(bad, w, b, SL_ACT_NONE));
+    ck_assert_ptr_null(sl_linear(x, w, NULL, SL_ACT_NONE));
     assert_error(SL_ERR_SHAPE, "sl_matmul: inner dims differ: [2,3,4] @ [2,3,4]");
-    ck_assert_ptr_nonnull(sl_dense(x, w, NULL, SL_ACT_NONE));
+    ck_assert_ptr_nonnull(sl_linear(x, w, NULL, SL_ACT_NONE));
 }
 END_TEST
 
@@ -285,22 +287,22 @@ END_TEST
 
 static sl_tensor *g_lin(sl_tensor *const *in, int n, void *u)
 {
-    return sl_dense(in[0], in[1], n > 2 ? in[2] : NULL, SL_ACT_NONE);
+    return sl_linear(in[0], in[1], n > 2 ? in[2] : NULL, SL_ACT_NONE);
 }
 static sl_tensor *g_gelu(sl_tensor *const *in, int n, void *u)
 {
-    return sl_dense(in[0], in[1], n > 2 ? in[2] : NULL, SL_ACT_GELU_TANH);
+    return sl_linear(in[0], in[1], n > 2 ? in[2] : NULL, SL_ACT_GELU_TANH);
 }
 static sl_tensor *g_transposed_weight(sl_tensor *const *in, int n, void *u)
 {
-    return sl_dense(in[0], sl_transpose(in[1], 0, 1), in[2], SL_ACT_GELU_TANH);
+    return sl_linear(in[0], sl_transpose(in[1], 0, 1), in[2], SL_ACT_GELU_TANH);
 }
 static sl_tensor *g_fanin(sl_tensor *const *in, int n, void *u)
 {
     /* x and W each used twice, W also as a matmul operand: gradients accumulate */
-    sl_tensor *h = sl_dense(in[0], in[1], in[2], SL_ACT_GELU_TANH);
-    sl_tensor *y = sl_dense(h, in[1], NULL, SL_ACT_NONE);
-    return sl_add(sl_add(y, sl_dense(in[0], in[1], NULL, SL_ACT_NONE)),
+    sl_tensor *h = sl_linear(in[0], in[1], in[2], SL_ACT_GELU_TANH);
+    sl_tensor *y = sl_linear(h, in[1], NULL, SL_ACT_NONE);
+    return sl_add(sl_add(y, sl_linear(in[0], in[1], NULL, SL_ACT_NONE)),
                   sl_matmul(in[0], sl_transpose(in[1], 0, 1)));
 }
 
@@ -337,8 +339,8 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("dense");
-    TCase *tc = tcase_create("dense");
+    Suite *s = suite_create("linear");
+    TCase *tc = tcase_create("linear");
     tu_fixture(tc, tu_setup, tu_teardown);
     tu_add_test(s, tc, reference_forms_agree);
     tu_add_test(s, tc, values_against_naive_loop);
