@@ -3,7 +3,7 @@
  * backward(out): a depth-first walk from out's node lists every node it depends on in
  * post-order (inputs before the ops that use them); running the list in reverse visits each
  * node after every consumer of its output has added its share of the gradient. */
-#include "../tensor/internal.h"
+#include "internal.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

@@ -4,7 +4,7 @@
  * grad_out = w gives the analytic dL/dx, and (L(x + eps) - L(x - eps)) / 2 eps the numeric one,
  * one input element at a time. A random w catches an error anywhere in the Jacobian (a bug
  * that cancels against one particular w has probability zero). */
-#include "../tensor/internal.h"
+#include "internal.h"
 
 #include <math.h>
 

@@ -15,8 +15,7 @@
  * off, a block of queries at a time in a scratch arena, so evaluation at long lengths holds
  * the scores of one block of one layer at a time).
  */
-#include "../tensor/internal.h"
-#include <shortlong/nn.h>
+#include "internal.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -18,8 +18,7 @@
  * sl_gpt_free is one sl_params_free. Initialisation draws from one RNG seeded with cfg.seed,
  * in registration order, so a seed gives the same weights everywhere.
  */
-#include "../tensor/internal.h"
-#include <shortlong/nn.h>
+#include "internal.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -4,8 +4,7 @@
  * forward function that composes differentiable ops: the backward comes from the tape.
  */
 #include "../ops/linear.h"
-#include "../tensor/internal.h"
-#include <shortlong/nn.h>
+#include "internal.h"
 
 #include <stdio.h>
 

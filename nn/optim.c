@@ -11,7 +11,7 @@
  * (sl_params_zero_grad keeps the buffers) is an ordinary update, as in torch with
  * zero_grad(set_to_none=False).
  */
-#include "../tensor/internal.h"
+#include "internal.h"
 #include "optim_internal.h"
 
 #include <math.h>

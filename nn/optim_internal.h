@@ -12,7 +12,7 @@
 #ifndef SL_NN_OPTIM_INTERNAL_H
 #define SL_NN_OPTIM_INTERNAL_H
 
-#include <shortlong/nn.h>
+#include "internal.h"
 
 typedef enum { SL__OPTIM_ADAMW, SL__OPTIM_SGD } sl__optim_kind;
 

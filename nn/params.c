@@ -6,8 +6,7 @@
  * The entries live in the arena too; only the array of pointers to them is on the heap,
  * growing by doubling while a model is built.
  */
-#include "../tensor/internal.h"
-#include <shortlong/nn.h>
+#include "internal.h"
 
 #include <math.h>
 

@@ -8,8 +8,7 @@
 #ifndef SL_NN_SAFETENSORS_H
 #define SL_NN_SAFETENSORS_H
 
-#include "../tensor/internal.h"
-#include <shortlong/nn.h>
+#include "internal.h"
 
 #include <jansson.h>
 

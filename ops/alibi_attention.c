@@ -20,8 +20,7 @@
  * sgemm on this project's reference machine (which it runs with its Haswell kernels; see
  * BENCHMARKS.md). Tiles live in per-worker scratch from the current arena: besides the output
  * and the log-sum-exp, the op's memory is O(threads * TILE * (D + Dv)), never O(Tq * Tk). */
-#include "../tensor/internal.h"
-#include <shortlong/ops.h>
+#include "internal.h"
 
 #include <math.h>
 #include <stdatomic.h>

@@ -4,8 +4,7 @@
  * into f32 and f64 functions below). This file checks arguments, allocates outputs, records
  * the tape node and runs the kernels: contiguous operands in parallel chunks, broadcast
  * operands through the strided iterator. */
-#include "../tensor/internal.h"
-#include <shortlong/ops.h>
+#include "internal.h"
 
 #include <math.h>
 

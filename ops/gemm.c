@@ -21,7 +21,7 @@
  */
 #include "gemm.h"
 
-#include "../tensor/internal.h"
+#include "internal.h"
 
 #include <cblas.h>
 #include <ctype.h>

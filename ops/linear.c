@@ -24,7 +24,7 @@
 #include "gemm.h"
 #include "vexp.h"
 
-#include "../tensor/internal.h"
+#include "internal.h"
 
 #include <cblas.h>
 #include <limits.h>

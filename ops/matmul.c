@@ -22,8 +22,7 @@
  */
 #include "gemm.h"
 
-#include "../tensor/internal.h"
-#include <shortlong/ops.h>
+#include "internal.h"
 
 #include <cblas.h>
 #include <limits.h>

@@ -9,8 +9,7 @@
  * everything else. (elementwise.c does the same with a separate kernels header.)
  */
 #ifndef NNOPS_KERNELS
-#include "../tensor/internal.h"
-#include <shortlong/ops.h>
+#include "internal.h"
 
 #include <tgmath.h>
 

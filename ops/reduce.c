@@ -8,8 +8,7 @@
  *
  * Backward kernels run over the input's shape with the output gradient read through stride-0
  * (broadcast) strides on the reduced dims, and ACCUMULATE into the input's gradient. */
-#include "../tensor/internal.h"
-#include <shortlong/ops.h>
+#include "internal.h"
 
 #include <math.h>
 

@@ -14,8 +14,7 @@
  *
  * sl_t5_bias builds the bias (H, Tq, Tk) from the table (H, n_buckets); its backward adds each
  * bias gradient into the bucket it was read from. */
-#include "../tensor/internal.h"
-#include <shortlong/ops.h>
+#include "internal.h"
 
 #include <math.h>
 

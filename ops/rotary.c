@@ -21,8 +21,7 @@
  * Angles are formed and their cos and sin taken in double (p can be large; the angle must not
  * lose its fraction): for RoPE once per call as a (T, D/2) table in x's dtype, kept for
  * backward. */
-#include "../tensor/internal.h"
-#include <shortlong/ops.h>
+#include "internal.h"
 
 #include <math.h>
 

@@ -8,8 +8,7 @@
  * output's shape, ... The view math sits at the top of the file as small functions that act on
  * headers; forward applies them to the input, backward to gx.
  */
-#include "../tensor/internal.h"
-#include <shortlong/ops.h>
+#include "internal.h"
 
 /* ---------------------------------------------------------------- view math */
 

@@ -9,8 +9,7 @@
  * Numerically stable: the lane's maximum m is subtracted before exp, so exp never overflows
  * and the largest term is exactly 1; the denominators (and the backward's dot products) are
  * summed in double. */
-#include "../tensor/internal.h"
-#include <shortlong/ops.h>
+#include "internal.h"
 
 #include <math.h>
 

@@ -1,16 +1,13 @@
-/* tensor/internal.h — helpers shared by the library's own .c files. Not installed.
+/* tensor/internal.h — the tensor layer's helpers for the library's own .c files: the counted
+ * heap, errors, shapes, broadcasting, strided iteration, the pool's internals. Not installed.
  *
- * Conventions for op writers:
- *   - check arguments first with SL_CHECK_TENSOR / sl__check_float / sl__check_same_dtype, and
- *     return NULL through SL_FAIL with a message "<op>: <what>: <shapes>";
- *   - allocate outputs with sl__new (contiguous, current arena, uninitialised);
- *   - kernels take plain pointers and sizes; write them once over a type T and include them
- *     twice (see ops/elementwise_kernels.h), never by converting through double at run time.
+ * Each layer has an internal header that includes the one below it and nothing above:
+ *     tensor/internal.h  <-  autograd/internal.h  <-  ops/internal.h  <-  nn/internal.h
+ * A .c file includes its own layer's.
  */
 #ifndef SL_TENSOR_INTERNAL_H
 #define SL_TENSOR_INTERNAL_H
 
-#include <shortlong/autograd.h>
 #include <shortlong/tensor.h>
 
 #include <stdarg.h>

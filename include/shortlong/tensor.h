@@ -1,7 +1,11 @@
 /* shortlong/tensor.h — tensors, dtypes, errors, arenas, the seeded RNG and the thread pool.
  *
- * The lowest layer. Nothing here knows about autograd; the differentiable view ops
- * (reshape, permute, ...) live in ops.h and are built on the view math in tensor/.
+ * The lowest layer. The differentiable ops, views included (reshape, permute, ...), live in
+ * ops.h, built on the view math in tensor/. sl_tensor itself carries the fields autograd keeps
+ * per tensor (grad, node, requires_grad), so that any tensor can take part in a backward
+ * without a side table: they belong to autograd (autograd.h documents them, autograd/ sets
+ * them); code in tensor/ only creates tensors with them cleared (and sl_fprint shows
+ * requires_grad).
  *
  * Errors. No function in shortlong exits or aborts on a user's mistake. A failing call
  * returns NULL (or false / a non-zero sl_status) and records, per thread, a status code and a
@@ -96,9 +100,10 @@ typedef struct sl_tensor {
     int64_t strides[SL_MAX_DIMS];   /* in elements; 0 on a broadcast (expanded) dim */
     int64_t offset;                 /* in elements */
     void *data;                     /* base of the storage, shared by views */
+    sl_arena *arena;                /* the arena the tensor was allocated in */
+    /* autograd's (autograd.h): */
     struct sl_tensor *grad;         /* accumulated gradient (leaves that require grad) */
     sl_node *node;                  /* the op that made it (NULL for leaves) */
-    sl_arena *arena;                /* the arena the tensor was allocated in */
     bool requires_grad;
     const char *name;               /* optional, for messages (parameters have one) */
 } sl_tensor;

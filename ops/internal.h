@@ -1,0 +1,19 @@
+/* ops/internal.h — helpers shared by the ops, and by the modules above them. Not installed.
+ *
+ * Conventions for op writers:
+ *   - check arguments first with SL_CHECK_TENSOR / sl__check_float / sl__check_same_dtype, and
+ *     return NULL through SL_FAIL with a message "<op>: <what>: <shapes>";
+ *   - allocate outputs with sl__new (contiguous, current arena, uninitialised);
+ *   - kernels take plain pointers and sizes; write them once over a type T in a kernel header
+ *     (ops/<op>_kernels.h) that the op's .c file includes twice, with T = float and
+ *     T = double, never by converting through double at run time;
+ *   - in the .c file: the kernels' callers, the backward with its math in a comment above it,
+ *     then the op itself, which checks, runs the forward and records the tape node.
+ */
+#ifndef SL_OPS_INTERNAL_H
+#define SL_OPS_INTERNAL_H
+
+#include "../autograd/internal.h"
+#include <shortlong/ops.h>
+
+#endif
