@@ -5,7 +5,6 @@
  * node after every consumer of its output has added its share of the gradient. */
 #include "internal.h"
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -100,53 +99,27 @@ typedef struct {
     int next_input;
 } frame;
 
-/* Per-thread buffers for the sort, kept between calls (a warm backward allocates nothing) and
- * freed when the thread exits. */
-static _Thread_local sl_node **order;
-static _Thread_local frame *stack;
-static _Thread_local size_t order_cap, stack_cap;
 static atomic_uint epoch_counter;
-static pthread_key_t buffers_key;
-static pthread_once_t buffers_once = PTHREAD_ONCE_INIT;
 
-static void buffers_free(void *unused)
+/* Makes room for `need` entries of `elem` bytes in the slot's buffer (contents kept). */
+static bool grow(void **buf, sl__scratch_slot slot, size_t need, size_t elem)
 {
-    (void)unused;
-    sl__free(order);
-    sl__free(stack);
-    order = NULL;
-    stack = NULL;
-    order_cap = stack_cap = 0;
-}
-
-static void buffers_free_at_exit(void) { buffers_free(NULL); }
-
-static void buffers_init(void)
-{
-    pthread_key_create(&buffers_key, buffers_free);
-    atexit(buffers_free_at_exit);
-}
-
-static bool grow(void **buf, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap) return true;
-    pthread_once(&buffers_once, buffers_init);
-    pthread_setspecific(buffers_key, (void *)1); /* any non-NULL value runs the destructor */
-    size_t c = *cap ? *cap : 256;
-    while (c < need) c *= 2;
-    void *p = sl__realloc(*buf, c * elem);
+    void *p = sl__scratch(slot, need * elem);
     if (!p) return sl_set_error(SL_ERR_OOM, "sl_backward: out of memory for the node list");
     *buf = p;
-    *cap = c;
     return true;
 }
 
-/* Fills `order` with the nodes reachable from root, inputs before consumers. */
-static bool topo_sort(sl_node *root, size_t *count)
+/* Lists the nodes reachable from root in *order_out, inputs before consumers. The list and the
+ * depth-first stack are the thread's scratch (tensor/pool.c), kept between calls, so a warm
+ * backward allocates nothing; the list is valid until the thread's next backward. */
+static bool topo_sort(sl_node *root, sl_node ***order_out, size_t *count)
 {
     unsigned epoch = atomic_fetch_add(&epoch_counter, 1) + 1;
+    sl_node **order = NULL;
+    frame *stack = NULL;
     size_t n = 0, sp = 0;
-    if (!grow((void **)&stack, &stack_cap, 1, sizeof *stack)) return false;
+    if (!grow((void **)&stack, SL__SCRATCH_TOPO_STACK, 1, sizeof *stack)) return false;
     stack[sp++] = (frame){root, 0};
     root->visit = epoch;
     while (sp) {
@@ -156,15 +129,17 @@ static bool topo_sort(sl_node *root, size_t *count)
             sl_node *c = t ? t->node : NULL;
             if (c && t->requires_grad && c->visit != epoch) {
                 c->visit = epoch;
-                if (!grow((void **)&stack, &stack_cap, sp + 1, sizeof *stack)) return false;
+                if (!grow((void **)&stack, SL__SCRATCH_TOPO_STACK, sp + 1, sizeof *stack))
+                    return false;
                 stack[sp++] = (frame){c, 0};
             }
             continue;
         }
-        if (!grow((void **)&order, &order_cap, n + 1, sizeof *order)) return false;
+        if (!grow((void **)&order, SL__SCRATCH_TOPO, n + 1, sizeof *order)) return false;
         order[n++] = f->node;
         sp--;
     }
+    *order_out = order;
     *count = n;
     return true;
 }
@@ -189,7 +164,8 @@ bool sl_backward_ex(sl_tensor *out, const sl_tensor *grad_out, int flags)
                             "gradient to sl_backward_ex",
                             sl_shape_str(out));
     size_t count = 0;
-    if (out->node && !topo_sort(out->node, &count)) return false;
+    sl_node **order = NULL;
+    if (out->node && !topo_sort(out->node, &order, &count)) return false;
     for (size_t k = 0; k < count; k++)
         if (order[k]->consumed)
             return sl_set_error(SL_ERR_STATE,

@@ -48,6 +48,7 @@
  */
 #include <shortlong/shortlong.h>
 
+#include "../ops/blas.h" /* which engine the library uses for f32 products */
 #include "../ops/gemm.h" /* the library's own f32 kernel, for the second floor */
 
 #include <cblas.h>

@@ -18,12 +18,11 @@
  * The tile products (alibi_attention_kernels.h) are register-blocked loops on GCC/Clang vector
  * types, AVX-512 when the build targets it: about 1.6x the per-core rate of OpenBLAS 0.3.21's
  * sgemm on this project's reference machine (which it runs with its Haswell kernels; see
- * BENCHMARKS.md). Tiles live in per-worker scratch from the current arena: besides the output
- * and the log-sum-exp, the op's memory is O(threads * TILE * (D + Dv)), never O(Tq * Tk). */
+ * BENCHMARKS.md). Tiles live in each thread's scratch (tensor/pool.c): besides the output and
+ * the log-sum-exp, the op's memory is O(threads * TILE * (D + Dv)), never O(Tq * Tk). */
 #include "internal.h"
 
 #include <math.h>
-#include <stdatomic.h>
 
 /* ---------------------------------------------------------------- configuration */
 
@@ -138,7 +137,7 @@ sl_tensor *sl_alibi_slopes(int n_heads)
 
 typedef enum { PHASE_FORWARD, PHASE_KV_GRAD, PHASE_Q_GRAD } phase;
 
-/* Bytes of one worker's scratch. */
+/* Bytes of one thread's tiles. */
 static size_t scratch_bytes(sl_dtype dtype, int64_t D, int64_t Dv)
 {
     return dtype == SL_F32 ? carve_f32(NULL, D, Dv, NULL) : carve_f64(NULL, D, Dv, NULL);
@@ -148,14 +147,12 @@ typedef struct {
     const attn_job *job;
     phase ph;
     sl_dtype dtype;
-    int64_t n_tasks;
-    char *scratch;
     size_t scratch_bytes;
-    atomic_int_fast64_t next;
+    bool oom; /* a thread could not get its tiles */
 } runner;
 
 /* Task t of a phase, costliest first (causal: query tiles from the last, key tiles from the
- * first), so that the dynamic schedule ends with small tasks. */
+ * first), so that the schedule ends with small tasks. */
 static void run_task(const runner *rn, int64_t t, char *scratch)
 {
     const attn_job *j = rn->job;
@@ -177,29 +174,28 @@ static void run_task(const runner *rn, int64_t t, char *scratch)
     }
 }
 
-/* Worker w takes tasks from the shared counter until none is left, with its own scratch. */
-static void run_workers(void *ctx, int64_t w0, int64_t w1)
+/* Tasks [t0, t1) on one thread, with the thread's own tiles. */
+static void run_tasks(void *ctx, int64_t t0, int64_t t1, int worker)
 {
+    (void)worker;
     runner *rn = ctx;
-    for (int64_t w = w0; w < w1; w++) {
-        char *scratch = rn->scratch + (size_t)w * rn->scratch_bytes;
-        for (int64_t t; (t = atomic_fetch_add(&rn->next, 1)) < rn->n_tasks;)
-            run_task(rn, t, scratch);
+    char *scratch = sl__scratch(SL__SCRATCH_TILES, rn->scratch_bytes);
+    if (!scratch) {
+        rn->oom = true; /* a benign race: every writer stores true */
+        return;
     }
+    for (int64_t t = t0; t < t1; t++) run_task(rn, t, scratch);
 }
 
 static bool run_phase(const attn_job *j, phase ph, sl_dtype dtype)
 {
-    runner rn = {.job = j, .ph = ph, .dtype = dtype};
-    rn.n_tasks = ph == PHASE_KV_GRAD ? j->B * j->Hk * j->nkt : j->B * j->H * j->nqt;
-    int64_t workers = sl__in_pool() ? 1 : sl_get_num_threads();
-    if (workers > rn.n_tasks) workers = rn.n_tasks;
-    rn.scratch_bytes = scratch_bytes(dtype, j->D, j->Dv);
-    rn.scratch = sl_arena_alloc(sl_arena_current(), rn.scratch_bytes * (size_t)workers, 64);
-    if (!rn.scratch) return false;
-    memset(rn.scratch, 0, rn.scratch_bytes * (size_t)workers);
-    atomic_init(&rn.next, 0);
-    sl_parallel_for(workers, 1, run_workers, &rn);
+    runner rn = {.job = j, .ph = ph, .dtype = dtype,
+                 .scratch_bytes = scratch_bytes(dtype, j->D, j->Dv)};
+    int64_t n_tasks = ph == PHASE_KV_GRAD ? j->B * j->Hk * j->nkt : j->B * j->H * j->nqt;
+    sl__parallel_tasks(n_tasks, run_tasks, &rn, SL__SCRATCH_TILES, rn.scratch_bytes);
+    if (rn.oom)
+        return sl_set_error(SL_ERR_OOM, "sl_alibi_attention: out of memory for %zu bytes of tiles",
+                            rn.scratch_bytes);
     return true;
 }
 

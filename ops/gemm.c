@@ -1,12 +1,6 @@
 /* ops/gemm.c — shortlong's own f32 matrix product, for builds that target AVX-512.
  *
- * Why: OpenBLAS runs whichever kernels it was told to or picked, and they need not be the
- * machine's best. On issue 6's reference machine (AMD Zen 5, 512-bit FMA units) the environment
- * sets OPENBLAS_CORETYPE=Haswell: OpenBLAS runs its AVX2 kernels, about 120 GFLOP/s per core,
- * where this kernel runs at about 200. Left to choose, OpenBLAS 0.3.21 picks its Cooperlake
- * (AVX-512) kernels there, about 5-10% faster than this one. So the library uses this kernel
- * only when OpenBLAS runs kernels without AVX-512 on an AVX-512 build (sl__sgemm_enabled); the
- * training step is three quarters matrix products, so that choice is the step's biggest lever.
+ * Where it is used instead of cblas_sgemm is ops/blas.c's decision (sl__sgemm_enabled).
  *
  * How (the GotoBLAS / BLIS structure, reduced to what the library's products need):
  *   - b (k x n) is packed once per product into panels of NR = 64 columns, in blocks of KC
@@ -23,10 +17,6 @@
 
 #include "internal.h"
 
-#include <cblas.h>
-#include <ctype.h>
-#include <pthread.h>
-#include <stdlib.h>
 #include <string.h>
 
 enum { MR = 6, NV = 4, NR = 16 * NV, KC = SL__SGEMM_KC };
@@ -43,71 +33,9 @@ static inline v16 vload(const float *p)
 
 static inline void vstore(float *p, v16 v) { memcpy(p, &v, sizeof v); }
 
-/* Whether OpenBLAS's kernels for its current core use AVX-512 (the names its
- * openblas_get_corename() gives to the x86 cores it has AVX-512 kernels for). */
-static bool openblas_has_avx512(void)
-{
-    static const char *const cores[] = {"skylakex", "cooperlake", "sapphirerapids"};
-    const char *name = openblas_get_corename();
-    char lower[64] = "";
-    for (size_t i = 0; name && name[i] && i + 1 < sizeof lower; i++)
-        lower[i] = (char)tolower((unsigned char)name[i]);
-    for (size_t i = 0; i < sizeof cores / sizeof *cores; i++)
-        if (strstr(lower, cores[i])) return true;
-    return false;
-}
-
-bool sl__sgemm_enabled(void)
-{
-#if defined(__AVX512F__)
-    static int state; /* 0: not decided yet, 1: on, -1: off (a benign race: all agree) */
-    if (!state) {
-        const char *e = getenv("SL_SGEMM");
-        if (e && !strcmp(e, "blas")) state = -1;
-        else if (e && !strcmp(e, "kernel")) state = 1;
-        else state = openblas_has_avx512() ? -1 : 1;
-    }
-    return state > 0;
-#else
-    return false;
-#endif
-}
-
-/* A packed operand lives for one product only, so one buffer per thread, kept between calls and
- * grown as needed, holds them all (in a step arena every product's copy would stay until the
- * arena is reset). Freed when the thread exits, like autograd's sort buffers. */
-static _Thread_local float *scratch;
-static _Thread_local size_t scratch_cap; /* floats */
-static pthread_key_t scratch_key;
-static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
-
-static void scratch_free(void *unused)
-{
-    (void)unused;
-    sl__free(scratch);
-    scratch = NULL;
-    scratch_cap = 0;
-}
-
-static void scratch_free_at_exit(void) { scratch_free(NULL); }
-
-static void scratch_init(void)
-{
-    pthread_key_create(&scratch_key, scratch_free);
-    atexit(scratch_free_at_exit);
-}
-
 float *sl__sgemm_scratch(size_t floats)
 {
-    if (floats <= scratch_cap) return scratch;
-    pthread_once(&scratch_once, scratch_init);
-    pthread_setspecific(scratch_key, (void *)1); /* any non-NULL value runs the destructor */
-    float *p = sl__aligned_alloc(64, sizeof(float) * floats);
-    if (!p) return NULL;
-    sl__free(scratch);
-    scratch = p;
-    scratch_cap = floats;
-    return p;
+    return sl__scratch(SL__SCRATCH_GEMM, sizeof(float) * floats);
 }
 
 int64_t sl__sgemm_panels(int64_t n) { return (n + NR - 1) / NR; }

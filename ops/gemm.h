@@ -1,5 +1,5 @@
 /* ops/gemm.h — shortlong's own f32 matrix product, for builds that target AVX-512 (not
- * installed). See ops/gemm.c for why and how.
+ * installed). ops/blas.c decides where it is used; ops/gemm.c says how it works.
  *
  * A product c = a @ b runs in two steps: b (k x n) is packed once into column panels
  * (sl__sgemm_pack, which can be split over threads by panel), then any rows of c are computed
@@ -17,11 +17,6 @@
  * multiple of it (the packed rows from k0 on are at sl__sgemm_packed_floats(k0, n)). */
 enum { SL__SGEMM_KC = 256, SL__SGEMM_NR = 64 /* columns per panel */ };
 
-/* Whether f32 products use this kernel: the build targets AVX-512 and OpenBLAS runs kernels
- * without it (as when OPENBLAS_CORETYPE pins it to Haswell's). SL_SGEMM=blas or =kernel in the
- * environment decides instead (for comparisons). Decided once per process. */
-bool sl__sgemm_enabled(void);
-
 /* Column panels of a packed (k x n) b, and the floats the packed b takes. */
 int64_t sl__sgemm_panels(int64_t n);
 size_t sl__sgemm_packed_floats(int64_t k, int64_t n);
@@ -31,9 +26,9 @@ size_t sl__sgemm_packed_floats(int64_t k, int64_t n);
 void sl__sgemm_pack(float *bp, const float *b, bool trans, int64_t ldb, int64_t k, int64_t n,
                     int64_t p0, int64_t p1);
 
-/* The calling thread's buffer for a packed operand: at least `floats` floats, 64-byte aligned,
- * kept between calls (grown as needed, freed when the thread exits). Valid until the thread's
- * next call. NULL if it cannot grow (no error is set: callers then use cblas). */
+/* The calling thread's buffer for a packed operand (its SL__SCRATCH_GEMM scratch): at least
+ * `floats` floats, valid until the thread's next call. NULL if it cannot grow (no error is
+ * set: callers then use cblas). */
 float *sl__sgemm_scratch(size_t floats);
 
 /* Rows [r0, r1) of c (leading dimension ldc) = a @ b, plus c's old values if accumulate; a is

@@ -14,19 +14,17 @@
  * per product, in parallel, into the calling thread's scratch buffer, and the chunks share it.
  * Otherwise cblas.
  *
- * OpenBLAS runs on one thread (tensor/pool.c); products split over the pool in chunks fixed by
+ * OpenBLAS runs on one thread (ops/blas.c); products split over the pool in chunks fixed by
  * the shape alone (GEMM_ROWS rows; dW also in slabs of SLAB rows of the inner dim, added in
  * order), and db is summed in double per block of BLOCK rows, the blocks added in order: every
  * gemm call and every sum is the same whatever the thread count, so results repeat bitwise on
  * any number of threads.
  */
 #include "linear.h"
+#include "blas.h"
 #include "gemm.h"
 #include "vexp.h"
 
-#include "internal.h"
-
-#include <cblas.h>
 #include <limits.h>
 #include <math.h>
 
@@ -171,26 +169,12 @@ typedef struct {
     int64_t ld;
 } mat;
 
-/* rows x cols with strides (rs, cs) as a gemm operand: NoTrans when rows are contiguous, Trans
- * when columns are. False if neither (the caller copies). */
+/* rows x cols with strides (rs, cs) as a gemm operand (sl__blas_layout); false if it has to be
+ * copied first. */
 static bool as_mat(char *p, int64_t rows, int64_t cols, int64_t rs, int64_t cs, mat *m)
 {
     m->p = p;
-    if (rows == 0 || cols == 0) { /* never read */
-        m->trans = CblasNoTrans;
-        m->ld = cols > 1 ? cols : 1;
-        return true;
-    }
-    if ((cs == 1 || cols == 1) && (rows == 1 || rs >= cols)) {
-        m->trans = CblasNoTrans;
-        m->ld = rows == 1 ? cols : rs;
-    } else if ((rs == 1 || rows == 1) && (cols == 1 || cs >= rows)) {
-        m->trans = CblasTrans;
-        m->ld = cols == 1 ? rows : cs;
-    } else {
-        return false;
-    }
-    return m->ld >= 1 && m->ld <= INT_MAX;
+    return sl__blas_layout(rows, cols, rs, cs, &m->trans, &m->ld);
 }
 
 /* Rows [r0, r1) of c (row-major, ldc) = a @ b + beta c (beta 0 or 1), a with rows of a's
@@ -440,26 +424,12 @@ static bool linear_backward(sl_node *n)
 
 static const char *const OP = "sl_linear";
 
-/* The stride that walks all of t's rows (every dim but the last) as one dim, if one does. */
-static bool rows_stride(const sl_tensor *t, int64_t *rs)
-{
-    int64_t next = -1;
-    *rs = t->ndim >= 2 ? t->strides[t->ndim - 2] : t->shape[0];
-    for (int i = t->ndim - 2; i >= 0; i--) {
-        if (t->shape[i] == 1) continue;
-        if (next < 0) *rs = t->strides[i];
-        else if (t->strides[i] != next) return false;
-        next = t->strides[i] * t->shape[i];
-    }
-    return true;
-}
-
 /* x as a NoTrans (rows, in) operand, copied to contiguous (in the current arena, alive as
  * long as the tape) if it cannot be read in place. */
 static bool x_operand(sl_tensor *x, int64_t rows, int64_t in, mat *m)
 {
     int64_t rs;
-    if (rows_stride(x, &rs) && (in <= 1 || x->strides[x->ndim - 1] == 1) &&
+    if (sl__rows_stride(x, &rs) && (in <= 1 || x->strides[x->ndim - 1] == 1) &&
         as_mat(sl_ptr(x), rows, in, rs, 1, m) && m->trans == CblasNoTrans)
         return true;
     sl_tensor *c = sl__contig(x);

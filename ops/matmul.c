@@ -9,7 +9,7 @@
  * are never copied. Only other layouts (every other column, a broadcast row) are copied, once,
  * in forward; backward reuses that copy.
  *
- * OpenBLAS runs on one thread (tensor/pool.c); the work splits over our pool instead: over
+ * OpenBLAS runs on one thread (ops/blas.c); the work splits over our pool instead: over
  * batch entries when there are several, else over blocks of rows of one big product. f32
  * products run on shortlong's own AVX-512 kernel (ops/gemm.c) where it beats OpenBLAS's
  * (sl__sgemm_enabled): a single product packs b once for all its row blocks; each batch entry
@@ -20,11 +20,9 @@
  * are evenly strided: forward is one [B*M, K] @ [K, N] gemm, and backward's dB += A^T dC is
  * one gemm with inner dim B*M instead of a loop over the batch.
  */
+#include "blas.h"
 #include "gemm.h"
 
-#include "internal.h"
-
-#include <cblas.h>
 #include <limits.h>
 
 /* ---------------------------------------------------------------- one product */
@@ -51,29 +49,6 @@ typedef struct {
     const float *packed; /* b packed once (a single product), or NULL */
 } product_job;
 
-/* How gemm reads a rows x cols matrix with strides (rs, cs): NoTrans with ld = rs when rows
- * are contiguous, Trans with ld = cs when columns are. The stride of a dim of size 1 is never
- * used, so it does not get in the way. False if neither (the matrix must be copied). */
-static bool blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs,
-                        CBLAS_TRANSPOSE *trans, int64_t *ld)
-{
-    if (rows == 0 || cols == 0) { /* never read */
-        *trans = CblasNoTrans;
-        *ld = cols > 1 ? cols : 1;
-        return true;
-    }
-    if ((cs == 1 || cols == 1) && (rows == 1 || rs >= cols)) {
-        *trans = CblasNoTrans;
-        *ld = rows == 1 ? cols : rs;
-    } else if ((rs == 1 || rows == 1) && (cols == 1 || cs >= rows)) {
-        *trans = CblasTrans;
-        *ld = cols == 1 ? rows : cs;
-    } else {
-        return false;
-    }
-    return *ld <= INT_MAX;
-}
-
 /* t's last two dims as a rows x cols operand (transposed: its last two dims swapped), its
  * batch dims aligned to the last of nbd batch dims. */
 static void operand_of(operand *o, const sl_tensor *t, bool transposed, int nbd)
@@ -87,7 +62,7 @@ static void operand_of(operand *o, const sl_tensor *t, bool transposed, int nbd)
         int it = d - (nbd - r);
         o->bs[d] = it < 0 || t->shape[it] == 1 ? 0 : t->strides[it];
     }
-    blas_layout(rows, cols, o->rs, o->cs, &o->trans, &o->ld); /* callers made sure it fits */
+    sl__blas_layout(rows, cols, o->rs, o->cs, &o->trans, &o->ld); /* callers made sure it fits */
 }
 
 /* Rows [r0, r1) of batch entry `batch`. */
@@ -124,8 +99,9 @@ static void gemm(const product_job *p, int64_t batch, int64_t r0, int64_t r1)
                     (blasint)p->b.ld, p->beta, (double *)p->c.p + oc, (blasint)p->c.ld);
 }
 
-static void batch_range(void *ctx, int64_t begin, int64_t end)
+static void batch_range(void *ctx, int64_t begin, int64_t end, int worker)
 {
+    (void)worker;
     const product_job *p = ctx;
     for (int64_t i = begin; i < end; i++) gemm(p, i, 0, p->m);
 }
@@ -150,7 +126,7 @@ static void pack_range(void *ctx, int64_t p0, int64_t p1)
 enum { MIN_CHUNK_ROWS = 64 };
 
 /* c = x @ y + beta c (x^T if tx, y^T if ty) for every batch entry of c, which is contiguous;
- * x and y broadcast to c's batch dims and are laid out for gemm (blas_layout holds). */
+ * x and y broadcast to c's batch dims and are laid out for gemm (sl__blas_layout holds). */
 static void product(sl_tensor *c, const sl_tensor *x, bool tx, const sl_tensor *y, bool ty,
                     double beta)
 {
@@ -172,8 +148,11 @@ static void product(sl_tensor *c, const sl_tensor *x, bool tx, const sl_tensor *
     p.kernel = p.dtype == SL_F32 && sl__sgemm_enabled() && (beta == 0 || beta == 1);
     double flops = 2.0 * (double)p.m * (double)p.n * (double)p.k;
     if (p.nbatch > 1) {
+        /* with the kernel, each batch entry packs its b into the working thread's scratch */
         double grain = MIN_CHUNK_FLOPS / flops;
-        sl_parallel_for(p.nbatch, grain > 1 ? (int64_t)grain : 1, batch_range, &p);
+        size_t pack = p.kernel ? sizeof(float) * sl__sgemm_packed_floats(p.k, p.n) : 0;
+        sl__parallel_for_w(p.nbatch, grain > 1 ? (int64_t)grain : 1, batch_range, &p,
+                           SL__SCRATCH_GEMM, pack);
     } else {
         if (p.kernel) { /* b packed once, shared by the row blocks */
             pack_job j = {&p, sl__sgemm_scratch(sl__sgemm_packed_floats(p.k, p.n))};
@@ -194,24 +173,10 @@ static sl_tensor *blas_ready(sl_tensor *t)
     int r = t->ndim - 2;
     CBLAS_TRANSPOSE trans;
     int64_t ld;
-    if (blas_layout(t->shape[r], t->shape[r + 1], t->strides[r], t->strides[r + 1], &trans, &ld))
+    if (sl__blas_layout(t->shape[r], t->shape[r + 1], t->strides[r], t->strides[r + 1], &trans,
+                        &ld))
         return t;
     return sl__contig(t);
-}
-
-/* The stride that walks all of t's rows (every dim but the last, batch dims included) as one
- * dim, if one does: each row dim's stride is the next inner one's stride times its size. */
-static bool rows_stride(const sl_tensor *t, int64_t *rs)
-{
-    int64_t next = -1; /* the stride the next outer dim of size > 1 must have */
-    *rs = t->strides[t->ndim - 2];
-    for (int i = t->ndim - 2; i >= 0; i--) {
-        if (t->shape[i] == 1) continue;
-        if (next < 0) *rs = t->strides[i];
-        else if (t->strides[i] != next) return false;
-        next = t->strides[i] * t->shape[i];
-    }
-    return true;
 }
 
 /* t's last dim with `rows` rows of stride rs: a 2-D header over t's storage. */
@@ -235,7 +200,8 @@ static bool folds(const sl_tensor *a, const sl_tensor *b, int64_t *rows, int64_t
     int64_t ld;
     *rows = sl__shape_numel(a->ndim - 1, a->shape);
     return sl__shape_numel(b->ndim - 2, b->shape) == 1 && *rows <= INT_MAX &&
-           rows_stride(a, rs) && blas_layout(*rows, k, *rs, a->strides[a->ndim - 1], &trans, &ld);
+           sl__rows_stride(a, rs) &&
+           sl__blas_layout(*rows, k, *rs, a->strides[a->ndim - 1], &trans, &ld);
 }
 
 /* ---------------------------------------------------------------- backward */

@@ -80,7 +80,35 @@ void sl__accumulate_reduced(sl_tensor *dst, const sl_tensor *src);
 void sl__accumulate(sl_tensor *dst, const sl_tensor *src);
 
 /* ---------------------------------------------------------------- threads */
-/* True while the calling thread runs a pool job (nested parallel_for then runs serially). */
+/* True while the calling thread runs a pool job (a nested parallel for then runs serially). */
 bool sl__in_pool(void);
+
+/* The calling thread's scratch buffer for `slot`: at least `bytes`, 64-byte aligned, kept
+ * between calls and grown on demand (keeping its contents; new bytes are zero), freed when the
+ * thread exits. Valid until the thread's next call for the same slot. NULL if it cannot grow
+ * (no error is set: the caller decides). One slot per use that can be live at the same time. */
+typedef enum {
+    SL__SCRATCH_GEMM,      /* a packed matrix operand (ops/gemm.c) */
+    SL__SCRATCH_TILES,     /* a fused kernel's tiles (ops/alibi_attention.c) */
+    SL__SCRATCH_TOPO,      /* the backward's node list (autograd/autograd.c) */
+    SL__SCRATCH_TOPO_STACK,/* and its depth-first stack */
+    SL__SCRATCH_SLOTS
+} sl__scratch_slot;
+void *sl__scratch(sl__scratch_slot slot, size_t bytes);
+
+/* A task: [begin, end) of a job, run by participant `worker`: 0 is the thread that started the
+ * job (or any thread running one serially), 1 .. sl_get_num_threads() - 1 the pool's workers. */
+typedef void (*sl__task_fn)(void *ctx, int64_t begin, int64_t end, int worker);
+/* sl_parallel_for, with the worker index passed to each task, and each participant's scratch
+ * for `slot` made at least `reserve` bytes before it takes a task (0: none), so that scratch
+ * grows in the first job of a kind whichever thread runs which task, never later. */
+void sl__parallel_for_w(int64_t n, int64_t grain, sl__task_fn fn, void *ctx,
+                        sl__scratch_slot slot, size_t reserve);
+/* n coarse tasks handed out one at a time, in index order (put the costliest first, so that
+ * the schedule ends with small ones); scratch as in sl__parallel_for_w. Run serially, one call
+ * covers them all. */
+void sl__parallel_tasks(int64_t n, sl__task_fn fn, void *ctx, sl__scratch_slot slot,
+                        size_t reserve);
+
 
 #endif

@@ -1,16 +1,20 @@
-/* tensor/pool.c — the thread pool: n - 1 workers plus the calling thread.
+/* tensor/pool.c — the thread pool (n - 1 workers plus the calling thread) and the scratch
+ * memory each thread owns.
  *
  * A job is a range [0, n) cut into chunks; every participant takes chunks from one atomic
- * counter until none are left, so uneven chunks balance themselves. Workers block on a
- * condition variable between jobs and never spin, which matters on small machines: a spinning
- * worker steals the core that the next BLAS call or the main thread needs.
+ * counter until none are left, so uneven chunks balance themselves. Participant 0 is the
+ * thread that started the job, 1 .. n - 1 the workers; a task learns which one runs it.
+ * Workers block on a condition variable between jobs and never spin, which matters on small
+ * machines: a spinning worker steals the core that the next matrix product or the main thread
+ * needs.
  *
- * OpenBLAS is set to one thread: shortlong splits big products over this pool itself
- * (ops/matmul.c), so only one set of threads exists and none of them waits by spinning.
+ * Scratch. Every thread that runs shortlong code (the pool's workers and any caller) owns a
+ * few buffers, one per sl__scratch_slot, kept between calls and grown on demand: a kernel's
+ * tiles, a packed matrix operand, the backward's node lists. They are freed when the thread
+ * exits (the main thread's at exit). A warm loop reuses them and allocates nothing.
  */
 #include "internal.h"
 
-#include <cblas.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -27,9 +31,11 @@ typedef struct {
     int active;         /* workers still inside the current job */
     bool stop;
     /* the current job */
-    sl_range_fn fn;
+    sl__task_fn fn;
     void *ctx;
     int64_t n, chunk;
+    sl__scratch_slot slot; /* every participant first makes its scratch here reserve bytes */
+    size_t reserve;
     atomic_int_fast64_t next;
 } pool_t;
 
@@ -46,27 +52,40 @@ static _Thread_local bool in_pool;
 
 bool sl__in_pool(void) { return in_pool; }
 
-static void run_chunks(void)
+/* Takes chunks of the current job until none are left. Before the first, the participant makes
+ * its scratch as large as the job asked, whether or not it gets a chunk: which thread runs
+ * which chunk changes from run to run, and this way each thread's scratch still grows in the
+ * first job of a kind and never later. */
+static void run_chunks(int worker)
 {
+    if (pool.reserve) (void)sl__scratch(pool.slot, pool.reserve);
     for (;;) {
         int64_t b = atomic_fetch_add(&pool.next, pool.chunk);
         if (b >= pool.n) return;
         int64_t e = b + pool.chunk < pool.n ? b + pool.chunk : pool.n;
-        pool.fn(pool.ctx, b, e);
+        pool.fn(pool.ctx, b, e, worker);
     }
 }
 
+typedef struct {
+    uint64_t generation; /* when it was started */
+    int index;
+} worker_arg;
+
+static worker_arg worker_args[MAX_THREADS];
+
 static void *worker(void *arg)
 {
+    const worker_arg *w = arg;
     in_pool = true;
-    uint64_t seen = (uint64_t)(uintptr_t)arg; /* the generation when it was started */
+    uint64_t seen = w->generation;
     pthread_mutex_lock(&pool.mu);
     for (;;) {
         while (!pool.stop && pool.generation == seen) pthread_cond_wait(&pool.work_cv, &pool.mu);
         if (pool.stop) break;
         seen = pool.generation;
         pthread_mutex_unlock(&pool.mu);
-        run_chunks();
+        run_chunks(w->index);
         pthread_mutex_lock(&pool.mu);
         if (--pool.active == 0) pthread_cond_signal(&pool.done_cv);
     }
@@ -104,11 +123,10 @@ static void pool_start_locked(void)
     if (!requested) requested = default_threads();
     if (pool.n_threads == requested && atomic_load(&n_threads_now)) return;
     if (pool.n_threads > 1) pool_stop();
-    openblas_set_num_threads(1);
     pool.n_threads = 1;
     for (int i = 1; i < requested; i++) {
-        if (pthread_create(&pool.threads[i], NULL, worker, (void *)(uintptr_t)pool.generation))
-            break;
+        worker_args[i] = (worker_arg){pool.generation, i};
+        if (pthread_create(&pool.threads[i], NULL, worker, &worker_args[i])) break;
         pool.n_threads++;
     }
     atomic_store(&n_threads_now, pool.n_threads);
@@ -143,34 +161,50 @@ int sl_get_num_threads(void)
     return n;
 }
 
-void sl_parallel_for(int64_t n, int64_t grain, sl_range_fn fn, void *ctx)
+/* Runs fn(ctx, 0, n, 0) on the calling thread, its scratch reserved first. */
+static void run_serial(int64_t n, sl__task_fn fn, void *ctx, sl__scratch_slot slot,
+                       size_t reserve)
+{
+    if (reserve) (void)sl__scratch(slot, reserve);
+    fn(ctx, 0, n, 0);
+}
+
+/* Runs fn over [0, n) in chunks of `chunk` (0: a few per thread, at least grain) on the pool,
+ * or serially (as participant 0) when that is all there is to do: a single chunk, a pool of
+ * one, a call from inside a job, or another thread's job running. reserve > 0: every
+ * participant's scratch for `slot` is made at least that large first. */
+static void run_job(int64_t n, int64_t grain, int64_t chunk, sl__task_fn fn, void *ctx,
+                    sl__scratch_slot slot, size_t reserve)
 {
     if (n <= 0) return;
     if (grain < 1) grain = 1;
     int nt = in_pool ? 1 : sl_get_num_threads();
-    if (nt == 1 || n <= grain) {
-        fn(ctx, 0, n);
+    if (nt == 1 || n <= (chunk ? chunk : grain)) {
+        run_serial(n, fn, ctx, slot, reserve);
         return;
     }
     /* One job at a time: a second caller thread runs its job serially rather than wait. */
     if (pthread_mutex_trylock(&job_mu) != 0) {
-        fn(ctx, 0, n);
+        run_serial(n, fn, ctx, slot, reserve);
         return;
     }
     nt = pool.n_threads; /* as configured now, under job_mu */
     if (nt == 1) {
         pthread_mutex_unlock(&job_mu);
-        fn(ctx, 0, n);
+        run_serial(n, fn, ctx, slot, reserve);
         return;
     }
-    /* Aim for a few chunks per thread so uneven chunks balance, but never below grain. */
-    int64_t chunk = (n + 4 * nt - 1) / (4 * nt);
-    if (chunk < grain) chunk = grain;
+    if (!chunk) { /* a few chunks per thread, so uneven chunks balance, but never below grain */
+        chunk = (n + 4 * nt - 1) / (4 * nt);
+        if (chunk < grain) chunk = grain;
+    }
     pthread_mutex_lock(&pool.mu);
     pool.fn = fn;
     pool.ctx = ctx;
     pool.n = n;
     pool.chunk = chunk;
+    pool.slot = slot;
+    pool.reserve = reserve;
     atomic_store(&pool.next, 0);
     pool.active = nt - 1;
     pool.generation++;
@@ -178,11 +212,88 @@ void sl_parallel_for(int64_t n, int64_t grain, sl_range_fn fn, void *ctx)
     pthread_mutex_unlock(&pool.mu);
 
     in_pool = true;
-    run_chunks();
+    run_chunks(0);
     in_pool = false;
 
     pthread_mutex_lock(&pool.mu);
     while (pool.active > 0) pthread_cond_wait(&pool.done_cv, &pool.mu);
     pthread_mutex_unlock(&pool.mu);
     pthread_mutex_unlock(&job_mu);
+}
+
+void sl__parallel_for_w(int64_t n, int64_t grain, sl__task_fn fn, void *ctx,
+                        sl__scratch_slot slot, size_t reserve)
+{
+    run_job(n, grain, 0, fn, ctx, slot, reserve);
+}
+
+void sl__parallel_tasks(int64_t n, sl__task_fn fn, void *ctx, sl__scratch_slot slot,
+                        size_t reserve)
+{
+    run_job(n, 1, 1, fn, ctx, slot, reserve);
+}
+
+/* The public form: a task that does not need its worker index. */
+typedef struct {
+    sl_range_fn fn;
+    void *ctx;
+} range_ctx;
+
+static void range_task(void *ctx, int64_t begin, int64_t end, int worker)
+{
+    (void)worker;
+    const range_ctx *r = ctx;
+    r->fn(r->ctx, begin, end);
+}
+
+void sl_parallel_for(int64_t n, int64_t grain, sl_range_fn fn, void *ctx)
+{
+    range_ctx r = {fn, ctx};
+    run_job(n, grain, 0, range_task, &r, SL__SCRATCH_GEMM, 0);
+}
+
+/* ---------------------------------------------------------------- scratch */
+
+typedef struct {
+    void *p;
+    size_t cap;
+} buffer;
+
+static _Thread_local buffer scratch[SL__SCRATCH_SLOTS];
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *unused)
+{
+    (void)unused;
+    for (int i = 0; i < SL__SCRATCH_SLOTS; i++) {
+        sl__free(scratch[i].p);
+        scratch[i] = (buffer){NULL, 0};
+    }
+}
+
+static void scratch_free_at_exit(void) { scratch_free(NULL); }
+
+static void scratch_init(void)
+{
+    pthread_key_create(&scratch_key, scratch_free);
+    atexit(scratch_free_at_exit); /* the thread that calls exit() runs no key destructor */
+}
+
+void *sl__scratch(sl__scratch_slot slot, size_t bytes)
+{
+    buffer *b = &scratch[slot];
+    if (bytes <= b->cap) return b->p;
+    pthread_once(&scratch_once, scratch_init);
+    pthread_setspecific(scratch_key, (void *)1); /* any non-NULL value runs the destructor */
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < bytes) cap = cap > SIZE_MAX / 2 ? bytes : 2 * cap;
+    void *p = sl__aligned_alloc(64, cap);
+    if (!p) return NULL;
+    if (b->p) memcpy(p, b->p, b->cap);
+    memset((char *)p + b->cap, 0, cap - b->cap);
+    sl__free(b->p);
+    b->p = p;
+    b->cap = cap;
+    return p;
 }

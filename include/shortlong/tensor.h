@@ -171,8 +171,8 @@ sl_tensor *sl_rand_normal(sl_rng *rng, sl_dtype dtype, int ndim, const int64_t *
 
 /* The pool: n - 1 worker threads plus the caller. The count comes from sl_set_num_threads,
  * else SL_NUM_THREADS, else the number of online CPUs. Workers sleep on a condition variable
- * between jobs (they never spin), and OpenBLAS is kept to one thread: shortlong splits large
- * matrix products over its own pool, so the two never compete for cores. */
+ * between jobs (they never spin). Matrix products split over this pool too (ops.h), so the
+ * process has one set of threads. */
 void sl_set_num_threads(int n);
 int sl_get_num_threads(void);
 
