@@ -43,6 +43,50 @@ sl_tensor *sl_detach(const sl_tensor *t)
     return sl__alias(t);
 }
 
+/* ---------------------------------------------------------------- observers */
+
+static _Thread_local const sl_autograd_observer *observers[SL_MAX_OBSERVERS];
+static _Thread_local int n_observers;
+
+bool sl_autograd_add_observer(const sl_autograd_observer *obs)
+{
+    if (!obs) return sl_set_error(SL_ERR_ARG, "sl_autograd_add_observer: observer is NULL");
+    for (int i = 0; i < n_observers; i++)
+        if (observers[i] == obs)
+            return sl_set_error(SL_ERR_ARG, "sl_autograd_add_observer: already added");
+    if (n_observers == SL_MAX_OBSERVERS)
+        return sl_set_error(SL_ERR_ARG, "sl_autograd_add_observer: %d observers already",
+                            SL_MAX_OBSERVERS);
+    observers[n_observers++] = obs;
+    return true;
+}
+
+bool sl_autograd_remove_observer(const sl_autograd_observer *obs)
+{
+    for (int i = 0; i < n_observers; i++)
+        if (observers[i] == obs) {
+            memmove(observers + i, observers + i + 1,
+                    sizeof *observers * (size_t)(n_observers - i - 1));
+            n_observers--;
+            return true;
+        }
+    return false;
+}
+
+/* Calls callback `f` of every observer that has one, with the arguments after user. */
+#define NOTIFY(f, ...)                                                                           \
+    for (int i_ = 0; i_ < n_observers; i_++)                                                     \
+        if (observers[i_]->f) observers[i_]->f(observers[i_]->user, __VA_ARGS__)
+
+static bool want_grad_ready(void)
+{
+    for (int i = 0; i < n_observers; i++)
+        if (observers[i]->grad_ready) return true;
+    return false;
+}
+
+/* ---------------------------------------------------------------- recording */
+
 bool sl_record(sl_node **node, const char *op, sl_tensor *out, int n_in, sl_tensor *const *in,
                sl_backward_fn backward, size_t saved_bytes)
 {
@@ -68,6 +112,7 @@ bool sl_record(sl_node **node, const char *op, sl_tensor *out, int n_in, sl_tens
     out->requires_grad = true;
     out->node = n;
     *node = n;
+    NOTIFY(recorded, n);
     return true;
 }
 
@@ -146,6 +191,56 @@ static bool topo_sort(sl_node *root, sl_node ***order_out, size_t *count)
 
 /* ---------------------------------------------------------------- backward */
 
+/* A leaf and the position in the order of the node after whose backward it is final. */
+typedef struct {
+    size_t k;
+    sl_tensor *leaf;
+} final_leaf;
+
+/* For grad_ready: the leaves reachable through order[0..count), each with the node that uses it
+ * last when the order runs backwards (the one of smallest k), sorted by that k. */
+static bool final_leaves(sl_node **order, size_t count, final_leaf **out, size_t *n_out)
+{
+    unsigned epoch = atomic_fetch_add(&epoch_counter, 1) + 1;
+    final_leaf *fin = NULL;
+    size_t n = 0;
+    for (size_t k = 0; k < count; k++)
+        for (int i = 0; i < order[k]->n_in; i++) {
+            sl_tensor *t = order[k]->in[i];
+            if (!t || t->node || !t->requires_grad || t->mark == epoch) continue;
+            t->mark = epoch;
+            if (!grow((void **)&fin, SL__SCRATCH_TOPO_LEAVES, n + 1, sizeof *fin)) return false;
+            fin[n++] = (final_leaf){k, t};
+        }
+    *out = fin;
+    *n_out = n;
+    return true;
+}
+
+/* Runs the nodes of order[0..count) backwards (the seeded output's first). */
+static bool run_backward(sl_node **order, size_t count, bool retain)
+{
+    final_leaf *fin = NULL;
+    size_t n_fin = 0;
+    if (want_grad_ready() && !final_leaves(order, count, &fin, &n_fin)) return false;
+    for (size_t k = count; k-- > 0;) {
+        sl_node *n = order[k];
+        if (n->grad) { /* else nothing flowed into it */
+            NOTIFY(node_begin, n);
+            bool ok = n->backward(n);
+            NOTIFY(node_end, n);
+            n->grad = NULL;
+            if (!retain) n->consumed = true;
+            if (!ok) { /* drop the partial sums still waiting, so a retry starts clean */
+                while (k-- > 0) order[k]->grad = NULL;
+                return false;
+            }
+        }
+        for (; n_fin > 0 && fin[n_fin - 1].k == k; n_fin--) NOTIFY(grad_ready, fin[n_fin - 1].leaf);
+    }
+    return true;
+}
+
 bool sl_backward_ex(sl_tensor *out, const sl_tensor *grad_out, int flags)
 {
     if (!out) return sl__null_arg("sl_backward", "out");
@@ -173,24 +268,16 @@ bool sl_backward_ex(sl_tensor *out, const sl_tensor *grad_out, int flags)
                                 "earlier backward; pass SL_RETAIN_GRAPH to the first one to run "
                                 "backward twice",
                                 order[k]->op);
+    NOTIFY(backward_begin, out);
     /* Seed. */
     sl_tensor *g = grad_buffer(out);
-    if (!g) return false;
-    if (grad_out) sl__accumulate(g, grad_out);
-    else sl_set(g, 0, sl_get(g, 0) + 1.0);
-    bool retain = flags & SL_RETAIN_GRAPH;
-    for (size_t k = count; k-- > 0;) {
-        sl_node *n = order[k];
-        if (!n->grad) continue; /* nothing flowed into it */
-        bool ok = n->backward(n);
-        n->grad = NULL;
-        if (!retain) n->consumed = true;
-        if (!ok) { /* drop the partial sums still waiting, so a retry starts clean */
-            while (k-- > 0) order[k]->grad = NULL;
-            return false;
-        }
-    }
-    return true;
+    bool ok = g != NULL;
+    if (ok && grad_out) sl__accumulate(g, grad_out);
+    else if (ok) sl_set(g, 0, sl_get(g, 0) + 1.0);
+    if (ok && !out->node) NOTIFY(grad_ready, out); /* a leaf: final already */
+    ok = ok && run_backward(order, count, flags & SL_RETAIN_GRAPH);
+    NOTIFY(backward_end, out, ok);
+    return ok;
 }
 
 bool sl_backward(sl_tensor *loss) { return sl_backward_ex(loss, NULL, 0); }

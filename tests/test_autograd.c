@@ -2,6 +2,7 @@
  * and gradcheck's own ability to catch a wrong or non-deterministic backward. */
 #include "testutil.h"
 
+#include <stdio.h>
 #include <string.h>
 
 START_TEST(chain_rule_and_fan_in)
@@ -269,6 +270,98 @@ START_TEST(gradcheck_argument_errors)
 }
 END_TEST
 
+/* What the observers see: every recorded op in order, each backward node bracketed by begin and
+ * end, and each leaf's gradient reported exactly once, at a moment when it already holds its
+ * final value. */
+typedef struct {
+    char log[64][16];
+    int n_log;
+    int begins, ends, backward_runs, backward_ok;
+    sl_tensor *ready[8];
+    double ready_value[8]; /* grad[0] when reported */
+    int n_ready;
+} watch;
+
+static void w_log(watch *w, const char *what)
+{
+    if (w->n_log < 64) snprintf(w->log[w->n_log++], sizeof w->log[0], "%s", what);
+}
+static void w_recorded(void *u, const sl_node *n) { w_log(u, n->op); }
+static void w_backward_begin(void *u, const sl_tensor *out) { w_log(u, "begin"); }
+static void w_node_begin(void *u, const sl_node *n) { ((watch *)u)->begins++; }
+static void w_node_end(void *u, const sl_node *n) { ((watch *)u)->ends++; }
+static void w_grad_ready(void *u, sl_tensor *leaf)
+{
+    watch *w = u;
+    ck_assert_int_lt(w->n_ready, 8);
+    w->ready[w->n_ready] = leaf;
+    w->ready_value[w->n_ready++] = leaf->grad ? sl_get(leaf->grad, 0) : NAN;
+}
+static void w_backward_end(void *u, const sl_tensor *out, bool ok)
+{
+    watch *w = u;
+    w->backward_runs++;
+    w->backward_ok += ok;
+    w_log(u, "end");
+}
+
+START_TEST(observers_see_records_nodes_and_final_grads)
+{
+    watch w = {0};
+    sl_autograd_observer obs = {&w,           w_recorded,   w_backward_begin, w_node_begin,
+                                w_node_end,   w_grad_ready, w_backward_end};
+    ck_assert(sl_autograd_add_observer(&obs));
+    ck_assert(!sl_autograd_add_observer(&obs)); /* twice */
+    ck_assert_int_eq(sl_error(), SL_ERR_ARG);
+    sl_error_clear();
+    /* y = sum((a * b) + exp(a)) + sum(c): a is used twice (final only after both uses), c once,
+     * early in the forward (so last in the backward's order), and d never reaches the loss. */
+    double av[] = {0.5, -1}, bv[] = {2, 3};
+    sl_tensor *a = sl_requires_grad(sl_from_data(SL_F64, sl_shape(2), av), true);
+    sl_tensor *b = sl_requires_grad(sl_from_data(SL_F64, sl_shape(2), bv), true);
+    sl_tensor *c = sl_requires_grad(sl_ones(SL_F64, sl_shape(2)), true);
+    sl_tensor *d = sl_requires_grad(sl_ones(SL_F64, sl_shape(2)), true);
+    sl_tensor *sc = sl_sum_all(c);
+    (void)sl_mul(d, d); /* recorded, but not on the loss's tape */
+    sl_tensor *ab = sl_mul(a, b), *ea = sl_exp(a); /* in this order */
+    sl_tensor *y = sl_add(sl_sum_all(sl_add(ab, ea)), sc);
+    const char *want[] = {"sl_sum", "sl_mul", "sl_mul", "sl_exp", "sl_add", "sl_sum", "sl_add"};
+    ck_assert_int_eq(w.n_log, 7);
+    for (int i = 0; i < 7; i++) ck_assert_str_eq(w.log[i], want[i]);
+    ck_assert(sl_backward(y));
+    ck_assert_str_eq(w.log[7], "begin");
+    ck_assert_str_eq(w.log[8], "end");
+    ck_assert_int_eq(w.backward_runs, 1);
+    ck_assert_int_eq(w.backward_ok, 1);
+    ck_assert_int_eq(w.begins, 6); /* the nodes on y's tape */
+    ck_assert_int_eq(w.ends, 6);
+    ck_assert_int_eq(w.n_ready, 3); /* a, b, c once each; d is not reachable */
+    bool seen[3] = {false, false, false};
+    sl_tensor *leaves[3] = {a, b, c};
+    for (int r = 0; r < w.n_ready; r++)
+        for (int l = 0; l < 3; l++)
+            if (w.ready[r] == leaves[l]) {
+                ck_assert(!seen[l]);
+                seen[l] = true;
+                /* reported with its final value */
+                ck_assert(w.ready_value[r] == sl_get(leaves[l]->grad, 0));
+            }
+    ck_assert(seen[0] && seen[1] && seen[2]);
+    ck_assert(sl_get(a->grad, 0) == bv[0] + exp(av[0])); /* both uses summed */
+    /* A leaf as the loss: reported right away. */
+    w.n_ready = 0;
+    sl_tensor *z = sl_requires_grad(sl_scalar(SL_F64, 2), true);
+    ck_assert(sl_backward(z));
+    ck_assert_int_eq(w.n_ready, 1);
+    ck_assert_ptr_eq(w.ready[0], z);
+    ck_assert(sl_autograd_remove_observer(&obs));
+    ck_assert(!sl_autograd_remove_observer(&obs));
+    w.n_log = 0;
+    (void)sl_mul(a, b);
+    ck_assert_int_eq(w.n_log, 0); /* removed */
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("autograd");
@@ -286,5 +379,6 @@ int main(void)
     tu_add_test(s, tc, gradcheck_leaves_caller_grads_alone);
     tu_add_test(s, tc, failed_backward_can_be_retried);
     tu_add_test(s, tc, error_message_may_quote_itself);
+    tu_add_test(s, tc, observers_see_records_nodes_and_final_grads);
     return tu_run(s);
 }

@@ -50,6 +50,38 @@ bool sl_backward(sl_tensor *loss);
  * flags: 0 or SL_RETAIN_GRAPH. */
 bool sl_backward_ex(sl_tensor *out, const sl_tensor *grad_out, int flags);
 
+/* ---------------------------------------------------------------- observers */
+
+/* Callbacks that watch the tape and the backward engine of the calling thread: a profiler times
+ * ops with them, and a data-parallel trainer starts reducing a gradient as soon as it is final.
+ * Any callback may be NULL. They run on the thread that records or runs the backward, never
+ * inside a parallel job, and must not record ops themselves.
+ *   recorded        a node was just recorded (forward): node->op, node->out, node->in;
+ *   backward_begin  sl_backward / sl_backward_ex starts from `out`;
+ *   node_begin/end  around each node's backward function (node_end also after a failure);
+ *   grad_ready      leaf->grad is final for this backward: every node that accumulates into it
+ *                   has run. Once per reachable leaf that requires grad, in the order they
+ *                   become final (the loss itself first, when it is a leaf). A leaf that no
+ *                   gradient reached still gets the call; its grad may then be NULL or zero;
+ *   backward_end    the backward ended, ok or not. */
+typedef struct sl_autograd_observer {
+    void *user;
+    void (*recorded)(void *user, const sl_node *node);
+    void (*backward_begin)(void *user, const sl_tensor *out);
+    void (*node_begin)(void *user, const sl_node *node);
+    void (*node_end)(void *user, const sl_node *node);
+    void (*grad_ready)(void *user, sl_tensor *leaf);
+    void (*backward_end)(void *user, const sl_tensor *out, bool ok);
+} sl_autograd_observer;
+
+enum { SL_MAX_OBSERVERS = 8 };
+/* Adds an observer for the calling thread (the struct is not copied: keep it alive until it is
+ * removed). Observers are called in the order they were added. False (SL_ERR_ARG) if it is NULL
+ * or already there, or SL_MAX_OBSERVERS are. */
+bool sl_autograd_add_observer(const sl_autograd_observer *obs);
+/* Removes it; false if it was not there. */
+bool sl_autograd_remove_observer(const sl_autograd_observer *obs);
+
 /* ---------------------------------------------------------------- custom ops */
 
 /* Returns false on failure (with the error recorded). */

@@ -105,6 +105,7 @@ typedef struct sl_tensor {
     struct sl_tensor *grad;         /* accumulated gradient (leaves that require grad) */
     sl_node *node;                  /* the op that made it (NULL for leaves) */
     bool requires_grad;
+    uint32_t mark;                  /* the backward engine's bookkeeping */
     const char *name;               /* optional, for messages (parameters have one) */
 } sl_tensor;
 
