@@ -168,7 +168,7 @@ static bool resolve_config(const char *op, const sl_attention_config *cfg,
 }
 
 static sl_linear_module *sub_linear(sl_params *ps, const char *name, const char *leaf, int64_t in,
-                             int64_t out, sl_rng *rng)
+                                    int64_t out, sl_rng *rng)
 {
     char sub[2 * SL_PARAM_NAME_MAX];
     snprintf(sub, sizeof sub, "%s%s%s", name, name[0] ? "." : "", leaf);

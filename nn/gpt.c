@@ -265,7 +265,7 @@ sl_tensor *sl_gpt_forward(sl_gpt *m, sl_tensor *idx, sl_kv_cache **caches)
                                caches[l] ? "at another length" : "NULL");
         start = caches[0]->len;
     }
-    sl_tensor *x = add_positions(m, sl_embedding_forward(m->tok, idx), start);  // (B, T, C)
+    sl_tensor *x = add_positions(m, sl_embedding_forward(m->tok, idx), start); // (B, T, C)
     x = sl_dropout_forward(&m->drop, x, &m->rng, m->train);
     if (!caches && !sl_grad_enabled()) x = blocks_without_grad(m, x);
     else

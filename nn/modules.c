@@ -30,8 +30,8 @@ static void *module_alloc(const char *op, sl_params *ps, const char *name, size_
 
 /* ---------------------------------------------------------------- Linear */
 
-sl_linear_module *sl_linear_new(sl_params *ps, const char *name, int64_t in, int64_t out,
-                                bool bias, sl_rng *rng)
+sl_linear_module *sl_linear_new(sl_params *ps, const char *name, int64_t in, int64_t out, bool bias,
+                                sl_rng *rng)
 {
     if (in < 1 || out < 1)
         return SL_FAIL(SL_ERR_ARG, "sl_linear_new: %s: sizes in %lld, out %lld must be >= 1",

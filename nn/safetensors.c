@@ -47,11 +47,6 @@ static const char *dtype_tag(sl_dtype d)
     return d == SL_F32 ? "F32" : d == SL_F64 ? "F64" : "I32";
 }
 
-static bool has_prefix(const char *s, const char *prefix)
-{
-    return strncmp(s, prefix, strlen(prefix)) == 0;
-}
-
 /* ================================================================ reading */
 
 bool sl__ckpt_vfail(const sl__ckpt *ck, const char *fmt, va_list ap)
@@ -61,7 +56,7 @@ bool sl__ckpt_vfail(const sl__ckpt *ck, const char *fmt, va_list ap)
     return sl_set_error(SL_ERR_FORMAT, "%s: %s: %s", ck->op, ck->path, msg);
 }
 
-__attribute__((format(printf, 2, 3))) static bool bad(const sl__ckpt *ck, const char *fmt, ...)
+bool sl__ckpt_fail(const sl__ckpt *ck, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -128,54 +123,60 @@ static bool json_u64(const json_t *v, uint64_t *out)
 static bool parse_entry(sl__ckpt *ck, const char *name, json_t *obj, sl__ckpt_entry *e)
 {
     if (!json_is_object(obj))
-        return bad(ck, "tensor '%s': the entry is not a JSON object", name);
+        return sl__ckpt_fail(ck, "tensor '%s': the entry is not a JSON object", name);
     const char *key;
     json_t *val;
     json_object_foreach(obj, key, val)
     {
         if (strcmp(key, "dtype") && strcmp(key, "shape") && strcmp(key, "data_offsets"))
-            return bad(ck, "tensor '%s': unexpected key '%s'", name, key);
+            return sl__ckpt_fail(ck, "tensor '%s': unexpected key '%s'", name, key);
     }
     json_t *jd = json_object_get(obj, "dtype"), *js = json_object_get(obj, "shape"),
            *jo = json_object_get(obj, "data_offsets");
     if (!json_is_string(jd))
-        return bad(ck, "tensor '%s': \"dtype\" is missing or not a string", name);
+        return sl__ckpt_fail(ck, "tensor '%s': \"dtype\" is missing or not a string", name);
     if (!parse_dtype(json_string_value(jd), &e->dtype))
-        return bad(ck, "tensor '%s': dtype \"%s\" is not one shortlong reads (F32, F64, I32)",
-                   name, json_string_value(jd));
+        return sl__ckpt_fail(ck,
+                             "tensor '%s': dtype \"%s\" is not one shortlong reads (F32, F64, I32)",
+                             name, json_string_value(jd));
     if (!json_is_array(js))
-        return bad(ck, "tensor '%s': \"shape\" is missing or not an array", name);
+        return sl__ckpt_fail(ck, "tensor '%s': \"shape\" is missing or not an array", name);
     if (json_array_size(js) > SL_MAX_DIMS)
-        return bad(ck, "tensor '%s': shape has %zu dims, at most %d are supported", name,
-                   json_array_size(js), SL_MAX_DIMS);
+        return sl__ckpt_fail(ck, "tensor '%s': shape has %zu dims, at most %d are supported", name,
+                             json_array_size(js), SL_MAX_DIMS);
     e->name = name;
     e->ndim = (int)json_array_size(js);
     uint64_t bytes = sl_dtype_size(e->dtype);
     for (int i = 0; i < e->ndim; i++) {
         uint64_t d;
         if (!json_u64(json_array_get(js, (size_t)i), &d))
-            return bad(ck, "tensor '%s': shape entry %d is not a non-negative integer", name, i);
+            return sl__ckpt_fail(ck, "tensor '%s': shape entry %d is not a non-negative integer",
+                                 name, i);
         if (d && bytes > UINT64_MAX / d)
-            return bad(ck, "tensor '%s': shape is too large", name);
+            return sl__ckpt_fail(ck, "tensor '%s': shape is too large", name);
         e->shape[i] = (int64_t)d;
         bytes *= d;
     }
     if (!json_is_array(jo) || json_array_size(jo) != 2 ||
         !json_u64(json_array_get(jo, 0), &e->begin) || !json_u64(json_array_get(jo, 1), &e->end))
-        return bad(ck, "tensor '%s': \"data_offsets\" is not a pair of non-negative integers",
-                   name);
+        return sl__ckpt_fail(
+            ck, "tensor '%s': \"data_offsets\" is not a pair of non-negative integers", name);
     const char *shape = sl__dims_str(e->ndim, e->shape);
     if (e->begin > e->end)
-        return bad(ck, "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] run backwards", name,
-                   e->begin, e->end);
+        return sl__ckpt_fail(ck,
+                             "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] run backwards",
+                             name, e->begin, e->end);
     if (e->end > ck->data_len)
-        return bad(ck, "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] lie outside the "
-                   "data (%" PRIu64 " bytes after the header; is the file truncated?)",
-                   name, e->begin, e->end, ck->data_len);
+        return sl__ckpt_fail(ck,
+                             "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] lie outside the "
+                             "data (%" PRIu64 " bytes after the header; is the file truncated?)",
+                             name, e->begin, e->end, ck->data_len);
     if (e->end - e->begin != bytes)
-        return bad(ck, "tensor '%s': %s %s needs %" PRIu64 " bytes but data_offsets [%" PRIu64
-                   ", %" PRIu64 "] hold %" PRIu64, name, json_string_value(jd), shape, bytes,
-                   e->begin, e->end, e->end - e->begin);
+        return sl__ckpt_fail(ck,
+                             "tensor '%s': %s %s needs %" PRIu64 " bytes but data_offsets [%" PRIu64
+                             ", %" PRIu64 "] hold %" PRIu64,
+                             name, json_string_value(jd), shape, bytes, e->begin, e->end,
+                             e->end - e->begin);
     return true;
 }
 
@@ -200,18 +201,23 @@ static bool check_tiling(sl__ckpt *ck)
     for (int i = 0; i < ck->n && ok; i++) {
         const sl__ckpt_entry *e = order[i];
         if (e->begin < pos)
-            ok = bad(ck, "tensor '%s' [%" PRIu64 ", %" PRIu64 ") overlaps tensor '%s' [%" PRIu64
-                     ", %" PRIu64 ")", e->name, e->begin, e->end, prev->name, prev->begin,
-                     prev->end);
+            ok = sl__ckpt_fail(ck,
+                               "tensor '%s' [%" PRIu64 ", %" PRIu64
+                               ") overlaps tensor '%s' [%" PRIu64 ", %" PRIu64 ")",
+                               e->name, e->begin, e->end, prev->name, prev->begin, prev->end);
         else if (e->begin > pos)
-            ok = bad(ck, "bytes [%" PRIu64 ", %" PRIu64 ") of the data belong to no tensor "
-                     "(before tensor '%s')", pos, e->begin, e->name);
+            ok = sl__ckpt_fail(ck,
+                               "bytes [%" PRIu64 ", %" PRIu64 ") of the data belong to no tensor "
+                               "(before tensor '%s')",
+                               pos, e->begin, e->name);
         pos = e->end;
         prev = e;
     }
     if (ok && pos != ck->data_len)
-        ok = bad(ck, "the tensors end at byte %" PRIu64 " of the data but the file holds %"
-                 PRIu64 " (trailing bytes)", pos, ck->data_len);
+        ok = sl__ckpt_fail(ck,
+                           "the tensors end at byte %" PRIu64
+                           " of the data but the file holds %" PRIu64 " (trailing bytes)",
+                           pos, ck->data_len);
     sl__free(order);
     return ok;
 }
@@ -225,22 +231,29 @@ bool sl__ckpt_open(sl__ckpt *ck, const char *op, const char *path)
     if (ck->fd < 0) return io_error(op, "open", path);
     struct stat st;
     if (fstat(ck->fd, &st) != 0) return io_error(op, "stat", path);
-    if (!S_ISREG(st.st_mode)) return bad(ck, "not a regular file");
+    if (!S_ISREG(st.st_mode)) return sl__ckpt_fail(ck, "not a regular file");
     ck->file_size = (uint64_t)st.st_size;
     if (ck->file_size < 8)
-        return bad(ck, "the file is %" PRIu64 " bytes, too short for the 8-byte header length",
-                   ck->file_size);
+        return sl__ckpt_fail(
+            ck, "the file is %" PRIu64 " bytes, too short for the 8-byte header length",
+            ck->file_size);
     unsigned char len[8];
     if (!read_at(ck->fd, len, 8, 0)) return io_error(op, "read", path);
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = n << 8 | len[i];
     ck->header_len = n;
     if (n > MAX_HEADER)
-        return bad(ck, "header length %" PRIu64 " is absurd (the limit is %" PRIu64 "; is this "
-                   "a safetensors file?)", n, MAX_HEADER);
+        return sl__ckpt_fail(ck,
+                             "header length %" PRIu64 " is absurd (the limit is %" PRIu64
+                             "; is this "
+                             "a safetensors file?)",
+                             n, MAX_HEADER);
     if (n > ck->file_size - 8)
-        return bad(ck, "header length %" PRIu64 " is larger than the rest of the file (%" PRIu64
-                   " bytes; is the file truncated?)", n, ck->file_size - 8);
+        return sl__ckpt_fail(ck,
+                             "header length %" PRIu64
+                             " is larger than the rest of the file (%" PRIu64
+                             " bytes; is the file truncated?)",
+                             n, ck->file_size - 8);
     ck->data_len = ck->file_size - 8 - n;
     char *text = sl__malloc((size_t)n);
     if (!text) return sl_set_error(SL_ERR_OOM, "%s: out of memory for a %" PRIu64 "-byte header",
@@ -253,9 +266,10 @@ bool sl__ckpt_open(sl__ckpt *ck, const char *op, const char *path)
     ck->root = json_loadb(text, (size_t)n, JSON_REJECT_DUPLICATES, &err);
     sl__free(text);
     if (!ck->root)
-        return bad(ck, "the header is not valid JSON: %s (header byte %d, file offset %d)",
-                   err.text, err.position, err.position + 8);
-    if (!json_is_object(ck->root)) return bad(ck, "the header is not a JSON object");
+        return sl__ckpt_fail(ck,
+                             "the header is not valid JSON: %s (header byte %d, file offset %d)",
+                             err.text, err.position, err.position + 8);
+    if (!json_is_object(ck->root)) return sl__ckpt_fail(ck, "the header is not a JSON object");
 
     size_t count = json_object_size(ck->root);
     ck->entries = sl__malloc(sizeof *ck->entries * (count + 1));
@@ -265,13 +279,14 @@ bool sl__ckpt_open(sl__ckpt *ck, const char *op, const char *path)
     json_object_foreach(ck->root, key, val)
     {
         if (!strcmp(key, "__metadata__")) {
-            if (!json_is_object(val)) return bad(ck, "\"__metadata__\" is not a JSON object");
+            if (!json_is_object(val))
+                return sl__ckpt_fail(ck, "\"__metadata__\" is not a JSON object");
             const char *mk;
             json_t *mv;
             json_object_foreach(val, mk, mv)
             {
                 if (!json_is_string(mv))
-                    return bad(ck, "metadata value of '%s' is not a string", mk);
+                    return sl__ckpt_fail(ck, "metadata value of '%s' is not a string", mk);
             }
             ck->meta = val;
             continue;
@@ -299,14 +314,14 @@ const char *sl__ckpt_meta(const sl__ckpt *ck, const char *key)
 static const sl__ckpt_entry *ck_match(const sl__ckpt *ck, const char *name, const sl_tensor *t)
 {
     const sl__ckpt_entry *e = ck_find(ck, name);
-    if (!e) return bad(ck, "missing tensor '%s'", name), NULL;
+    if (!e) return sl__ckpt_fail(ck, "missing tensor '%s'", name), NULL;
     if (e->dtype != t->dtype)
-        return bad(ck, "tensor '%s' is %s in the file, the model expects %s", name,
-                   dtype_tag(e->dtype), dtype_tag(t->dtype)),
+        return sl__ckpt_fail(ck, "tensor '%s' is %s in the file, the model expects %s", name,
+                             dtype_tag(e->dtype), dtype_tag(t->dtype)),
                NULL;
     if (e->ndim != t->ndim || memcmp(e->shape, t->shape, sizeof *e->shape * (size_t)e->ndim))
-        return bad(ck, "tensor '%s' has shape %s in the file, the model expects %s", name,
-                   sl__dims_str(e->ndim, e->shape), sl_shape_str(t)),
+        return sl__ckpt_fail(ck, "tensor '%s' has shape %s in the file, the model expects %s", name,
+                             sl__dims_str(e->ndim, e->shape), sl_shape_str(t)),
                NULL;
     if (!sl_is_contiguous(t))
         return sl_set_error(SL_ERR_ARG, "%s: tensor '%s' %s is not contiguous", ck->op, name,
@@ -338,9 +353,10 @@ bool sl__ckpt_load(sl__ckpt *ck, const sl_named *items, int n, const char *skip_
         ok = (found[i] = ck_match(ck, items[i].name, items[i].tensor)) != NULL;
     for (int i = 0; ok && i < ck->n; i++) {
         const char *name = ck->entries[i].name;
-        bool known = skip_prefix && has_prefix(name, skip_prefix);
+        bool known = skip_prefix && sl__has_prefix(name, skip_prefix);
         for (int k = 0; !known && k < n; k++) known = !strcmp(items[k].name, name);
-        if (!known) ok = bad(ck, "unexpected tensor '%s' (nothing of that name to load)", name);
+        if (!known)
+            ok = sl__ckpt_fail(ck, "unexpected tensor '%s' (nothing of that name to load)", name);
     }
     ok = ok && ck_read_data(ck);
     for (int i = 0; ok && i < n; i++)

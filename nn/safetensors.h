@@ -38,6 +38,12 @@ void sl__ckpt_close(sl__ckpt *ck);
 const char *sl__ckpt_meta(const sl__ckpt *ck, const char *key);
 /* Records "<op>: <path>: <formatted detail>" as SL_ERR_FORMAT. Always false. */
 bool sl__ckpt_vfail(const sl__ckpt *ck, const char *fmt, va_list ap);
+bool sl__ckpt_fail(const sl__ckpt *ck, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static inline bool sl__has_prefix(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
 /* Loads items[0..n) (contiguous tensors): each must be in the file with its dtype and shape,
  * and the file may hold no other tensor except those whose names start with skip_prefix (if
  * not NULL). Nothing is written to the items unless all of that holds and the data was read. */

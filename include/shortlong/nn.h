@@ -63,8 +63,8 @@ typedef struct sl_linear_module {
     sl_tensor *bias;   /* (out) or NULL */
 } sl_linear_module;
 /* weight ~ normal(0, 0.02), bias zero. */
-sl_linear_module *sl_linear_new(sl_params *ps, const char *name, int64_t in, int64_t out,
-                                bool bias, sl_rng *rng);
+sl_linear_module *sl_linear_new(sl_params *ps, const char *name, int64_t in, int64_t out, bool bias,
+                                sl_rng *rng);
 /* (..., in) -> (..., out) */
 sl_tensor *sl_linear_forward(const sl_linear_module *m, sl_tensor *x);
 
@@ -143,9 +143,9 @@ sl_kv_cache *sl_kv_cache_new(sl_dtype dtype, int64_t batch, int n_kv_heads, int6
 
 typedef struct sl_attention {
     sl_attention_config cfg;
-    sl_linear_module *qkv;          /* fused: (C + 2 Hk D, C) */
-    sl_linear_module *q, *k, *v;    /* separate */
-    sl_linear_module *proj;         /* (C, C) */
+    sl_linear_module *qkv;       /* fused: (C + 2 Hk D, C) */
+    sl_linear_module *q, *k, *v; /* separate */
+    sl_linear_module *proj;      /* (C, C) */
     sl_tensor *slopes;       /* (H) fixed per-head bias slopes: ALiBi's, zeros for the others;
                                 not a parameter (a user may swap in a leaf that requires grad) */
     sl_tensor *t5_table;     /* T5: (H, buckets), normal(0, 0.02) when the module's own */
@@ -191,12 +191,12 @@ typedef struct sl_gpt_config {
 typedef struct sl_gpt {
     sl_gpt_config cfg;
     sl_params *params;   /* owned */
-    sl_embedding_module *tok;       /* tok.weight (vocab, C) */
-    sl_embedding_module *pos;       /* learned: pos.weight (context, C); NULL otherwise */
+    sl_embedding_module *tok; /* tok.weight (vocab, C) */
+    sl_embedding_module *pos; /* learned: pos.weight (context, C); NULL otherwise */
     sl_tensor *t5_table; /* T5: pos.rel_bias (H, buckets), shared by every layer; else NULL */
     sl_block **blocks;
     sl_layer_norm_module *ln_f;
-    sl_linear_module *head;     /* NULL when tied */
+    sl_linear_module *head; /* NULL when tied */
     sl_dropout_module drop;
     sl_rng rng;          /* dropout stream */
     bool train;

@@ -1,0 +1,209 @@
+/* nn/gpt_checkpoint.c — GPT checkpoints: a training or parameter checkpoint (checkpoint.c)
+ * whose metadata also holds the model's config under "shortlong.*" keys (mapped field by field
+ * in config_keys below) and the dropout RNG state, so that sl_gpt_load can build the model the
+ * file describes before loading its weights. */
+#include "checkpoint.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* sl_gpt_config <-> "__metadata__": every field under a "shortlong." key, as text. */
+typedef enum { K_I64, K_INT, K_BOOL, K_DOUBLE, K_U64, K_POS } key_kind;
+static const struct {
+    const char *key;
+    key_kind kind;
+    size_t off;
+} config_keys[] = {
+    {"shortlong.vocab_size", K_I64, offsetof(sl_gpt_config, vocab_size)},
+    {"shortlong.context", K_I64, offsetof(sl_gpt_config, context)},
+    {"shortlong.dim", K_I64, offsetof(sl_gpt_config, dim)},
+    {"shortlong.n_layers", K_INT, offsetof(sl_gpt_config, n_layers)},
+    {"shortlong.n_heads", K_INT, offsetof(sl_gpt_config, n_heads)},
+    {"shortlong.n_kv_heads", K_INT, offsetof(sl_gpt_config, n_kv_heads)},
+    {"shortlong.mlp_ratio", K_INT, offsetof(sl_gpt_config, mlp_ratio)},
+    {"shortlong.pos", K_POS, offsetof(sl_gpt_config, pos)},
+    {"shortlong.t5_buckets", K_INT, offsetof(sl_gpt_config, t5_buckets)},
+    {"shortlong.t5_max_distance", K_INT, offsetof(sl_gpt_config, t5_max_distance)},
+    {"shortlong.tie_embeddings", K_BOOL, offsetof(sl_gpt_config, tie_embeddings)},
+    {"shortlong.fused_qkv", K_BOOL, offsetof(sl_gpt_config, fused_qkv)},
+    {"shortlong.dropout", K_DOUBLE, offsetof(sl_gpt_config, dropout)},
+    {"shortlong.seed", K_U64, offsetof(sl_gpt_config, seed)},
+};
+enum { N_CONFIG_KEYS = sizeof config_keys / sizeof config_keys[0] };
+
+/* Keys added after the first checkpoints were written: absent, the field keeps 0 (its
+ * default), so older files still load. */
+static bool optional_key(int k)
+{
+    return !strcmp(config_keys[k].key, "shortlong.t5_buckets") ||
+           !strcmp(config_keys[k].key, "shortlong.t5_max_distance");
+}
+
+static void format_key(int k, const sl_gpt_config *c, char *buf, size_t cap)
+{
+    const char *f = (const char *)c + config_keys[k].off;
+    switch (config_keys[k].kind) {
+    case K_I64: snprintf(buf, cap, "%" PRId64, *(const int64_t *)f); break;
+    case K_INT: snprintf(buf, cap, "%d", *(const int *)f); break;
+    case K_BOOL: snprintf(buf, cap, "%s", *(const bool *)f ? "true" : "false"); break;
+    case K_DOUBLE: snprintf(buf, cap, "%.17g", *(const double *)f); break;
+    case K_U64: snprintf(buf, cap, "%" PRIu64, *(const uint64_t *)f); break;
+    case K_POS: snprintf(buf, cap, "%s", sl_pos_name(*(const sl_pos *)f)); break;
+    }
+}
+
+static bool parse_key(int k, const char *s, sl_gpt_config *c)
+{
+    char *f = (char *)c + config_keys[k].off;
+    int64_t i;
+    switch (config_keys[k].kind) {
+    case K_I64: return sl__parse_i64(s, (int64_t *)f);
+    case K_INT:
+        if (!sl__parse_i64(s, &i) || i < INT32_MIN || i > INT32_MAX) return false;
+        *(int *)f = (int)i;
+        return true;
+    case K_BOOL:
+        if (strcmp(s, "true") && strcmp(s, "false")) return false;
+        *(bool *)f = !strcmp(s, "true");
+        return true;
+    case K_DOUBLE: return sl__parse_double(s, (double *)f);
+    case K_U64: {
+        if (*s < '0' || *s > '9') return false;
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(s, &end, 10);
+        if (errno || *end) return false;
+        *(uint64_t *)f = v;
+        return true;
+    }
+    case K_POS: return sl_pos_parse(s, (sl_pos *)f);
+    }
+    return false;
+}
+
+static bool put_gpt_meta(const char *op, json_t *meta, const sl_gpt *m)
+{
+    char buf[80];
+    bool ok = sl__ckpt_meta_put(op, meta, "shortlong.model", "gpt");
+    for (int k = 0; ok && k < N_CONFIG_KEYS; k++) {
+        format_key(k, &m->cfg, buf, sizeof buf);
+        ok = sl__ckpt_meta_put(op, meta, config_keys[k].key, buf);
+    }
+    /* The dropout stream, so that training resumes with the same masks. */
+    snprintf(buf, sizeof buf, "%016" PRIx64 "%016" PRIx64 "%016" PRIx64 "%016" PRIx64, m->rng.s[0],
+             m->rng.s[1], m->rng.s[2], m->rng.s[3]);
+    return ok && sl__ckpt_meta_put(op, meta, "shortlong.rng", buf);
+}
+
+static bool parse_rng(const char *s, sl_rng *rng)
+{
+    if (!s || strlen(s) != 64) return false;
+    for (int w = 0; w < 4; w++) {
+        uint64_t v = 0;
+        for (int i = 0; i < 16; i++) {
+            char ch = s[16 * w + i];
+            int d = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+            if (d < 0) return false;
+            v = v << 4 | (uint64_t)d;
+        }
+        rng->s[w] = v;
+    }
+    return true;
+}
+
+static bool read_gpt_config(const sl__ckpt *ck, sl_gpt_config *cfg, sl_rng *rng)
+{
+    const char *model = sl__ckpt_meta(ck, "shortlong.model");
+    if (!model || strcmp(model, "gpt"))
+        return sl__ckpt_fail(
+            ck,
+            "not a shortlong GPT checkpoint (metadata 'shortlong.model' is %s%s%s, "
+            "expected 'gpt')",
+            model ? "'" : "", model ? model : "absent", model ? "'" : "");
+    *cfg = (sl_gpt_config){0};
+    for (int k = 0; k < N_CONFIG_KEYS; k++) {
+        const char *s = sl__ckpt_meta(ck, config_keys[k].key);
+        if (!s && optional_key(k)) continue;
+        if (!s) return sl__ckpt_fail(ck, "missing config key '%s'", config_keys[k].key);
+        if (!parse_key(k, s, cfg))
+            return sl__ckpt_fail(ck, "config key '%s' has the value '%s', which is not a valid %s",
+                                 config_keys[k].key, s,
+                                 config_keys[k].kind == K_BOOL     ? "boolean (true or false)"
+                                 : config_keys[k].kind == K_POS    ? "positional method"
+                                 : config_keys[k].kind == K_DOUBLE ? "number"
+                                                                   : "integer");
+    }
+    const char *s = sl__ckpt_meta(ck, "shortlong.rng");
+    if (!parse_rng(s, rng))
+        return sl__ckpt_fail(ck, "config key 'shortlong.rng' is %s%s%s, expected 64 hex digits",
+                             s ? "'" : "", s ? s : "absent", s ? "'" : "");
+    return true;
+}
+
+bool sl_gpt_read_config(const char *path, sl_gpt_config *cfg)
+{
+    if (!cfg) return sl_set_error(SL_ERR_ARG, "sl_gpt_read_config: cfg is NULL");
+    sl__ckpt ck;
+    sl_rng rng;
+    bool ok = sl__ckpt_open(&ck, "sl_gpt_read_config", path) && read_gpt_config(&ck, cfg, &rng);
+    sl__ckpt_close(&ck);
+    return ok;
+}
+
+bool sl_gpt_save(const char *path, const sl_gpt *m, const sl_optim *opt, const sl_meta *extra,
+                 int n_extra)
+{
+    static const char *op = "sl_gpt_save";
+    if (!m) return sl_set_error(SL_ERR_ARG, "%s: model is NULL", op);
+    json_t *meta = json_object();
+    if (!meta) return sl_set_error(SL_ERR_OOM, "%s: out of memory", op);
+    bool ok = put_gpt_meta(op, meta, m) && sl__put_user_meta(op, meta, extra, n_extra) &&
+              sl__save_model(op, path, m->params, opt, meta);
+    json_decref(meta);
+    return ok;
+}
+
+sl_gpt *sl_gpt_load(const char *path, sl_dtype dtype)
+{
+    static const char *op = "sl_gpt_load";
+    sl__ckpt ck;
+    sl_gpt_config cfg;
+    sl_rng rng;
+    if (!sl__ckpt_open(&ck, op, path) || !read_gpt_config(&ck, &cfg, &rng)) {
+        sl__ckpt_close(&ck);
+        return NULL;
+    }
+    /* The config comes from an untrusted file: before building (and touching) the model it
+     * describes, check that the file holds at least that model's token embedding and blocks. */
+    double c = (double)cfg.dim, ratio = cfg.mlp_ratio ? cfg.mlp_ratio : 4;
+    double at_least = (double)cfg.vocab_size * c + (double)cfg.n_layers * (2 + 2 * ratio) * c * c;
+    if (cfg.dim > 0 && cfg.vocab_size > 0 && at_least * 4 > (double)ck.data_len) {
+        sl__ckpt_fail(
+            &ck,
+            "its config (vocab %lld, dim %lld, %d layers) needs at least %.0f parameters, "
+            "but the file holds only %llu bytes of data",
+            (long long)cfg.vocab_size, (long long)cfg.dim, cfg.n_layers, at_least,
+            (unsigned long long)ck.data_len);
+        sl__ckpt_close(&ck);
+        return NULL;
+    }
+    sl_gpt *m = sl_gpt_new(&cfg, dtype);
+    if (!m) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", sl_error_message());
+        sl__ckpt_fail(&ck, "its config does not make a model: %s", why);
+        sl__ckpt_close(&ck);
+        return NULL;
+    }
+    bool ok = sl__load_model(op, &ck, m->params, NULL);
+    sl__ckpt_close(&ck);
+    if (!ok) {
+        sl_gpt_free(m);
+        return NULL;
+    }
+    m->rng = rng;
+    return m;
+}
