@@ -93,25 +93,8 @@ static bool put_gpt_meta(const char *op, json_t *meta, const sl_gpt *m)
         ok = sl__ckpt_meta_put(op, meta, config_keys[k].key, buf);
     }
     /* The dropout stream, so that training resumes with the same masks. */
-    snprintf(buf, sizeof buf, "%016" PRIx64 "%016" PRIx64 "%016" PRIx64 "%016" PRIx64, m->rng.s[0],
-             m->rng.s[1], m->rng.s[2], m->rng.s[3]);
+    sl_rng_to_hex(&m->rng, buf);
     return ok && sl__ckpt_meta_put(op, meta, "shortlong.rng", buf);
-}
-
-static bool parse_rng(const char *s, sl_rng *rng)
-{
-    if (!s || strlen(s) != 64) return false;
-    for (int w = 0; w < 4; w++) {
-        uint64_t v = 0;
-        for (int i = 0; i < 16; i++) {
-            char ch = s[16 * w + i];
-            int d = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-            if (d < 0) return false;
-            v = v << 4 | (uint64_t)d;
-        }
-        rng->s[w] = v;
-    }
-    return true;
 }
 
 static bool read_gpt_config(const sl__ckpt *ck, sl_gpt_config *cfg, sl_rng *rng)
@@ -137,7 +120,7 @@ static bool read_gpt_config(const sl__ckpt *ck, sl_gpt_config *cfg, sl_rng *rng)
                                                                    : "integer");
     }
     const char *s = sl__ckpt_meta(ck, "shortlong.rng");
-    if (!parse_rng(s, rng))
+    if (!sl_rng_from_hex(s, rng))
         return sl__ckpt_fail(ck, "config key 'shortlong.rng' is %s%s%s, expected 64 hex digits",
                              s ? "'" : "", s ? s : "absent", s ? "'" : "");
     return true;

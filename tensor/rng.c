@@ -35,6 +35,34 @@ uint64_t sl_rng_next(sl_rng *r)
     return result;
 }
 
+void sl_rng_to_hex(const sl_rng *r, char *buf)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (int w = 0; w < 4; w++)
+        for (int i = 0; i < 16; i++) buf[16 * w + i] = digits[(r->s[w] >> (60 - 4 * i)) & 15];
+    buf[64] = '\0';
+}
+
+bool sl_rng_from_hex(const char *hex, sl_rng *r)
+{
+    if (!hex || !r || strlen(hex) != 64) return false;
+    sl_rng v;
+    for (int w = 0; w < 4; w++) {
+        v.s[w] = 0;
+        for (int i = 0; i < 16; i++) {
+            char c = hex[16 * w + i];
+            int d = c >= '0' && c <= '9'   ? c - '0'
+                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                    : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                           : -1;
+            if (d < 0) return false;
+            v.s[w] = v.s[w] << 4 | (uint64_t)d;
+        }
+    }
+    *r = v;
+    return true;
+}
+
 double sl_rng_uniform(sl_rng *r) { return (double)(sl_rng_next(r) >> 11) * 0x1.0p-53; }
 
 double sl_rng_normal(sl_rng *r)

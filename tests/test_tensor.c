@@ -1,6 +1,8 @@
 /* The tensor layer: creation, element access, printing, errors, arenas, the RNG, the pool. */
 #include "testutil.h"
 
+#include <ctype.h>
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -185,6 +187,37 @@ START_TEST(arena_growing_rounds_keep_about_the_largest)
 }
 END_TEST
 
+/* The state round-trips through text exactly, and malformed text is refused without a change. */
+START_TEST(rng_hex_round_trip)
+{
+    sl_rng r = sl_rng_seed(42), back = sl_rng_seed(0), keep;
+    (void)sl_rng_next(&r);
+    char hex[65];
+    sl_rng_to_hex(&r, hex);
+    ck_assert_int_eq((int)strlen(hex), 64);
+    ck_assert(sl_rng_from_hex(hex, &back));
+    for (int i = 0; i < 4; i++) ck_assert_uint_eq(back.s[i], r.s[i]);
+    ck_assert_uint_eq(sl_rng_next(&back), sl_rng_next(&r));
+    /* the first word, written out by hand: seed 42 after one draw */
+    char want[17];
+    snprintf(want, sizeof want, "%016llx", (unsigned long long)r.s[0]);
+    sl_rng_to_hex(&r, hex);
+    ck_assert(!strncmp(hex, want, 16));
+    for (int i = 0; hex[i]; i++) hex[i] = (char)toupper((unsigned char)hex[i]);
+    ck_assert(sl_rng_from_hex(hex, &back)); /* upper case is read too */
+    ck_assert_uint_eq(back.s[0], r.s[0]);
+    keep = back;
+    const char *bad[] = {"", "0123", "g000000000000000000000000000000000000000000000000000000000000000"};
+    for (int i = 0; i < 3; i++) {
+        ck_assert(!sl_rng_from_hex(bad[i], &back));
+        ck_assert_uint_eq(back.s[0], keep.s[0]);
+    }
+    hex[63] = '\0'; /* 63 digits */
+    ck_assert(!sl_rng_from_hex(hex, &back));
+    ck_assert(!sl_rng_from_hex(NULL, &back));
+}
+END_TEST
+
 START_TEST(rng_reference_stream)
 {
     /* xoshiro256** seeded with splitmix64: values computed independently (Python). */
@@ -307,6 +340,7 @@ int main(void)
     tu_add_test(s, tc, arena_reuses_blocks);
     tu_add_test(s, tc, arena_growing_rounds_keep_about_the_largest);
     tu_add_test(s, tc, rng_reference_stream);
+    tu_add_test(s, tc, rng_hex_round_trip);
     tu_add_test(s, tc, rng_distributions);
     tu_add_test(s, tc, pool_covers_every_index_once);
     tu_add_test(s, tc, pool_jobs_from_callbacks_and_several_threads);

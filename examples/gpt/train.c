@@ -14,25 +14,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static void rng_to_hex(const sl_rng *r, char *buf, size_t cap)
-{
-    snprintf(buf, cap, "%016llx%016llx%016llx%016llx", (unsigned long long)r->s[0],
-             (unsigned long long)r->s[1], (unsigned long long)r->s[2], (unsigned long long)r->s[3]);
-}
-
-static bool rng_from_hex(const char *hex, sl_rng *r)
-{
-    if (strlen(hex) != 64) return false;
-    for (int i = 0; i < 4; i++) {
-        char part[17], *end;
-        memcpy(part, hex + 16 * i, 16);
-        part[16] = '\0';
-        r->s[i] = strtoull(part, &end, 16);
-        if (*end) return false;
-    }
-    return true;
-}
-
 /* The model, optimizer, step and data stream, fresh or from a training checkpoint. */
 static bool setup(const train_opts *o, sl_gpt **m, sl_optim **opt, int64_t *start,
                   sl_rng *data_rng)
@@ -51,7 +32,7 @@ static bool setup(const train_opts *o, sl_gpt **m, sl_optim **opt, int64_t *star
     if (!sl_read_meta(o->resume, "train.step", buf, sizeof buf) ||
         (*start = strtoll(buf, NULL, 10)) < 0 ||
         !sl_read_meta(o->resume, "train.data_rng", buf, sizeof buf) ||
-        !rng_from_hex(buf, data_rng)) {
+        !sl_rng_from_hex(buf, data_rng)) {
         fprintf(stderr, "gpt: %s lacks the training state (train.step, train.data_rng)\n",
                 o->resume);
         return false;
@@ -66,7 +47,7 @@ static bool save(const train_opts *o, const sl_gpt *m, const sl_optim *opt, int6
 {
     char step_s[32], drng[80];
     snprintf(step_s, sizeof step_s, "%lld", (long long)step);
-    rng_to_hex(data_rng, drng, sizeof drng);
+    sl_rng_to_hex(data_rng, drng);
     sl_meta extra[] = {{"train.step", step_s}, {"train.data_rng", drng},
                        {"train.data", train->source}};
     if (sl_gpt_save(o->out, m, opt, extra, 3)) return true;

@@ -159,6 +159,11 @@ void sl_fprint(FILE *f, const sl_tensor *t, const char *label);
 typedef struct sl_rng { uint64_t s[4]; } sl_rng;
 
 sl_rng sl_rng_seed(uint64_t seed);
+/* The state as 64 lowercase hex digits and a NUL (buf holds at least 65 bytes), and back (either
+ * case; false, and *rng untouched, unless hex is exactly 64 hex digits): for keeping a stream in
+ * a checkpoint's text metadata. */
+void sl_rng_to_hex(const sl_rng *rng, char *buf);
+bool sl_rng_from_hex(const char *hex, sl_rng *rng);
 uint64_t sl_rng_next(sl_rng *rng);
 double sl_rng_uniform(sl_rng *rng);          /* [0, 1) */
 double sl_rng_normal(sl_rng *rng);           /* N(0, 1) */
