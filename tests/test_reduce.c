@@ -84,20 +84,6 @@ static void naive(const sl_tensor *x, const spec *s, double *out, int64_t *arg)
     free(oi);
 }
 
-/* The values of t as a leaf view whose dims are stored in rotated order (dim 0 innermost):
- * a permuted, non-contiguous input, as sl_permute would give. */
-static sl_tensor *permuted_leaf(const sl_tensor *t)
-{
-    int nd = t->ndim;
-    int64_t shape[SL_MAX_DIMS] = {0};
-    for (int k = 0; k < nd; k++) shape[k] = t->shape[(k + 1) % nd];
-    sl_tensor *buf = sl_zeros(t->dtype, nd, shape);
-    ck_assert_ptr_nonnull(buf);
-    sl_tensor *v = sl_detach(buf);
-    for (int k = 0; k < nd; k++) {
-        v->shape[(k + 1) % nd] = buf->shape[k];
-        v->strides[(k + 1) % nd] = buf->strides[k];
-    }
     ck_assert(!sl_is_contiguous(v));
     ck_assert(sl_copy_into(v, t));
     return sl_requires_grad(v, true);
@@ -132,7 +118,7 @@ START_TEST(values_match_naive_loops)
 {
     sl_rng r = sl_rng_seed(1);
     sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(2, 3, 4));
-    sl_tensor *views[] = {x, tu_noncontig(x), permuted_leaf(x)};
+    sl_tensor *views[] = {x, tu_noncontig(x), tu_permuted_leaf(x)};
     spec ops[] = {{.op = OP_SUM}, {.op = OP_MEAN}, {.op = OP_VAR, .correction = 0},
                   {.op = OP_VAR, .correction = 1}, {.op = OP_MAX}};
     for (int v = 0; v < 3; v++)
@@ -240,7 +226,7 @@ START_TEST(max_ties_send_gradient_to_the_first)
      * on a permuted input (dim 0 innermost in memory). */
     double t[12] = {5, 5, 0, 0, 1, 2, /**/ 5, 5, 0, 0, 2, 2};
     sl_tensor *c = sl_from_data(SL_F64, sl_shape(2, 3, 2), t);
-    sl_tensor *p = permuted_leaf(c);
+    sl_tensor *p = tu_permuted_leaf(c);
     sl_tensor *m = sl_max(p, 2, (int[]){2, 0}, false);
     ck_assert_str_eq(sl_shape_str(m), "[3]");
     double wm[] = {5, 0, 2};
@@ -334,7 +320,7 @@ static void check_op(op_kind op, int correction)
 {
     sl_rng r = sl_rng_seed(3);
     sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(2, 3, 4));
-    sl_tensor *views[] = {x, tu_noncontig(x), permuted_leaf(x)};
+    sl_tensor *views[] = {x, tu_noncontig(x), tu_permuted_leaf(x)};
     spec axes[] = {{.n_axes = 1, .axes = {0}},          {.n_axes = 1, .axes = {1}, .keepdim = 1},
                    {.n_axes = 1, .axes = {-1}},         {.n_axes = 2, .axes = {0, 2}},
                    {.n_axes = 2, .axes = {-1, 1}, .keepdim = 1}, {.n_axes = 0}};
@@ -369,7 +355,7 @@ static void check_all(sl_gradcheck_fn fn)
 {
     sl_rng r = sl_rng_seed(3);
     sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(2, 3, 4));
-    sl_tensor *views[] = {x, tu_noncontig(x), permuted_leaf(x)};
+    sl_tensor *views[] = {x, tu_noncontig(x), tu_permuted_leaf(x)};
     for (int v = 0; v < 3; v++) tu_gradcheck(fn, 1, &views[v], NULL);
     tu_f32_matches_f64(fn, 1, &x, NULL);
 }

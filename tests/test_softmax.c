@@ -28,20 +28,6 @@ static void naive(const sl_tensor *x, int axis, bool log_, double *want)
     }
 }
 
-/* The values of t as a leaf view whose dims are stored in rotated order (dim 0 innermost):
- * a permuted, non-contiguous input, as sl_permute would give. */
-static sl_tensor *permuted_leaf(const sl_tensor *t)
-{
-    int nd = t->ndim;
-    int64_t shape[SL_MAX_DIMS] = {0};
-    for (int k = 0; k < nd; k++) shape[k] = t->shape[(k + 1) % nd];
-    sl_tensor *buf = sl_zeros(t->dtype, nd, shape);
-    ck_assert_ptr_nonnull(buf);
-    sl_tensor *v = sl_detach(buf);
-    for (int k = 0; k < nd; k++) {
-        v->shape[(k + 1) % nd] = buf->shape[k];
-        v->strides[(k + 1) % nd] = buf->strides[k];
-    }
     ck_assert(!sl_is_contiguous(v));
     ck_assert(sl_copy_into(v, t));
     return sl_requires_grad(v, true);
@@ -51,7 +37,7 @@ START_TEST(values_match_naive_loops_on_every_axis)
 {
     sl_rng r = sl_rng_seed(1);
     sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(2, 3, 4));
-    sl_tensor *views[] = {x, tu_noncontig(x), permuted_leaf(x)};
+    sl_tensor *views[] = {x, tu_noncontig(x), tu_permuted_leaf(x)};
     double want[24];
     for (int v = 0; v < 3; v++)
         for (int axis = -3; axis < 3; axis++)
@@ -182,7 +168,7 @@ static void check_op(bool log_)
 {
     sl_rng r = sl_rng_seed(3);
     sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(2, 3, 4));
-    sl_tensor *views[] = {x, tu_noncontig(x), permuted_leaf(x)};
+    sl_tensor *views[] = {x, tu_noncontig(x), tu_permuted_leaf(x)};
     for (int axis = -1; axis < 3; axis++) {
         spec s = {log_, axis};
         for (int v = 0; v < 3; v++) tu_gradcheck(call_spec, 1, &views[v], &s);

@@ -1,20 +1,33 @@
 /* tests/testutil.c — helpers shared by the Check suites. */
 #include "testutil.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static sl_arena *test_arena;
 
+/* The names given to tu_add_case, in order, for SL_LIST_TESTS. */
+enum { MAX_CASES = 512 };
+static const char *case_names[MAX_CASES];
+static int n_cases;
+
 int tu_run(Suite *s)
 {
+    const char *list = getenv("SL_LIST_TESTS");
+    if (list && *list && *list != '0') { /* for CTest: name the tests, run none */
+        for (int i = 0; i < n_cases; i++) printf("%s\n", case_names[i]);
+        srunner_free(srunner_create(s)); /* frees the suite */
+        return EXIT_SUCCESS;
+    }
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr), ran = srunner_ntests_run(sr);
     srunner_free(sr);
     if (ran == 0) { /* e.g. CK_RUN_CASE names no test: that must not pass */
-        fprintf(stderr, "no test ran (CK_RUN_CASE=%s)\n", getenv("CK_RUN_CASE") ? getenv("CK_RUN_CASE") : "");
+        const char *c = getenv("CK_RUN_CASE");
+        fprintf(stderr, "no test ran (CK_RUN_CASE=%s)\n", c ? c : "");
         return EXIT_FAILURE;
     }
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
@@ -52,6 +65,11 @@ void tu_timeout(TCase *group, double seconds) { groups[group_of(group)].timeout 
 
 void tu_add_case(Suite *s, TCase *group, const char *name, const TTest *test)
 {
+    if (n_cases == MAX_CASES) {
+        fprintf(stderr, "testutil: more than %d tests in one suite\n", MAX_CASES);
+        exit(EXIT_FAILURE);
+    }
+    case_names[n_cases++] = name;
     int i = group_of(group);
     if (!groups[i].in_suite) {
         suite_add_tcase(s, group);
@@ -159,4 +177,21 @@ void tu_f32_matches_f64(sl_gradcheck_fn fn, int n, sl_tensor *const *inputs_f64,
     ck_assert_int_eq(y32->dtype, SL_F32);
     double rel = tu_max_rel_diff(y32, y64);
     ck_assert_msg(rel <= 1e-5, "f32 and f64 results differ by %.3g relative", rel);
+}
+
+sl_tensor *tu_permuted_leaf(const sl_tensor *t)
+{
+    int nd = t->ndim;
+    int64_t shape[SL_MAX_DIMS] = {0};
+    for (int k = 0; k < nd; k++) shape[k] = t->shape[(k + 1) % nd];
+    sl_tensor *buf = sl_zeros(t->dtype, nd, shape);
+    ck_assert_ptr_nonnull(buf);
+    sl_tensor *v = sl_detach(buf);
+    for (int k = 0; k < nd; k++) {
+        v->shape[(k + 1) % nd] = buf->shape[k];
+        v->strides[(k + 1) % nd] = buf->strides[k];
+    }
+    ck_assert(!sl_is_contiguous(v));
+    ck_assert(sl_copy_into(v, t));
+    return sl_requires_grad(v, true);
 }

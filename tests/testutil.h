@@ -17,9 +17,11 @@
 /* Runs a suite (no fork: sanitizers see everything) and returns the process exit code. */
 int tu_run(Suite *s);
 
-/* Every test is a TCase of its own, named after the test, so that CTest lists and runs each one
- * (tests/CMakeLists.txt registers "<suite>.<test>" with CK_RUN_CASE=<test> for every
- * tu_add_test it finds in the source). A suite's main declares a group's fixture and timeout
+/* Every test is a TCase of its own, named after the test, so that CTest lists and runs each one:
+ * with SL_LIST_TESTS=1 in the environment, tu_run prints the names given to tu_add_test, one per
+ * line, and runs nothing; tests/CMakeLists.txt runs each test program so after building it and
+ * registers "<suite>.<test>" with CK_RUN_CASE=<test> for each name. A suite's main declares a
+ * group's fixture and timeout
  * once with tu_fixture / tu_timeout on a template TCase, then adds tests to that group:
  *     TCase *tc = tcase_create("x");
  *     tu_fixture(tc, tu_setup, tu_teardown);
@@ -39,6 +41,9 @@ sl_tensor *tu_randn(sl_rng *rng, sl_dtype dtype, int ndim, const int64_t *shape)
 /* The same values as t, as a NON-contiguous leaf view (every other element of a wider buffer),
  * requires_grad set for floating dtypes. Use it to test ops on views. */
 sl_tensor *tu_noncontig(const sl_tensor *t);
+/* The values of t as a leaf view whose dims are stored in rotated order (dim 0 innermost): a
+ * permuted, non-contiguous input, as sl_permute would give; requires_grad set. */
+sl_tensor *tu_permuted_leaf(const sl_tensor *t);
 /* A copy of t in another dtype, as a leaf with requires_grad set (floating dtypes). */
 sl_tensor *tu_cast_leaf(const sl_tensor *t, sl_dtype dtype);
 
