@@ -84,11 +84,6 @@ static void naive(const sl_tensor *x, const spec *s, double *out, int64_t *arg)
     free(oi);
 }
 
-    ck_assert(!sl_is_contiguous(v));
-    ck_assert(sl_copy_into(v, t));
-    return sl_requires_grad(v, true);
-}
-
 /* Checks run(s, x) against the naive loops: shape and values. */
 static void check_against_naive(const spec *s, sl_tensor *x)
 {
