@@ -135,9 +135,8 @@ static sl_tensor *attend(const sl_attention *m, sl_tensor *q, sl_tensor *k, sl_t
 
 /* ---------------------------------------------------------------- construction */
 
-/* cfg with n_kv_heads resolved, or false with a message naming op. */
-static bool resolve_config(const char *op, const sl_attention_config *cfg,
-                           sl_attention_config *out)
+bool sl__attention_config_resolve(const char *op, const sl_attention_config *cfg,
+                                  sl_attention_config *out)
 {
     if (!cfg) return sl_set_error(SL_ERR_ARG, "%s: config is NULL", op);
     sl_attention_config c = *cfg;
@@ -203,7 +202,7 @@ sl_attention *sl_attention_new(sl_params *ps, const char *name, const sl_attenti
                                sl_rng *rng)
 {
     sl_attention_config c;
-    if (!resolve_config("sl_attention_new", cfg, &c)) return NULL;
+    if (!sl__attention_config_resolve("sl_attention_new", cfg, &c)) return NULL;
     if (!ps || !name) return SL_FAIL(SL_ERR_ARG, "sl_attention_new: registry or name is NULL");
     if (!check_t5_table(ps, &c)) return NULL;
     sl_attention *m = sl_arena_alloc(sl_params_arena(ps), sizeof *m, 16);

@@ -65,13 +65,22 @@ sl_tensor *sl_block_forward(const sl_block *m, sl_tensor *x, sl_kv_cache *cache,
 
 /* ---------------------------------------------------------------- GPT */
 
-/* cfg with its defaults filled in (n_kv_heads, mlp_ratio), or false with a clear message. */
+/* The attention settings of a GPT config. */
+static sl_attention_config attention_config(const sl_gpt_config *c)
+{
+    return (sl_attention_config){.dim = c->dim, .n_heads = c->n_heads,
+                                 .n_kv_heads = c->n_kv_heads, .pos = c->pos,
+                                 .fused_qkv = c->fused_qkv, .t5_buckets = c->t5_buckets,
+                                 .t5_max_distance = c->t5_max_distance};
+}
+
+/* cfg with its defaults filled in (mlp_ratio here, the attention's in
+ * sl__attention_config_resolve), or false with a clear message. */
 static bool resolve_config(const sl_gpt_config *cfg, sl_gpt_config *out)
 {
     const char *op = "sl_gpt_new";
     if (!cfg) return sl_set_error(SL_ERR_ARG, "%s: config is NULL", op);
     sl_gpt_config c = *cfg;
-    if (c.n_kv_heads == 0) c.n_kv_heads = c.n_heads;
     if (c.mlp_ratio == 0) c.mlp_ratio = 4;
     if (c.vocab_size < 1 || c.vocab_size > INT32_MAX)
         return sl_set_error(SL_ERR_ARG, "%s: vocab_size %lld outside [1, %d]", op,
@@ -79,20 +88,15 @@ static bool resolve_config(const sl_gpt_config *cfg, sl_gpt_config *out)
     if (c.context < 1)
         return sl_set_error(SL_ERR_ARG, "%s: context %lld must be >= 1", op,
                             (long long)c.context);
-    if (c.dim < 1 || c.n_layers < 1 || c.n_heads < 1 || c.n_kv_heads < 1 || c.mlp_ratio < 1)
+    if (c.dim < 1 || c.n_layers < 1 || c.n_heads < 1 || c.n_kv_heads < 0 || c.mlp_ratio < 1)
         return sl_set_error(SL_ERR_ARG, "%s: dim %lld, n_layers %d, n_heads %d, n_kv_heads %d "
                             "and mlp_ratio %d must be >= 1", op, (long long)c.dim, c.n_layers,
                             c.n_heads, cfg->n_kv_heads, cfg->mlp_ratio);
-    if (c.dim % c.n_heads)
-        return sl_set_error(SL_ERR_ARG, "%s: dim %lld is not a multiple of n_heads %d", op,
-                            (long long)c.dim, c.n_heads);
-    if (c.n_heads % c.n_kv_heads)
-        return sl_set_error(SL_ERR_ARG, "%s: n_heads %d is not a multiple of n_kv_heads %d", op,
-                            c.n_heads, c.n_kv_heads);
-    if (c.pos < 0 || c.pos >= SL_POS_COUNT)
-        return sl_set_error(SL_ERR_ARG, "%s: unknown positional method %d", op, (int)c.pos);
-    if (c.t5_buckets == 0) c.t5_buckets = 32;
-    if (c.t5_max_distance == 0) c.t5_max_distance = 128;
+    sl_attention_config a = attention_config(&c);
+    if (!sl__attention_config_resolve(op, &a, &a)) return false;
+    c.n_kv_heads = a.n_kv_heads;
+    c.t5_buckets = a.t5_buckets;
+    c.t5_max_distance = a.t5_max_distance;
     if (!(c.dropout >= 0 && c.dropout < 1))
         return sl_set_error(SL_ERR_ARG, "%s: dropout %g outside [0, 1)", op, c.dropout);
     *out = c;
@@ -124,10 +128,8 @@ static bool build(sl_gpt *m, sl_rng *rng)
     }
     m->blocks = sl_arena_alloc(sl_params_arena(ps), sizeof *m->blocks * (size_t)c->n_layers, 16);
     if (!m->blocks) return false;
-    sl_attention_config ac = {.dim = c->dim, .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads,
-                              .pos = c->pos, .fused_qkv = c->fused_qkv,
-                              .t5_buckets = c->t5_buckets, .t5_max_distance = c->t5_max_distance,
-                              .t5_table = m->t5_table};
+    sl_attention_config ac = attention_config(c);
+    ac.t5_table = m->t5_table;
     /* GPT-2: each residual projection's weights scaled by 1/sqrt(2 n_layers), so the residual
      * stream's variance does not grow with depth. */
     double residual_scale = 1 / sqrt(2.0 * c->n_layers);

@@ -460,7 +460,7 @@ START_TEST(positional_parameters)
     c = tiny(SL_POS_ROTARY);
     c.dim = 6, c.n_heads = 2; /* head dim 3 */
     ck_assert_ptr_null(sl_gpt_new(&c, SL_F32));
-    ck_assert_str_eq(sl_error_message(), "sl_attention_new: rotary needs an even head dim, not "
+    ck_assert_str_eq(sl_error_message(), "sl_gpt_new: rotary needs an even head dim, not "
                                          "3 (dim 6 / 2 heads)");
     sl_error_clear();
 }
