@@ -16,9 +16,8 @@
  * depend on the thread count or the schedule: they repeat bitwise.
  *
  * The tile products (alibi_attention_kernels.h) are register-blocked loops on GCC/Clang vector
- * types, AVX-512 when the build targets it: about 1.6x the per-core rate of OpenBLAS 0.3.21's
- * sgemm on this project's reference machine (which it runs with its Haswell kernels; see
- * BENCHMARKS.md). Tiles live in each thread's scratch (tensor/pool.c): besides the output and
+ * types, AVX-512 when the build targets it: tiles this small run faster in registers here than
+ * through calls to a BLAS (BENCHMARKS.md compares the rates). Tiles live in each thread's scratch (tensor/pool.c): besides the output and
  * the log-sum-exp, the op's memory is O(threads * TILE * (D + Dv)), never O(Tq * Tk). */
 #include "internal.h"
 

@@ -1,8 +1,8 @@
 /* ops/blas.c — the policy for matrix products: OpenBLAS's threads, the f32 engine, layouts.
  *
  * Which engine. OpenBLAS runs the kernels of the core it detects (or that OPENBLAS_CORETYPE
- * names, read once when it loads), and those need not be the machine's best: a 0.3.21 that
- * does not know a CPU falls back to older kernels. The library's own f32 product (ops/gemm.c)
+ * names, read once when it loads), and those need not be the machine's best: an OpenBLAS older
+ * than the CPU falls back to kernels for an older core. The library's own f32 product (ops/gemm.c)
  * is an AVX-512 kernel; it is used where OpenBLAS runs kernels without AVX-512 on an AVX-512
  * build, and cblas everywhere else (BENCHMARKS.md has the measurements behind the rule). */
 #include "blas.h"

@@ -65,7 +65,8 @@ typedef enum sl_activation {
     SL_ACT_GELU_TANH = 1, /* 0.5 u (1 + tanh(sqrt(2/pi) (u + 0.044715 u^3))), GPT-2's GELU */
 } sl_activation;
 /* y = act(x weight^T + bias) over the last dim: x (..., in), weight (out, in), bias (out) or
- * NULL -> (..., out). The same values as sl_matmul, sl_add and sl_gelu composed, in one op:
+ * NULL -> (..., out). What sl_matmul, sl_add and sl_gelu(SL_GELU_TANH) compose, in one op
+ * (equal to rounding: the GELU is computed in another form, below):
  * one gemm over all of x's rows (x read in place when its rows are evenly strided, weight
  * never copied unless neither of its dims is contiguous), bias and activation applied to each
  * block of rows as gemm finishes it, and a backward that accumulates dx and dweight by gemm

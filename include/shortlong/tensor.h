@@ -146,7 +146,8 @@ bool sl_copy_into(sl_tensor *dst, const sl_tensor *src);
 /* Sets every element (no autograd). */
 bool sl_fill(sl_tensor *t, double value);
 
-/* Prints shape, dtype and up to max_elems values (0: a default of 6 per dim edge). */
+/* Prints "<label>: <dtype> <shape>" (and "requires_grad" when set), then the values: every
+ * entry of a dim of up to 6, else its first 3 and last 3 with "..." between. label may be NULL. */
 void sl_fprint(FILE *f, const sl_tensor *t, const char *label);
 #define sl_print(t) sl_fprint(stdout, (t), #t)
 
