@@ -46,8 +46,8 @@ START_TEST(slopes_follow_the_paper)
             ck_assert_close(sl_alibi_slope(h, n), want[h], 1e-14, 0);
         }
     }
-    /* design.md's lists, literally: H = 8 starts at 1/2 (not 1), H = 12 appends the odd
-     * slopes of 16 heads after the 8. */
+    /* The lists written out: H = 8 starts at 1/2 (not 1), H = 12 appends the odd slopes of 16
+     * heads after the 8 (the paper's code, and include/shortlong/ops.h). */
     for (int h = 0; h < 8; h++) ck_assert_double_eq(sl_alibi_slope(h, 8), 1.0 / (2 << h));
     double h12[] = {0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625, 0.0078125, 0.00390625,
                     0.7071, 0.3536, 0.1768, 0.0884};
