@@ -137,23 +137,6 @@ static void binary_backward_run(void *vctx, char *const *p, const int64_t *bs, i
     else binary_backward_f64(c->op, c->which, p[0], p[1], p[2], p[3], bs, n);
 }
 
-/* Runs fn over the output's shape with operands out (contiguous), x, y read with broadcast
- * strides (and an optional fourth). */
-static void broadcast_foreach(sl__run_fn fn, void *ctx, sl_tensor *const *ops, int nops,
-                              const sl_tensor *shape_of)
-{
-    int64_t st[SL__MAX_OPS][SL_MAX_DIMS];
-    char *base[SL__MAX_OPS];
-    size_t es[SL__MAX_OPS];
-    for (int k = 0; k < nops; k++) {
-        sl__broadcast_strides(ops[k], shape_of->ndim, shape_of->shape, st[k]);
-        base[k] = sl_ptr(ops[k]);
-        es[k] = sl_dtype_size(ops[k]->dtype);
-    }
-    sl__foreach(nops, base, (const int64_t(*)[SL_MAX_DIMS])st, es, shape_of->ndim,
-                shape_of->shape, fn, ctx);
-}
-
 typedef struct {
     binary_ctx c;
     char *y;
@@ -180,17 +163,8 @@ static bool binary_backward(sl_node *n)
         if (!gx) return false;
         /* Accumulate straight into the gradient; dims where it has stride 0 are summed. */
         binary_ctx c = {op, y->dtype, which};
-        sl_tensor *ops[4] = {gx, n->grad, n->in[0], n->in[1]};
-        int64_t st[SL__MAX_OPS][SL_MAX_DIMS];
-        char *base[SL__MAX_OPS];
-        size_t es[SL__MAX_OPS];
-        for (int k = 0; k < 4; k++) {
-            sl__broadcast_strides(ops[k], y->ndim, y->shape, st[k]);
-            base[k] = sl_ptr(ops[k]);
-            es[k] = sl_dtype_size(y->dtype);
-        }
-        sl__foreach(4, base, (const int64_t(*)[SL_MAX_DIMS])st, es, y->ndim, y->shape,
-                    binary_backward_run, &c);
+        sl__foreach_broadcast(binary_backward_run, &c, 4,
+                              (sl_tensor *[]){gx, n->grad, n->in[0], n->in[1]}, y);
     }
     return true;
 }
@@ -212,8 +186,7 @@ static sl_tensor *binary(binary_op op, sl_tensor *a, sl_tensor *b)
         binary_flat_job j = {c, y->data, sl_ptr(a), sl_ptr(b), (int64_t)sl_dtype_size(a->dtype)};
         sl_parallel_for(sl_numel(y), GRAIN, binary_flat_range, &j);
     } else {
-        sl_tensor *ops[3] = {y, a, b};
-        broadcast_foreach(binary_forward_run, &c, ops, 3, y);
+        sl__foreach_broadcast(binary_forward_run, &c, 3, (sl_tensor *[]){y, a, b}, y);
     }
     sl_node *n;
     if (!sl_record(&n, name, y, 2, (sl_tensor *[]){a, b}, binary_backward, sizeof(binary_op)))

@@ -7,7 +7,9 @@
  * gemm as transposed, uncopied, and the bias and activation run on each block of rows right
  * after gemm wrote it, while it is in cache. Backward makes no view gradients: dx and dW are
  * accumulated by gemm (beta = 1) straight into the gradient buffers of x and W, and db is a
- * column sum folded into the pass that applies the activation's derivative.
+ * column sum folded into the pass that applies the activation's derivative. Those per-row
+ * epilogues live in linear_kernels.h (one type-generic source, made into f32 and f64 functions
+ * here).
  *
  * f32 products run on shortlong's own AVX-512 kernel (ops/gemm.c) where it beats OpenBLAS's
  * (sl__sgemm_enabled): the operand it packs (W^T forward, W for dx, x for dW) is packed once
@@ -89,76 +91,20 @@ static inline void vstore_part(float *p, vf v, int64_t n) { sl__vstore_part(p, v
 
 /* ---------------------------------------------------------------- epilogues */
 
-/* The plain loops below run their first n - n % 16 iterations in a loop of their own: a trip
- * count known to be a multiple of 16 is what GCC's -O2 (its "very cheap" vectorizer cost model)
- * needs to vectorize a loop. */
-#define VEC16(n) ((n) & ~(int64_t)15) /* n >= 0 */
-
-/* d += p over n elements. */
-static void add_f32(float *restrict d, const float *restrict p, int64_t n)
-{
-    for (int64_t e = 0; e < VEC16(n); e++) d[e] += p[e];
-    for (int64_t e = VEC16(n); e < n; e++) d[e] += p[e];
-}
-
-static void add_f64(double *restrict d, const double *restrict p, int64_t n)
-{
-    for (int64_t e = 0; e < VEC16(n); e++) d[e] += p[e];
-    for (int64_t e = VEC16(n); e < n; e++) d[e] += p[e];
-}
-
-/* One row of n: u += b (b may be NULL); y = gelu(u) if gelu (y separate), else nothing more. */
-static void forward_row_f32(float *restrict u, float *restrict y, const float *restrict b,
-                            int64_t n, bool gelu)
-{
-    if (b) add_f32(u, b, n);
-    if (!gelu) return;
-    int64_t j = 0;
-    for (; j + VW <= n; j += VW) vstore(y + j, gelu_vec(vload(u + j)));
-    if (j < n) vstore_part(y + j, gelu_vec(vload_part(u + j, n - j)), n - j);
-}
-
-static void forward_row_f64(double *restrict u, double *restrict y, const double *restrict b,
-                            int64_t n, bool gelu)
-{
-    if (b) add_f64(u, b, n);
-    if (gelu)
-        for (int64_t j = 0; j < n; j++) y[j] = gelu_f64(u[j], NULL);
-}
-
-/* One row of n: du = g * gelu'(u) (when gelu; else du is g and nothing is written), and
- * db += du in double (when db is given). */
-static void backward_row_f32(const float *restrict g, const float *restrict u, float *restrict du,
-                             double *restrict db, int64_t n, bool gelu)
-{
-    if (gelu) {
-        int64_t j = 0;
-        for (; j + VW <= n; j += VW) vstore(du + j, vload(g + j) * gelu_deriv_vec(vload(u + j)));
-        if (j < n)
-            vstore_part(du + j, vload_part(g + j, n - j) * gelu_deriv_vec(vload_part(u + j, n - j)),
-                        n - j);
-    }
-    if (db) {
-        const float *d = gelu ? du : g;
-        for (int64_t j = 0; j < VEC16(n); j++) db[j] += d[j];
-        for (int64_t j = VEC16(n); j < n; j++) db[j] += d[j];
-    }
-}
-
-static void backward_row_f64(const double *restrict g, const double *restrict u,
-                             double *restrict du, double *restrict db, int64_t n, bool gelu)
-{
-    if (gelu)
-        for (int64_t j = 0; j < n; j++) {
-            double d;
-            gelu_f64(u[j], &d);
-            du[j] = g[j] * d;
-        }
-    if (db) {
-        const double *d = gelu ? du : g;
-        for (int64_t j = 0; j < n; j++) db[j] += d[j];
-    }
-}
+#define T float
+#define SUF f32
+#define T_IS_F32 1
+#include "linear_kernels.h"
+#undef T
+#undef SUF
+#undef T_IS_F32
+#define T double
+#define SUF f64
+#define T_IS_F32 0
+#include "linear_kernels.h"
+#undef T
+#undef SUF
+#undef T_IS_F32
 
 /* ---------------------------------------------------------------- gemm */
 

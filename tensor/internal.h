@@ -72,6 +72,11 @@ void sl__broadcast_strides(const sl_tensor *t, int ndim, const int64_t *shape, i
 typedef void (*sl__run_fn)(void *ctx, char *const *ptr, const int64_t *bstride, int64_t n);
 void sl__foreach(int nops, char *const *base, const int64_t (*strides)[SL_MAX_DIMS],
                  const size_t *esize, int ndim, const int64_t *shape, sl__run_fn fn, void *ctx);
+/* sl__foreach over shape_of's shape, with each of the nops operands (any strides, each its own
+ * dtype) read as broadcast to it (stride 0 on its broadcast dims). The caller has checked that
+ * they broadcast. */
+void sl__foreach_broadcast(sl__run_fn fn, void *ctx, int nops, sl_tensor *const *ops,
+                           const sl_tensor *shape_of);
 /* dst += src, where src has a shape dst broadcasts to: sums src over the broadcast dims (f32
  * sums in double). Same dtype. dst may have any strides (a view of a gradient buffer is fine,
  * and the shape ops' backwards rely on that). The backward of every broadcasting op uses it. */

@@ -456,6 +456,21 @@ void sl__foreach(int nops, char *const *base, const int64_t (*strides)[SL_MAX_DI
     }
 }
 
+void sl__foreach_broadcast(sl__run_fn fn, void *ctx, int nops, sl_tensor *const *ops,
+                           const sl_tensor *shape_of)
+{
+    int64_t st[SL__MAX_OPS][SL_MAX_DIMS];
+    char *base[SL__MAX_OPS];
+    size_t es[SL__MAX_OPS];
+    for (int k = 0; k < nops; k++) {
+        sl__broadcast_strides(ops[k], shape_of->ndim, shape_of->shape, st[k]);
+        base[k] = sl_ptr(ops[k]);
+        es[k] = sl_dtype_size(ops[k]->dtype);
+    }
+    sl__foreach(nops, base, (const int64_t(*)[SL_MAX_DIMS])st, es, shape_of->ndim,
+                shape_of->shape, fn, ctx);
+}
+
 typedef struct {
     sl_dtype dtype;
 } acc_ctx;

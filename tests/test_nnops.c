@@ -1,5 +1,6 @@
-/* nn primitives (layernorm, embedding, cross-entropy, dropout, where, masked_fill): values
- * against naive loops, error messages, float64 gradchecks, views, f32 against f64. */
+/* nn primitives (ops/layer_norm.c, embedding.c, cross_entropy.c, dropout.c, select.c: layer
+ * norm, embedding, cross-entropy, dropout, where, masked_fill): values against naive loops,
+ * error messages, float64 gradchecks, views, f32 against f64. */
 #include "testutil.h"
 
 #include <stdlib.h>

@@ -101,22 +101,34 @@ sl_tensor *sl_contiguous(sl_tensor *a);
 sl_tensor *sl_softmax(sl_tensor *a, int axis);
 sl_tensor *sl_log_softmax(sl_tensor *a, int axis);
 
-/* ---------------------------------------------------------------- nn primitives (nnops.c) */
+/* ---------------------------------------------------------------- layer norm (layer_norm.c) */
 
 /* Normalises over the last dim: (x - mean) / sqrt(var + eps) * weight + bias.
  * weight and bias are [C] and may be NULL (no affine part). */
 sl_tensor *sl_layer_norm(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, double eps);
+
+/* ---------------------------------------------------------------- embedding (embedding.c) */
+
 /* weight [V, D], indices i32 [...] -> [..., D]. An index outside [0, V) is SL_ERR_INDEX. */
 sl_tensor *sl_embedding(sl_tensor *weight, sl_tensor *indices);
+
+/* ------------------------------------------------------------- cross-entropy (cross_entropy.c) */
+
 /* logits [..., C], targets i32 [...] -> mean over targets != ignore_index of
  * -log_softmax(logits)[target] (a 0-d tensor). Pass SL_NO_IGNORE to count every target.
  * A target outside [0, C) that is not ignore_index is SL_ERR_INDEX. If every target is ignored
  * (or there are none), the loss is 0 and the gradient to logits is 0. */
 #define SL_NO_IGNORE INT32_MIN
 sl_tensor *sl_cross_entropy(sl_tensor *logits, sl_tensor *targets, int32_t ignore_index);
+
+/* ---------------------------------------------------------------- dropout (dropout.c) */
+
 /* Zeroes each element with probability p and scales the rest by 1/(1-p), drawing from rng.
  * Identity when !train or p == 0. */
 sl_tensor *sl_dropout(sl_tensor *x, double p, sl_rng *rng, bool train);
+
+/* ---------------------------------------------------------------- selection (select.c) */
+
 /* cond ? a : b elementwise, broadcast; cond is i32 (non-zero = true). */
 sl_tensor *sl_where(sl_tensor *cond, sl_tensor *a, sl_tensor *b);
 /* x with value where mask (i32, broadcast to x) is non-zero. */

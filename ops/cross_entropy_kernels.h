@@ -1,0 +1,90 @@
+/* ops/cross_entropy_kernels.h — the cross-entropy kernels, written once over a type T and
+ * included by cross_entropy.c with T = float and with T = double (SUF names them: _f32, _f64;
+ * T_IS_F32 says which). The f32 exponentials run 16 lanes at a time through ops/vexp.h, the f64
+ * ones through exp; the log-sum-exp and the loss are in double either way. The backward kernel
+ * ACCUMULATES into the logits' gradient. */
+#include <tgmath.h>
+
+#define CAT_(a, b) a##_##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(name) CAT(name, SUF)
+
+/* Rows [r0, r1) of x (rows, C) whose target counts: lse = log(sum_j exp(x_j)), computed as
+ * max + log(sum_j exp(x_j - max)) with the sum in double, so large logits cannot overflow. */
+static void FN(cross_entropy_forward)(const T *restrict x, const int32_t *restrict tgt,
+                                      int32_t ignore, double *restrict lse, int64_t r0,
+                                      int64_t r1, int64_t C)
+{
+    for (int64_t r = r0; r < r1; r++) {
+        if (!ce_counted(tgt[r], ignore)) continue;
+        const T *xr = x + r * C;
+        T mx = xr[0];
+        for (int64_t j = 1; j < C; j++)
+            if (xr[j] > mx) mx = xr[j];
+#if T_IS_F32 /* 16 logits at a time through the vector exp, the last C % 16 padded with -inf
+               (e^-inf = 0), the sum in 8 double lanes (ops/rows.h) */
+        vd8 acc = {0};
+        for (int64_t j = 0; j < C; j += SL__VW) {
+            sl__vf v = C - j >= SL__VW ? sl__vload(xr + j)
+                                       : sl__vload_part(xr + j, C - j, -INFINITY);
+            vd8 lo, hi;
+            split_f32(sl__vexp(v - mx), &lo, &hi);
+            acc += lo + hi;
+        }
+        double s = hsum8(acc);
+#else
+        double s = 0;
+        for (int64_t j = 0; j < C; j++) s += exp(xr[j] - mx);
+#endif
+        lse[r] = mx + log(s);
+    }
+}
+
+/* The sum over counted rows of -log_softmax(x)[t] = lse - x[t], in row order. */
+static double FN(cross_entropy_total)(const T *restrict x, const int32_t *restrict tgt,
+                                      int32_t ignore, const double *restrict lse, int64_t rows,
+                                      int64_t C)
+{
+    double total = 0;
+    for (int64_t r = 0; r < rows; r++)
+        if (ce_counted(tgt[r], ignore)) total += lse[r] - x[r * C + tgt[r]];
+    return total;
+}
+
+/* Rows [r0, r1): gx += (softmax(x) - onehot(t)) * scale for counted rows, nothing for ignored
+ * ones; softmax_j = exp(x_j - lse), the difference taken in double. */
+static void FN(cross_entropy_backward)(const T *restrict x, const int32_t *restrict tgt,
+                                       int32_t ignore, const double *restrict lse, double scale,
+                                       T *restrict gx, int64_t r0, int64_t r1, int64_t C)
+{
+#if T_IS_F32
+    const sl__vi lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    const float sc = (float)scale;
+#endif
+    for (int64_t r = r0; r < r1; r++) {
+        int32_t t = tgt[r];
+        if (!ce_counted(t, ignore)) continue;
+        const T *xr = x + r * C;
+        T *gr = gx + r * C;
+#if T_IS_F32
+        for (int64_t j = 0; j < C; j += SL__VW) {
+            int64_t n = C - j < SL__VW ? C - j : SL__VW;
+            sl__vf v = n == SL__VW ? sl__vload(xr + j) : sl__vload_part(xr + j, n, 0);
+            vd8 lo, hi;
+            split_f32(v, &lo, &hi);
+            sl__vf p = sl__vexp(join_f32(lo - lse[r], hi - lse[r]));
+            sl__vf onehot = (sl__vf)((lane + (int32_t)j == t) & (sl__vi)((sl__vf){0} + 1.0f));
+            sl__vf g = (p - onehot) * sc;
+            if (n == SL__VW) sl__vstore(gr + j, sl__vload(gr + j) + g);
+            else sl__vstore_part(gr + j, sl__vload_part(gr + j, n, 0) + g, n);
+        }
+#else
+        for (int64_t j = 0; j < C; j++)
+            gr[j] += (T)((exp(xr[j] - lse[r]) - (j == t)) * scale);
+#endif
+    }
+}
+
+#undef FN
+#undef CAT
+#undef CAT_

@@ -1,0 +1,106 @@
+/* ops/embedding.c — embedding lookup: rows of a table picked by integer indices.
+ *
+ *     weight (V, D), indices (...) i32 -> y (..., D)
+ *
+ * The kernels live in embedding_kernels.h (one type-generic source, made into f32 and f64
+ * functions below): the forward copies rows in parallel over the tokens, the backward
+ * scatter-adds in parallel over the columns. */
+#include "internal.h"
+
+#include "rows.h"
+
+#define T float
+#define SUF f32
+#include "embedding_kernels.h"
+#undef T
+#undef SUF
+#define T double
+#define SUF f64
+#include "embedding_kernels.h"
+#undef T
+#undef SUF
+
+typedef struct {
+    const int32_t *idx; /* contiguous indices (n) */
+} embedding_saved;
+
+typedef struct {
+    sl_dtype dtype;
+    const void *w, *g;
+    void *y, *dw;
+    int64_t ws0, ws1, n, D;
+    const int32_t *idx;
+} embedding_job;
+
+static void embedding_forward_range(void *ctx, int64_t i0, int64_t i1)
+{
+    const embedding_job *j = ctx;
+    if (j->dtype == SL_F32) embedding_forward_f32(j->w, j->ws0, j->ws1, j->idx, j->y, i0, i1, j->D);
+    else embedding_forward_f64(j->w, j->ws0, j->ws1, j->idx, j->y, i0, i1, j->D);
+}
+
+static void embedding_backward_range(void *ctx, int64_t d0, int64_t d1)
+{
+    const embedding_job *j = ctx;
+    if (j->dtype == SL_F32) embedding_backward_f32(j->idx, j->g, j->dw, j->n, j->D, d0, d1);
+    else embedding_backward_f64(j->idx, j->g, j->dw, j->n, j->D, d0, d1);
+}
+
+/* y[i, :] = weight[idx[i], :], so dweight[v, :] = sum over the tokens i with idx[i] == v of
+ * g[i, :]: a scatter-add, parallel over columns. */
+static bool embedding_backward(sl_node *n)
+{
+    if (!n->in[0]->requires_grad) return true;
+    const embedding_saved *s = n->saved;
+    sl_tensor *gw = sl_input_grad(n, 0);
+    if (!gw) return false;
+    int64_t D = gw->shape[1], ntok = sl_numel(n->in[1]);
+    embedding_job j = {.dtype = gw->dtype, .g = sl_ptr(n->grad), .dw = sl_ptr(gw), .n = ntok,
+                       .D = D, .idx = s->idx};
+    sl_parallel_for(D, row_grain(ntok), embedding_backward_range, &j); /* a column is ntok long */
+    return true;
+}
+
+sl_tensor *sl_embedding(sl_tensor *weight, sl_tensor *indices)
+{
+    const char *op = "sl_embedding";
+    SL_CHECK_TENSOR(op, weight);
+    SL_CHECK_TENSOR(op, indices);
+    if (!sl__check_float(op, weight)) return NULL;
+    if (weight->ndim != 2)
+        return SL_FAIL(SL_ERR_SHAPE, "sl_embedding: weight must be 2-D [V, D], got %s",
+                       sl_shape_str(weight));
+    if (indices->dtype != SL_I32)
+        return SL_FAIL(SL_ERR_DTYPE, "sl_embedding: indices must be i32, got %s %s",
+                       sl_dtype_name(indices->dtype), sl_shape_str(indices));
+    if (indices->ndim + 1 > SL_MAX_DIMS)
+        return SL_FAIL(SL_ERR_SHAPE, "sl_embedding: indices %s leave no room for the output's "
+                       "last dim (at most %d dims)", sl_shape_str(indices), SL_MAX_DIMS);
+    int64_t V = weight->shape[0], D = weight->shape[1];
+    sl_tensor *ic = sl__contig(indices);
+    if (!ic) return NULL;
+    const int32_t *idx = sl_ptr(ic);
+    int64_t ntok = sl_numel(ic);
+    for (int64_t i = 0; i < ntok; i++)
+        if (idx[i] < 0 || idx[i] >= V)
+            return SL_FAIL(SL_ERR_INDEX,
+                           "sl_embedding: index %d at flat position %lld is out of range [0, %lld) "
+                           "for weight %s",
+                           (int)idx[i], (long long)i, (long long)V, sl_shape_str(weight));
+
+    int64_t shape[SL_MAX_DIMS];
+    memcpy(shape, indices->shape, sizeof(int64_t) * (size_t)indices->ndim);
+    shape[indices->ndim] = D;
+    sl_tensor *y = sl__new(weight->dtype, indices->ndim + 1, shape);
+    if (!y) return NULL;
+    embedding_job j = {.dtype = weight->dtype, .w = sl_ptr(weight), .y = y->data,
+                       .ws0 = weight->strides[0], .ws1 = weight->strides[1], .n = ntok, .D = D,
+                       .idx = idx};
+    sl_parallel_for(ntok, row_grain(D), embedding_forward_range, &j);
+    sl_node *n;
+    if (!sl_record(&n, op, y, 2, (sl_tensor *[]){weight, indices}, embedding_backward,
+                   sizeof(embedding_saved)))
+        return NULL;
+    if (n) ((embedding_saved *)n->saved)->idx = idx;
+    return y;
+}
