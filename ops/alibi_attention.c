@@ -96,16 +96,8 @@ static inline vec_f64 vexp_f64(vec_f64 x)
     return x;
 }
 
-#define T float
-#define SUF f32
-#include "alibi_attention_kernels.h"
-#undef T
-#undef SUF
-#define T double
-#define SUF f64
-#include "alibi_attention_kernels.h"
-#undef T
-#undef SUF
+#define SL_KERNELS "alibi_attention_kernels.h"
+#include "instantiate.h"
 
 /* ---------------------------------------------------------------- slopes */
 

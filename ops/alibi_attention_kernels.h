@@ -8,9 +8,6 @@
  * (causal, keys j <= p_i) or -m |p_i - j| (bidirectional), P the softmax of x over j, and
  * lse_i = log sum_j exp(x_ij), so that P_ij = exp(x_ij - lse_i). */
 
-#define CAT_(a, b) a##_##b
-#define CAT(a, b) CAT_(a, b)
-#define FN(name) CAT(name, SUF)
 #define VEC CAT(vec, SUF)
 #define IVEC CAT(ivec, SUF)
 #define VL ((int)(VEC_BYTES / sizeof(T)))
@@ -536,6 +533,3 @@ static void FN(q_grad_task)(const attn_job *j, int64_t b, int64_t h, int64_t qt,
 #undef VL
 #undef IVEC
 #undef VEC
-#undef FN
-#undef CAT
-#undef CAT_

@@ -34,20 +34,8 @@ static inline bool ce_counted(int32_t t, int32_t ignore_index)
     return ignore_index == SL_NO_IGNORE || t != ignore_index;
 }
 
-#define T float
-#define SUF f32
-#define T_IS_F32 1
-#include "cross_entropy_kernels.h"
-#undef T
-#undef SUF
-#undef T_IS_F32
-#define T double
-#define SUF f64
-#define T_IS_F32 0
-#include "cross_entropy_kernels.h"
-#undef T
-#undef SUF
-#undef T_IS_F32
+#define SL_KERNELS "cross_entropy_kernels.h"
+#include "instantiate.h"
 
 typedef struct {
     sl_tensor *x;       /* contiguous logits (rows, C) */

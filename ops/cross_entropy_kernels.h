@@ -5,10 +5,6 @@
  * ACCUMULATES into the logits' gradient. */
 #include <tgmath.h>
 
-#define CAT_(a, b) a##_##b
-#define CAT(a, b) CAT_(a, b)
-#define FN(name) CAT(name, SUF)
-
 /* Rows [r0, r1) of x (rows, C) whose target counts: lse = log(sum_j exp(x_j)), computed as
  * max + log(sum_j exp(x_j - max)) with the sum in double, so large logits cannot overflow. */
 static void FN(cross_entropy_forward)(const T *restrict x, const int32_t *restrict tgt,
@@ -84,7 +80,3 @@ static void FN(cross_entropy_backward)(const T *restrict x, const int32_t *restr
 #endif
     }
 }
-
-#undef FN
-#undef CAT
-#undef CAT_

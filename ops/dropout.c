@@ -6,16 +6,8 @@
  * type-generic source, made into f32 and f64 functions below). */
 #include "internal.h"
 
-#define T float
-#define SUF f32
-#include "dropout_kernels.h"
-#undef T
-#undef SUF
-#define T double
-#define SUF f64
-#include "dropout_kernels.h"
-#undef T
-#undef SUF
+#define SL_KERNELS "dropout_kernels.h"
+#include "instantiate.h"
 
 typedef struct {
     const uint8_t *keep; /* one byte per element, row-major */

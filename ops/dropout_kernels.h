@@ -2,10 +2,6 @@
  * dropout.c with T = float and with T = double (SUF names them: _f32, _f64). The backward
  * kernel ACCUMULATES into the input's gradient. */
 
-#define CAT_(a, b) a##_##b
-#define CAT(a, b) CAT_(a, b)
-#define FN(name) CAT(name, SUF)
-
 /* y = keep ? x * scale : 0 over n contiguous elements. */
 static void FN(dropout_forward)(const T *restrict x, const uint8_t *restrict keep, T scale,
                                 T *restrict y, int64_t n)
@@ -20,7 +16,3 @@ static void FN(dropout_backward)(const T *restrict g, const uint8_t *restrict ke
     for (int64_t i = 0; i < n; i++)
         if (keep[i]) gx[i] += g[i] * scale;
 }
-
-#undef FN
-#undef CAT
-#undef CAT_

@@ -21,16 +21,8 @@ typedef enum { B_ADD, B_SUB, B_MUL, B_DIV, B_COUNT } binary_op;
 static const char *const binary_name[] = {"sl_add", "sl_sub", "sl_mul", "sl_div"};
 _Static_assert(sizeof binary_name / sizeof *binary_name == B_COUNT, "a name for every binary op");
 
-#define T float
-#define SUF f32
-#include "elementwise_kernels.h"
-#undef T
-#undef SUF
-#define T double
-#define SUF f64
-#include "elementwise_kernels.h"
-#undef T
-#undef SUF
+#define SL_KERNELS "elementwise_kernels.h"
+#include "instantiate.h"
 
 enum { GRAIN = 1 << 15 }; /* elements per parallel chunk, at least */
 

@@ -4,10 +4,6 @@
  * backward; backward kernels ACCUMULATE into the input's gradient. */
 #include <tgmath.h>
 
-#define CAT_(a, b) a##_##b
-#define CAT(a, b) CAT_(a, b)
-#define FN(name) CAT(name, SUF)
-
 /* y = op(x), x and y contiguous, n elements. */
 static void FN(unary_forward)(unary_op op, const T *restrict x, T *restrict y, int64_t n, T p)
 {
@@ -121,7 +117,3 @@ static void FN(binary_backward)(binary_op op, int which, char *d_, const char *g
     case B_COUNT: break;
     }
 }
-
-#undef FN
-#undef CAT
-#undef CAT_

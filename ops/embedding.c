@@ -9,16 +9,8 @@
 
 #include "rows.h"
 
-#define T float
-#define SUF f32
-#include "embedding_kernels.h"
-#undef T
-#undef SUF
-#define T double
-#define SUF f64
-#include "embedding_kernels.h"
-#undef T
-#undef SUF
+#define SL_KERNELS "embedding_kernels.h"
+#include "instantiate.h"
 
 typedef struct {
     const int32_t *idx; /* contiguous indices (n) */

@@ -2,10 +2,6 @@
  * embedding.c with T = float and with T = double (SUF names them: _f32, _f64). The backward
  * kernel ACCUMULATES into the weight's gradient. */
 
-#define CAT_(a, b) a##_##b
-#define CAT(a, b) CAT_(a, b)
-#define FN(name) CAT(name, SUF)
-
 /* Tokens [i0, i1): y[i, :] = w[idx[i], :], w (V, D) read through element strides ws0, ws1,
  * y (n, D) contiguous. */
 static void FN(embedding_forward)(const T *restrict w, int64_t ws0, int64_t ws1,
@@ -32,7 +28,3 @@ static void FN(embedding_backward)(const int32_t *restrict idx, const T *restric
         for (int64_t d = d0; d < d1; d++) dr[d] += gr[d];
     }
 }
-
-#undef FN
-#undef CAT
-#undef CAT_

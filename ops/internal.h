@@ -5,9 +5,9 @@
  *     return NULL through SL_FAIL with a message "<op>: <what>: <shapes>";
  *   - allocate outputs with sl__new (contiguous, current arena, uninitialised);
  *   - kernels take plain pointers and sizes; write them once over a type T in a kernel header
- *     (ops/<op>_kernels.h) that the op's .c file includes twice, with T = float and
- *     T = double, never by converting through double at run time; where the f32 path is
- *     vectorised by hand, the header branches on T_IS_F32 (1 or 0, defined with T);
+ *     (ops/<op>_kernels.h), functions named FN(name), and instantiate it for f32 and f64 with
+ *     ops/instantiate.h, never by converting through double at run time; where the f32 path
+ *     is vectorised by hand, the header branches on T_IS_F32;
  *   - read strided or broadcast operands run by run with sl__foreach_broadcast
  *     (tensor/internal.h) rather than a loop of one's own;
  *   - in the .c file: the kernels' callers, the backward with its math in a comment above it,

@@ -11,16 +11,8 @@
 
 #include "rows.h"
 
-#define T float
-#define SUF f32
-#include "layer_norm_kernels.h"
-#undef T
-#undef SUF
-#define T double
-#define SUF f64
-#include "layer_norm_kernels.h"
-#undef T
-#undef SUF
+#define SL_KERNELS "layer_norm_kernels.h"
+#include "instantiate.h"
 
 enum { MAX_BLOCKS = 64 }; /* row blocks of the weight/bias gradient */
 

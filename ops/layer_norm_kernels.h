@@ -4,10 +4,6 @@
  * ACCUMULATES into dx. */
 #include <tgmath.h>
 
-#define CAT_(a, b) a##_##b
-#define CAT(a, b) CAT_(a, b)
-#define FN(name) CAT(name, SUF)
-
 /* 8 consecutive T's as a vector, and widened to double. */
 typedef T FN(v8) __attribute__((vector_size(8 * sizeof(T))));
 
@@ -130,7 +126,3 @@ static void FN(add_block_sums)(T *restrict dst, const double *restrict part, int
         dst[j] += (T)s;
     }
 }
-
-#undef FN
-#undef CAT
-#undef CAT_

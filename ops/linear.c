@@ -91,20 +91,8 @@ static inline void vstore_part(float *p, vf v, int64_t n) { sl__vstore_part(p, v
 
 /* ---------------------------------------------------------------- epilogues */
 
-#define T float
-#define SUF f32
-#define T_IS_F32 1
-#include "linear_kernels.h"
-#undef T
-#undef SUF
-#undef T_IS_F32
-#define T double
-#define SUF f64
-#define T_IS_F32 0
-#include "linear_kernels.h"
-#undef T
-#undef SUF
-#undef T_IS_F32
+#define SL_KERNELS "linear_kernels.h"
+#include "instantiate.h"
 
 /* ---------------------------------------------------------------- gemm */
 

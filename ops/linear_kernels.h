@@ -3,10 +3,6 @@
  * T = float and with T = double (SUF names them: _f32, _f64; T_IS_F32 says which). The f32 GELU
  * runs on the 16-lane vectors of ops/vexp.h, the f64 one on gelu_f64, both defined in linear.c. */
 
-#define CAT_(a, b) a##_##b
-#define CAT(a, b) CAT_(a, b)
-#define FN(name) CAT(name, SUF)
-
 /* The plain loops below run their first n - n % 16 iterations in a loop of their own: a trip
  * count known to be a multiple of 16 is what GCC's -O2 (its "very cheap" vectorizer cost model)
  * needs to vectorize a loop. */
@@ -62,6 +58,3 @@ static void FN(backward_row)(const T *restrict g, const T *restrict u, T *restri
 }
 
 #undef VEC16
-#undef FN
-#undef CAT
-#undef CAT_

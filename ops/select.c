@@ -6,16 +6,8 @@
  * over the dims its input was broadcast along. */
 #include "internal.h"
 
-#define T float
-#define SUF f32
-#include "select_kernels.h"
-#undef T
-#undef SUF
-#define T double
-#define SUF f64
-#include "select_kernels.h"
-#undef T
-#undef SUF
+#define SL_KERNELS "select_kernels.h"
+#include "instantiate.h"
 
 typedef struct {
     sl_dtype dtype;

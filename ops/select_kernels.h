@@ -3,10 +3,6 @@
  * Each is one run of sl__foreach_broadcast (tensor/internal.h): byte pointers and byte
  * strides, the condition or mask i32. The backward kernel ACCUMULATES into the gradient. */
 
-#define CAT_(a, b) a##_##b
-#define CAT(a, b) CAT_(a, b)
-#define FN(name) CAT(name, SUF)
-
 /* One run of y = c ? a : b, c i32; p and the byte strides bs in the order y, c, a, b. */
 static void FN(where_forward)(char *const *p, const int64_t *bs, int64_t n)
 {
@@ -41,7 +37,3 @@ static void FN(select_backward)(char *const *p, const int64_t *bs, int64_t n, bo
     for (int64_t i = 0; i < n; i++)
         if ((c[i * sc] != 0) == when) d[i * sd] += g[i * sg];
 }
-
-#undef FN
-#undef CAT
-#undef CAT_
