@@ -40,7 +40,7 @@ void sl_zero_grad(sl_tensor *t)
 sl_tensor *sl_detach(const sl_tensor *t)
 {
     SL_CHECK_TENSOR("sl_detach", t);
-    return sl__alias(t);
+    return sl__alias("sl_detach", t);
 }
 
 /* ---------------------------------------------------------------- observers */
@@ -113,6 +113,52 @@ bool sl_record(sl_node **node, const char *op, sl_tensor *out, int n_in, sl_tens
     out->node = n;
     *node = n;
     NOTIFY(recorded, n);
+    return true;
+}
+
+bool sl_save_for_backward(sl_node *n, sl_tensor *t)
+{
+    if (!n || !t) return true;
+    for (int i = 0; i < n->n_kept; i++)
+        if (n->kept[i] == t) return true;
+    if (n->n_kept == SL_MAX_SAVED)
+        return sl_set_error(SL_ERR_STATE, "sl_save_for_backward: %s keeps more than %d tensors",
+                            n->op, SL_MAX_SAVED);
+    n->kept[n->n_kept] = t;
+    n->kept_version[n->n_kept++] = t->version ? *t->version : 0;
+    return true;
+}
+
+/* What a kept tensor is to the node, for a message: "input 1 (blocks.0.ln1.weight) f32 [64]". */
+static const char *kept_what(const sl_node *n, const sl_tensor *t, char *buf, size_t cap)
+{
+    int k = -1;
+    for (int i = 0; i < n->n_in; i++)
+        if (n->in[i] && n->in[i]->data == t->data && n->in[i]->version == t->version) k = i;
+    int len = t == n->out ? snprintf(buf, cap, "its output")
+              : k >= 0    ? snprintf(buf, cap, "input %d", k)
+                          : snprintf(buf, cap, "a copy of an input");
+    const char *name = t->name ? t->name : k >= 0 ? n->in[k]->name : NULL;
+    if (len >= 0 && (size_t)len < cap)
+        snprintf(buf + len, cap - (size_t)len, "%s%s%s %s %s", name ? " (" : "", name ? name : "",
+                 name ? ")" : "", sl_dtype_name(t->dtype), sl_shape_str(t));
+    return buf;
+}
+
+/* Whether every tensor the node kept still has the version it had when it was kept. */
+static bool kept_unchanged(const sl_node *n)
+{
+    for (int i = 0; i < n->n_kept; i++) {
+        const sl_tensor *t = n->kept[i];
+        if (!t->version || *t->version == n->kept_version[i]) continue;
+        char what[256];
+        return sl_set_error(SL_ERR_STATE,
+                            "sl_backward: %s needs %s as it was in the forward, but it was "
+                            "written in place since (version %u, now %u): its gradient would be "
+                            "wrong; change it after the backward, or pass the op a copy",
+                            n->op, kept_what(n, t, what, sizeof what), n->kept_version[i],
+                            *t->version);
+    }
     return true;
 }
 
@@ -227,7 +273,7 @@ static bool run_backward(sl_node **order, size_t count, bool retain)
         sl_node *n = order[k];
         if (n->grad) { /* else nothing flowed into it */
             NOTIFY(node_begin, n);
-            bool ok = n->backward(n);
+            bool ok = kept_unchanged(n) && n->backward(n);
             NOTIFY(node_end, n);
             n->grad = NULL;
             if (!retain) n->consumed = true;
@@ -244,6 +290,7 @@ static bool run_backward(sl_node **order, size_t count, bool retain)
 bool sl_backward_ex(sl_tensor *out, const sl_tensor *grad_out, int flags)
 {
     if (!out) return sl__null_arg("sl_backward", "out");
+    if (!sl__check_live("sl_backward", out, "out")) return false;
     if (!out->requires_grad)
         return sl_set_error(SL_ERR_STATE,
                             "sl_backward: %s %s does not require grad (no input requires grad, "

@@ -100,7 +100,8 @@ static sl_tensor *attend_t5(const sl_attention *m, sl_tensor *q, sl_tensor *k, s
 {
     int64_t Tq = q->shape[2], Tk = k->shape[2];
     if (sl_grad_enabled() || Tq <= T5_QUERY_BLOCK) return t5_scores_attend(m, q, k, v);
-    sl_tensor *y = sl__new(q->dtype, 4, (int64_t[]){q->shape[0], q->shape[1], Tq, v->shape[3]});
+    sl_tensor *y = sl__new("sl_attention_forward", q->dtype, 4,
+                           (int64_t[]){q->shape[0], q->shape[1], Tq, v->shape[3]});
     sl_arena *scratch = y ? sl_arena_new(0) : NULL;
     if (!scratch) return NULL;
     sl_arena *prev = sl_arena_set(scratch);

@@ -3,7 +3,6 @@
  * Each module is a struct in its registry's arena holding pointers to its parameters, and a
  * forward function that composes differentiable ops: the backward comes from the tape.
  */
-#include "../ops/linear.h"
 #include "internal.h"
 
 #include <stdio.h>
@@ -59,7 +58,7 @@ sl_tensor *sl_linear_forward(const sl_linear_module *m, sl_tensor *x)
     if (x->dtype != w->dtype)
         return SL_FAIL(SL_ERR_DTYPE, "sl_linear_forward: input is %s, weight is %s",
                        sl_dtype_name(x->dtype), sl_dtype_name(w->dtype));
-    return sl__linear(x, m->weight, m->bias, SL_ACT_NONE);
+    return sl_linear(x, m->weight, m->bias ? m->bias : SL_NONE, SL_ACT_NONE);
 }
 
 /* ---------------------------------------------------------------- Embedding */
@@ -106,7 +105,7 @@ sl_layer_norm_module *sl_layer_norm_new(sl_params *ps, const char *name, int64_t
 sl_tensor *sl_layer_norm_forward(const sl_layer_norm_module *m, sl_tensor *x)
 {
     if (!m) return SL_FAIL(SL_ERR_ARG, "sl_layer_norm_forward: module is NULL");
-    return sl_layer_norm(x, m->weight, m->bias, m->eps);
+    return sl_layer_norm(x, m->weight ? m->weight : SL_NONE, m->bias ? m->bias : SL_NONE, m->eps);
 }
 
 /* ---------------------------------------------------------------- Dropout */
@@ -140,6 +139,7 @@ sl_tensor *sl_mlp_forward(const sl_mlp *m, sl_tensor *x)
     const sl_tensor *w = m->fc->weight;
     if (x->ndim < 1 || x->shape[x->ndim - 1] != w->shape[1] || x->dtype != w->dtype)
         return sl_linear_forward(m->fc, x); /* for its error message */
-    sl_tensor *h = sl__linear(x, m->fc->weight, m->fc->bias, SL_ACT_GELU_TANH);
+    sl_tensor *h =
+        sl_linear(x, m->fc->weight, m->fc->bias ? m->fc->bias : SL_NONE, SL_ACT_GELU_TANH);
     return sl_linear_forward(m->proj, h);
 }

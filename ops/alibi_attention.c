@@ -118,7 +118,7 @@ sl_tensor *sl_alibi_slopes(int n_heads)
     if (n_heads < 1)
         return SL_FAIL(SL_ERR_ARG, "sl_alibi_slopes: n_heads is %d; it must be at least 1",
                        n_heads);
-    sl_tensor *t = sl__new(SL_F64, 1, (int64_t[]){n_heads});
+    sl_tensor *t = sl__new("sl_alibi_slopes", SL_F64, 1, (int64_t[]){n_heads});
     if (!t) return NULL;
     for (int h = 0; h < n_heads; h++) ((double *)t->data)[h] = sl_alibi_slope(h, n_heads);
     return t;
@@ -317,7 +317,7 @@ static bool check_args(const sl_tensor *q, const sl_tensor *k, const sl_tensor *
  * contiguous copy. */
 static sl_tensor *rows_contiguous(sl_tensor *t)
 {
-    return t->shape[3] == 1 || t->strides[3] == 1 ? t : sl__contig(t);
+    return t->shape[3] == 1 || t->strides[3] == 1 ? t : sl__contig(OP, t);
 }
 
 sl_tensor *sl_alibi_attention(sl_tensor *q, sl_tensor *k, sl_tensor *v, sl_tensor *slopes,
@@ -326,8 +326,8 @@ sl_tensor *sl_alibi_attention(sl_tensor *q, sl_tensor *k, sl_tensor *v, sl_tenso
     SL_CHECK_TENSOR(OP, q);
     SL_CHECK_TENSOR(OP, k);
     SL_CHECK_TENSOR(OP, v);
-    /* NULL slopes mean the default, unless they are the NULL of a failed call */
-    if (!slopes && sl_error() != SL_OK) return NULL;
+    SL_CHECK_OPTIONAL(OP, slopes);
+    slopes = sl__opt(slopes); /* NULL: the paper's */
     sl_alibi_opts o = opts ? *opts : (sl_alibi_opts){false, 0};
     if (!check_args(q, k, v, slopes, !o.bidirectional, o.scale)) return NULL;
 
@@ -340,7 +340,7 @@ sl_tensor *sl_alibi_attention(sl_tensor *q, sl_tensor *k, sl_tensor *v, sl_tenso
 
     sl_arena *a = sl_arena_current();
     sl_tensor *qc = rows_contiguous(q), *kc = rows_contiguous(k), *vc = rows_contiguous(v);
-    sl_tensor *out = qc && kc && vc ? sl__new(q->dtype, 4, (int64_t[]){B, H, Tq, Dv}) : NULL;
+    sl_tensor *out = qc && kc && vc ? sl__new(OP, q->dtype, 4, (int64_t[]){B, H, Tq, Dv}) : NULL;
     double *m = out ? sl_arena_alloc(a, sizeof(double) * (size_t)H, 64) : NULL;
     if (!m) return NULL;
     for (int64_t h = 0; h < H; h++)

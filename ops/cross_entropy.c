@@ -112,7 +112,7 @@ sl_tensor *sl_cross_entropy(sl_tensor *logits, sl_tensor *targets, int32_t ignor
                        sl_shape_str(targets), sl_shape_str(logits),
                        sl__dims_str(logits->ndim - 1, logits->shape));
     int64_t C = logits->shape[logits->ndim - 1], rows = sl_numel(targets), count = 0;
-    sl_tensor *tc = sl__contig(targets);
+    sl_tensor *tc = sl__contig(op, targets);
     if (!tc) return NULL;
     const int32_t *tgt = sl_ptr(tc);
     for (int64_t r = 0; r < rows; r++) {
@@ -125,8 +125,8 @@ sl_tensor *sl_cross_entropy(sl_tensor *logits, sl_tensor *targets, int32_t ignor
         count++;
     }
 
-    sl_tensor *xc = sl__contig(logits);
-    sl_tensor *y = sl__new(logits->dtype, 0, NULL);
+    sl_tensor *xc = sl__contig(op, logits);
+    sl_tensor *y = sl__new(op, logits->dtype, 0, NULL);
     double *lse = y ? sl_arena_alloc(y->arena, sizeof(double) * (size_t)(rows + 1), 64) : NULL;
     if (!xc || !lse) return NULL;
     cross_entropy_job j = {logits->dtype, sl_ptr(xc), NULL, tgt, lse, 0, C, ignore_index};

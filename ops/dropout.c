@@ -38,8 +38,8 @@ sl_tensor *sl_dropout(sl_tensor *x, double p, sl_rng *rng, bool train)
     if (!train || p == 0) return x;
     if (!rng) return SL_FAIL(SL_ERR_ARG, "sl_dropout: rng is NULL (needed to train with p > 0)");
 
-    sl_tensor *xc = sl__contig(x);
-    sl_tensor *y = sl__new_like(x);
+    sl_tensor *xc = sl__contig(op, x);
+    sl_tensor *y = sl__new_like(op, x);
     int64_t n = sl_numel(x);
     uint8_t *keep = y ? sl_arena_alloc(y->arena, (size_t)n + 1, 64) : NULL;
     if (!xc || !keep) return NULL;

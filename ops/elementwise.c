@@ -66,7 +66,7 @@ static bool unary_backward(sl_node *n)
     const unary_saved *s = n->saved;
     if (!n->in[0]->requires_grad) return true;
     sl_tensor *gx = sl_input_grad(n, 0);
-    sl_tensor *x = gx ? sl__contig(n->in[0]) : NULL;
+    sl_tensor *x = gx ? sl__contig(n->op, n->in[0]) : NULL;
     if (!x) return false;
     unary_job j = {s->op, x->dtype, sl_ptr(x), n->out->data, n->grad->data, gx->data, s->p};
     sl_parallel_for(sl_numel(x), GRAIN, unary_backward_range, &j);
@@ -78,8 +78,8 @@ static sl_tensor *unary(unary_op op, sl_tensor *a, double p)
     const char *name = unary_name[op];
     SL_CHECK_TENSOR(name, a);
     if (!sl__check_float(name, a)) return NULL;
-    sl_tensor *x = sl__contig(a);
-    sl_tensor *y = x ? sl__new_like(a) : NULL;
+    sl_tensor *x = sl__contig(name, a);
+    sl_tensor *y = x ? sl__new_like(name, a) : NULL;
     if (!y) return NULL;
     unary_job j = {op, a->dtype, sl_ptr(x), NULL, NULL, y->data, p};
     sl_parallel_for(sl_numel(y), GRAIN, unary_forward_range, &j);
@@ -171,7 +171,7 @@ static sl_tensor *binary(binary_op op, sl_tensor *a, sl_tensor *b)
     int64_t shape[SL_MAX_DIMS];
     if (!sl__broadcast_shapes(name, a->ndim, a->shape, b->ndim, b->shape, &nd, shape))
         return NULL;
-    sl_tensor *y = sl__new(a->dtype, nd, shape);
+    sl_tensor *y = sl__new(name, a->dtype, nd, shape);
     if (!y) return NULL;
     binary_ctx c = {op, a->dtype, 0};
     if (sl__same_shape(a, b) && sl_is_contiguous(a) && sl_is_contiguous(b)) {
@@ -199,7 +199,7 @@ static bool to_dtype_backward(sl_node *n)
 {
     if (!n->in[0]->requires_grad) return true;
     sl_tensor *gx = sl_input_grad(n, 0);
-    sl_tensor *g = gx ? sl__new_like(gx) : NULL;
+    sl_tensor *g = gx ? sl__new_like(n->op, gx) : NULL;
     if (!g || !sl_copy_into(g, n->grad)) return false;
     sl__accumulate(gx, g);
     return true;
@@ -210,7 +210,7 @@ sl_tensor *sl_to_dtype(sl_tensor *a, sl_dtype dtype)
     SL_CHECK_TENSOR("sl_to_dtype", a);
     if (dtype != SL_F32 && dtype != SL_F64 && dtype != SL_I32)
         return SL_FAIL(SL_ERR_DTYPE, "sl_to_dtype: unknown dtype %d", (int)dtype);
-    sl_tensor *y = sl__new(dtype, a->ndim, a->shape);
+    sl_tensor *y = sl__new("sl_to_dtype", dtype, a->ndim, a->shape);
     if (!y || !sl_copy_into(y, a)) return NULL;
     if (dtype == SL_I32) return y; /* no gradient through integers */
     sl_node *n;

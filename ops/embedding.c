@@ -69,7 +69,7 @@ sl_tensor *sl_embedding(sl_tensor *weight, sl_tensor *indices)
         return SL_FAIL(SL_ERR_SHAPE, "sl_embedding: indices %s leave no room for the output's "
                        "last dim (at most %d dims)", sl_shape_str(indices), SL_MAX_DIMS);
     int64_t V = weight->shape[0], D = weight->shape[1];
-    sl_tensor *ic = sl__contig(indices);
+    sl_tensor *ic = sl__contig(op, indices);
     if (!ic) return NULL;
     const int32_t *idx = sl_ptr(ic);
     int64_t ntok = sl_numel(ic);
@@ -83,7 +83,7 @@ sl_tensor *sl_embedding(sl_tensor *weight, sl_tensor *indices)
     int64_t shape[SL_MAX_DIMS];
     memcpy(shape, indices->shape, sizeof(int64_t) * (size_t)indices->ndim);
     shape[indices->ndim] = D;
-    sl_tensor *y = sl__new(weight->dtype, indices->ndim + 1, shape);
+    sl_tensor *y = sl__new(op, weight->dtype, indices->ndim + 1, shape);
     if (!y) return NULL;
     embedding_job j = {.dtype = weight->dtype, .w = sl_ptr(weight), .y = y->data,
                        .ws0 = weight->strides[0], .ws1 = weight->strides[1], .n = ntok, .D = D,

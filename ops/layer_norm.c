@@ -108,8 +108,10 @@ sl_tensor *sl_layer_norm(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, doubl
 {
     const char *op = "sl_layer_norm";
     SL_CHECK_TENSOR(op, x);
-    /* weight and bias may be NULL, but not a NULL that a failed call just returned. */
-    if ((!weight || !bias) && sl_error() != SL_OK) return NULL;
+    SL_CHECK_OPTIONAL(op, weight);
+    SL_CHECK_OPTIONAL(op, bias);
+    weight = sl__opt(weight);
+    bias = sl__opt(bias);
     if (!sl__check_float(op, x)) return NULL;
     if (x->ndim == 0)
         return SL_FAIL(SL_ERR_SHAPE, "sl_layer_norm: x must have at least 1 dim (normalised over "
@@ -129,9 +131,10 @@ sl_tensor *sl_layer_norm(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, doubl
     if (!(eps >= 0) || isinf(eps))
         return SL_FAIL(SL_ERR_ARG, "sl_layer_norm: eps %g must be finite and >= 0", eps);
 
-    sl_tensor *xc = sl__contig(x);
-    sl_tensor *wc = weight ? sl__contig(weight) : NULL, *bc = bias ? sl__contig(bias) : NULL;
-    sl_tensor *y = sl__new(x->dtype, x->ndim, x->shape);
+    sl_tensor *xc = sl__contig(op, x);
+    sl_tensor *wc = weight ? sl__contig(op, weight) : NULL,
+              *bc = bias ? sl__contig(op, bias) : NULL;
+    sl_tensor *y = sl__new(op, x->dtype, x->ndim, x->shape);
     /* mean and rstd per row, kept for the backward */
     double *stats = y ? sl_arena_alloc(y->arena, sizeof(double) * (size_t)(2 * rows + 1), 64)
                       : NULL;

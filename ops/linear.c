@@ -22,7 +22,6 @@
  * gemm call and every sum is the same whatever the thread count, so results repeat bitwise on
  * any number of threads.
  */
-#include "linear.h"
 #include "blas.h"
 #include "gemm.h"
 #include "vexp.h"
@@ -366,21 +365,16 @@ static bool x_operand(sl_tensor *x, int64_t rows, int64_t in, mat *m)
     if (sl__rows_stride(x, &rs) && (in <= 1 || x->strides[x->ndim - 1] == 1) &&
         as_mat(sl_ptr(x), rows, in, rs, 1, m) && m->trans == CblasNoTrans)
         return true;
-    sl_tensor *c = sl__contig(x);
+    sl_tensor *c = sl__contig(OP, x);
     return c && as_mat(sl_ptr(c), rows, in, in, 1, m);
 }
 
 sl_tensor *sl_linear(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activation act)
 {
-    /* bias may be NULL, but not a NULL that a failed call just returned */
-    if (!bias && sl_error() != SL_OK) return NULL;
-    return sl__linear(x, weight, bias, act);
-}
-
-sl_tensor *sl__linear(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activation act)
-{
     SL_CHECK_TENSOR(OP, x);
     SL_CHECK_TENSOR(OP, weight);
+    SL_CHECK_OPTIONAL(OP, bias);
+    bias = sl__opt(bias);
     if (act != SL_ACT_NONE && act != SL_ACT_GELU_TANH)
         return SL_FAIL(SL_ERR_ARG, "sl_linear: unknown activation %d", (int)act);
     if (!sl__check_float(OP, x) || !sl__check_same_dtype(OP, x, weight) ||
@@ -405,16 +399,16 @@ sl_tensor *sl__linear(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activ
     memcpy(shape, x->shape, sizeof shape);
     shape[x->ndim - 1] = out;
     bool gelu = act == SL_ACT_GELU_TANH;
-    sl_tensor *y = sl__new(x->dtype, x->ndim, shape);
+    sl_tensor *y = sl__new(OP, x->dtype, x->ndim, shape);
     if (!y) return NULL;
 
     forward_job j = {.dtype = x->dtype, .rows = rows, .in = in, .out = out, .gelu = gelu,
                      .y = y->data};
-    sl_tensor *wk, *bk = bias ? sl__contig(bias) : NULL;
+    sl_tensor *wk, *bk = bias ? sl__contig(OP, bias) : NULL;
     if (!x_operand(x, rows, in, &j.x) || (bias && !bk)) return NULL;
     /* W^T (in, out): strides swapped */
     if (!as_mat(sl_ptr(weight), in, out, weight->strides[1], weight->strides[0], &j.w)) {
-        if (!(wk = sl__contig(weight))) return NULL;
+        if (!(wk = sl__contig(OP, weight))) return NULL;
         as_mat(sl_ptr(wk), in, out, 1, in, &j.w);
     }
     j.b = bk ? sl_ptr(bk) : NULL;

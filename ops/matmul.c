@@ -176,7 +176,7 @@ static sl_tensor *blas_ready(sl_tensor *t)
     if (sl__blas_layout(t->shape[r], t->shape[r + 1], t->strides[r], t->strides[r + 1], &trans,
                         &ld))
         return t;
-    return sl__contig(t);
+    return sl__contig("sl_matmul", t);
 }
 
 /* t's last dim with `rows` rows of stride rs: a 2-D header over t's storage. */
@@ -231,7 +231,7 @@ static bool accumulate_product(sl_tensor *dst, const sl_tensor *out, const sl_te
         product(&v, x, tx, y, ty, 1.0);
         return true;
     }
-    sl_tensor *t = sl__new(dst->dtype, nbd + 2, shape);
+    sl_tensor *t = sl__new("sl_matmul", dst->dtype, nbd + 2, shape);
     if (!t) return false;
     product(t, x, tx, y, ty, 0.0);
     sl__accumulate_reduced(dst, t);
@@ -301,7 +301,7 @@ sl_tensor *sl_matmul(sl_tensor *a, sl_tensor *b)
     }
     shape[nbd] = m;
     shape[nbd + 1] = n;
-    sl_tensor *y = sl__new(a->dtype, nbd + 2, shape);
+    sl_tensor *y = sl__new("sl_matmul", a->dtype, nbd + 2, shape);
     sl_tensor *ra = y ? blas_ready(a) : NULL;
     sl_tensor *rb = ra ? blas_ready(b) : NULL;
     if (!rb) return NULL;

@@ -272,8 +272,8 @@ static sl_tensor *reduce(reduce_op op, sl_tensor *a, int n_axes, const int *axes
     if (op == R_MAX && p.group == 0 && p.n_out > 0)
         return SL_FAIL(SL_ERR_SHAPE, "sl_max: the reduced axes of %s are empty", sl_shape_str(a));
 
-    const sl_tensor *rows = sl__contig(&p.rows); /* the input itself when it already is */
-    sl_tensor *y = rows ? sl__new(a->dtype, p.ndim_out, p.shape_out) : NULL;
+    const sl_tensor *rows = sl__contig(name, &p.rows); /* the input itself when it already is */
+    sl_tensor *y = rows ? sl__new(name, a->dtype, p.ndim_out, p.shape_out) : NULL;
     if (!y) return NULL;
     /* Record first: the forward writes what the backward needs into the node's block. */
     sl_node *n;

@@ -145,8 +145,8 @@ sl_tensor *sl_t5_bias(sl_tensor *table, int64_t tq, int64_t tk, int max_distance
     if (tq < 1 || tk < 1)
         return SL_FAIL(SL_ERR_ARG, "%s: tq %lld and tk %lld must be >= 1", op, (long long)tq,
                        (long long)tk);
-    sl_tensor *tab = sl__contig(table);
-    sl_tensor *out = tab ? sl__new(table->dtype, 3, (int64_t[]){H, tq, tk}) : NULL;
+    sl_tensor *tab = sl__contig("sl_t5_bias", table);
+    sl_tensor *out = tab ? sl__new("sl_t5_bias", table->dtype, 3, (int64_t[]){H, tq, tk}) : NULL;
     int32_t *bucket = out ? sl_arena_alloc(sl_arena_current(), sizeof(int32_t) * (size_t)tk, 64)
                           : NULL;
     if (!bucket) return NULL;

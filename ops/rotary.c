@@ -143,7 +143,7 @@ sl_tensor *sl_sinusoidal(sl_dtype dtype, int64_t pos0, int64_t T, int64_t C)
                        (long long)C);
     if (pos0 < 0 || pos0 > (INT64_C(1) << 52))
         return SL_FAIL(SL_ERR_ARG, "%s: pos0 %lld outside [0, 2^52]", op, (long long)pos0);
-    sl_tensor *pe = sl__new(dtype, 2, (int64_t[]){T, C});
+    sl_tensor *pe = sl__new("sl_sinusoidal", dtype, 2, (int64_t[]){T, C});
     if (!pe) return NULL;
     sinusoid_job j = {pe->data, dtype, pos0, C};
     sl_parallel_for(T, C < 1024 ? 1024 / C : 1, sinusoid_rows, &j);
@@ -196,7 +196,7 @@ sl_tensor *sl_rotary(sl_tensor *x, int64_t pos0, double base)
         return SL_FAIL(SL_ERR_ARG, "%s: base %g must be finite and > 0", op, base);
     int64_t half = D / 2;
     size_t es = sl_dtype_size(x->dtype), table_bytes = (size_t)(T * half) * es;
-    sl_tensor *y = sl__new(x->dtype, 4, x->shape);
+    sl_tensor *y = sl__new("sl_rotary", x->dtype, 4, x->shape);
     void *cs = y ? sl_arena_alloc(sl_arena_current(), table_bytes ? table_bytes : 1, 64) : NULL;
     void *sn = cs ? sl_arena_alloc(sl_arena_current(), table_bytes ? table_bytes : 1, 64) : NULL;
     if (!sn) return NULL;

@@ -85,7 +85,7 @@ sl_tensor *sl_where(sl_tensor *cond, sl_tensor *a, sl_tensor *b)
     int nd = 0;
     int64_t shape[SL_MAX_DIMS];
     if (!where_shape(in, &nd, shape)) return NULL;
-    sl_tensor *y = sl__new(a->dtype, nd, shape);
+    sl_tensor *y = sl__new(op, a->dtype, nd, shape);
     if (!y) return NULL;
     select_ctx c = {a->dtype, false, 0};
     sl__foreach_broadcast(where_forward_run, &c, 4, (sl_tensor *[]){y, cond, a, b}, y);
@@ -123,7 +123,7 @@ sl_tensor *sl_masked_fill(sl_tensor *x, sl_tensor *mask, double value)
     if (!fits)
         return SL_FAIL(SL_ERR_SHAPE, "sl_masked_fill: mask %s does not broadcast to x %s",
                        sl_shape_str(mask), sl_shape_str(x));
-    sl_tensor *y = sl__new_like(x);
+    sl_tensor *y = sl__new_like(op, x);
     if (!y) return NULL;
     select_ctx c = {x->dtype, false, value};
     sl__foreach_broadcast(masked_fill_forward_run, &c, 3, (sl_tensor *[]){y, x, mask}, y);

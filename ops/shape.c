@@ -190,11 +190,11 @@ sl_tensor *sl_reshape(sl_tensor *a, int ndim, const int64_t *shape)
     if (!resolve_shape(a, ndim, shape, want)) return NULL;
     sl_tensor *y;
     if (reshape_strides(a, ndim, want, strides)) {
-        y = sl__alias(a);
+        y = sl__alias("sl_reshape", a);
         if (!y) return NULL;
         set_layout(y, ndim, want, strides);
     } else {
-        y = sl__new_like(a); /* a contiguous copy, read in the new shape */
+        y = sl__new_like("sl_reshape", a); /* a contiguous copy, read in the new shape */
         if (!y || !sl_copy_into(y, a)) return NULL;
         contiguous_as(y, ndim, want);
     }
@@ -209,7 +209,7 @@ sl_tensor *sl_squeeze(sl_tensor *a, int dim)
     if (a->shape[d] != 1)
         return SL_FAIL(SL_ERR_SHAPE, "sl_squeeze: dim %d of %s has size %lld, not 1", dim,
                        sl_shape_str(a), (long long)a->shape[d]);
-    sl_tensor *y = sl__alias(a);
+    sl_tensor *y = sl__alias("sl_squeeze", a);
     if (!y) return NULL;
     squeeze_view(y, d);
     return record1("sl_squeeze", y, a, reshape_backward, NULL, 0);
@@ -225,7 +225,7 @@ sl_tensor *sl_unsqueeze(sl_tensor *a, int dim)
     if (a->ndim == SL_MAX_DIMS)
         return SL_FAIL(SL_ERR_SHAPE, "sl_unsqueeze: %s already has %d dims", sl_shape_str(a),
                        SL_MAX_DIMS);
-    sl_tensor *y = sl__alias(a);
+    sl_tensor *y = sl__alias("sl_unsqueeze", a);
     if (!y) return NULL;
     unsqueeze_view(y, d);
     return record1("sl_unsqueeze", y, a, reshape_backward, NULL, 0);
@@ -253,7 +253,7 @@ static bool permute_backward(sl_node *n)
 
 static sl_tensor *permute_as(const char *op, sl_tensor *a, const int *perm)
 {
-    sl_tensor *y = sl__alias(a);
+    sl_tensor *y = sl__alias(op, a);
     if (!y) return NULL;
     permute_view(y, perm);
     permute_saved s;
@@ -317,7 +317,7 @@ static bool slice_backward(sl_node *n)
 static sl_tensor *slice_as(const char *op, sl_tensor *a, int dim, int64_t start, int64_t len,
                            int64_t step)
 {
-    sl_tensor *y = sl__alias(a);
+    sl_tensor *y = sl__alias(op, a);
     if (!y) return NULL;
     slice_view(y, dim, start, len, step);
     slice_saved s = {dim, start, step};
@@ -380,7 +380,7 @@ sl_tensor *sl_expand(sl_tensor *a, int ndim, const int64_t *shape)
         return SL_FAIL(SL_ERR_SHAPE, "sl_expand: cannot expand %s to %s", sl_shape_str(a),
                        sl__dims_str(ndim, shape));
     if (!sl__check_shape("sl_expand", ndim, shape)) return NULL; /* numel must fit */
-    sl_tensor *y = sl__alias(a);
+    sl_tensor *y = sl__alias("sl_expand", a);
     if (!y) return NULL;
     set_layout(y, ndim, shape, strides);
     return record1("sl_expand", y, a, expand_backward, NULL, 0);
@@ -432,7 +432,7 @@ sl_tensor *sl_concat(int n, sl_tensor *const *tensors, int dim)
                            sl_shape_str(a), sl_shape_str(t));
         shape[d] += t->shape[d];
     }
-    sl_tensor *y = sl__new(a->dtype, a->ndim, shape);
+    sl_tensor *y = sl__new("sl_concat", a->dtype, a->ndim, shape);
     if (!y) return NULL;
     int64_t at = 0;
     for (int i = 0; i < n; i++) {
@@ -463,7 +463,7 @@ sl_tensor *sl_contiguous(sl_tensor *a)
 {
     SL_CHECK_TENSOR("sl_contiguous", a);
     if (sl_is_contiguous(a)) return a;
-    sl_tensor *y = sl__contig(a);
+    sl_tensor *y = sl__contig("sl_contiguous", a);
     if (!y) return NULL;
     return record1("sl_contiguous", y, a, copy_backward, NULL, 0);
 }

@@ -136,8 +136,8 @@ static sl_tensor *softmax(sl_tensor *a, int axis, bool log)
     if (!sl__check_float(name, a)) return NULL;
     int ax;
     if (!sl__axis(name, a, axis, &ax)) return NULL;
-    sl_tensor *x = sl__contig(a);
-    sl_tensor *y = x ? sl__new_like(a) : NULL;
+    sl_tensor *x = sl__contig(name, a);
+    sl_tensor *y = x ? sl__new_like(name, a) : NULL;
     if (!y) return NULL;
     lane_job j = {log, false, a->dtype, 0, 0, sl_ptr(x), NULL, y->data};
     run_lanes(&j, y, ax);

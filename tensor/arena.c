@@ -40,6 +40,21 @@ void sl__free(void *p) { free(p); }
 
 enum { BLOCK_ALIGN = 64, DEFAULT_BLOCK = 4 << 20 };
 
+/* Released memory, in debug builds: under AddressSanitizer poisoned (any access is reported
+ * until an allocation hands the bytes out again), otherwise filled with 0xFF bytes. Release
+ * builds leave it as it is. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+static void poison(void *p, size_t n) { ASAN_POISON_MEMORY_REGION(p, n); }
+static void unpoison(void *p, size_t n) { ASAN_UNPOISON_MEMORY_REGION(p, n); }
+#elif !defined(NDEBUG)
+static void poison(void *p, size_t n) { memset(p, 0xff, n); }
+static void unpoison(void *p, size_t n) { (void)p, (void)n; }
+#else
+static void poison(void *p, size_t n) { (void)p, (void)n; }
+static void unpoison(void *p, size_t n) { (void)p, (void)n; }
+#endif
+
 static _Thread_local sl_arena *current;        /* the calling thread's current arena */
 static _Thread_local sl_arena *thread_default; /* its default arena (see the end of the file) */
 static pthread_key_t default_key;              /* frees thread_default at thread exit */
@@ -52,6 +67,7 @@ typedef struct block {
 
 struct sl_arena {
     block *head, *cur;
+    uint32_t generation; /* bumped by every reset */
     size_t block_bytes;
     size_t used;     /* bytes handed out since reset, padding included */
     size_t peak;
@@ -72,6 +88,7 @@ void sl_arena_free(sl_arena *a)
     if (!a) return;
     for (block *b = a->head, *n; b; b = n) {
         n = b->next;
+        unpoison(b->mem, b->cap);
         sl__free(b->mem);
         sl__free(b);
     }
@@ -83,12 +100,18 @@ void sl_arena_free(sl_arena *a)
     sl__free(a);
 }
 
+uint32_t sl__arena_generation(const sl_arena *a) { return a->generation; }
+
 void sl_arena_reset(sl_arena *a)
 {
     if (!a) return;
-    for (block *b = a->head; b; b = b->next) b->used = 0;
+    for (block *b = a->head; b; b = b->next) {
+        poison(b->mem, b->used);
+        b->used = 0;
+    }
     a->cur = a->head;
     a->used = 0;
+    a->generation++;
 }
 
 static block *block_new(size_t cap)
@@ -111,6 +134,7 @@ static void *block_take(block *b, size_t bytes, size_t align)
     size_t start = (b->used + align - 1) & ~(align - 1);
     if (start > b->cap || b->cap - start < bytes) return NULL;
     b->used = start + bytes;
+    unpoison(b->mem + start, bytes);
     return b->mem + start;
 }
 
@@ -141,6 +165,7 @@ void *sl_arena_alloc(sl_arena *a, size_t bytes, size_t align)
     while (tail) {
         block *n = tail->next;
         a->reserved -= tail->cap;
+        unpoison(tail->mem, tail->cap);
         sl__free(tail->mem);
         sl__free(tail);
         tail = n;

@@ -76,6 +76,28 @@ bool sl__null_arg(const char *op, const char *arg)
     return false;
 }
 
+bool sl__none_arg(const char *op, const char *arg)
+{
+    return sl_set_error(SL_ERR_ARG, "%s: argument '%s' is SL_NONE; it is not optional", op, arg);
+}
+
+/* Reads a header that may lie in released (and, under AddressSanitizer, poisoned) memory: that
+ * is what it is for, so the sanitizer does not watch it. In debug builds released memory is
+ * all 0xFF bytes, which no live header's arena pointer is. */
+__attribute__((no_sanitize_address)) bool sl__check_live(const char *op, const sl_tensor *t,
+                                                         const char *arg)
+{
+    if (t == SL_NONE) return sl__none_arg(op, arg);
+    const sl_arena *a = t->arena;
+    if (!a) return true; /* a header the library made on the stack */
+    if ((uintptr_t)a != UINTPTR_MAX && t->generation == sl__arena_generation(a)) return true;
+    return sl_set_error(SL_ERR_STATE,
+                        "%s: argument '%s' was released by a reset of the arena it was made in "
+                        "(sl_arena_reset): its memory may hold something else now; make it "
+                        "again, or keep it in an arena that outlives its use",
+                        op, arg);
+}
+
 bool sl__check_float(const char *op, const sl_tensor *t)
 {
     if (t->dtype == SL_F32 || t->dtype == SL_F64) return true;

@@ -25,13 +25,33 @@ void sl__free(void *p);
 
 /* NULL argument: keep a pending error (the NULL came from a failed call), else report one. */
 bool sl__null_arg(const char *op, const char *arg);
+/* A tensor made before its arena's last reset: reports "<op>: argument '<arg>' ..." (SL_ERR_STATE)
+ * and returns false; likewise SL_NONE (sl__none_arg). */
+bool sl__check_live(const char *op, const sl_tensor *t, const char *arg);
+/* "<op>: argument '<arg>' is SL_NONE; it is not optional". Always false. */
+bool sl__none_arg(const char *op, const char *arg);
+/* The argument check every op starts with: a NULL (from a failed call, or a mistake), SL_NONE,
+ * or a tensor released by an arena reset returns NULL from the op. */
 #define SL_CHECK_TENSOR(op, t)                                                                   \
     do {                                                                                         \
         if (!(t)) {                                                                              \
             sl__null_arg((op), #t);                                                              \
             return NULL;                                                                         \
         }                                                                                        \
+        if (!sl__check_live((op), (t), #t)) return NULL;                                         \
     } while (0)
+/* The same for an optional argument, which may be SL_NONE (absent): read it with sl__opt. */
+#define SL_CHECK_OPTIONAL(op, t)                                                                 \
+    do {                                                                                         \
+        if (!(t)) {                                                                              \
+            sl__null_arg((op), #t);                                                              \
+            return NULL;                                                                         \
+        }                                                                                        \
+        if ((t) != SL_NONE && !sl__check_live((op), (t), #t)) return NULL;                       \
+    } while (0)
+
+/* An optional argument after its check: NULL for SL_NONE, else t. */
+static inline sl_tensor *sl__opt(sl_tensor *t) { return t == SL_NONE ? NULL : t; }
 
 bool sl__check_float(const char *op, const sl_tensor *t);                       /* f32 or f64 */
 bool sl__check_same_dtype(const char *op, const sl_tensor *a, const sl_tensor *b);
@@ -43,15 +63,23 @@ bool sl__axis(const char *op, const sl_tensor *t, int axis, int *out);
 /* ndim in [0, SL_MAX_DIMS], no negative dim, numel * 8 bytes fits in int64; else reports
  * "<op>: ..." and returns false. */
 bool sl__check_shape(const char *op, int ndim, const int64_t *shape);
-/* A new contiguous tensor in the current arena, data uninitialised. */
-sl_tensor *sl__new(sl_dtype dtype, int ndim, const int64_t *shape);
-sl_tensor *sl__new_like(const sl_tensor *t);
+/* A new contiguous tensor in the current arena, data uninitialised; op names the caller in the
+ * message of a failure (a shape too large, out of memory). */
+sl_tensor *sl__new(const char *op, sl_dtype dtype, int ndim, const int64_t *shape);
+sl_tensor *sl__new_like(const char *op, const sl_tensor *t);
 /* A new header sharing t's storage (shape, strides, offset copied; no grad, no node). */
-sl_tensor *sl__alias(const sl_tensor *t);
+sl_tensor *sl__alias(const char *op, const sl_tensor *t);
+/* Bumps the version counter of t's storage (an in-place write). t may be NULL. */
+static inline void sl__bump(sl_tensor *t)
+{
+    if (t && t->version) ++*t->version;
+}
+/* The arena's generation: bumped by every reset. */
+uint32_t sl__arena_generation(const sl_arena *a);
 /* Row-major contiguous strides for shape. */
 void sl__contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
-/* t when contiguous, else a contiguous copy (no autograd). */
-sl_tensor *sl__contig(const sl_tensor *t);
+/* t when contiguous, else a contiguous copy (no autograd); op as in sl__new. */
+sl_tensor *sl__contig(const char *op, const sl_tensor *t);
 bool sl__same_shape(const sl_tensor *a, const sl_tensor *b);
 int64_t sl__shape_numel(int ndim, const int64_t *shape);
 /* "[2,3]" for a raw shape, in the same rotating buffers as sl_shape_str. */

@@ -5,6 +5,8 @@
 #include <math.h>
 #include <stdlib.h>
 
+const sl_tensor sl__none = {.name = "SL_NONE"};
+
 size_t sl_dtype_size(sl_dtype dtype) { return dtype == SL_F64 ? 8 : 4; }
 
 const char *sl_dtype_name(sl_dtype dtype)
@@ -105,6 +107,24 @@ bool sl__check_shape(const char *op, int ndim, const int64_t *shape)
     return true;
 }
 
+/* A tensor header and its storage's version counter, allocated together. */
+typedef struct {
+    sl_tensor t;
+    uint32_t version;
+} header;
+
+/* A cleared header in the current arena, for op (which an out-of-memory message names). */
+static sl_tensor *new_header(const char *op, sl_arena *a)
+{
+    header *h = sl_arena_alloc(a, sizeof *h, 16);
+    if (!h) return SL_FAIL(SL_ERR_OOM, "%s: out of memory for a tensor header", op);
+    memset(h, 0, sizeof *h);
+    h->t.arena = a;
+    h->t.generation = sl__arena_generation(a);
+    h->t.version = &h->version;
+    return &h->t;
+}
+
 static sl_tensor *alloc_tensor(const char *op, sl_dtype dtype, int ndim, const int64_t *shape)
 {
     if (!sl__check_shape(op, ndim, shape)) return NULL;
@@ -112,39 +132,42 @@ static sl_tensor *alloc_tensor(const char *op, sl_dtype dtype, int ndim, const i
         return SL_FAIL(SL_ERR_DTYPE, "%s: unknown dtype %d", op, (int)dtype);
     sl_arena *a = sl_arena_current();
     int64_t n = sl__shape_numel(ndim, shape);
-    sl_tensor *t = sl_arena_alloc(a, sizeof *t, 16);
+    sl_tensor *t = a ? new_header(op, a) : NULL;
     if (!t) return NULL;
-    memset(t, 0, sizeof *t);
-    t->data = sl_arena_alloc(a, (size_t)n * sl_dtype_size(dtype), 64);
-    if (!t->data) return NULL;
+    size_t bytes = (size_t)n * sl_dtype_size(dtype);
+    t->data = sl_arena_alloc(a, bytes, 64);
+    if (!t->data)
+        return SL_FAIL(SL_ERR_OOM, "%s: out of memory for a %s %s tensor (%zu bytes)", op,
+                       sl_dtype_name(dtype), sl__dims_str(ndim, shape), bytes);
     t->dtype = dtype;
     t->ndim = ndim;
     for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
     sl__contiguous_strides(ndim, shape, t->strides);
-    t->arena = a;
     return t;
 }
 
-sl_tensor *sl__new(sl_dtype dtype, int ndim, const int64_t *shape)
+sl_tensor *sl__new(const char *op, sl_dtype dtype, int ndim, const int64_t *shape)
 {
-    return alloc_tensor("sl_empty", dtype, ndim, shape);
+    return alloc_tensor(op, dtype, ndim, shape);
 }
 
-sl_tensor *sl__new_like(const sl_tensor *t) { return sl__new(t->dtype, t->ndim, t->shape); }
+sl_tensor *sl__new_like(const char *op, const sl_tensor *t)
+{
+    return sl__new(op, t->dtype, t->ndim, t->shape);
+}
 
-sl_tensor *sl__alias(const sl_tensor *t)
+sl_tensor *sl__alias(const char *op, const sl_tensor *t)
 {
     sl_arena *a = sl_arena_current();
-    sl_tensor *v = sl_arena_alloc(a, sizeof *v, 16);
+    sl_tensor *v = a ? new_header(op, a) : NULL;
     if (!v) return NULL;
-    memset(v, 0, sizeof *v);
     v->dtype = t->dtype;
     v->ndim = t->ndim;
     memcpy(v->shape, t->shape, sizeof v->shape);
     memcpy(v->strides, t->strides, sizeof v->strides);
     v->offset = t->offset;
     v->data = t->data;
-    v->arena = a;
+    v->version = t->version; /* one storage, one counter */
     return v;
 }
 
@@ -249,6 +272,7 @@ static void store(sl_tensor *t, int64_t off, double v)
 double sl_get(const sl_tensor *t, int64_t i)
 {
     if (!t) return sl__null_arg("sl_get", "t"), NAN;
+    if (!sl__check_live("sl_get", t, "t")) return NAN;
     if (i < 0 || i >= sl_numel(t)) {
         sl_set_error(SL_ERR_INDEX, "sl_get: index %lld out of range for %s", (long long)i,
                      sl_shape_str(t));
@@ -263,17 +287,20 @@ void sl_set(sl_tensor *t, int64_t i, double v)
         sl__null_arg("sl_set", "t");
         return;
     }
+    if (!sl__check_live("sl_set", t, "t")) return;
     if (i < 0 || i >= sl_numel(t)) {
         sl_set_error(SL_ERR_INDEX, "sl_set: index %lld out of range for %s", (long long)i,
                      sl_shape_str(t));
         return;
     }
     store(t, flat_to_offset(t, i), v);
+    sl__bump(t);
 }
 
 double sl_item(const sl_tensor *t)
 {
     if (!t) return sl__null_arg("sl_item", "t"), NAN;
+    if (!sl__check_live("sl_item", t, "t")) return NAN;
     if (sl_numel(t) != 1) {
         sl_set_error(SL_ERR_SHAPE, "sl_item: expected one element, got %s", sl_shape_str(t));
         return NAN;
@@ -349,16 +376,20 @@ bool sl_copy_into(sl_tensor *dst, const sl_tensor *src)
 {
     if (!dst) return sl__null_arg("sl_copy_into", "dst");
     if (!src) return sl__null_arg("sl_copy_into", "src");
+    if (!sl__check_live("sl_copy_into", dst, "dst") || !sl__check_live("sl_copy_into", src, "src"))
+        return false;
     if (!sl__same_shape(dst, src))
         return sl_set_error(SL_ERR_SHAPE, "sl_copy_into: shapes differ: dst %s, src %s",
                             sl_shape_str(dst), sl_shape_str(src));
     copy_broadcast(dst, src);
+    sl__bump(dst);
     return true;
 }
 
 bool sl_copy_out(const sl_tensor *t, void *buf)
 {
     if (!t) return sl__null_arg("sl_copy_out", "t");
+    if (!sl__check_live("sl_copy_out", t, "t")) return false;
     if (!buf) return sl_set_error(SL_ERR_ARG, "sl_copy_out: buf is NULL");
     sl_tensor d = *t;
     d.data = buf;
@@ -371,15 +402,19 @@ bool sl_copy_out(const sl_tensor *t, void *buf)
 bool sl_fill(sl_tensor *t, double v)
 {
     if (!t) return sl__null_arg("sl_fill", "t");
+    if (!sl__check_live("sl_fill", t, "t")) return false;
     sl_tensor s = {.dtype = SL_F64, .ndim = 0, .data = &v};
     copy_broadcast(t, &s);
+    sl__bump(t);
     return true;
 }
 
-sl_tensor *sl__contig(const sl_tensor *t)
+void sl_mark_modified(sl_tensor *t) { sl__bump(t); }
+
+sl_tensor *sl__contig(const char *op, const sl_tensor *t)
 {
     if (sl_is_contiguous(t)) return (sl_tensor *)t;
-    sl_tensor *c = sl__new_like(t);
+    sl_tensor *c = sl__new_like(op, t);
     if (c) copy_broadcast(c, t);
     return c;
 }

@@ -163,7 +163,7 @@ static sl_tensor *fused(const cfg *c, sl_tensor *q, sl_tensor *k, sl_tensor *v,
                         sl_tensor *slopes)
 {
     sl_alibi_opts o = {c->bidirectional, c->scale};
-    return sl_alibi_attention(q, k, v, slopes, &o);
+    return sl_alibi_attention(q, k, v, slopes ? slopes : SL_NONE, &o);
 }
 
 /* ---------------------------------------------------------------- fused vs composed */
@@ -442,11 +442,11 @@ START_TEST(cache_consistency)
         sl_tensor *q = sl_rand_normal(&r, d, sl_shape(2, 4, T, 16), 0, 1);
         sl_tensor *k = sl_rand_normal(&r, d, sl_shape(2, 2, T, 16), 0, 1);
         sl_tensor *v = sl_rand_normal(&r, d, sl_shape(2, 2, T, 8), 0, 1);
-        sl_tensor *full = sl_alibi_attention(q, k, v, NULL, NULL);
+        sl_tensor *full = sl_alibi_attention(q, k, v, SL_NONE, NULL);
         int64_t ns[] = {1, 2, 63, 64, 65, 100};
         for (int t = 0; t < 6; t++) {
             int64_t n = ns[t];
-            sl_tensor *last = sl_alibi_attention(sl_narrow(q, 2, T - n, n), k, v, NULL, NULL);
+            sl_tensor *last = sl_alibi_attention(sl_narrow(q, 2, T - n, n), k, v, SL_NONE, NULL);
             ck_assert_ptr_nonnull(last);
             ck_assert_int_eq(last->shape[2], n);
             double rel = tu_max_rel_diff(last, sl_narrow(full, 2, T - n, n));
@@ -523,14 +523,14 @@ START_TEST(memory_is_linear_in_T)
     size_t tensor_bytes = sizeof(float) * (size_t)(H * T * D);
     /* a first backward makes the leaves' grads (in their own arena), so that the step arena
      * below holds only the output, its gradient and the op's own memory */
-    sl_tensor *warm = sl_alibi_attention(q, k, v, NULL, NULL);
+    sl_tensor *warm = sl_alibi_attention(q, k, v, SL_NONE, NULL);
     ck_assert(sl_backward_ex(warm, gout, 0));
     sl_arena *step = sl_arena_new(0);
     sl_arena *prev = sl_arena_set(step);
     for (int it = 0; it < 2; it++) {
         uint64_t allocs = sl_heap_allocs();
         sl_arena_reset(step);
-        sl_tensor *out = sl_alibi_attention(q, k, v, NULL, NULL);
+        sl_tensor *out = sl_alibi_attention(q, k, v, SL_NONE, NULL);
         ck_assert(sl_backward_ex(out, gout, 0));
         size_t extra = sl_arena_peak(step) - 2 * tensor_bytes; /* minus out and d(out) */
         ck_assert_msg(extra < (size_t)1 << 20, "extra %zu bytes", extra);
@@ -556,43 +556,44 @@ START_TEST(errors_name_the_shapes)
         ck_assert_str_eq(sl_error_message(), msg);                                               \
         sl_error_clear();                                                                        \
     } while (0)
-    EXPECT(sl_alibi_attention(q, k3, k3, NULL, NULL), SL_ERR_SHAPE,
+    EXPECT(sl_alibi_attention(q, k3, k3, SL_NONE, NULL), SL_ERR_SHAPE,
            "sl_alibi_attention: q [2,8,16,64] and k [2,3,16,64]: 8 query heads are not a "
            "multiple of 3 kv heads");
     sl_tensor *q20 = sl_zeros(SL_F32, sl_shape(2, 8, 20, 64));
-    EXPECT(sl_alibi_attention(q20, k, v, NULL, NULL), SL_ERR_SHAPE,
+    EXPECT(sl_alibi_attention(q20, k, v, SL_NONE, NULL), SL_ERR_SHAPE,
            "sl_alibi_attention: q [2,8,20,64] and k [2,4,16,64]: causal attention needs Tq <= Tk "
            "(20 queries, 16 keys)");
     sl_alibi_opts bidir = {true, 0};
-    ck_assert_ptr_nonnull(sl_alibi_attention(q20, k, v, NULL, &bidir)); /* fine there */
+    ck_assert_ptr_nonnull(sl_alibi_attention(q20, k, v, SL_NONE, &bidir)); /* fine there */
     EXPECT(sl_alibi_attention(q, k, v, sl_alibi_slopes(7), NULL), SL_ERR_SHAPE,
            "sl_alibi_attention: slopes [7] for q [2,8,16,64]: need one per head, [8]");
     EXPECT(sl_alibi_attention(q, k, v, sl_zeros(SL_I32, sl_shape(8)), NULL), SL_ERR_DTYPE,
            "sl_alibi_attention: slopes must be f32 or f64, got i32 [8]");
-    EXPECT(sl_alibi_attention(q, sl_zeros(SL_F64, sl_shape(2, 4, 16, 64)), v, NULL, NULL),
+    EXPECT(sl_alibi_attention(q, sl_zeros(SL_F64, sl_shape(2, 4, 16, 64)), v, SL_NONE, NULL),
            SL_ERR_DTYPE, "sl_alibi_attention: dtypes differ: f32 [2,8,16,64] vs f64 [2,4,16,64]");
-    EXPECT(sl_alibi_attention(q, k, sl_zeros(SL_F32, sl_shape(2, 4, 15, 32)), NULL, NULL),
+    EXPECT(sl_alibi_attention(q, k, sl_zeros(SL_F32, sl_shape(2, 4, 15, 32)), SL_NONE, NULL),
            SL_ERR_SHAPE,
            "sl_alibi_attention: k [2,4,16,64] and v [2,4,15,32]: batch sizes, kv heads or key "
            "counts differ");
-    EXPECT(sl_alibi_attention(q, sl_zeros(SL_F32, sl_shape(2, 4, 16, 32)), v, NULL, NULL),
+    EXPECT(sl_alibi_attention(q, sl_zeros(SL_F32, sl_shape(2, 4, 16, 32)), v, SL_NONE, NULL),
            SL_ERR_SHAPE,
            "sl_alibi_attention: q [2,8,16,64] and k [2,4,16,32]: batch sizes or head dims differ");
-    EXPECT(sl_alibi_attention(sl_zeros(SL_F32, sl_shape(8, 16, 64)), k, v, NULL, NULL),
+    EXPECT(sl_alibi_attention(sl_zeros(SL_F32, sl_shape(8, 16, 64)), k, v, SL_NONE, NULL),
            SL_ERR_SHAPE, "sl_alibi_attention: q must be 4-D [B,H,Tq,D], got [8,16,64]");
-    EXPECT(sl_alibi_attention(q, sl_zeros(SL_F32, sl_shape(2, 4, 0, 64)), v, NULL, NULL),
+    EXPECT(sl_alibi_attention(q, sl_zeros(SL_F32, sl_shape(2, 4, 0, 64)), v, SL_NONE, NULL),
            SL_ERR_SHAPE, "sl_alibi_attention: k [2,4,0,64] is empty");
     sl_alibi_opts bad = {false, NAN};
-    EXPECT(sl_alibi_attention(q, k, v, NULL, &bad), SL_ERR_ARG,
+    EXPECT(sl_alibi_attention(q, k, v, SL_NONE, &bad), SL_ERR_ARG,
            "sl_alibi_attention: scale nan is not finite");
-    EXPECT(sl_alibi_attention(NULL, k, v, NULL, NULL), SL_ERR_ARG,
+    EXPECT(sl_alibi_attention(NULL, k, v, SL_NONE, NULL), SL_ERR_ARG,
            "sl_alibi_attention: argument 'q' is NULL");
     /* a NULL from a failed call propagates, first message kept: in q, and in slopes too,
      * which would otherwise mean "the default" */
     ck_assert_ptr_null(sl_alibi_attention(q, k, v, sl_alibi_slopes(0), NULL));
     ck_assert_str_eq(sl_error_message(), "sl_alibi_slopes: n_heads is 0; it must be at least 1");
     sl_error_clear();
-    ck_assert_ptr_null(sl_alibi_attention(sl_exp(sl_zeros(SL_I32, sl_shape(1))), k, v, NULL, NULL));
+    ck_assert_ptr_null(
+        sl_alibi_attention(sl_exp(sl_zeros(SL_I32, sl_shape(1))), k, v, SL_NONE, NULL));
     ck_assert_int_eq(sl_error(), SL_ERR_DTYPE);
     sl_error_clear();
 #undef EXPECT

@@ -80,7 +80,8 @@ START_TEST(values_against_naive_loop)
                 sl_tensor *x = sl_rand_normal(&r, d, (int)xs[c][0], xs[c] + 1, 0, 1);
                 sl_tensor *w = sl_rand_normal(&r, d, sl_shape(4, 5), 0, 1);
                 sl_tensor *b = bias ? sl_rand_normal(&r, d, sl_shape(4), 0, 1) : NULL;
-                sl_tensor *y = sl_linear(x, w, b, gelu ? SL_ACT_GELU_TANH : SL_ACT_NONE);
+                sl_tensor *y =
+                    sl_linear(x, w, b ? b : SL_NONE, gelu ? SL_ACT_GELU_TANH : SL_ACT_NONE);
                 ck_assert_msg(y != NULL, "%s", sl_error_message());
                 sl_tensor *want = naive_linear(x, w, b, gelu);
                 ck_assert_str_eq(sl_shape_str(y), sl_shape_str(want));
@@ -127,7 +128,7 @@ START_TEST(f32_gelu_over_its_range)
     us[n++] = NAN;
     sl_tensor *x = sl_requires_grad(sl_from_data(SL_F32, sl_shape(N, 1), us), true);
     sl_tensor *one = sl_ones(SL_F32, sl_shape(1, 1)); /* weight: y = gelu(x) */
-    sl_tensor *y = sl_linear(x, one, NULL, SL_ACT_GELU_TANH);
+    sl_tensor *y = sl_linear(x, one, SL_NONE, SL_ACT_GELU_TANH);
     ck_assert_msg(y != NULL, "%s", sl_error_message());
     ck_assert(sl_backward_ex(y, sl_ones(SL_F32, sl_shape(N, 1)), 0));
     for (int i = 0; i < N; i++) {
@@ -159,7 +160,7 @@ END_TEST
 static size_t extra_bytes(sl_tensor *x, sl_tensor *w)
 {
     size_t before = sl_arena_used(sl_arena_current());
-    sl_tensor *y = sl_linear(x, w, NULL, SL_ACT_NONE);
+    sl_tensor *y = sl_linear(x, w, SL_NONE, SL_ACT_NONE);
     size_t used = sl_arena_used(sl_arena_current()) - before;
     ck_assert_msg(y != NULL, "%s", sl_error_message());
     ck_assert_double_le(tu_max_rel_diff(y, naive_linear(x, w, NULL, false)), 1e-13);
@@ -261,7 +262,7 @@ START_TEST(errors_name_the_shapes)
                                 SL_ACT_NONE));
     assert_error(SL_ERR_SHAPE,
                  "sl_linear: input [2,3,4] does not end in 3 features (weight [5,3])");
-    ck_assert_ptr_null(sl_linear(x, b, NULL, SL_ACT_NONE));
+    ck_assert_ptr_null(sl_linear(x, b, SL_NONE, SL_ACT_NONE));
     assert_error(SL_ERR_SHAPE, "sl_linear: weight must be 2-D (out, in), got [5]");
     ck_assert_ptr_null(sl_linear(x, w, sl_rand_normal(&r, SL_F32, sl_shape(4), 0, 1), SL_ACT_NONE));
     assert_error(SL_ERR_SHAPE, "sl_linear: bias [4] does not match weight [5,4] (expected [5])");
@@ -274,12 +275,21 @@ START_TEST(errors_name_the_shapes)
     assert_error(SL_ERR_DTYPE, "sl_linear: expected f32 or f64, got i32 [2,4]");
     ck_assert_ptr_null(sl_linear(NULL, w, b, SL_ACT_NONE));
     assert_error(SL_ERR_ARG, "sl_linear: argument 'x' is NULL");
-    /* a NULL from a failed call propagates, its message kept; a NULL bias then too */
+    /* a NULL from a failed call propagates, its message kept, in any argument, the optional
+     * bias included; SL_NONE is no bias whatever error is pending */
     sl_tensor *bad = sl_matmul(x, x);
     ck_assert_ptr_null(sl_linear(bad, w, b, SL_ACT_NONE));
-    ck_assert_ptr_null(sl_linear(x, w, NULL, SL_ACT_NONE));
+    ck_assert_ptr_null(sl_linear(x, w, bad, SL_ACT_NONE));
+    ck_assert_int_eq(sl_error(), SL_ERR_SHAPE);
+    ck_assert_str_eq(sl_error_message(), "sl_matmul: inner dims differ: [2,3,4] @ [2,3,4]");
+    ck_assert_ptr_nonnull(sl_linear(x, w, SL_NONE, SL_ACT_NONE)); /* the error still pending */
     assert_error(SL_ERR_SHAPE, "sl_matmul: inner dims differ: [2,3,4] @ [2,3,4]");
-    ck_assert_ptr_nonnull(sl_linear(x, w, NULL, SL_ACT_NONE));
+    /* with no error pending, a NULL bias is a mistake, reported as one; SL_NONE is not a
+     * weight */
+    ck_assert_ptr_null(sl_linear(x, w, NULL, SL_ACT_NONE));
+    assert_error(SL_ERR_ARG, "sl_linear: argument 'bias' is NULL");
+    ck_assert_ptr_null(sl_linear(x, SL_NONE, b, SL_ACT_NONE));
+    assert_error(SL_ERR_ARG, "sl_linear: argument 'weight' is SL_NONE; it is not optional");
 }
 END_TEST
 
@@ -287,11 +297,11 @@ END_TEST
 
 static sl_tensor *g_lin(sl_tensor *const *in, int n, void *u)
 {
-    return sl_linear(in[0], in[1], n > 2 ? in[2] : NULL, SL_ACT_NONE);
+    return sl_linear(in[0], in[1], n > 2 ? in[2] : SL_NONE, SL_ACT_NONE);
 }
 static sl_tensor *g_gelu(sl_tensor *const *in, int n, void *u)
 {
-    return sl_linear(in[0], in[1], n > 2 ? in[2] : NULL, SL_ACT_GELU_TANH);
+    return sl_linear(in[0], in[1], n > 2 ? in[2] : SL_NONE, SL_ACT_GELU_TANH);
 }
 static sl_tensor *g_transposed_weight(sl_tensor *const *in, int n, void *u)
 {
@@ -301,8 +311,8 @@ static sl_tensor *g_fanin(sl_tensor *const *in, int n, void *u)
 {
     /* x and W each used twice, W also as a matmul operand: gradients accumulate */
     sl_tensor *h = sl_linear(in[0], in[1], in[2], SL_ACT_GELU_TANH);
-    sl_tensor *y = sl_linear(h, in[1], NULL, SL_ACT_NONE);
-    return sl_add(sl_add(y, sl_linear(in[0], in[1], NULL, SL_ACT_NONE)),
+    sl_tensor *y = sl_linear(h, in[1], SL_NONE, SL_ACT_NONE);
+    return sl_add(sl_add(y, sl_linear(in[0], in[1], SL_NONE, SL_ACT_NONE)),
                   sl_matmul(in[0], sl_transpose(in[1], 0, 1)));
 }
 

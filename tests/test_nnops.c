@@ -90,8 +90,8 @@ static sl_tensor *call_layernorm(sl_tensor *const *in, int n, void *user)
 {
     const char *which = user;
     int k = 1;
-    sl_tensor *w = strchr(which, 'w') ? in[k++] : NULL;
-    sl_tensor *b = strchr(which, 'b') ? in[k++] : NULL;
+    sl_tensor *w = strchr(which, 'w') ? in[k++] : SL_NONE;
+    sl_tensor *b = strchr(which, 'b') ? in[k++] : SL_NONE;
     return sl_layer_norm(in[0], w, b, 1e-5);
 }
 
@@ -104,21 +104,21 @@ START_TEST(layernorm_values)
     double ref[21];
     sl_tensor *ws[] = {w, w, NULL, NULL}, *bs[] = {b, NULL, b, NULL};
     for (int k = 0; k < 4; k++) {
-        sl_tensor *y = sl_layer_norm(x, ws[k], bs[k], 1e-5);
+        sl_tensor *y = sl_layer_norm(x, ws[k] ? ws[k] : SL_NONE, bs[k] ? bs[k] : SL_NONE, 1e-5);
         ck_assert_ptr_nonnull(y);
         ck_assert_str_eq(sl_shape_str(y), "[3,7]");
         layernorm_ref(x, ws[k], bs[k], 1e-5, ref);
         assert_matches_ref(y, ref, 1e-12, 1e-12);
     }
     /* A large eps visibly changes the result. */
-    sl_tensor *y = sl_layer_norm(x, NULL, NULL, 0.5);
+    sl_tensor *y = sl_layer_norm(x, SL_NONE, SL_NONE, 0.5);
     layernorm_ref(x, NULL, NULL, 0.5, ref);
     assert_matches_ref(y, ref, 1e-12, 1e-12);
 
     /* f32 rows with a large mean and a small spread: statistics in double keep full precision
      * (a one-pass E[x^2] - E[x]^2 in float would lose every digit here). */
     sl_tensor *x32 = sl_rand_normal(&r, SL_F32, sl_shape(4, 64), 1e4, 1);
-    sl_tensor *y32 = sl_layer_norm(x32, NULL, NULL, 1e-5);
+    sl_tensor *y32 = sl_layer_norm(x32, SL_NONE, SL_NONE, 1e-5);
     ck_assert_int_eq(y32->dtype, SL_F32);
     double ref32[256];
     layernorm_ref(x32, NULL, NULL, 1e-5, ref32);
@@ -130,24 +130,25 @@ START_TEST(layernorm_errors)
 {
     sl_tensor *x = sl_zeros(SL_F64, sl_shape(2, 3));
     sl_tensor *w3 = sl_ones(SL_F64, sl_shape(3)), *w4 = sl_ones(SL_F64, sl_shape(4));
-    ck_assert_error(sl_layer_norm(x, w4, NULL, 1e-5), SL_ERR_SHAPE,
+    ck_assert_error(sl_layer_norm(x, w4, SL_NONE, 1e-5), SL_ERR_SHAPE,
                     "sl_layer_norm: weight [4] does not match the last dim of x [2,3] "
                     "(expected [3])");
     ck_assert_error(sl_layer_norm(x, w3, x, 1e-5), SL_ERR_SHAPE,
                     "sl_layer_norm: bias [2,3] does not match the last dim of x [2,3] "
                     "(expected [3])");
-    ck_assert_error(sl_layer_norm(x, sl_ones(SL_F32, sl_shape(3)), NULL, 1e-5), SL_ERR_DTYPE,
+    ck_assert_error(sl_layer_norm(x, sl_ones(SL_F32, sl_shape(3)), SL_NONE, 1e-5), SL_ERR_DTYPE,
                     "sl_layer_norm: dtypes differ: f64 [2,3] vs f32 [3]");
-    ck_assert_error(sl_layer_norm(sl_scalar(SL_F64, 1), NULL, NULL, 1e-5), SL_ERR_SHAPE,
+    ck_assert_error(sl_layer_norm(sl_scalar(SL_F64, 1), SL_NONE, SL_NONE, 1e-5), SL_ERR_SHAPE,
                     "sl_layer_norm: x must have at least 1 dim (normalised over the last), got []");
     ck_assert_error(sl_layer_norm(x, w3, w3, -1), SL_ERR_ARG,
                     "sl_layer_norm: eps -1 must be finite and >= 0");
-    ck_assert_error(sl_layer_norm(sl_zeros(SL_I32, sl_shape(3)), NULL, NULL, 1e-5), SL_ERR_DTYPE,
-                    "sl_layer_norm: expected f32 or f64, got i32 [3]");
+    ck_assert_error(sl_layer_norm(sl_zeros(SL_I32, sl_shape(3)), SL_NONE, SL_NONE, 1e-5),
+                    SL_ERR_DTYPE, "sl_layer_norm: expected f32 or f64, got i32 [3]");
     ck_assert_error(sl_layer_norm(NULL, w3, w3, 1e-5), SL_ERR_ARG,
                     "sl_layer_norm: argument 'x' is NULL");
     /* A NULL weight that a failed call returned propagates that call's error. */
-    ck_assert_error(sl_layer_norm(x, sl_layer_norm(x, w4, NULL, 1e-5), NULL, 1e-5), SL_ERR_SHAPE,
+    ck_assert_error(sl_layer_norm(x, sl_layer_norm(x, w4, SL_NONE, 1e-5), SL_NONE, 1e-5),
+                    SL_ERR_SHAPE,
                     "sl_layer_norm: weight [4] does not match the last dim of x [2,3] "
                     "(expected [3])");
 }

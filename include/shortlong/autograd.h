@@ -87,6 +87,8 @@ bool sl_autograd_remove_observer(const sl_autograd_observer *obs);
 /* Returns false on failure (with the error recorded). */
 typedef bool (*sl_backward_fn)(sl_node *node);
 
+enum { SL_MAX_SAVED = 8 }; /* tensors a node can keep for its backward (sl_save_for_backward) */
+
 struct sl_node {
     const char *op;          /* "sl_matmul", ... */
     sl_backward_fn backward;
@@ -95,6 +97,9 @@ struct sl_node {
     int n_in;
     sl_tensor **in;          /* the op's inputs */
     void *saved;             /* op-specific state: saved_bytes zeroed bytes, 64-byte aligned */
+    int n_kept;              /* the tensors sl_save_for_backward kept, and their versions */
+    sl_tensor *kept[SL_MAX_SAVED];
+    uint32_t kept_version[SL_MAX_SAVED];
     uint32_t visit;          /* internal: topological sort */
     bool consumed;           /* internal: a backward ran through it without SL_RETAIN_GRAPH */
 };
@@ -109,6 +114,11 @@ struct sl_node {
  */
 bool sl_record(sl_node **node, const char *op, sl_tensor *out, int n_in, sl_tensor *const *in,
                sl_backward_fn backward, size_t saved_bytes);
+/* For op writers: declares that node's backward reads t's values (an input, the output, or a
+ * copy the op made), recording t's version (tensor.h). If t is written in place before the
+ * backward runs, the backward fails, naming the op and t, instead of using the new values.
+ * node may be NULL (nothing recorded: a no-op). False (SL_ERR_STATE) past SL_MAX_SAVED. */
+bool sl_save_for_backward(sl_node *node, sl_tensor *t);
 /* For backward functions: the gradient buffer of input i (contiguous, its shape and dtype,
  * zero the first time it is asked for in a pass), to ACCUMULATE into. Check
  * node->in[i]->requires_grad first and skip inputs that do not (this returns NULL for them);

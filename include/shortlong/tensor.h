@@ -74,7 +74,12 @@ typedef struct sl_arena sl_arena;
  * own. Returns NULL on OOM. */
 sl_arena *sl_arena_new(size_t block_bytes);
 void sl_arena_free(sl_arena *arena);
-/* Releases every tensor in the arena; keeps the blocks for reuse. */
+/* Releases every tensor in the arena; keeps the blocks for reuse. Each reset starts a new
+ * generation of the arena: an op handed a tensor made before the reset fails (SL_ERR_STATE,
+ * naming the op and the argument) instead of reading whatever the memory holds now, as long
+ * as the tensor's header has not been reused by a newer allocation. Debug builds fill released
+ * memory with 0xFF bytes (NaN in f32 and f64, -1 in i32), and AddressSanitizer builds poison
+ * it, so that a stale read through a pointer is seen as well. */
 void sl_arena_reset(sl_arena *arena);
 /* Makes `arena` the calling thread's current arena (NULL: the thread's default); returns the
  * previous one (NULL if it was the default). */
@@ -92,7 +97,14 @@ uint64_t sl_heap_allocs(void);
 typedef struct sl_node sl_node;
 
 /* A strided view of typed storage. Read the fields freely; change them only through the API.
- * Element (i0, i1, ...) is at data + (offset + sum_k i_k * strides[k]) * sizeof(element). */
+ * Element (i0, i1, ...) is at data + (offset + sum_k i_k * strides[k]) * sizeof(element).
+ *
+ * In-place writes. Every write through the API (sl_fill, sl_copy_into, sl_set, an optimizer
+ * step, a checkpoint load, ...) bumps a version counter that a tensor shares with every view of
+ * its storage. An op that keeps a tensor for its backward records the version; if it changed
+ * by the time the backward runs, the backward fails, naming the op and the tensor, rather than
+ * give a wrong gradient. Writes straight through ->data are not seen: after one, call
+ * sl_mark_modified. */
 typedef struct sl_tensor {
     sl_dtype dtype;
     int ndim;                       /* 0 for a scalar */
@@ -101,6 +113,8 @@ typedef struct sl_tensor {
     int64_t offset;                 /* in elements */
     void *data;                     /* base of the storage, shared by views */
     sl_arena *arena;                /* the arena the tensor was allocated in */
+    uint32_t generation;            /* the arena's generation then (see sl_arena_reset) */
+    uint32_t *version;              /* in-place writes to the storage (shared with views) */
     /* autograd's (autograd.h): */
     struct sl_tensor *grad;         /* accumulated gradient (leaves that require grad) */
     sl_node *node;                  /* the op that made it (NULL for leaves) */
@@ -118,6 +132,13 @@ bool sl_is_contiguous(const sl_tensor *t);
 const char *sl_shape_str(const sl_tensor *t);
 /* Pointer to element 0 of the view (data + offset). */
 void *sl_ptr(const sl_tensor *t);
+
+/* An absent optional tensor argument: a Linear without a bias, a LayerNorm without an affine
+ * part, ALiBi's default slopes. A NULL tensor argument is never "absent": NULL is what a failed
+ * call returns, so an op handed one returns NULL, keeping the error pending (or, if none is,
+ * reporting the NULL argument). Never write through SL_NONE. */
+extern const sl_tensor sl__none;
+#define SL_NONE ((sl_tensor *)&sl__none)
 
 /* Creation, in the current arena. shape has ndim entries (ndim may be 0). NULL on error. */
 sl_tensor *sl_empty(sl_dtype dtype, int ndim, const int64_t *shape);
@@ -145,6 +166,9 @@ bool sl_copy_out(const sl_tensor *t, void *buf);
 bool sl_copy_into(sl_tensor *dst, const sl_tensor *src);
 /* Sets every element (no autograd). */
 bool sl_fill(sl_tensor *t, double value);
+/* Bumps t's version counter (shared with its views): call it after writing through ->data,
+ * so that a backward that kept t for its gradient fails instead of using the new values. */
+void sl_mark_modified(sl_tensor *t);
 
 /* Prints "<label>: <dtype> <shape>" (and "requires_grad" when set), then the values: every
  * entry of a dim of up to 6, else its first 3 and last 3 with "..." between. label may be NULL. */
