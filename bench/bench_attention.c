@@ -23,38 +23,20 @@
  */
 #include <shortlong/shortlong.h>
 
+#include "bench_util.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 enum { MAX_REPS = 51, N_VARIANTS = 4 };
 typedef enum { FUSED, NOBIAS, COMPOSED, SGEMM } variant;
 static const char *const variant_name[N_VARIANTS] = {"fused", "nobias", "composed", "sgemm"};
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(const double *v, int n)
-{
-    double s[MAX_REPS];
-    memcpy(s, v, sizeof(double) * (size_t)n);
-    qsort(s, (size_t)n, sizeof(double), cmp_double);
-    return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
-}
+_Static_assert(MAX_REPS <= BENCH_MAX_SAMPLES, "median() takes every rep");
 
 typedef struct {
     int64_t B, H, T, D;

@@ -32,12 +32,12 @@ import argparse
 import json
 import math
 import os
-import statistics
 import sys
-import time
 
-TUNED = {"OMP_WAIT_POLICY": "PASSIVE", "MALLOC_MMAP_MAX_": "0",
-         "MALLOC_TRIM_THRESHOLD_": "68719476736"}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_util import (TUNED, alibi_slopes, enter_tuned_env, import_torch, median,
+                        now, tuned_env)
+
 SIZES = [512, 1024, 2048, 4096, 8192, 16384]
 
 
@@ -58,17 +58,6 @@ def reset_peak_rss():
         return False
 
 
-def alibi_slopes(n):
-    """The paper's slopes (ofirpress/attention_with_linear_biases, get_slopes)."""
-    def pow2(n):
-        start = 2 ** (-2 ** -(math.log2(n) - 3))
-        return [start * start ** i for i in range(n)]
-    if math.log2(n).is_integer():
-        return pow2(n)
-    closest = 2 ** math.floor(math.log2(n))
-    return pow2(closest) + alibi_slopes(2 * closest)[0::2][:n - closest]
-
-
 def measure(args, T):
     import torch
 
@@ -86,14 +75,14 @@ def measure(args, T):
     scale = 1 / math.sqrt(D)
 
     def iteration():
-        t0 = time.perf_counter()
+        t0 = now()
         s = (q @ k.transpose(-1, -2)) * scale + bias
         p = torch.softmax(s.masked_fill(mask, float("-inf")), dim=-1)
         out = p @ v
         del s, p
-        t1 = time.perf_counter()
+        t1 = now()
         out.backward(gout)
-        t2 = time.perf_counter()
+        t2 = now()
         return t1 - t0, t2 - t0
 
     before = rss_bytes("VmRSS")
@@ -113,10 +102,10 @@ def measure(args, T):
     if peak is not None:
         extra = peak - before - 4 * tensor + bias.numel() * 4 + mask.numel() * mask.element_size()
     useful = 6 * 2.0 * B * H * T * T * D / 2
-    fwd, fb = statistics.median(t_fwd), statistics.median(t_fb)
+    fwd, fb = median(t_fwd), median(t_fb)
     return {"bench": "attention", "variant": "torch", "causal": True, "T": T, "B": B, "H": H,
             "D": D, "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "env": {k: os.environ[k] for k in TUNED if k in os.environ},
+            "env": tuned_env(),
             "fwd_ms": 1e3 * fwd, "fwdbwd_ms": 1e3 * fb, "gflops": 1e-9 * useful / fb,
             "fwd_gflops": 1e-9 * useful / 3 / fwd, "extra_bytes": extra}
 
@@ -135,13 +124,8 @@ def main():
     p.add_argument("--as-is", action="store_true", help="do not re-run in the tuned environment")
     args = p.parse_args()
 
-    if not args.as_is and any(os.environ.get(k) != v for k, v in TUNED.items()):
-        os.execve(sys.executable, [sys.executable] + sys.argv, {**os.environ, **TUNED})
-    try:
-        import torch
-    except ImportError:
-        sys.exit("torch_attention.py: no torch in %s (Debian: /usr/bin/python3 with "
-                 "python3-torch)" % sys.executable)
+    enter_tuned_env(args.as_is)
+    torch = import_torch("torch_attention.py")
     torch.set_num_threads(args.threads)
 
     if not args.json:

@@ -31,28 +31,11 @@ import argparse
 import json
 import math
 import os
-import resource
-import statistics
 import sys
-import time
 
-TUNED = {"OMP_WAIT_POLICY": "PASSIVE", "MALLOC_MMAP_MAX_": "0",
-         "MALLOC_TRIM_THRESHOLD_": "68719476736"}
-
-
-def peak_rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-
-
-def alibi_slopes(n):
-    """The paper's slopes (ofirpress/attention_with_linear_biases, get_slopes)."""
-    def pow2(n):
-        start = 2 ** (-2 ** -(math.log2(n) - 3))
-        return [start * start ** i for i in range(n)]
-    if math.log2(n).is_integer():
-        return pow2(n)
-    closest = 2 ** math.floor(math.log2(n))
-    return pow2(closest) + alibi_slopes(2 * closest)[0::2][:n - closest]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_util import (alibi_slopes, enter_tuned_env, import_torch, median, now,
+                        peak_rss_mib, tuned_env)
 
 
 def build(args):
@@ -157,12 +140,12 @@ def train(args):
     tgt = torch.randint(0, V, (B, T), generator=g)
 
     def step():
-        t0 = time.perf_counter()
+        t0 = now()
         opt.zero_grad()
         loss = F.cross_entropy(model(idx).view(-1, V), tgt.view(-1))
         loss.backward()
         opt.step()
-        return time.perf_counter() - t0, loss.item()
+        return now() - t0, loss.item()
 
     losses = []
     for _ in range(max(args.warmup, 1)):
@@ -172,13 +155,12 @@ def train(args):
         t, l = step()
         times.append(t)
         losses.append(l)
-    ms = 1e3 * statistics.median(times)
+    ms = 1e3 * median(times)
     return {"bench": "gpt_step", "impl": "torch", "torch": torch.__version__,
             "vocab": V, "dim": args.dim, "layers": args.layers, "heads": args.heads,
             "context": T, "batch": B, "pos": "alibi", "threads": torch.get_num_threads(),
             "mask_in_bias": args.mask_in_bias,
-            "env": {k: os.environ[k] for k in list(TUNED) + ["OPENBLAS_CORETYPE"]
-                    if k in os.environ},
+            "env": tuned_env(["OPENBLAS_CORETYPE"]),
             "steps": args.steps, "warmup": args.warmup,
             "params": sum(p.numel() for p in model.parameters()),
             "step_ms": ms, "step_ms_min": 1e3 * min(times), "tokens_per_s": B * T / (ms * 1e-3),
@@ -193,12 +175,12 @@ def evaluate(args):
     idx = torch.randint(0, args.vocab, (1, T), generator=torch.Generator().manual_seed(7))
     rss0 = peak_rss_mib()
     with torch.no_grad():
-        t0 = time.perf_counter()
+        t0 = now()
         model(idx)
-        sec = time.perf_counter() - t0
+        sec = now() - t0
     return {"bench": "gpt_eval", "impl": "torch", "torch": torch.__version__, "B": 1, "T": T,
             "threads": torch.get_num_threads(), "mask_in_bias": args.mask_in_bias,
-            "env": {k: os.environ[k] for k in TUNED if k in os.environ},
+            "env": tuned_env(),
             "forward_ms": 1e3 * sec, "rss_before_mib": rss0, "peak_rss_mib": peak_rss_mib()}
 
 
@@ -220,13 +202,8 @@ def main():
     p.add_argument("--as-is", action="store_true", help="do not re-run in the tuned environment")
     args = p.parse_args()
 
-    if not args.as_is and any(os.environ.get(k) != v for k, v in TUNED.items()):
-        os.execve(sys.executable, [sys.executable] + sys.argv, {**os.environ, **TUNED})
-    try:
-        import torch
-    except ImportError:
-        sys.exit("torch_gpt.py: no torch in %s (Debian: /usr/bin/python3 with python3-torch)"
-                 % sys.executable)
+    enter_tuned_env(args.as_is)
+    torch = import_torch("torch_gpt.py")
     torch.set_num_threads(args.threads)
 
     r = evaluate(args) if args.eval_T else train(args)

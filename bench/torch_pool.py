@@ -22,13 +22,11 @@ matmul.
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 
-TUNED = {"OMP_WAIT_POLICY": "PASSIVE", "MALLOC_MMAP_MAX_": "0",
-         "MALLOC_TRIM_THRESHOLD_": "68719476736"}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_util import TUNED, median, now
 
 
 def openblas_threads():
@@ -59,11 +57,11 @@ def measure(args):
         for _ in range(args.reps):
             for t in threads:
                 torch.set_num_threads(t)
-                t0 = time.perf_counter()
+                t0 = now()
                 c = a @ b
-                t1 = time.perf_counter()
+                t1 = now()
                 g = F.gelu(x)
-                t2 = time.perf_counter()
+                t2 = now()
                 del c, g
                 times[t]["matmul"].append(t1 - t0)
                 times[t]["gelu"].append(t2 - t1)
@@ -76,7 +74,7 @@ def measure(args):
 
 def summarize(head, threads, times):
     """Medians of the per-iteration times (seconds) in times[threads][part]."""
-    med = {t: {k: statistics.median(v) for k, v in times[t].items()} for t in threads}
+    med = {t: {k: median(v) for k, v in times[t].items()} for t in threads}
     gflops = 2.0 * head["n"] ** 3 * 1e-9
     return dict(head, reps=len(times[threads[0]]["iter"]), times=times, runs=[
         {"threads": t, "matmul_ms": 1e3 * med[t]["matmul"], "gelu_ms": 1e3 * med[t]["gelu"],
