@@ -280,7 +280,7 @@ static floor_plan plan_floor(const sl_gpt_config *c, int64_t B, int64_t T, int t
 }
 
 /* Which sgemm a floor runs: OpenBLAS's cblas_sgemm, or the kernel the library itself uses
- * for f32 products when the build has AVX-512 (ops/gemm.c: b packed per call into `pack`,
+ * for f32 products on CPUs with AVX2 or AVX-512 (ops/gemm_isa.c: b packed per call into `pack`,
  * which holds sl__sgemm_packed_floats(k, n) floats, as cblas_sgemm packs its own). */
 typedef enum { FLOOR_CBLAS, FLOOR_KERNEL, N_FLOORS } floor_impl;
 
@@ -700,8 +700,9 @@ int main(int argc, char **argv)
     sl_arena_set(NULL);
 
     floor_plan fp = plan_floor(&t.m->cfg, B, T, threads);
-    /* the kernel's floor only where the library uses the kernel */
-    int n_floors = floor ? (sl__sgemm_enabled() ? 2 : 1) : 0;
+    /* the library's own kernel's floor wherever the CPU has one (AVX2 or AVX-512), to compare
+     * the two engines in the same run; the step uses the one sl_matmul_engine names */
+    int n_floors = floor ? (sl__sgemm_level() != SL__ISA_GENERIC ? 2 : 1) : 0;
     double loss0 = NAN, loss = NAN, lin, att;
     for (int w = 0; w < warmup || w < 1; w++) {
         if (!train_step(&t, w ? &loss : &loss0)) return fail("warm-up step");
@@ -759,7 +760,7 @@ int main(int argc, char **argv)
                "\"layers\": %d, \"heads\": %d, \"context\": %lld, \"batch\": %lld, "
                "\"pos\": \"%s\", "
                "\"threads\": %d, \"steps\": %d, \"warmup\": %d, \"params\": %lld, "
-               "\"sgemm\": \"%s\", \"step_ms\": %.2f, \"step_ms_min\": %.2f, "
+               "\"sgemm\": \"%s\", \"isa\": \"%s\", \"step_ms\": %.2f, \"step_ms_min\": %.2f, "
                "\"tokens_per_s\": %.0f, \"peak_rss_mib\": %.1f, \"step_arena_peak_mib\": %.1f, "
                "\"params_arena_mib\": %.1f, \"heap_allocs_timed\": %llu, "
                "\"page_faults_per_step\": %.1f, \"gemm_gflop\": %.2f, \"gemm_gflop_full\": %.2f, "
@@ -767,7 +768,7 @@ int main(int argc, char **argv)
                (long long)cfg.vocab_size, (long long)cfg.dim, cfg.n_layers, cfg.n_heads,
                (long long)T, (long long)B, sl_pos_name(cfg.pos), threads, steps, warmup,
                (long long)sl_params_numel(t.m->params),
-               sl__sgemm_enabled() ? "shortlong AVX-512 kernel" : "cblas", step_ms,
+               sl_matmul_engine(), sl_cpu_isa(), step_ms,
                1e3 * min_of(step_s, steps), tok_s, rss, arena_mib, params_mib,
                (unsigned long long)heap, (double)faults / steps, gflop, gflop_full, loss0, loss);
         for (int f = 0; f < n_floors; f++)
@@ -783,15 +784,17 @@ int main(int argc, char **argv)
         printf("}\n");
     } else {
         printf("shortlong GPT training step: vocab %lld, d_model %lld, %d layers, %d heads, "
-               "T %lld, batch %lld, pos %s, %lld parameters, %d threads, f32 products on %s\n",
+               "T %lld, batch %lld, pos %s, %lld parameters, %d threads\n"
+               "  kernels: %s; matrix products: %s\n",
                (long long)cfg.vocab_size, (long long)cfg.dim, cfg.n_layers, cfg.n_heads,
                (long long)T, (long long)B, sl_pos_name(cfg.pos),
-               (long long)sl_params_numel(t.m->params), threads,
-               sl__sgemm_enabled() ? "shortlong's AVX-512 kernel" : "cblas");
+               (long long)sl_params_numel(t.m->params), threads, sl_cpu_isa(),
+               sl_matmul_engine());
         printf("  step (zero grad, forward, loss, backward, AdamW): median %.1f ms over %d steps "
                "-> %.0f tokens/s\n", step_ms, steps, tok_s);
-        static const char *const floor_name[N_FLOORS] = {"cblas_sgemm (OpenBLAS)",
-                                                         "shortlong's AVX-512 kernel"};
+        char own[64];
+        snprintf(own, sizeof own, "shortlong's own %s kernel", sl__isa_name(sl__sgemm_level()));
+        const char *const floor_name[N_FLOORS] = {"cblas_sgemm (OpenBLAS)", own};
         for (int f = 0; f < n_floors; f++) {
             printf("  GEMM floor through %s, same run: %.1f ms (linear %.1f + attention %.1f / 2; "
                    "%.1f GFLOP); step / floor = %.2fx\n", floor_name[f], floor_ms[f], lin_ms[f],

@@ -1,18 +1,47 @@
-/* ops/blas.c — the policy for matrix products: OpenBLAS's threads, the f32 engine, layouts.
+/* ops/blas.c — the policy for matrix products: OpenBLAS's threads and kernels, the f32 engine,
+ * layouts.
  *
- * Which engine. OpenBLAS runs the kernels of the core it detects (or that OPENBLAS_CORETYPE
- * names, read once when it loads), and those need not be the machine's best: an OpenBLAS older
- * than the CPU falls back to kernels for an older core. The library's own f32 product (ops/gemm.c)
- * is an AVX-512 kernel; it is used where OpenBLAS runs kernels without AVX-512 on an AVX-512
- * build, and cblas everywhere else (BENCHMARKS.md has the measurements behind the rule). */
+ * OpenBLAS's kernels. A DYNAMIC_ARCH OpenBLAS (Debian's) runs the kernels of the core it
+ * detects, or of the one OPENBLAS_CORETYPE names; a release older than the CPU may not know it
+ * and fall back to an old core (SSE3 "Prescott" kernels on an AVX-512 CPU run at a fifth of the
+ * rate). When the library loads, it compares the core OpenBLAS chose with the CPU's SIMD level
+ * (tensor/cpu.c) and, if OpenBLAS fell below it and OPENBLAS_CORETYPE is not set, has OpenBLAS
+ * choose again as if OPENBLAS_CORETYPE named the best core it has for that level (SkylakeX or
+ * Cooperlake for AVX-512, Haswell for AVX2), through OpenBLAS's own re-initialisation entry
+ * points (gotoblas_dynamic_quit, gotoblas_dynamic_init). SL_BLAS_CORE=keep leaves OpenBLAS's
+ * choice alone; SL_BLAS_CORE=<core name> makes that choice instead (for comparisons).
+ *
+ * The f32 engine. Where OpenBLAS still runs kernels below the CPU's level (it could not be
+ * switched, or OPENBLAS_CORETYPE pins an old core), f32 products run on the library's own
+ * kernel for that level (ops/gemm.c); everywhere else on cblas_sgemm. SL_SGEMM=blas|kernel
+ * decides instead. BENCHMARKS.md has the measurements behind the rule. */
 #include "blas.h"
+#include "gemm.h"
 
 #include <ctype.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-__attribute__((constructor)) static void blas_one_thread(void) { openblas_set_num_threads(1); }
+/* OpenBLAS's dynamic-architecture entry points; absent (NULL) in a build without them. */
+extern void gotoblas_dynamic_init(void) __attribute__((weak));
+extern void gotoblas_dynamic_quit(void) __attribute__((weak));
+
+/* The SIMD level an OpenBLAS x86 core's kernels use. */
+sl__isa_level sl__blas_core_level(const char *core)
+{
+    static const char *const avx512[] = {"skylakex", "cooperlake", "sapphirerapids"};
+    static const char *const avx2[] = {"haswell", "zen"};
+    char lower[64] = "";
+    for (size_t i = 0; core && core[i] && i + 1 < sizeof lower; i++)
+        lower[i] = (char)tolower((unsigned char)core[i]);
+    for (size_t i = 0; i < sizeof avx512 / sizeof *avx512; i++)
+        if (!strcmp(lower, avx512[i])) return SL__ISA_AVX512;
+    for (size_t i = 0; i < sizeof avx2 / sizeof *avx2; i++)
+        if (!strcmp(lower, avx2[i])) return SL__ISA_AVX2;
+    return SL__ISA_GENERIC;
+}
 
 const char *sl__blas_core(void)
 {
@@ -20,34 +49,84 @@ const char *sl__blas_core(void)
     return name ? name : "unknown";
 }
 
-/* Whether OpenBLAS's kernels for its current core use AVX-512 (the names its
- * openblas_get_corename() gives to the x86 cores it has AVX-512 kernels for). */
-static bool openblas_has_avx512(void)
+static char blas_note[160]; /* how the core was chosen, for sl_matmul_engine */
+
+const char *sl__blas_best_core(sl__isa_level level)
 {
-    static const char *const cores[] = {"skylakex", "cooperlake", "sapphirerapids"};
-    const char *name = sl__blas_core();
-    char lower[64] = "";
-    for (size_t i = 0; name[i] && i + 1 < sizeof lower; i++)
-        lower[i] = (char)tolower((unsigned char)name[i]);
-    for (size_t i = 0; i < sizeof cores / sizeof *cores; i++)
-        if (strstr(lower, cores[i])) return true;
-    return false;
+#if defined(__x86_64__)
+    if (level == SL__ISA_AVX512)
+        return __builtin_cpu_supports("avx512bf16") ? "Cooperlake" : "SkylakeX";
+    if (level == SL__ISA_AVX2) return "Haswell";
+#endif
+    (void)level;
+    return NULL;
+}
+
+static void choose_core(void)
+{
+    const char *before = sl__blas_core(), *keep = getenv("SL_BLAS_CORE");
+    const char *pinned = getenv("OPENBLAS_CORETYPE");
+    if (keep && !strcmp(keep, "keep")) {
+        snprintf(blas_note, sizeof blas_note, "OpenBLAS's choice, kept (SL_BLAS_CORE=keep)");
+        return;
+    }
+    const char *want = keep && *keep ? keep : NULL;
+    if (!want && pinned) {
+        snprintf(blas_note, sizeof blas_note, "OPENBLAS_CORETYPE=%s", pinned);
+        return;
+    }
+    if (!want && sl__blas_core_level(before) < sl__isa()) want = sl__blas_best_core(sl__isa());
+    if (!want) {
+        snprintf(blas_note, sizeof blas_note, "OpenBLAS's choice");
+        return;
+    }
+    if (!gotoblas_dynamic_init || !gotoblas_dynamic_quit) {
+        snprintf(blas_note, sizeof blas_note, "OpenBLAS's choice (%s wanted: this OpenBLAS "
+                 "cannot switch)", want);
+        return;
+    }
+    char saved[64] = "";
+    if (pinned) snprintf(saved, sizeof saved, "%s", pinned);
+    setenv("OPENBLAS_CORETYPE", want, 1); /* what gotoblas_dynamic_init reads */
+    gotoblas_dynamic_quit();
+    gotoblas_dynamic_init();
+    if (saved[0]) setenv("OPENBLAS_CORETYPE", saved, 1);
+    else unsetenv("OPENBLAS_CORETYPE"); /* the program's children see what it was given */
+    snprintf(blas_note, sizeof blas_note, "switched from %s%s", before,
+             keep && *keep ? " (SL_BLAS_CORE)" : "");
+}
+
+/* At load, before any product (the program's own cblas calls included): OpenBLAS on one thread,
+ * since products split over shortlong's pool (tensor/pool.c), so the process has one set of
+ * threads and none of them waits by spinning for cores another set holds; then its kernels. */
+__attribute__((constructor)) static void blas_setup(void)
+{
+    openblas_set_num_threads(1);
+    choose_core();
 }
 
 bool sl__sgemm_enabled(void)
 {
-#if defined(__AVX512F__)
     static int state; /* 0: not decided yet, 1: on, -1: off (a benign race: all agree) */
     if (!state) {
         const char *e = getenv("SL_SGEMM");
         if (e && !strcmp(e, "blas")) state = -1;
-        else if (e && !strcmp(e, "kernel")) state = 1;
-        else state = openblas_has_avx512() ? -1 : 1;
+        else if (e && !strcmp(e, "kernel")) state = sl__sgemm_level() ? 1 : -1;
+        else
+            state = sl__sgemm_level() && sl__blas_core_level(sl__blas_core()) < sl__isa() ? 1 : -1;
     }
     return state > 0;
-#else
-    return false;
-#endif
+}
+
+const char *sl_matmul_engine(void)
+{
+    static char buf[256];
+    if (sl__sgemm_enabled())
+        snprintf(buf, sizeof buf, "shortlong %s kernel for f32 (OpenBLAS %s for f64; %s)",
+                 sl__isa_name(sl__sgemm_level()), sl__blas_core(), blas_note);
+    else
+        snprintf(buf, sizeof buf, "OpenBLAS %s (%s)", sl__blas_core(), blas_note);
+    return buf;
 }
 
 bool sl__blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, CBLAS_TRANSPOSE *trans,

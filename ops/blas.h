@@ -20,6 +20,10 @@
 bool sl__sgemm_enabled(void);
 /* The core OpenBLAS runs its kernels for ("Haswell", "SkylakeX", ...). */
 const char *sl__blas_core(void);
+/* The SIMD level of an OpenBLAS x86 core's kernels (SL__ISA_GENERIC for any it does not know to
+ * use AVX2 or AVX-512), and the core to ask OpenBLAS for at a level (NULL: none). */
+sl__isa_level sl__blas_core_level(const char *core);
+const char *sl__blas_best_core(sl__isa_level level);
 
 /* How gemm reads a rows x cols matrix with element strides (rs, cs): NoTrans with ld = rs when
  * its rows are contiguous, Trans with ld = cs when its columns are. The stride of a dim of size

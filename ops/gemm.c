@@ -1,162 +1,38 @@
-/* ops/gemm.c — shortlong's own f32 matrix product, for builds that target AVX-512.
- *
- * Where it is used instead of cblas_sgemm is ops/blas.c's decision (sl__sgemm_enabled).
- *
- * How (the GotoBLAS / BLIS structure, reduced to what the library's products need):
- *   - b (k x n) is packed once per product into panels of NR = 64 columns, in blocks of KC
- *     rows of k: block by block, panel by panel, kc x NR floats each, zero-padded past n;
- *   - a is read in place: MR = 6 rows at a time, each k broadcast from wherever a keeps it
- *     (row-major a: 6 row streams; transposed a: 6 neighbours in one row);
- *   - the micro-kernel keeps an MR x NR block of c in 24 vector registers over one block of k
- *     (4 vectors of b, 6 broadcasts of a, 24 fused multiply-adds per step of k), then adds it
- *     to c or stores it. For a panel of b (64 KiB, in L2) it walks all the rows of its range.
- * Each element of c is summed over k in one fixed order (k blocks in order, k in order within
- * a block), so results do not depend on how rows are split over threads.
- */
+/* ops/gemm.c — which level's f32 kernel (ops/gemm_isa.c) runs here, and its entry points.
+ * Where it is used instead of cblas_sgemm is ops/blas.c's decision (sl__sgemm_enabled). */
 #include "gemm.h"
 
-#include "internal.h"
+SL_ISA_DECLARE(extern const sl__sgemm_kernel, sl__sgemm_kernel)
 
-#include <string.h>
-
-enum { MR = 6, NV = 4, NR = 16 * NV, KC = SL__SGEMM_KC };
-_Static_assert((int)NR == (int)SL__SGEMM_NR, "gemm.h's panel width");
-
-typedef float v16 __attribute__((vector_size(64)));
-
-static inline v16 vload(const float *p)
+static const sl__sgemm_kernel *kernel(void)
 {
-    v16 v;
-    memcpy(&v, p, sizeof v);
-    return v;
+    static const sl__sgemm_kernel *k; /* a benign race: every thread picks the same */
+    if (!k) k = SL_ISA_PICK(sl__sgemm_kernel);
+    return k;
 }
 
-static inline void vstore(float *p, v16 v) { memcpy(p, &v, sizeof v); }
+sl__isa_level sl__sgemm_level(void) { return kernel()->nr ? kernel()->level : SL__ISA_GENERIC; }
 
 float *sl__sgemm_scratch(size_t floats)
 {
     return sl__scratch(SL__SCRATCH_GEMM, sizeof(float) * floats);
 }
 
-int64_t sl__sgemm_panels(int64_t n) { return (n + NR - 1) / NR; }
+int64_t sl__sgemm_panels(int64_t n) { return (n + kernel()->nr - 1) / kernel()->nr; }
 
 size_t sl__sgemm_packed_floats(int64_t k, int64_t n)
 {
-    return (size_t)k * (size_t)sl__sgemm_panels(n) * NR;
+    return (size_t)k * (size_t)sl__sgemm_panels(n) * (size_t)kernel()->nr;
 }
 
 void sl__sgemm_pack(float *bp, const float *b, bool trans, int64_t ldb, int64_t k, int64_t n,
                     int64_t p0, int64_t p1)
 {
-    int64_t panels = sl__sgemm_panels(n);
-    for (int64_t k0 = 0; k0 < k; k0 += KC) {
-        int64_t kc = k - k0 < KC ? k - k0 : KC;
-        float *block = bp + k0 * panels * NR; /* the earlier blocks are KC deep */
-        for (int64_t p = p0; p < p1; p++) {
-            float *d = block + p * kc * NR; /* (kc, NR) */
-            int64_t j0 = p * NR, w = n - j0 < NR ? n - j0 : NR;
-            if (!trans) { /* row kk of the panel: b[k0 + kk, j0 .. j0 + w) */
-                for (int64_t kk = 0; kk < kc; kk++) {
-                    memcpy(d + kk * NR, b + (k0 + kk) * ldb + j0, sizeof(float) * (size_t)w);
-                    memset(d + kk * NR + w, 0, sizeof(float) * (size_t)(NR - w));
-                }
-            } else { /* column j of the panel is b's stored row j0 + j, read along k */
-                for (int64_t j = 0; j < NR; j++) {
-                    const float *src = b + (j0 + j) * ldb + k0;
-                    if (j < w)
-                        for (int64_t kk = 0; kk < kc; kk++) d[kk * NR + j] = src[kk];
-                    else
-                        for (int64_t kk = 0; kk < kc; kk++) d[kk * NR + j] = 0;
-                }
-            }
-        }
-    }
-}
-
-/* c[0..mr) x [0..nr) (+)= the MR x NR block a (MR rows, kc deep; element (r, kk) at
- * a[r * sr + kk * sk]) @ the packed panel bp (kc x NR). */
-static inline __attribute__((always_inline)) void
-micro_kernel(int64_t kc, const float *a, int64_t sr, int64_t sk, const float *bp, float *c,
-             int64_t ldc, bool acc, int64_t mr, int64_t nr)
-{
-    v16 t[MR][NV];
-    for (int r = 0; r < MR; r++)
-        for (int v = 0; v < NV; v++) t[r][v] = (v16){0};
-    for (int64_t kk = 0; kk < kc; kk++) {
-        v16 b[NV];
-        for (int v = 0; v < NV; v++) b[v] = vload(bp + 16 * v);
-        bp += NR;
-#pragma GCC unroll 8
-        for (int r = 0; r < MR; r++) {
-            v16 ar = (v16){0} + a[r * sr];
-#pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) t[r][v] += ar * b[v];
-        }
-        a += sk;
-    }
-    if (mr == MR && nr == NR) {
-        for (int r = 0; r < MR; r++)
-            for (int v = 0; v < NV; v++) {
-                float *cp = c + r * ldc + 16 * v;
-                vstore(cp, acc ? vload(cp) + t[r][v] : t[r][v]);
-            }
-        return;
-    }
-    float tile[MR][NR];
-    for (int r = 0; r < MR; r++)
-        for (int v = 0; v < NV; v++) vstore(tile[r] + 16 * v, t[r][v]);
-    for (int64_t r = 0; r < mr; r++)
-        for (int64_t j = 0; j < nr; j++)
-            c[r * ldc + j] = acc ? c[r * ldc + j] + tile[r][j] : tile[r][j];
-}
-
-/* The two layouts of a, each with its own addressing compiled in. */
-static void kernel_rows(int64_t kc, const float *a, int64_t lda, const float *bp, float *c,
-                        int64_t ldc, bool acc, int64_t mr, int64_t nr)
-{
-    micro_kernel(kc, a, lda, 1, bp, c, ldc, acc, mr, nr);
-}
-
-static void kernel_cols(int64_t kc, const float *a, int64_t lda, const float *bp, float *c,
-                        int64_t ldc, bool acc, int64_t mr, int64_t nr)
-{
-    micro_kernel(kc, a, 1, lda, bp, c, ldc, acc, mr, nr);
+    kernel()->pack(bp, b, trans, ldb, k, n, p0, p1);
 }
 
 void sl__sgemm_rows(const float *a, bool trans, int64_t lda, const float *bp, int64_t k,
                     int64_t n, float *c, int64_t ldc, int64_t r0, int64_t r1, bool accumulate)
 {
-    int64_t panels = sl__sgemm_panels(n);
-    if (k == 0) { /* an empty sum */
-        if (!accumulate)
-            for (int64_t r = r0; r < r1; r++) memset(c + r * ldc, 0, sizeof(float) * (size_t)n);
-        return;
-    }
-    for (int64_t k0 = 0; k0 < k; k0 += KC) {
-        int64_t kc = k - k0 < KC ? k - k0 : KC;
-        bool acc = accumulate || k0 > 0;
-        const float *block = bp + k0 * panels * NR;
-        for (int64_t p = 0; p < panels; p++) {
-            int64_t j0 = p * NR, nr = n - j0 < NR ? n - j0 : NR;
-            const float *panel = block + p * kc * NR;
-            for (int64_t i = r0; i < r1; i += MR) {
-                int64_t mr = r1 - i < MR ? r1 - i : MR;
-                float *ci = c + i * ldc + j0;
-                if (mr < MR) { /* the last rows: a copy padded with zero rows */
-                    float part[MR * KC];
-                    for (int64_t kk = 0; kk < kc; kk++)
-                        for (int64_t r = 0; r < MR; r++)
-                            part[kk * MR + r] =
-                                r >= mr ? 0
-                                : trans ? a[(k0 + kk) * lda + i + r]
-                                        : a[(i + r) * lda + k0 + kk];
-                    kernel_cols(kc, part, MR, panel, ci, ldc, acc, mr, nr);
-                } else if (trans) {
-                    kernel_cols(kc, a + k0 * lda + i, lda, panel, ci, ldc, acc, mr, nr);
-                } else {
-                    kernel_rows(kc, a + i * lda + k0, lda, panel, ci, ldc, acc, mr, nr);
-                }
-            }
-        }
-    }
+    kernel()->rows(a, trans, lda, bp, k, n, c, ldc, r0, r1, accumulate);
 }

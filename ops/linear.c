@@ -156,7 +156,7 @@ static float *packed_b(sl_dtype dt, const mat *b, int64_t k, int64_t n)
     float *bp = sl__sgemm_scratch(sl__sgemm_packed_floats(k, n));
     if (!bp) return NULL;
     pack_job j = {bp, b, k, n};
-    int64_t per_panel = k * SL__SGEMM_NR + 1; /* floats */
+    int64_t per_panel = (int64_t)sl__sgemm_packed_floats(k, 1) + 1; /* floats */
     sl_parallel_for(sl__sgemm_panels(n), (1 << 16) / per_panel + 1, pack_panels, &j);
     return bp;
 }

@@ -112,6 +112,15 @@ void sl__accumulate_reduced(sl_tensor *dst, const sl_tensor *src);
 /* dst += src, same shape, both with any strides. */
 void sl__accumulate(sl_tensor *dst, const sl_tensor *src);
 
+/* ---------------------------------------------------------------- CPU (cpu.c) */
+/* SIMD levels, lowest first: the baseline the build targets, x86-64-v3 (AVX2, FMA), x86-64-v4
+ * (AVX-512 F/CD/BW/DQ/VL). */
+typedef enum { SL__ISA_GENERIC, SL__ISA_AVX2, SL__ISA_AVX512, SL__ISA_COUNT } sl__isa_level;
+sl__isa_level sl__cpu_isa(void);         /* what the CPU has */
+sl__isa_level sl__isa(void);             /* what kernels run at: the CPU's, lowered by SL_ISA */
+sl__isa_level sl__isa_parse(const char *name); /* "avx2" -> SL__ISA_AVX2; SL__ISA_COUNT if unknown */
+const char *sl__isa_name(sl__isa_level level);
+
 /* ---------------------------------------------------------------- threads */
 /* True while the calling thread runs a pool job (a nested parallel for then runs serially). */
 bool sl__in_pool(void);

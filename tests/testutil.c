@@ -11,14 +11,45 @@ static sl_arena *test_arena;
 enum { MAX_CASES = 512 };
 static const char *case_names[MAX_CASES];
 static int n_cases;
+static bool every_isa;        /* tu_every_isa: CTest runs the suite at every SIMD level */
+static const char *skip_why; /* tu_skip: the suite does not apply here */
+
+void tu_every_isa(void) { every_isa = true; }
+void tu_skip(const char *why) { skip_why = why; }
+
+/* Under SL_ISA, a level the CPU does not have cannot be tested here. */
+static const char *isa_unavailable(void)
+{
+    const char *want = getenv("SL_ISA");
+    static char why[128];
+    if (!want || !*want || !strcmp(want, sl_cpu_isa())) return NULL;
+    const char *order[] = {"generic", "avx2", "avx512"};
+    int w = -1, have = -1;
+    for (int i = 0; i < 3; i++) {
+        if (!strcmp(want, order[i])) w = i;
+        if (!strcmp(sl_cpu_isa(), order[i])) have = i;
+    }
+    if (w > have) {
+        snprintf(why, sizeof why, "SL_ISA=%s: this CPU has %s only", want, sl_cpu_isa());
+        return why;
+    }
+    return NULL;
+}
 
 int tu_run(Suite *s)
 {
     const char *list = getenv("SL_LIST_TESTS");
     if (list && *list && *list != '0') { /* for CTest: name the tests, run none */
+        if (every_isa) printf("@every_isa\n");
         for (int i = 0; i < n_cases; i++) printf("%s\n", case_names[i]);
         srunner_free(srunner_create(s)); /* frees the suite */
         return EXIT_SUCCESS;
+    }
+    if (!skip_why) skip_why = isa_unavailable();
+    if (skip_why) {
+        printf("skipped: %s\n", skip_why);
+        srunner_free(srunner_create(s));
+        return TU_SKIPPED;
     }
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);

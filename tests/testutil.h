@@ -14,8 +14,17 @@
                       a_, #b, b_);                                                               \
     } while (0)
 
-/* Runs a suite (no fork: sanitizers see everything) and returns the process exit code. */
+/* Runs a suite (no fork: sanitizers see everything) and returns the process exit code:
+ * TU_SKIPPED (CTest's SKIP_RETURN_CODE) after tu_skip, or when SL_ISA asks for a SIMD level the
+ * CPU does not have. */
+enum { TU_SKIPPED = 77 };
 int tu_run(Suite *s);
+/* Declares, in main before tu_run, that the suite tests kernels: CTest then also runs each of
+ * its tests with SL_ISA=generic, avx2 and avx512 ("<suite>.<test>@<level>"), skipped where the
+ * CPU lacks the level. */
+void tu_every_isa(void);
+/* Declares that the suite does not apply here (tu_run then skips it, printing why). */
+void tu_skip(const char *why);
 
 /* Every test is a TCase of its own, named after the test, so that CTest lists and runs each one:
  * with SL_LIST_TESTS=1 in the environment, tu_run prints the names given to tu_add_test, one per

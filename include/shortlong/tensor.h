@@ -198,6 +198,13 @@ sl_tensor *sl_rand_uniform(sl_rng *rng, sl_dtype dtype, int ndim, const int64_t 
 sl_tensor *sl_rand_normal(sl_rng *rng, sl_dtype dtype, int ndim, const int64_t *shape,
                           double mean, double std);
 
+/* ---------------------------------------------------------------- CPU */
+
+/* The SIMD level shortlong's kernels run at on this CPU: "generic", "avx2" or "avx512". Every
+ * level's kernels are in the library, whatever machine built it; the best the CPU has is
+ * chosen at first use, and SL_ISA=generic|avx2|avx512 in the environment lowers it. */
+const char *sl_cpu_isa(void);
+
 /* ---------------------------------------------------------------- threads */
 
 /* The pool: n - 1 worker threads plus the caller. The count comes from sl_set_num_threads,
