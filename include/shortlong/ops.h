@@ -39,6 +39,30 @@ sl_tensor *sl_gelu(sl_tensor *a, sl_gelu_approx approx);
 /* A copy in another dtype (f32 <-> f64; i32 -> float without grad). */
 sl_tensor *sl_to_dtype(sl_tensor *a, sl_dtype dtype);
 
+/* ---------------------------------------------------------------- comparisons (compare.c) */
+
+/* Elementwise a == b, a != b, a < b, a <= b, a > b, a >= b with broadcasting, as an i32 mask:
+ * 1 where it holds, 0 elsewhere (what sl_where and sl_masked_fill take; sl_to_dtype makes it a
+ * float to sum or average). a and b share a dtype: f32, f64 or i32 (no promotion). Comparisons
+ * are IEEE's: a NaN is unequal to everything, itself included (sl_ne gives 1, the others 0).
+ * Not differentiable: no node is recorded, whatever the inputs. Results do not depend on the
+ * thread count. Errors (NULL): dtypes that differ, shapes that do not broadcast. */
+sl_tensor *sl_eq(sl_tensor *a, sl_tensor *b);
+sl_tensor *sl_ne(sl_tensor *a, sl_tensor *b);
+sl_tensor *sl_lt(sl_tensor *a, sl_tensor *b);
+sl_tensor *sl_le(sl_tensor *a, sl_tensor *b);
+sl_tensor *sl_gt(sl_tensor *a, sl_tensor *b);
+sl_tensor *sl_ge(sl_tensor *a, sl_tensor *b);
+/* The same against a scalar: a op s, an i32 mask of a's shape. For an f32 a, s is first rounded
+ * to f32 (so an f32 0.1 equals 0.1, as in PyTorch); an f64 or i32 a is compared with s exactly
+ * (an i32 2 is less than 2.5). */
+sl_tensor *sl_eq_scalar(sl_tensor *a, double s);
+sl_tensor *sl_ne_scalar(sl_tensor *a, double s);
+sl_tensor *sl_lt_scalar(sl_tensor *a, double s);
+sl_tensor *sl_le_scalar(sl_tensor *a, double s);
+sl_tensor *sl_gt_scalar(sl_tensor *a, double s);
+sl_tensor *sl_ge_scalar(sl_tensor *a, double s);
+
 /* ---------------------------------------------------------------- reductions (reduce.c) */
 
 /* Reduce over n_axes axes (n_axes == 0: all axes). keepdim keeps them as size 1. */
@@ -46,8 +70,19 @@ sl_tensor *sl_sum(sl_tensor *a, int n_axes, const int *axes, bool keepdim);
 sl_tensor *sl_mean(sl_tensor *a, int n_axes, const int *axes, bool keepdim);
 /* Variance with `correction` subtracted from the count (0: population, 1: unbiased). */
 sl_tensor *sl_var(sl_tensor *a, int n_axes, const int *axes, bool keepdim, int correction);
-/* Maximum; the gradient goes to the first position of the maximum. */
+/* Maximum; the gradient goes to the first position of the maximum (row-major within each
+ * group). A NaN is the maximum (it propagates). Empty reduced axes are an error (SL_ERR_SHAPE). */
 sl_tensor *sl_max(sl_tensor *a, int n_axes, const int *axes, bool keepdim);
+/* Minimum, as sl_max: the gradient goes to the first position of the minimum; a NaN is the
+ * minimum (it propagates). */
+sl_tensor *sl_min(sl_tensor *a, int n_axes, const int *axes, bool keepdim);
+/* The index along `axis` of the first maximum (minimum) of each row, as an i32 tensor: a's shape
+ * without that axis (keepdim: with it as size 1). A NaN counts as the maximum (and as the
+ * minimum): a row holding one gives the index of its first NaN, as sl_max / sl_min propagate it
+ * (numpy and PyTorch do the same). Not differentiable (no node is recorded). f32 or f64. Errors
+ * (NULL): an axis out of range, an empty axis (SL_ERR_SHAPE), an axis longer than INT32_MAX. */
+sl_tensor *sl_argmax(sl_tensor *a, int axis, bool keepdim);
+sl_tensor *sl_argmin(sl_tensor *a, int axis, bool keepdim);
 /* Shorthands: sum / mean of every element (a 0-d tensor). */
 sl_tensor *sl_sum_all(sl_tensor *a);
 sl_tensor *sl_mean_all(sl_tensor *a);
