@@ -39,6 +39,27 @@ sl_tensor *sl_gelu(sl_tensor *a, sl_gelu_approx approx);
 /* A copy in another dtype (f32 <-> f64; i32 -> float without grad). */
 sl_tensor *sl_to_dtype(sl_tensor *a, sl_dtype dtype);
 
+/* ------------------------------------------------- abs, clamp, minimum, maximum (minmax.c) */
+
+/* |a|, elementwise. The gradient is g sign(a), with sign(0) = 0 (PyTorch's choice: 0 is a
+ * subgradient of |x| at 0), and 0 at a NaN. f32 or f64. */
+sl_tensor *sl_abs(sl_tensor *a);
+/* min(max(a, lo), hi), elementwise; lo or hi may be -INFINITY / INFINITY (no bound on that
+ * side); for an f32 a they are first rounded to f32. A NaN in a stays NaN. The gradient passes
+ * (1) where lo <= a <= hi, the bounds included, as torch.clamp's does, and is 0 outside and at a
+ * NaN. (Composed from sl_maximum and sl_minimum, a value on a bound would get g / 2 instead; so
+ * it does in PyTorch.) f32 or f64. Errors (NULL): a NaN bound, lo > hi (SL_ERR_ARG). */
+sl_tensor *sl_clamp(sl_tensor *a, double lo, double hi);
+/* Elementwise min(a, b) and max(a, b), broadcast (numpy rules); a NaN in either gives NaN.
+ * Gradient: the strictly smaller (larger) input gets g, the other 0; a tie splits g equally,
+ * g / 2 to each, as torch.minimum / torch.maximum do since PyTorch 1.10 (pytorch/pytorch#59669;
+ * 1.13 included): their formula is where(a == b, g / 2, g) masked to 0 where the input loses.
+ * Where either is NaN neither loses, and both get g (what that formula gives). Each input's
+ * gradient is summed over the dims it was broadcast along. a and b share a float dtype. Results
+ * do not depend on the thread count. Errors (NULL): dtypes, shapes that do not broadcast. */
+sl_tensor *sl_minimum(sl_tensor *a, sl_tensor *b);
+sl_tensor *sl_maximum(sl_tensor *a, sl_tensor *b);
+
 /* ---------------------------------------------------------------- comparisons (compare.c) */
 
 /* Elementwise a == b, a != b, a < b, a <= b, a > b, a >= b with broadcasting, as an i32 mask:
