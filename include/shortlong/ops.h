@@ -183,6 +183,25 @@ sl_tensor *sl_cross_entropy(sl_tensor *logits, sl_tensor *targets, int32_t ignor
  * Identity when !train or p == 0. */
 sl_tensor *sl_dropout(sl_tensor *x, double p, sl_rng *rng, bool train);
 
+/* ---------------------------------------------------------------- gather (gather.c) */
+
+/* torch.gather: index (i32) has a's ndim and, off `axis`, sizes no larger than a's; y has
+ * index's shape, and y[i_0, .., i_n] = a[i_0, .., index[i_0, .., i_n], .., i_n] (the index at
+ * position axis). E.g. the logit of each target: sl_gather(logits [N, C], 1, targets [N, 1]).
+ * Differentiable in a: the gradient is scattered back and added (an element picked twice gets
+ * both contributions). a may be f32, f64 or i32 (no gradient), the index any strides (read in
+ * place). Results do not depend on the thread count. Errors (NULL): an index not i32
+ * (SL_ERR_DTYPE), shapes that do not fit (SL_ERR_SHAPE), an index value outside [0, a's size
+ * along axis), negative ones included (SL_ERR_INDEX, naming the value and its position:
+ * "sl_gather: index 4 at [1,0] is out of range [0, 4) along dim 1 of a [2,4]"). */
+sl_tensor *sl_gather(sl_tensor *a, int axis, sl_tensor *index);
+/* Whole slices of a along axis: y has a's shape with index's length at axis, and
+ * y[.., i, ..] = a[.., index[i], ..], index a 1-D i32 tensor (e.g. rows of a batch, in the order
+ * of a permutation). Differentiable in a as sl_gather (repeated indices accumulate). Errors
+ * (NULL): an index that is not 1-D i32 (SL_ERR_DTYPE), a value outside [0, a's size along axis)
+ * (SL_ERR_INDEX: "... index 3 at position 1 is out of range [0, 3) along dim 0 of a [3,2]"). */
+sl_tensor *sl_index_select(sl_tensor *a, int axis, sl_tensor *index);
+
 /* ---------------------------------------------------------------- selection (select.c) */
 
 /* cond ? a : b elementwise, broadcast; cond is i32 (non-zero = true). */
