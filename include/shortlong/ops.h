@@ -152,6 +152,27 @@ sl_tensor *sl_concat(int n, sl_tensor *const *tensors, int dim);
 /* a itself when already contiguous, else a contiguous copy. */
 sl_tensor *sl_contiguous(sl_tensor *a);
 
+/* ---------------------------------------------------------------- stack, split (stack.c) */
+
+/* n tensors of one shape and dtype joined along a new dim `dim` (in [-ndim - 1, ndim], negative
+ * counted from the end of the result): the result has n at dim, and its slice i there is
+ * tensors[i] (sl_concat of the tensors unsqueezed at dim, in one copy). Differentiable in each
+ * (each gets its slice of the gradient; a tensor given twice gets both). Any dtype. Errors
+ * (NULL): n < 1, a NULL tensor (tensors[i] named), dtypes or shapes that differ, dim out of
+ * range, a result of more than SL_MAX_DIMS dims. */
+sl_tensor *sl_stack(int n, sl_tensor *const *tensors, int dim);
+/* Cuts a along dim into n consecutive pieces of sizes[0], .., sizes[n - 1] (each >= 0, adding up
+ * to a's size along dim), stored in out[0 .. n): VIEWS of a (sl_narrow), no copy: a write
+ * through a piece is a write to a. Each piece is differentiable (its gradient goes to its part
+ * of a's). Returns n, or -1 on error with every out[i] NULL: a NULL a (its pending error kept),
+ * n < 1, sizes or out NULL, dim out of range, a negative size, sizes that do not add up. */
+int sl_split(sl_tensor *a, int dim, int n, const int64_t *sizes, sl_tensor **out);
+/* torch.chunk: a cut along dim into at most n views of ceil(L / n) elements each (L a's size
+ * along dim), the last one smaller: as many as that takes, which may be fewer than n (L = 5,
+ * n = 4 gives 2, 2, 1; L = 2, n = 5 gives 1, 1). An empty dim gives n empty views. out has room
+ * for n. Returns the number of pieces, or -1 on error (as sl_split; n < 1, out NULL). */
+int sl_chunk(sl_tensor *a, int dim, int n, sl_tensor **out);
+
 /* ---------------------------------------------------------------- softmax (softmax.c) */
 
 sl_tensor *sl_softmax(sl_tensor *a, int axis);
