@@ -616,7 +616,9 @@ START_TEST(argmax_argmin_threads)
     ck_assert(!memcmp(got[0], got[1], sizeof got[0]));
     for (int k = 0; k < 4; k++) {
         naive_arg(x, k < 2 ? 1 : 0, k % 2, want);
-        for (int i = 0; i < (k < 2 ? R : C); i++) ck_assert_int_eq(got[0][k][i], want[i]);
+        int bad = 0; /* (counted, then asserted once: an assertion per element would be slow) */
+        for (int i = 0; i < (k < 2 ? R : C); i++) bad += got[0][k][i] != want[i];
+        ck_assert_int_eq(bad, 0);
     }
 }
 END_TEST
