@@ -39,6 +39,51 @@ sl_tensor *sl_gelu(sl_tensor *a, sl_gelu_approx approx);
 /* A copy in another dtype (f32 <-> f64; i32 -> float without grad). */
 sl_tensor *sl_to_dtype(sl_tensor *a, sl_dtype dtype);
 
+/* ------------------------------------------------- abs, clamp, minimum, maximum (minmax.c) */
+
+/* |a|, elementwise. The gradient is g sign(a), with sign(0) = 0 (PyTorch's choice: 0 is a
+ * subgradient of |x| at 0), and 0 at a NaN. f32 or f64. */
+sl_tensor *sl_abs(sl_tensor *a);
+/* min(max(a, lo), hi), elementwise; lo or hi may be -INFINITY / INFINITY (no bound on that
+ * side); for an f32 a they are first rounded to f32. A NaN in a stays NaN. The gradient passes
+ * (1) where lo <= a <= hi, the bounds included, as torch.clamp's does, and is 0 outside and at a
+ * NaN. (Composed from sl_maximum and sl_minimum, a value on a bound would get g / 2 instead; so
+ * it does in PyTorch.) f32 or f64. Errors (NULL): a NaN bound, lo > hi (SL_ERR_ARG). */
+sl_tensor *sl_clamp(sl_tensor *a, double lo, double hi);
+/* Elementwise min(a, b) and max(a, b), broadcast (numpy rules); a NaN in either gives NaN.
+ * Gradient: the strictly smaller (larger) input gets g, the other 0; a tie splits g equally,
+ * g / 2 to each, as torch.minimum / torch.maximum do since PyTorch 1.10 (pytorch/pytorch#59669;
+ * 1.13 included): their formula is where(a == b, g / 2, g) masked to 0 where the input loses.
+ * Where either is NaN neither loses, and both get g (what that formula gives). Each input's
+ * gradient is summed over the dims it was broadcast along. a and b share a float dtype. Results
+ * do not depend on the thread count. Errors (NULL): dtypes, shapes that do not broadcast. */
+sl_tensor *sl_minimum(sl_tensor *a, sl_tensor *b);
+sl_tensor *sl_maximum(sl_tensor *a, sl_tensor *b);
+
+/* ---------------------------------------------------------------- comparisons (compare.c) */
+
+/* Elementwise a == b, a != b, a < b, a <= b, a > b, a >= b with broadcasting, as an i32 mask:
+ * 1 where it holds, 0 elsewhere (what sl_where and sl_masked_fill take; sl_to_dtype makes it a
+ * float to sum or average). a and b share a dtype: f32, f64 or i32 (no promotion). Comparisons
+ * are IEEE's: a NaN is unequal to everything, itself included (sl_ne gives 1, the others 0).
+ * Not differentiable: no node is recorded, whatever the inputs. Results do not depend on the
+ * thread count. Errors (NULL): dtypes that differ, shapes that do not broadcast. */
+sl_tensor *sl_eq(sl_tensor *a, sl_tensor *b);
+sl_tensor *sl_ne(sl_tensor *a, sl_tensor *b);
+sl_tensor *sl_lt(sl_tensor *a, sl_tensor *b);
+sl_tensor *sl_le(sl_tensor *a, sl_tensor *b);
+sl_tensor *sl_gt(sl_tensor *a, sl_tensor *b);
+sl_tensor *sl_ge(sl_tensor *a, sl_tensor *b);
+/* The same against a scalar: a op s, an i32 mask of a's shape. For an f32 a, s is first rounded
+ * to f32 (so an f32 0.1 equals 0.1, as in PyTorch); an f64 or i32 a is compared with s exactly
+ * (an i32 2 is less than 2.5). */
+sl_tensor *sl_eq_scalar(sl_tensor *a, double s);
+sl_tensor *sl_ne_scalar(sl_tensor *a, double s);
+sl_tensor *sl_lt_scalar(sl_tensor *a, double s);
+sl_tensor *sl_le_scalar(sl_tensor *a, double s);
+sl_tensor *sl_gt_scalar(sl_tensor *a, double s);
+sl_tensor *sl_ge_scalar(sl_tensor *a, double s);
+
 /* ---------------------------------------------------------------- reductions (reduce.c) */
 
 /* Reduce over n_axes axes (n_axes == 0: all axes). keepdim keeps them as size 1. */
@@ -46,8 +91,19 @@ sl_tensor *sl_sum(sl_tensor *a, int n_axes, const int *axes, bool keepdim);
 sl_tensor *sl_mean(sl_tensor *a, int n_axes, const int *axes, bool keepdim);
 /* Variance with `correction` subtracted from the count (0: population, 1: unbiased). */
 sl_tensor *sl_var(sl_tensor *a, int n_axes, const int *axes, bool keepdim, int correction);
-/* Maximum; the gradient goes to the first position of the maximum. */
+/* Maximum; the gradient goes to the first position of the maximum (row-major within each
+ * group). A NaN is the maximum (it propagates). Empty reduced axes are an error (SL_ERR_SHAPE). */
 sl_tensor *sl_max(sl_tensor *a, int n_axes, const int *axes, bool keepdim);
+/* Minimum, as sl_max: the gradient goes to the first position of the minimum; a NaN is the
+ * minimum (it propagates). */
+sl_tensor *sl_min(sl_tensor *a, int n_axes, const int *axes, bool keepdim);
+/* The index along `axis` of the first maximum (minimum) of each row, as an i32 tensor: a's shape
+ * without that axis (keepdim: with it as size 1). A NaN counts as the maximum (and as the
+ * minimum): a row holding one gives the index of its first NaN, as sl_max / sl_min propagate it
+ * (numpy and PyTorch do the same). Not differentiable (no node is recorded). f32 or f64. Errors
+ * (NULL): an axis out of range, an empty axis (SL_ERR_SHAPE), an axis longer than INT32_MAX. */
+sl_tensor *sl_argmax(sl_tensor *a, int axis, bool keepdim);
+sl_tensor *sl_argmin(sl_tensor *a, int axis, bool keepdim);
 /* Shorthands: sum / mean of every element (a 0-d tensor). */
 sl_tensor *sl_sum_all(sl_tensor *a);
 sl_tensor *sl_mean_all(sl_tensor *a);
@@ -96,6 +152,27 @@ sl_tensor *sl_concat(int n, sl_tensor *const *tensors, int dim);
 /* a itself when already contiguous, else a contiguous copy. */
 sl_tensor *sl_contiguous(sl_tensor *a);
 
+/* ---------------------------------------------------------------- stack, split (stack.c) */
+
+/* n tensors of one shape and dtype joined along a new dim `dim` (in [-ndim - 1, ndim], negative
+ * counted from the end of the result): the result has n at dim, and its slice i there is
+ * tensors[i] (sl_concat of the tensors unsqueezed at dim, in one copy). Differentiable in each
+ * (each gets its slice of the gradient; a tensor given twice gets both). Any dtype. Errors
+ * (NULL): n < 1, a NULL tensor (tensors[i] named), dtypes or shapes that differ, dim out of
+ * range, a result of more than SL_MAX_DIMS dims. */
+sl_tensor *sl_stack(int n, sl_tensor *const *tensors, int dim);
+/* Cuts a along dim into n consecutive pieces of sizes[0], .., sizes[n - 1] (each >= 0, adding up
+ * to a's size along dim), stored in out[0 .. n): VIEWS of a (sl_narrow), no copy: a write
+ * through a piece is a write to a. Each piece is differentiable (its gradient goes to its part
+ * of a's). Returns n, or -1 on error with every out[i] NULL: a NULL a (its pending error kept),
+ * n < 1, sizes or out NULL, dim out of range, a negative size, sizes that do not add up. */
+int sl_split(sl_tensor *a, int dim, int n, const int64_t *sizes, sl_tensor **out);
+/* torch.chunk: a cut along dim into at most n views of ceil(L / n) elements each (L a's size
+ * along dim), the last one smaller: as many as that takes, which may be fewer than n (L = 5,
+ * n = 4 gives 2, 2, 1; L = 2, n = 5 gives 1, 1). An empty dim gives n empty views. out has room
+ * for n. Returns the number of pieces, or -1 on error (as sl_split; n < 1, out NULL). */
+int sl_chunk(sl_tensor *a, int dim, int n, sl_tensor **out);
+
 /* ---------------------------------------------------------------- softmax (softmax.c) */
 
 sl_tensor *sl_softmax(sl_tensor *a, int axis);
@@ -126,6 +203,25 @@ sl_tensor *sl_cross_entropy(sl_tensor *logits, sl_tensor *targets, int32_t ignor
 /* Zeroes each element with probability p and scales the rest by 1/(1-p), drawing from rng.
  * Identity when !train or p == 0. */
 sl_tensor *sl_dropout(sl_tensor *x, double p, sl_rng *rng, bool train);
+
+/* ---------------------------------------------------------------- gather (gather.c) */
+
+/* torch.gather: index (i32) has a's ndim and, off `axis`, sizes no larger than a's; y has
+ * index's shape, and y[i_0, .., i_n] = a[i_0, .., index[i_0, .., i_n], .., i_n] (the index at
+ * position axis). E.g. the logit of each target: sl_gather(logits [N, C], 1, targets [N, 1]).
+ * Differentiable in a: the gradient is scattered back and added (an element picked twice gets
+ * both contributions). a may be f32, f64 or i32 (no gradient), the index any strides (read in
+ * place). Results do not depend on the thread count. Errors (NULL): an index not i32
+ * (SL_ERR_DTYPE), shapes that do not fit (SL_ERR_SHAPE), an index value outside [0, a's size
+ * along axis), negative ones included (SL_ERR_INDEX, naming the value and its position:
+ * "sl_gather: index 4 at [1,0] is out of range [0, 4) along dim 1 of a [2,4]"). */
+sl_tensor *sl_gather(sl_tensor *a, int axis, sl_tensor *index);
+/* Whole slices of a along axis: y has a's shape with index's length at axis, and
+ * y[.., i, ..] = a[.., index[i], ..], index a 1-D i32 tensor (e.g. rows of a batch, in the order
+ * of a permutation). Differentiable in a as sl_gather (repeated indices accumulate). Errors
+ * (NULL): an index that is not 1-D i32 (SL_ERR_DTYPE), a value outside [0, a's size along axis)
+ * (SL_ERR_INDEX: "... index 3 at position 1 is out of range [0, 3) along dim 0 of a [3,2]"). */
+sl_tensor *sl_index_select(sl_tensor *a, int axis, sl_tensor *index);
 
 /* ---------------------------------------------------------------- selection (select.c) */
 
