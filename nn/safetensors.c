@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -75,11 +76,9 @@ void sl__ckpt_close(sl__ckpt *ck)
     if (ck->fd >= 0) close(ck->fd);
     json_decref(ck->root);
     sl__free(ck->entries);
-    sl__free(ck->data);
     ck->fd = -1;
     ck->root = NULL;
     ck->entries = NULL;
-    ck->data = NULL;
 }
 
 /* Reads exactly n bytes at offset; false on a short read or an error (errno set). */
@@ -227,11 +226,15 @@ bool sl__ckpt_open(sl__ckpt *ck, const char *op, const char *path)
 {
     *ck = (sl__ckpt){.op = op, .path = path, .fd = -1};
     if (!path) return sl_set_error(SL_ERR_ARG, "%s: path is NULL", op);
-    ck->fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO would otherwise wait for a writer. Only a regular file is
+     * read, in blocking mode. */
+    ck->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (ck->fd < 0) return io_error(op, "open", path);
     struct stat st;
     if (fstat(ck->fd, &st) != 0) return io_error(op, "stat", path);
     if (!S_ISREG(st.st_mode)) return sl__ckpt_fail(ck, "not a regular file");
+    int fl = fcntl(ck->fd, F_GETFL);
+    if (fl < 0 || fcntl(ck->fd, F_SETFL, fl & ~O_NONBLOCK) < 0) return io_error(op, "open", path);
     ck->file_size = (uint64_t)st.st_size;
     if (ck->file_size < 8)
         return sl__ckpt_fail(
@@ -310,14 +313,18 @@ const char *sl__ckpt_meta(const sl__ckpt *ck, const char *key)
     return v ? json_string_value(v) : NULL;
 }
 
-/* The file's entry for tensor t (named `name`), with t's dtype and shape; else an error. */
-static const sl__ckpt_entry *ck_match(const sl__ckpt *ck, const char *name, const sl_tensor *t)
+/* The file's entry for tensor t (named `name`), with t's dtype (or, converting, another float
+ * dtype) and shape; else an error. */
+static const sl__ckpt_entry *ck_match(const sl__ckpt *ck, const char *name, const sl_tensor *t,
+                                      const sl_load_opts *opts)
 {
     const sl__ckpt_entry *e = ck_find(ck, name);
     if (!e) return sl__ckpt_fail(ck, "missing tensor '%s'", name), NULL;
-    if (e->dtype != t->dtype)
-        return sl__ckpt_fail(ck, "tensor '%s' is %s in the file, the model expects %s", name,
-                             dtype_tag(e->dtype), dtype_tag(t->dtype)),
+    bool floats = e->dtype != SL_I32 && t->dtype != SL_I32;
+    if (e->dtype != t->dtype && !(opts->convert_dtype && floats))
+        return sl__ckpt_fail(ck, "tensor '%s' is %s in the file, the model expects %s%s", name,
+                             dtype_tag(e->dtype), dtype_tag(t->dtype),
+                             floats ? " (sl_load_opts.convert_dtype converts it)" : ""),
                NULL;
     if (e->ndim != t->ndim || memcmp(e->shape, t->shape, sizeof *e->shape * (size_t)e->ndim))
         return sl__ckpt_fail(ck, "tensor '%s' has shape %s in the file, the model expects %s", name,
@@ -330,27 +337,125 @@ static const sl__ckpt_entry *ck_match(const sl__ckpt *ck, const char *name, cons
     return e;
 }
 
-static bool ck_read_data(sl__ckpt *ck)
+/* Reads each found entry's byte range (and only those: a tensor the caller skips is never
+ * read) into one staging buffer, entry i at offsets[i]. */
+static unsigned char *ck_read_ranges(const sl__ckpt *ck, const sl__ckpt_entry *const *found, int n,
+                                     uint64_t *offsets)
 {
-    ck->data = sl__malloc((size_t)ck->data_len);
-    if (!ck->data)
+    uint64_t total = 0;
+    for (int i = 0; i < n; i++) {
+        offsets[i] = total;
+        total += found[i]->end - found[i]->begin;
+    }
+    if (total > SIZE_MAX - 1)
+        return sl_set_error(SL_ERR_OOM, "%s: %s: %" PRIu64 " bytes of tensors do not fit in memory",
+                            ck->op, ck->path, total),
+               NULL;
+    unsigned char *buf = sl__malloc((size_t)total + 1);
+    if (!buf)
         return sl_set_error(SL_ERR_OOM, "%s: out of memory for %" PRIu64 " bytes of %s", ck->op,
-                            ck->data_len, ck->path);
-    if (!read_at(ck->fd, ck->data, (size_t)ck->data_len, 8 + ck->header_len))
-        return io_error(ck->op, "read", ck->path);
+                            total, ck->path),
+               NULL;
+    for (int i = 0; i < n; i++)
+        if (!read_at(ck->fd, buf + offsets[i], (size_t)(found[i]->end - found[i]->begin),
+                     8 + ck->header_len + found[i]->begin)) {
+            io_error(ck->op, "read", ck->path);
+            sl__free(buf);
+            return NULL;
+        }
+    return buf;
+}
+
+/* The first non-finite value of a float entry's staged bytes (unaligned: memcpy), or -1. */
+static int64_t first_nonfinite(const unsigned char *p, sl_dtype dtype, int64_t n, double *value)
+{
+    for (int64_t i = 0; i < n; i++) {
+        double v;
+        if (dtype == SL_F32) {
+            float f;
+            memcpy(&f, p + 4 * i, 4);
+            v = f;
+        } else {
+            memcpy(&v, p + 8 * i, 8);
+        }
+        if (!isfinite(v)) {
+            *value = v;
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* The first finite f64 value that is beyond float's range (it would become infinite), or -1. */
+static int64_t first_too_large_for_f32(const unsigned char *p, int64_t n, double *value)
+{
+    for (int64_t i = 0; i < n; i++) {
+        double v;
+        memcpy(&v, p + 8 * i, 8);
+        if (isfinite(v) && isinf((float)v)) {
+            *value = v;
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* The staged values of entry e checked for what they become in t. */
+static bool check_values(const sl__ckpt *ck, const sl__ckpt_entry *e, const unsigned char *p,
+                         const sl_tensor *t, const sl_load_opts *opts)
+{
+    if (e->dtype == SL_I32) return true;
+    int64_t n = sl_numel(t), i;
+    double v;
+    if (!opts->allow_nonfinite && (i = first_nonfinite(p, e->dtype, n, &v)) >= 0)
+        return sl__ckpt_fail(ck,
+                             "tensor '%s' %s holds %g at flat index %" PRId64 " (a model "
+                             "with NaN or infinite values; sl_load_opts.allow_nonfinite loads "
+                             "it anyway)",
+                             e->name, sl__dims_str(e->ndim, e->shape), v, i);
+    if (e->dtype == SL_F64 && t->dtype == SL_F32 && (i = first_too_large_for_f32(p, n, &v)) >= 0)
+        return sl__ckpt_fail(ck,
+                             "tensor '%s' %s holds %g at flat index %" PRId64 ", beyond the "
+                             "range of F32",
+                             e->name, sl__dims_str(e->ndim, e->shape), v, i);
     return true;
 }
 
-/* Loads items[0..n) from an opened file: each must be there with its dtype and shape, and
- * the file may hold no other tensor except those whose names start with skip_prefix (if not
- * NULL). Nothing is written to the items unless everything matches and the data was read. */
-bool sl__ckpt_load(sl__ckpt *ck, const sl_named *items, int n, const char *skip_prefix)
+/* Copies entry e's staged values into t, converting between f32 and f64 if they differ. */
+static void copy_out(const sl__ckpt_entry *e, const unsigned char *p, sl_tensor *t)
 {
+    int64_t n = sl_numel(t);
+    if (e->dtype == t->dtype) {
+        memcpy(sl_ptr(t), p, (size_t)(e->end - e->begin));
+    } else if (t->dtype == SL_F64) {
+        double *d = sl_ptr(t);
+        for (int64_t i = 0; i < n; i++) {
+            float f;
+            memcpy(&f, p + 4 * i, 4);
+            d[i] = f;
+        }
+    } else {
+        float *d = sl_ptr(t);
+        for (int64_t i = 0; i < n; i++) {
+            double v;
+            memcpy(&v, p + 8 * i, 8);
+            d[i] = (float)v;
+        }
+    }
+    sl__bump(t);
+}
+
+bool sl__ckpt_load(sl__ckpt *ck, const sl_named *items, int n, const char *skip_prefix,
+                   const sl_load_opts *opts)
+{
+    static const sl_load_opts strict = {0};
+    if (!opts) opts = &strict;
     const sl__ckpt_entry **found = sl__malloc(sizeof *found * (size_t)(n + 1));
-    if (!found) return sl_set_error(SL_ERR_OOM, "%s: out of memory", ck->op);
-    bool ok = true;
+    uint64_t *offsets = sl__malloc(sizeof *offsets * (size_t)(n + 1));
+    bool ok = found && offsets;
+    if (!ok) sl_set_error(SL_ERR_OOM, "%s: out of memory", ck->op);
     for (int i = 0; ok && i < n; i++)
-        ok = (found[i] = ck_match(ck, items[i].name, items[i].tensor)) != NULL;
+        ok = (found[i] = ck_match(ck, items[i].name, items[i].tensor, opts)) != NULL;
     for (int i = 0; ok && i < ck->n; i++) {
         const char *name = ck->entries[i].name;
         bool known = skip_prefix && sl__has_prefix(name, skip_prefix);
@@ -358,10 +463,13 @@ bool sl__ckpt_load(sl__ckpt *ck, const sl_named *items, int n, const char *skip_
         if (!known)
             ok = sl__ckpt_fail(ck, "unexpected tensor '%s' (nothing of that name to load)", name);
     }
-    ok = ok && ck_read_data(ck);
+    unsigned char *staged = ok ? ck_read_ranges(ck, found, n, offsets) : NULL;
+    ok = ok && staged;
     for (int i = 0; ok && i < n; i++)
-        memcpy(sl_ptr(items[i].tensor), ck->data + found[i]->begin,
-               (size_t)(found[i]->end - found[i]->begin));
+        ok = check_values(ck, found[i], staged + offsets[i], items[i].tensor, opts);
+    for (int i = 0; ok && i < n; i++) copy_out(found[i], staged + offsets[i], items[i].tensor);
+    sl__free(staged);
+    sl__free(offsets);
     sl__free(found);
     return ok;
 }
