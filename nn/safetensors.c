@@ -20,14 +20,18 @@
  *
  * Writing is atomic: everything goes to "<path>.tmp.<pid>.<n>", which is fsynced and renamed over
  * path, and the directory is fsynced; on any error the temp file is removed and the previous
- * file at path is untouched.
+ * file at path is untouched. A process killed mid-write leaves its temp file behind: each save
+ * removes those of path whose process is gone. A symlink at path is followed (the file it
+ * names is replaced, the link stays); an existing file's permission bits are kept.
  */
 #include "safetensors.h"
 
 #include <stdatomic.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -594,12 +598,88 @@ static bool fsync_dir(const char *path)
     return ok;
 }
 
+/* The file a save of path replaces: path itself, or, when path is a symlink (a chain of them),
+ * the file it finally names, existing or not. A heap string; NULL on an error (reported). */
+static char *final_target(const char *op, const char *path)
+{
+    size_t cap = strlen(path) + 1;
+    char *cur = sl__malloc(cap);
+    if (!cur) return SL_FAIL(SL_ERR_OOM, "%s: out of memory", op);
+    memcpy(cur, path, cap);
+    for (int hops = 0;; hops++) {
+        struct stat st;
+        if (lstat(cur, &st) != 0 || !S_ISLNK(st.st_mode)) return cur; /* absent, or not a link */
+        if (hops == 40) {
+            sl__free(cur);
+            return SL_FAIL(SL_ERR_IO,
+                           "%s: cannot save to '%s': too many levels of symbolic "
+                           "links",
+                           op, path);
+        }
+        size_t lcap = (size_t)st.st_size + 1 > 256 ? (size_t)st.st_size + 1 : 256;
+        char *link = sl__malloc(lcap);
+        ssize_t ln = link ? readlink(cur, link, lcap) : -1;
+        if (ln < 0 || (size_t)ln >= lcap) {
+            sl__free(link);
+            sl__free(cur);
+            return SL_FAIL(SL_ERR_IO, "%s: cannot read the symbolic link '%s'", op, path);
+        }
+        link[ln] = '\0';
+        /* A relative link is relative to the link's directory. */
+        const char *slash = strrchr(cur, '/');
+        size_t dlen = link[0] != '/' && slash ? (size_t)(slash - cur) + 1 : 0;
+        char *next = sl__malloc(dlen + (size_t)ln + 1);
+        if (next) {
+            memcpy(next, cur, dlen);
+            memcpy(next + dlen, link, (size_t)ln + 1);
+        }
+        sl__free(link);
+        sl__free(cur);
+        if (!next) return SL_FAIL(SL_ERR_OOM, "%s: out of memory", op);
+        cur = next;
+    }
+}
+
+/* Removes the temp files "<base>.tmp.<pid>.<n>" of target left by processes that no longer run
+ * (killed mid-save). Not this process's (another thread may be saving) nor a running one's. */
+static void remove_stale_temps(const char *target)
+{
+    const char *slash = strrchr(target, '/');
+    const char *base = slash ? slash + 1 : target;
+    size_t dlen = slash ? (size_t)(slash - target) + 1 : 0, blen = strlen(base);
+    char *dirname = sl__malloc(dlen + 2);
+    if (!dirname) return;
+    if (dlen) memcpy(dirname, target, dlen);
+    strcpy(dirname + dlen, dlen ? "" : ".");
+    DIR *d = opendir(dirname);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        const char *name = e->d_name;
+        if (strncmp(name, base, blen) || strncmp(name + blen, ".tmp.", 5)) continue;
+        const char *p = name + blen + 5;
+        size_t np = strspn(p, "0123456789");
+        if (!np || p[np] != '.' || !p[np + 1] ||
+            strspn(p + np + 1, "0123456789") != strlen(p + np + 1))
+            continue;
+        long pid = strtol(p, NULL, 10);
+        if (pid <= 0 || pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        char *full = sl__malloc(dlen + strlen(name) + 1);
+        if (!full) break;
+        memcpy(full, target, dlen);
+        strcpy(full + dlen, name);
+        unlink(full);
+        sl__free(full);
+    }
+    if (d) closedir(d);
+    sl__free(dirname);
+}
+
 /* Writes items to path atomically. As the reference implementation does, 8-byte tensors go
  * first so that every tensor starts at a multiple of its element size (the header length is
  * a multiple of 8); otherwise the order is the caller's. */
-bool sl__ckpt_write(const char *op, const char *path, const sl_named *given, int n,
-                       json_t *meta)
+bool sl__ckpt_write(const char *op, const char *path, const sl_named *given, int n, json_t *meta)
 {
+    if (!path) return sl_set_error(SL_ERR_ARG, "%s: path is NULL", op);
     sl_named *items = sl__malloc(sizeof *items * (size_t)(n + 1));
     if (!items) return sl_set_error(SL_ERR_OOM, "%s: out of memory", op);
     int k = 0;
@@ -608,44 +688,48 @@ bool sl__ckpt_write(const char *op, const char *path, const sl_named *given, int
             if (sl_dtype_size(given[i].tensor->dtype) == size) items[k++] = given[i];
     size_t hlen;
     char *header = make_header(op, items, n, meta, &hlen);
-    if (!header) {
+    char *target = header ? final_target(op, path) : NULL;
+    size_t cap = target ? strlen(target) + 32 : 0;
+    char *tmp = target ? sl__malloc(cap) : NULL;
+    if (!tmp) {
+        if (target) sl_set_error(SL_ERR_OOM, "%s: out of memory", op);
+        sl__free(target);
+        sl__free(header);
         sl__free(items);
         return false;
     }
-    size_t cap = strlen(path) + 32;
-    char *tmp = sl__malloc(cap);
-    if (!tmp) {
-        sl__free(header);
-        sl__free(items);
-        return sl_set_error(SL_ERR_OOM, "%s: out of memory", op);
-    }
+    remove_stale_temps(target);
+    struct stat old;
+    bool replacing = stat(target, &old) == 0 && S_ISREG(old.st_mode);
     /* A name unique to this call (pid and a counter), created exclusively: two threads saving
      * to the same path never share a temp file. */
     static atomic_uint counter;
     int fd = -1;
     for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
-        snprintf(tmp, cap, "%s.tmp.%ld.%u", path, (long)getpid(), atomic_fetch_add(&counter, 1));
+        snprintf(tmp, cap, "%s.tmp.%ld.%u", target, (long)getpid(), atomic_fetch_add(&counter, 1));
         fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
         if (fd < 0 && errno != EEXIST) break;
     }
     bool ok = false;
     if (fd < 0) {
         io_error(op, "create", tmp);
-    } else if (!write_contents(fd, header, hlen, items, n) || fsync(fd) != 0) {
+    } else if ((replacing && fchmod(fd, old.st_mode & 07777) != 0) ||
+               !write_contents(fd, header, hlen, items, n) || fsync(fd) != 0) {
         io_error(op, "write", tmp);
         close(fd);
     } else if (close(fd) != 0) {
         io_error(op, "write", tmp);
-    } else if (rename(tmp, path) != 0) {
-        sl_set_error(SL_ERR_IO, "%s: cannot rename '%s' to '%s': %s", op, tmp, path,
+    } else if (rename(tmp, target) != 0) {
+        sl_set_error(SL_ERR_IO, "%s: cannot rename '%s' to '%s': %s", op, tmp, target,
                      strerror(errno));
-    } else if (!fsync_dir(path)) {
-        io_error(op, "fsync the directory of", path);
+    } else if (!fsync_dir(target)) {
+        io_error(op, "fsync the directory of", target);
     } else {
         ok = true;
     }
     if (!ok && fd >= 0) unlink(tmp); /* no-op once renamed */
     sl__free(tmp);
+    sl__free(target);
     sl__free(header);
     sl__free(items);
     return ok;

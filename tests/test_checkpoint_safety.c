@@ -540,6 +540,113 @@ START_TEST(fifo_and_devices_are_refused)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- item 10: saves */
+
+/* A pid that no process has any more: a child's, once reaped. */
+static long dead_pid(void)
+{
+    pid_t pid = fork();
+    if (pid == 0) _exit(0);
+    ck_assert_int_gt(pid, 0);
+    ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+    return (long)pid;
+}
+
+static void touch(const char *path) { write_bytes(path, "x", 1); }
+
+/* The reproducer: saves killed mid-write left their temp files until the disk filled. A save
+ * removes its path's temp files whose process is gone, and only those. */
+START_TEST(save_removes_stale_temp_files)
+{
+    sl_params *ps = make_params(SL_F32, 1);
+    const char *path = at("c.safetensors");
+    char dead[300], dead2[300], mine[300], alive[300], other[300], odd[300];
+    long pid = dead_pid();
+    snprintf(dead, sizeof dead, "%s.tmp.%ld.0", path, pid);
+    snprintf(dead2, sizeof dead2, "%s.tmp.%ld.17", path, pid);
+    snprintf(mine, sizeof mine, "%s.tmp.%ld.999", path, (long)getpid());
+    snprintf(alive, sizeof alive, "%s.tmp.1.0", path);                       /* init runs */
+    snprintf(other, sizeof other, "%s.tmp.%ld.0", at("d.safetensors"), pid); /* another file's */
+    snprintf(odd, sizeof odd, "%s.tmp.%ldx.0", path, pid);                   /* not a temp name */
+    const char *all[] = {dead, dead2, mine, alive, other, odd};
+    for (int i = 0; i < 6; i++) touch(all[i]);
+    ck_assert_msg(sl_save_params(path, ps, NULL, 0), "%s", sl_error_message());
+    ck_assert(!exists(dead));
+    ck_assert(!exists(dead2));
+    for (int i = 2; i < 6; i++) ck_assert_msg(exists(all[i]), "%s was removed", all[i]);
+    sl_params_free(ps);
+}
+END_TEST
+
+/* The reproducer: a save replaced a 600 file with a 644 one. */
+START_TEST(save_keeps_the_mode)
+{
+    sl_params *ps = make_params(SL_F32, 1);
+    const char *path = at("c.safetensors");
+    mode_t modes[] = {0600, 0640, 0444};
+    for (int i = 0; i < 3; i++) {
+        ck_assert(sl_save_params(path, ps, NULL, 0));
+        ck_assert_int_eq(chmod(path, modes[i]), 0);
+        ck_assert_msg(sl_save_params(path, ps, NULL, 0), "%s", sl_error_message());
+        struct stat st;
+        ck_assert_int_eq(stat(path, &st), 0);
+        ck_assert_uint_eq(st.st_mode & 07777, modes[i]);
+        ck_assert_int_eq(chmod(path, 0600), 0);
+    }
+    /* a new file: 0666 less the umask */
+    mode_t mask = umask(022);
+    const char *fresh = at("fresh.safetensors");
+    ck_assert(sl_save_params(fresh, ps, NULL, 0));
+    umask(mask);
+    struct stat st;
+    ck_assert_int_eq(stat(fresh, &st), 0);
+    ck_assert_uint_eq(st.st_mode & 07777, 0644);
+    sl_params_free(ps);
+}
+END_TEST
+
+/* The reproducer: a save replaced a symlink with a regular file. Links are followed, chains and
+ * relative ones included, and a dangling link gets its file. */
+START_TEST(save_follows_symlinks)
+{
+    sl_params *a = make_params(SL_F32, 1), *b = make_params(SL_F32, 2),
+              *probe = make_params(SL_F32, 3);
+    const char *real = at("real.safetensors"), *link = at("link.safetensors"),
+               *link2 = at("link2.safetensors"), *dangling = at("dangling.safetensors");
+    ck_assert(sl_save_params(real, a, NULL, 0));
+    ck_assert_int_eq(symlink("real.safetensors", link), 0); /* relative */
+    ck_assert_int_eq(symlink(link, link2), 0);              /* absolute, to a link */
+    ck_assert_msg(sl_save_params(link2, b, NULL, 0), "%s", sl_error_message());
+    struct stat st;
+    ck_assert_int_eq(lstat(link, &st), 0);
+    ck_assert(S_ISLNK(st.st_mode));
+    ck_assert_int_eq(lstat(link2, &st), 0);
+    ck_assert(S_ISLNK(st.st_mode));
+    ck_assert(!temp_left(real));
+    ck_assert(!temp_left(link2));
+    size_t n;
+    unsigned char *sb = snapshot(b, &n);
+    ck_assert(sl_load_params(real, probe));
+    assert_same(probe, sb, n);
+    ck_assert_int_eq(symlink("made.safetensors", dangling), 0);
+    ck_assert_msg(sl_save_params(dangling, a, NULL, 0), "%s", sl_error_message());
+    ck_assert(exists(at("made.safetensors")));
+    ck_assert_int_eq(lstat(dangling, &st), 0);
+    ck_assert(S_ISLNK(st.st_mode));
+    /* a loop is an error, not a hang */
+    const char *l1 = at("loop1"), *l2 = at("loop2");
+    ck_assert_int_eq(symlink("loop2", l1), 0);
+    ck_assert_int_eq(symlink("loop1", l2), 0);
+    ck_assert(!sl_save_params(l1, a, NULL, 0));
+    ck_assert_int_eq(sl_error(), SL_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(sl_error_message(), "too many levels of symbolic links"));
+    free(sb);
+    sl_params_free(a);
+    sl_params_free(b);
+    sl_params_free(probe);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("checkpoint_safety");
@@ -557,5 +664,8 @@ int main(void)
     tu_add_test(s, tc, gpt_load_every_layout);
     tu_add_test(s, tc, unused_tensors_are_never_read);
     tu_add_test(s, tc, fifo_and_devices_are_refused);
+    tu_add_test(s, tc, save_removes_stale_temp_files);
+    tu_add_test(s, tc, save_keeps_the_mode);
+    tu_add_test(s, tc, save_follows_symlinks);
     return tu_run(s);
 }

@@ -289,7 +289,12 @@ double sl_lr_warmup_cosine(int64_t step, int64_t warmup, int64_t total, double m
  *
  * Writes are atomic: the file is written to "<path>.tmp.<pid>.<n>", fsynced and renamed over path,
  * then the directory is fsynced. On any error the temp file is removed and a previous file at
- * path is left as it was (SL_ERR_IO).
+ * path is left as it was (SL_ERR_IO). A process killed during a save leaves its temp file;
+ * the next save to the same path removes every such file whose process no longer runs. A
+ * symlink at path is followed: the file it names is replaced (created if absent) and the link
+ * stays a link. Replacing a file keeps its permission bits (a new file gets 0666 less the
+ * umask). Saves do not lock: two processes saving to one path each replace the file whole, and
+ * the last rename wins (the gpt program locks its output, see examples/gpt).
  *
  * Files are untrusted input. Loading checks, and reports the first problem as
  * "<function>: <path>: <detail>" (SL_ERR_FORMAT; SL_ERR_IO if it cannot be read): the header
