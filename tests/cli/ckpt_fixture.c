@@ -3,7 +3,10 @@
  *
  *   ckpt_fixture gpt OUT [key=value ...]      a GPT (sl_gpt_new, then sl_gpt_save) with the
  *                                             config's fields set: vocab, context, dim, layers,
- *                                             heads, pos, seed (defaults: a tiny ALiBi model)
+ *                                             heads, pos, seed (defaults: a tiny ALiBi model);
+ *                                             dtype=f64 for f64 parameters, train=1 for a
+ *                                             training checkpoint (AdamW, default settings,
+ *                                             one step taken)
  *   ckpt_fixture set-meta IN OUT KEY VALUE    IN with a metadata value set (any length: the
  *                                             header is rewritten, the data kept)
  *   ckpt_fixture add-sparse IN OUT NAME BYTES IN with one more F32 tensor NAME of BYTES bytes
@@ -44,6 +47,8 @@ static int make_gpt(const char *out, int argc, char **argv)
                        .tie_embeddings = true,
                        .fused_qkv = true,
                        .seed = 1};
+    sl_dtype dtype = SL_F32;
+    bool train = false;
     for (int i = 0; i < argc; i++) {
         char key[32];
         const char *eq = strchr(argv[i], '=');
@@ -57,14 +62,25 @@ static int make_gpt(const char *out, int argc, char **argv)
         else if (!strcmp(key, "layers")) c.n_layers = atoi(v);
         else if (!strcmp(key, "heads")) c.n_heads = atoi(v);
         else if (!strcmp(key, "seed")) c.seed = strtoull(v, NULL, 10);
+        else if (!strcmp(key, "dtype")) dtype = !strcmp(v, "f64") ? SL_F64 : SL_F32;
+        else if (!strcmp(key, "train")) train = atoi(v) != 0;
         else if (!strcmp(key, "pos")) {
             if (!sl_pos_parse(v, &c.pos)) return die("pos");
         } else {
             return die("unknown key");
         }
     }
-    sl_gpt *m = sl_gpt_new(&c, SL_F32);
-    if (!m || !sl_gpt_save(out, m, NULL, NULL, 0)) return die("cannot make the model");
+    sl_gpt *m = sl_gpt_new(&c, dtype);
+    sl_optim *opt = m && train ? sl_adamw_new(m->params, NULL) : NULL;
+    if (opt) { /* one step on a short sequence, so the state is not all zeros */
+        int32_t ids[2] = {0, (int32_t)(c.vocab_size - 1)};
+        sl_tensor *idx = sl_from_data(SL_I32, sl_shape(1, 2), ids);
+        sl_tensor *loss = sl_gpt_loss(m, idx, idx);
+        if (!loss || !sl_backward(loss) || !sl_optim_step(opt, 1e-3)) return die("one step");
+    }
+    if (!m || (train && !opt) || !sl_gpt_save(out, m, opt, NULL, 0))
+        return die("cannot make the model");
+    sl_optim_free(opt);
     sl_gpt_free(m);
     return 0;
 }
