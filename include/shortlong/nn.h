@@ -345,8 +345,8 @@ bool sl_save_params(const char *path, const sl_params *ps, const sl_meta *meta, 
  * and the same shapes, and no other tensors except optimizer state ("optim.*", skipped and
  * never read), so a training checkpoint loads too; and the file's values of the registry's
  * configuration keys must be the registry's ("sl_load_params: f: it was saved from a model
- * with another configuration (shortlong.pos: file alibi, model sinusoidal; shortlong.n_heads:
- * file 4, model 8); ..."). */
+ * with another configuration (shortlong.n_heads: file 4, model 8; shortlong.pos: file alibi,
+ * model sinusoidal); ...", the keys in the registry's order). */
 bool sl_load_params(const char *path, sl_params *ps);
 bool sl_load_params_ex(const char *path, sl_params *ps, const sl_load_opts *opts);
 /* Reads one metadata value into buf (cap bytes with the NUL). False if the file is bad, the
@@ -377,8 +377,8 @@ bool sl_gpt_read_config(const char *path, sl_gpt_config *cfg);
  * missing, malformed or makes no valid model (every setting is checked, the context against
  * SL_GPT_MAX_CONTEXT), or the file's tensors are not exactly those the config implies (token
  * embedding, position table, T5 table, every block, head: names, shapes and dtypes); all of
- * that is checked before the model is allocated, so a hostile config cannot make the load
- * allocate more than the file holds. */
+ * that is checked before the model is allocated, so the model's size is bounded by the file's
+ * and a hostile config cannot make the load allocate gigabytes. */
 sl_gpt *sl_gpt_load(const char *path, sl_dtype dtype);
 sl_gpt *sl_gpt_load_ex(const char *path, sl_dtype dtype, const sl_load_opts *opts);
 
