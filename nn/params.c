@@ -15,6 +15,10 @@ struct sl_params {
     sl_arena *arena;
     sl_param **items; /* count entries (each in the arena, so pointers stay valid), in order */
     int count, cap;
+    /* The configuration pairs (sl_params_set_config): strings in the arena, n_config of them
+     * in the order first set; the two arrays of pointers on the heap. */
+    const char **config_keys, **config_values;
+    int n_config, cap_config;
 };
 
 sl_params *sl_params_new(sl_dtype dtype)
@@ -38,6 +42,8 @@ void sl_params_free(sl_params *ps)
     if (!ps) return;
     sl_arena_free(ps->arena);
     sl__free(ps->items);
+    sl__free(ps->config_keys);
+    sl__free(ps->config_values);
     sl__free(ps);
 }
 
@@ -108,6 +114,81 @@ sl_tensor *sl_params_find(const sl_params *ps, const char *name)
     const sl_param *p = lookup(ps, name);
     return p ? p->value : NULL; /* absent is an answer, not an error */
 }
+
+/* ---------------------------------------------------------------- configuration */
+
+/* A copy of s in the registry's arena. */
+static const char *arena_strdup(sl_params *ps, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *c = sl_arena_alloc(ps->arena, n, 1);
+    if (c) memcpy(c, s, n);
+    return c;
+}
+
+static int config_index(const sl_params *ps, const char *key)
+{
+    for (int i = 0; i < ps->n_config; i++)
+        if (!strcmp(ps->config_keys[i], key)) return i;
+    return -1;
+}
+
+bool sl_params_set_config(sl_params *ps, const char *key, const char *value)
+{
+    static const char *op = "sl_params_set_config";
+    if (!ps || !key || !value)
+        return sl_set_error(SL_ERR_ARG, "%s: registry, key or value is NULL", op);
+    if (!key[0]) return sl_set_error(SL_ERR_ARG, "%s: empty key", op);
+    if (!strncmp(key, "optim.", 6) || !strcmp(key, "__metadata__"))
+        return sl_set_error(SL_ERR_ARG,
+                            "%s: key '%s' is reserved (the prefix 'optim.' is the "
+                            "optimizer's)",
+                            op, key);
+    int i = config_index(ps, key);
+    const char *v = arena_strdup(ps, value);
+    if (!v) return false;
+    if (i >= 0) {
+        ps->config_values[i] = v;
+        return true;
+    }
+    const char *k = arena_strdup(ps, key);
+    if (!k) return false;
+    if (ps->n_config == ps->cap_config) {
+        int cap = ps->cap_config ? 2 * ps->cap_config : 16;
+        const char **keys = sl__realloc(ps->config_keys, sizeof *keys * (size_t)cap);
+        if (!keys) return sl_set_error(SL_ERR_OOM, "%s: out of memory", op);
+        ps->config_keys = keys;
+        const char **values = sl__realloc(ps->config_values, sizeof *values * (size_t)cap);
+        if (!values) return sl_set_error(SL_ERR_OOM, "%s: out of memory", op);
+        ps->config_values = values;
+        ps->cap_config = cap;
+    }
+    ps->config_keys[ps->n_config] = k;
+    ps->config_values[ps->n_config++] = v;
+    return true;
+}
+
+const char *sl_params_config(const sl_params *ps, const char *key)
+{
+    int i = ps && key ? config_index(ps, key) : -1;
+    return i >= 0 ? ps->config_values[i] : NULL;
+}
+
+int sl_params_config_count(const sl_params *ps) { return ps ? ps->n_config : 0; }
+
+bool sl_params_config_at(const sl_params *ps, int i, const char **key, const char **value)
+{
+    if (!ps || i < 0 || i >= ps->n_config)
+        return sl_set_error(SL_ERR_INDEX,
+                            "sl_params_config_at: index %d out of range for %d "
+                            "pairs",
+                            i, ps ? ps->n_config : 0);
+    if (key) *key = ps->config_keys[i];
+    if (value) *value = ps->config_values[i];
+    return true;
+}
+
+/* ---------------------------------------------------------------- gradients */
 
 void sl_params_zero_grad(sl_params *ps)
 {

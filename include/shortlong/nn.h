@@ -50,6 +50,22 @@ int sl_params_count(const sl_params *ps);
 int64_t sl_params_numel(const sl_params *ps);
 const sl_param *sl_params_at(const sl_params *ps, int i); /* in registration order */
 sl_tensor *sl_params_find(const sl_params *ps, const char *name);
+/* The configuration the parameters were made for, as text pairs ("shortlong.n_heads" = "4").
+ * sl_gpt_new records its architecture here; any model may record its own. Saving writes the
+ * pairs to the file's metadata, and loading (sl_load_params, sl_load_training) compares the
+ * file's value of every key the registry has (a key the file lacks is not compared) and
+ * refuses a difference, naming each key with both values: two models whose shapes agree but
+ * whose parameters mean different things (ALiBi and sinusoidal, 4 heads and 8) do not load
+ * into each other. Record only what changes what the parameters mean (not a seed, a dropout
+ * rate or a length the parameters do not depend on). A registry without pairs loads any file
+ * whose tensors match. Setting a key again replaces its value; keys starting with "optim."
+ * are the optimizer's (an error). The strings are copied. */
+bool sl_params_set_config(sl_params *ps, const char *key, const char *value);
+/* The value of key, or NULL when the registry has none (not an error). */
+const char *sl_params_config(const sl_params *ps, const char *key);
+int sl_params_config_count(const sl_params *ps);
+/* The i-th pair, in the order the keys were first set. */
+bool sl_params_config_at(const sl_params *ps, int i, const char **key, const char **value);
 void sl_params_zero_grad(sl_params *ps);
 /* Scales all gradients so their global L2 norm is at most max_norm; returns the norm before. */
 double sl_params_clip_grad_norm(sl_params *ps, double max_norm);
@@ -171,9 +187,15 @@ sl_block *sl_block_new(sl_params *ps, const char *name, const sl_attention_confi
 sl_tensor *sl_block_forward(const sl_block *m, sl_tensor *x, sl_kv_cache *cache,
                             const sl_dropout_module *drop, sl_rng *rng, bool train);
 
+/* The longest context a GPT config may have (2^24 positions): a bound on what a checkpoint's
+ * config can ask for, far beyond what the models here train at. Only learned positions
+ * allocate per position; the other methods evaluate at any length regardless. */
+#define SL_GPT_MAX_CONTEXT (INT64_C(1) << 24)
+
 typedef struct sl_gpt_config {
     int64_t vocab_size;  /* 256 for bytes */
-    int64_t context;     /* training length L (learned positions: the table size) */
+    int64_t context;     /* training length L, 1 to SL_GPT_MAX_CONTEXT (learned positions: the
+                            table size) */
     int64_t dim;         /* C */
     int n_layers;
     int n_heads;
@@ -267,15 +289,23 @@ double sl_lr_warmup_cosine(int64_t step, int64_t warmup, int64_t total, double m
  *
  * Writes are atomic: the file is written to "<path>.tmp.<pid>.<n>", fsynced and renamed over path,
  * then the directory is fsynced. On any error the temp file is removed and a previous file at
- * path is left as it was (SL_ERR_IO).
+ * path is left as it was (SL_ERR_IO). A process killed during a save leaves its temp file;
+ * the next save to the same path removes every such file whose process no longer runs. A
+ * symlink at path is followed: the file it names is replaced (created if absent) and the link
+ * stays a link. Replacing a file keeps its permission bits (a new file gets 0666 less the
+ * umask). Saves do not lock: two processes saving to one path each replace the file whole, and
+ * the last rename wins (the gpt program locks its output, see examples/gpt).
  *
  * Files are untrusted input. Loading checks, and reports the first problem as
  * "<function>: <path>: <detail>" (SL_ERR_FORMAT; SL_ERR_IO if it cannot be read): the header
  * length (at most 100 MB and inside the file), the JSON, each tensor's dtype, shape and byte
  * size, that the data_offsets tile the data exactly (no overlap, gap or trailing bytes), then
- * the names, dtypes and shapes against the model (missing or extra tensors). The data is read
- * into a staging buffer and copied only after all of that passed: a failed load never changes
- * the caller's tensors.
+ * the names, dtypes and shapes against the model (missing or extra tensors). Only then are the
+ * byte ranges of the tensors being loaded read (a tensor that is skipped, such as optimizer
+ * state when loading weights, is never read), into a staging buffer; every float value must be
+ * finite (the first NaN or infinity is reported with its tensor and flat index); and only then
+ * is anything copied: a failed load never changes the caller's tensors. A file is opened
+ * without blocking and must be a regular file (a FIFO or a device is refused).
  *
  * Metadata keys starting with "optim." and "shortlong." are shortlong's own; a caller's key
  * with either prefix is an error. */
@@ -288,19 +318,37 @@ typedef struct sl_named {
     const char *name;
     sl_tensor *tensor;
 } sl_named;
+/* How a load treats what the strict default refuses. Pass NULL (or {0}) for the defaults. */
+typedef struct sl_load_opts {
+    bool allow_nonfinite; /* load NaN and infinite float values (default: an error naming the
+                             tensor and the flat index of the first) */
+    bool convert_dtype;   /* a float tensor stored as F32 loads into an F64 one and the reverse
+                             (rounded to nearest; a finite value beyond F32's range is an
+                             error): an f32 checkpoint into an f64 model for a gradcheck. I32
+                             never converts */
+    bool ignore_config;   /* load although the file's configuration differs from the
+                             registry's (sl_params_set_config) */
+} sl_load_opts;
+
 /* Saves the n tensors (any dtype and strides; names unique) plus the metadata pairs. */
 bool sl_save_tensors(const char *path, const sl_named *tensors, int n, const sl_meta *meta,
                      int n_meta);
 /* Loads the file into the n given tensors (contiguous), which must match the file's tensors
  * one to one by name, dtype and shape. */
 bool sl_load_tensors(const char *path, const sl_named *tensors, int n);
+bool sl_load_tensors_ex(const char *path, const sl_named *tensors, int n, const sl_load_opts *opts);
 
-/* Saves every parameter (by name, registration order) plus the metadata pairs. */
+/* Saves every parameter (by name, registration order) plus the metadata pairs and the
+ * registry's configuration (sl_params_set_config). */
 bool sl_save_params(const char *path, const sl_params *ps, const sl_meta *meta, int n_meta);
 /* Loads every parameter of ps from path: the file must hold all of ps's names with ps's dtype
- * and the same shapes, and no other tensors except optimizer state ("optim.*", skipped), so a
- * training checkpoint loads too. */
+ * and the same shapes, and no other tensors except optimizer state ("optim.*", skipped and
+ * never read), so a training checkpoint loads too; and the file's values of the registry's
+ * configuration keys must be the registry's ("sl_load_params: f: it was saved from a model
+ * with another configuration (shortlong.n_heads: file 4, model 8; shortlong.pos: file alibi,
+ * model sinusoidal); ...", the keys in the registry's order). */
 bool sl_load_params(const char *path, sl_params *ps);
+bool sl_load_params_ex(const char *path, sl_params *ps, const sl_load_opts *opts);
 /* Reads one metadata value into buf (cap bytes with the NUL). False if the file is bad, the
  * key is absent (SL_ERR_FORMAT) or the value does not fit (SL_ERR_ARG). */
 bool sl_read_meta(const char *path, const char *key, char *buf, size_t cap);
@@ -313,6 +361,7 @@ bool sl_read_meta(const char *path, const char *key, char *buf, size_t cap);
 bool sl_save_training(const char *path, const sl_params *ps, const sl_optim *opt,
                       const sl_meta *meta, int n_meta);
 bool sl_load_training(const char *path, sl_params *ps, sl_optim *opt);
+bool sl_load_training_ex(const char *path, sl_params *ps, sl_optim *opt, const sl_load_opts *opts);
 
 /* GPT checkpoints: every field of the config is stored in __metadata__ ("shortlong.model" =
  * "gpt", "shortlong.vocab_size", "shortlong.pos" = "alibi", ...), with the dropout RNG state
@@ -323,10 +372,15 @@ bool sl_gpt_save(const char *path, const sl_gpt *m, const sl_optim *opt, const s
 /* Reads the config of a GPT checkpoint (to compare with command-line settings, say). A missing
  * or malformed key is an error naming it. */
 bool sl_gpt_read_config(const char *path, sl_gpt_config *cfg);
-/* Builds a model (parameters in dtype, which must be the file's) from the file's config and
- * loads its weights and dropout RNG state. NULL if the config is missing, malformed or makes
- * no valid model, or the tensors do not match the model it makes. */
+/* Builds a model (parameters in dtype, which must be the file's unless opts->convert_dtype)
+ * from the file's config and loads its weights and dropout RNG state. NULL if the config is
+ * missing, malformed or makes no valid model (every setting is checked, the context against
+ * SL_GPT_MAX_CONTEXT), or the file's tensors are not exactly those the config implies (token
+ * embedding, position table, T5 table, every block, head: names, shapes and dtypes); all of
+ * that is checked before the model is allocated, so the model's size is bounded by the file's
+ * and a hostile config cannot make the load allocate gigabytes. */
 sl_gpt *sl_gpt_load(const char *path, sl_dtype dtype);
+sl_gpt *sl_gpt_load_ex(const char *path, sl_dtype dtype, const sl_load_opts *opts);
 
 #ifdef __cplusplus
 }
