@@ -324,6 +324,10 @@ bool sl_optim_step(sl_optim *opt, double lr)
             fn = f32 ? sgd_float : sgd_double;
         }
         sl_parallel_for(sl_numel(p->value), PARALLEL_GRAIN, fn, &a);
+        /* written in place: a backward that kept any of them now fails (tensor.h) */
+        sl__bump(p->value);
+        int per = opt->n_state / n; /* state tensors per parameter, in parameter order */
+        for (int k = 0; k < per; k++) sl__bump(opt->state[per * i + k].t);
     }
     opt->steps++;
     return true;

@@ -139,6 +139,7 @@ static void grad_scale(sl_tensor *g, double c)
         double *p = sl_ptr(g);
         for (int64_t i = 0; i < n; i++) p[i] *= c;
     }
+    sl__bump(g);
 }
 
 /* norm = sqrt(sum over every gradient element of g^2), summed in double. As in PyTorch's
@@ -165,6 +166,7 @@ double sl_params_clip_grad_norm(sl_params *ps, double max_norm)
 bool sl_init_normal(sl_tensor *t, sl_rng *rng, double std)
 {
     if (!t) return sl__null_arg("sl_init_normal", "t");
+    if (!sl__check_live("sl_init_normal", t, "t")) return false;
     if (!rng) return sl_set_error(SL_ERR_ARG, "sl_init_normal: rng is NULL");
     if (!sl__check_float("sl_init_normal", t)) return false;
     if (!(std >= 0) || !isfinite(std))
@@ -180,5 +182,6 @@ bool sl_init_normal(sl_tensor *t, sl_rng *rng, double std)
         double *p = sl_ptr(t);
         for (int64_t i = 0; i < n; i++) p[i] = std * sl_rng_normal(rng);
     }
+    sl__bump(t);
     return true;
 }
