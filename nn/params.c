@@ -142,9 +142,31 @@ static void grad_scale(sl_tensor *g, double c)
     sl__bump(g);
 }
 
+/* The error for a non-finite norm: the first non-finite gradient element, or an overflow. */
+static void report_nonfinite(const sl_params *ps, double norm)
+{
+    for (int i = 0; i < ps->count; i++) {
+        const sl_tensor *g = ps->items[i]->value->grad;
+        for (int64_t k = 0, n = g ? sl_numel(g) : 0; k < n; k++) {
+            double v = sl_get(g, k);
+            if (isfinite(v)) continue;
+            sl_set_error(SL_ERR_STATE,
+                         "sl_params_clip_grad_norm: the gradient norm is %g: parameter '%s' has "
+                         "a non-finite gradient (%g at flat index %lld of %s); nothing was "
+                         "scaled",
+                         norm, ps->items[i]->name, v, (long long)k, sl_shape_str(g));
+            return;
+        }
+    }
+    sl_set_error(SL_ERR_STATE,
+                 "sl_params_clip_grad_norm: the gradient norm overflowed to %g (every gradient "
+                 "is finite, their squares' sum is not); nothing was scaled",
+                 norm);
+}
+
 /* norm = sqrt(sum over every gradient element of g^2), summed in double. As in PyTorch's
  * clip_grad_norm_, gradients are scaled by max_norm / (norm + 1e-6) when that is below 1.
- * A non-finite norm is returned as it is and nothing is scaled. */
+ * A non-finite norm is returned as it is, with an error, and nothing is scaled. */
 double sl_params_clip_grad_norm(sl_params *ps, double max_norm)
 {
     if (!ps) return sl_set_error(SL_ERR_ARG, "sl_params_clip_grad_norm: registry is NULL"), NAN;
@@ -156,8 +178,12 @@ double sl_params_clip_grad_norm(sl_params *ps, double max_norm)
     for (int i = 0; i < ps->count; i++)
         if (ps->items[i]->value->grad) ss += grad_sum_squares(ps->items[i]->value->grad);
     double norm = sqrt(ss);
+    if (!isfinite(norm)) {
+        report_nonfinite(ps, norm);
+        return norm;
+    }
     double coef = max_norm / (norm + 1e-6);
-    if (isfinite(norm) && coef < 1)
+    if (coef < 1)
         for (int i = 0; i < ps->count; i++)
             if (ps->items[i]->value->grad) grad_scale(ps->items[i]->value->grad, coef);
     return norm;

@@ -51,7 +51,11 @@ int64_t sl_params_numel(const sl_params *ps);
 const sl_param *sl_params_at(const sl_params *ps, int i); /* in registration order */
 sl_tensor *sl_params_find(const sl_params *ps, const char *name);
 void sl_params_zero_grad(sl_params *ps);
-/* Scales all gradients so their global L2 norm is at most max_norm; returns the norm before. */
+/* Scales all gradients so their global L2 norm is at most max_norm; returns the norm before.
+ * A norm that is not finite (an Inf or NaN in a gradient) is returned as it is, nothing is
+ * scaled, and an error is recorded (SL_ERR_STATE) naming the first parameter whose gradient
+ * is not finite, the element's flat index and its value: check sl_error() or isfinite() on
+ * the result before stepping. NaN on a bad argument (a NULL registry, max_norm <= 0). */
 double sl_params_clip_grad_norm(sl_params *ps, double max_norm);
 /* Fills t with normal(0, std) draws from rng in row-major order (no autograd). */
 bool sl_init_normal(sl_tensor *t, sl_rng *rng, double std);
@@ -243,7 +247,11 @@ sl_optim *sl_adamw_new(sl_params *ps, const sl_adamw_config *cfg);
  * buf = momentum * buf + g; p -= lr * buf (buf is g when momentum is 0). */
 sl_optim *sl_sgd_new(sl_params *ps, double momentum, double weight_decay);
 /* One update with learning rate lr (finite, >= 0) from the parameters' current gradients.
- * On error (a gradient that does not match its parameter, a grown registry) nothing changes. */
+ * On error nothing changes (no parameter, no optimizer state, not the step count): a gradient
+ * that does not match its parameter, a grown registry, or a gradient holding an Inf or a NaN
+ * (SL_ERR_STATE, naming the parameter and the element's flat index), which would otherwise
+ * turn the parameter, and through it every other, into NaN. Every gradient is checked, in one
+ * pass over the thread pool, before anything is updated. */
 bool sl_optim_step(sl_optim *opt, double lr);
 int64_t sl_optim_steps(const sl_optim *opt); /* successful steps (restored by a checkpoint) */
 void sl_optim_free(sl_optim *opt);
