@@ -262,6 +262,30 @@ START_TEST(every_op_keeps_what_its_backward_reads)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- output allocation */
+
+/* An op whose output cannot be made says which op it was (the message used to name sl_empty).
+ * The inputs are expanded views of one element, so nothing large is allocated. */
+START_TEST(output_allocation_errors_name_the_op)
+{
+    const int64_t big = INT64_C(1) << 30;
+    sl_tensor *one = sl_ones(SL_F32, sl_shape(1, 1));
+    sl_tensor *col = sl_expand(one, sl_shape(big, 1)), *row = sl_expand(one, sl_shape(1, big));
+    ck_assert_ptr_nonnull(col);
+    ck_assert_ptr_nonnull(row);
+    ck_assert_ptr_null(sl_matmul(col, row));
+    ck_assert_int_eq(sl_error(), SL_ERR_SHAPE);
+    ck_assert_str_eq(sl_error_message(), "sl_matmul: [1073741824,1073741824] is too large");
+    sl_error_clear();
+    ck_assert_ptr_null(sl_add(col, row));
+    ck_assert_str_eq(sl_error_message(), "sl_add: [1073741824,1073741824] is too large");
+    sl_error_clear();
+    ck_assert_ptr_null(sl_linear(col, col, SL_NONE, SL_ACT_NONE)); /* W is [2^30, 1] */
+    ck_assert_str_eq(sl_error_message(), "sl_linear: [1073741824,1073741824] is too large");
+    sl_error_clear();
+}
+END_TEST
+
 /* ---------------------------------------------------------------- released tensors */
 
 #define ck_assert_released(op, arg)                                                                \
@@ -411,6 +435,7 @@ int main(void)
     tu_add_test(s, tc, writes_through_views_count);
     tu_add_test(s, tc, optimizer_step_between_forward_and_backward_fails);
     tu_add_test(s, tc, every_op_keeps_what_its_backward_reads);
+    tu_add_test(s, tc, output_allocation_errors_name_the_op);
     tu_add_test(s, tc, ops_refuse_a_released_tensor);
     tu_add_test(s, tc, backward_through_a_released_tape_fails);
     tu_add_test(s, tc, a_training_loop_catches_a_tensor_kept_across_steps);
