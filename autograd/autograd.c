@@ -19,6 +19,51 @@ bool sl_set_grad_enabled(bool enabled)
     return prev;
 }
 
+/* ---------------------------------------------------------------- evaluation scope */
+
+static _Thread_local int eval_depth; /* the calling thread's open scopes */
+
+sl_eval_scope sl_eval_begin(sl_arena *scratch)
+{
+    sl_eval_scope s = {0};
+    if (eval_depth == SL_EVAL_MAX_DEPTH) {
+        sl_set_error(SL_ERR_STATE, "sl_eval_begin: %d scopes open already, the most there can be",
+                     SL_EVAL_MAX_DEPTH);
+        return s;
+    }
+    if (scratch && scratch == sl_arena_current()) {
+        sl_set_error(SL_ERR_ARG, "sl_eval_begin: the scratch arena is the current arena; its "
+                                 "reset at sl_eval_end would release the caller's tensors");
+        return s;
+    }
+    sl_arena *a = scratch ? scratch : sl__thread_scratch(eval_depth);
+    if (!a) return s;
+    s.active = true;
+    s.arena = a;
+    s.depth = ++eval_depth;
+    s.prev_arena = sl_arena_set(a);
+    s.prev_grad = sl_set_grad_enabled(false);
+    return s;
+}
+
+bool sl_eval_end(sl_eval_scope *s)
+{
+    if (!s || !s->active) return true;
+    if (s->depth != eval_depth)
+        return sl_set_error(SL_ERR_STATE,
+                            "sl_eval_end: scopes end innermost first; this one is at depth %d, "
+                            "the innermost at %d",
+                            s->depth, eval_depth);
+    sl_set_grad_enabled(s->prev_grad);
+    sl_arena_set(s->prev_arena);
+    sl_arena_reset(s->arena);
+    eval_depth--;
+    s->active = false;
+    return true;
+}
+
+/* ---------------------------------------------------------------- leaves */
+
 sl_tensor *sl_requires_grad(sl_tensor *t, bool requires_grad)
 {
     SL_CHECK_TENSOR("sl_requires_grad", t);

@@ -58,6 +58,8 @@ static void unpoison(void *p, size_t n) { (void)p, (void)n; }
 static _Thread_local sl_arena *current;        /* the calling thread's current arena */
 static _Thread_local sl_arena *thread_default; /* its default arena (see the end of the file) */
 static pthread_key_t default_key;              /* frees thread_default at thread exit */
+static _Thread_local sl_arena *thread_scratch[SL__THREAD_SCRATCH]; /* sl__thread_scratch */
+static pthread_key_t scratch_key; /* frees them at thread exit (its value: thread_scratch) */
 
 /* A block hands out cap bytes from base, which is mem or mem + BLOCK_ALIGN, alternating with
  * the arena's generation: a reset moves every later allocation by BLOCK_ALIGN bytes (without
@@ -108,6 +110,8 @@ void sl_arena_free(sl_arena *a)
         thread_default = NULL;
         pthread_setspecific(default_key, NULL);
     }
+    for (int i = 0; i < SL__THREAD_SCRATCH; i++)
+        if (thread_scratch[i] == a) thread_scratch[i] = NULL;
     sl__free(a);
 }
 
@@ -212,11 +216,21 @@ static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 
 static void default_destroy(void *a) { sl_arena_free(a); }
 
-static void default_free_at_exit(void) { sl_arena_free(thread_default); }
+static void scratch_destroy(void *arenas)
+{
+    for (int i = 0; i < SL__THREAD_SCRATCH; i++) sl_arena_free(((sl_arena **)arenas)[i]);
+}
+
+static void default_free_at_exit(void)
+{
+    sl_arena_free(thread_default);
+    scratch_destroy(thread_scratch);
+}
 
 static void default_init(void)
 {
     pthread_key_create(&default_key, default_destroy);
+    pthread_key_create(&scratch_key, scratch_destroy);
     atexit(default_free_at_exit);
 }
 
@@ -236,4 +250,17 @@ sl_arena *sl_arena_current(void)
         if (thread_default) pthread_setspecific(default_key, thread_default);
     }
     return thread_default;
+}
+
+sl_arena *sl__thread_scratch(int i)
+{
+    if (i < 0 || i >= SL__THREAD_SCRATCH)
+        return SL_FAIL(SL_ERR_ARG, "sl__thread_scratch: index %d outside [0, %d)", i,
+                       SL__THREAD_SCRATCH);
+    if (!thread_scratch[i]) {
+        pthread_once(&default_once, default_init);
+        if (!(thread_scratch[i] = sl_arena_new(0))) return NULL;
+        pthread_setspecific(scratch_key, thread_scratch);
+    }
+    return thread_scratch[i];
 }

@@ -77,6 +77,11 @@ static inline void sl__bump(sl_tensor *t)
 {
     if (t && t->version) ++*t->version;
 }
+/* Scratch arena i (0 <= i < SL__THREAD_SCRATCH) of the calling thread, made on first use and
+ * kept for the thread's later calls (freed when it exits, or at exit), never freed by the
+ * caller: evaluation scopes run in them (autograd.c). NULL on OOM. */
+enum { SL__THREAD_SCRATCH = 8 };
+sl_arena *sl__thread_scratch(int i);
 /* The arena's generation: bumped by every reset. */
 uint32_t sl__arena_generation(const sl_arena *a);
 /* A header's seal: a hash of its arena and generation, never 0. A header whose seal does not
