@@ -109,6 +109,35 @@ sl_tensor *sl_params_find(const sl_params *ps, const char *name)
     return p ? p->value : NULL; /* absent is an answer, not an error */
 }
 
+bool sl_params_copy(sl_params *dst, const sl_params *src)
+{
+    static const char *op = "sl_params_copy";
+    if (!dst || !src) return sl_set_error(SL_ERR_ARG, "%s: registry is NULL", op);
+    /* every check first, so that a mismatch leaves dst as it was */
+    for (int i = 0; i < dst->count; i++) {
+        const sl_param *p = dst->items[i], *q = lookup(src, p->name);
+        if (!q)
+            return sl_set_error(SL_ERR_ARG,
+                                "%s: parameter '%s' %s of the destination is not in the source", op,
+                                p->name, sl_shape_str(p->value));
+        if (!sl__same_shape(p->value, q->value))
+            return sl_set_error(SL_ERR_ARG,
+                                "%s: parameter '%s' is %s in the source and %s in the "
+                                "destination",
+                                op, p->name, sl_shape_str(q->value), sl_shape_str(p->value));
+    }
+    for (int i = 0; i < src->count; i++) /* one the destination lacks: name the first */
+        if (!lookup(dst, src->items[i]->name))
+            return sl_set_error(SL_ERR_ARG,
+                                "%s: parameter '%s' %s of the source is not in the destination", op,
+                                src->items[i]->name, sl_shape_str(src->items[i]->value));
+    if (dst == src) return true;
+    for (int i = 0; i < dst->count; i++)
+        if (!sl_copy_into(dst->items[i]->value, lookup(src, dst->items[i]->name)->value))
+            return false;
+    return true;
+}
+
 void sl_params_zero_grad(sl_params *ps)
 {
     for (int i = 0; ps && i < ps->count; i++) sl_zero_grad(ps->items[i]->value);

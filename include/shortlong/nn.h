@@ -51,6 +51,11 @@ int64_t sl_params_numel(const sl_params *ps);
 const sl_param *sl_params_at(const sl_params *ps, int i); /* in registration order */
 sl_tensor *sl_params_find(const sl_params *ps, const char *name);
 void sl_params_zero_grad(sl_params *ps);
+/* Copies every parameter's values from src into dst, matched by name, converting the dtype
+ * (a model trained in f32 into an f64 one for a gradcheck, or back). The registries must hold
+ * the same names with the same shapes, one to one, in any order; otherwise (SL_ERR_ARG) the
+ * error names the first mismatch and dst is left unchanged. Gradients are not copied. */
+bool sl_params_copy(sl_params *dst, const sl_params *src);
 /* Scales all gradients so their global L2 norm is at most max_norm; returns the norm before.
  * A norm that is not finite (an Inf or NaN in a gradient) is returned as it is, nothing is
  * scaled, and an error is recorded (SL_ERR_STATE) naming the first parameter whose gradient
