@@ -352,7 +352,9 @@ static bool run_backward(sl_node **order, size_t count, bool retain)
 bool sl_backward_ex(sl_tensor *out, const sl_tensor *grad_out, int flags)
 {
     if (!out) return sl__null_arg("sl_backward", "out");
-    if (!sl__check_live("sl_backward", out, "out")) return false;
+    if (!sl__check_live("sl_backward", out, "out") ||
+        (grad_out && !sl__check_live("sl_backward", grad_out, "grad_out")))
+        return false;
     if (!out->requires_grad)
         return sl_set_error(SL_ERR_STATE,
                             "sl_backward: %s %s does not require grad (no input requires grad, "
@@ -384,8 +386,12 @@ bool sl_backward_ex(sl_tensor *out, const sl_tensor *grad_out, int flags)
     /* Seed. */
     sl_tensor *g = grad_buffer(out);
     bool ok = g != NULL;
-    if (ok && grad_out) sl__accumulate(g, grad_out);
-    else if (ok) sl_set(g, 0, sl_get(g, 0) + 1.0);
+    if (ok && grad_out) {
+        sl__accumulate(g, grad_out);
+        sl__bump(g);
+    } else if (ok) {
+        sl_set(g, 0, sl_get(g, 0) + 1.0);
+    }
     if (ok && !out->node) NOTIFY(grad_ready, out); /* a leaf: final already */
     ok = ok && run_backward(order, count, flags & SL_RETAIN_GRAPH);
     NOTIFY(backward_end, out, ok);
