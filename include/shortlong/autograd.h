@@ -146,9 +146,11 @@ struct sl_node {
 bool sl_record(sl_node **node, const char *op, sl_tensor *out, int n_in, sl_tensor *const *in,
                sl_backward_fn backward, size_t saved_bytes);
 /* For op writers: declares that node's backward reads t's values (an input, the output, or a
- * copy the op made), recording t's version (tensor.h). If t is written in place before the
- * backward runs, the backward fails, naming the op and t, instead of using the new values.
- * node may be NULL (nothing recorded: a no-op). False (SL_ERR_STATE) past SL_MAX_SAVED. */
+ * copy the op made), recording t's version (tensor.h). Declare every tensor the backward
+ * reads, and only those. If t is written in place before the backward runs, the backward fails
+ * before accumulating any gradient, naming the op and t, instead of using the new values.
+ * node may be NULL (nothing recorded: a no-op). False (SL_ERR_STATE) past SL_MAX_SAVED: fail
+ * the op then. */
 bool sl_save_for_backward(sl_node *node, sl_tensor *t);
 /* For backward functions: the gradient buffer of input i (contiguous, its shape and dtype,
  * zero the first time it is asked for in a pass), to ACCUMULATE into. Check
