@@ -108,6 +108,7 @@ static void scale_inplace(sl_tensor *w, double s)
         for (float *p = sl_ptr(w), *e = p + n; p < e; p++) *p = (float)(*p * s);
     else
         for (double *p = sl_ptr(w), *e = p + n; p < e; p++) *p *= s;
+    sl__bump(w);
 }
 
 static bool build(sl_gpt *m, sl_rng *rng)

@@ -367,5 +367,10 @@ sl_tensor *sl_alibi_attention(sl_tensor *q, sl_tensor *k, sl_tensor *v, sl_tenso
     if (!sl_record(&n, OP, out, slopes ? 4 : 3, in, attention_backward, sizeof(attn_saved)))
         return NULL;
     if (n) ((attn_saved *)n->saved)->job = j;
+    /* the backward reads q, k, v (as forward read them) and the output; the slopes' values
+     * were copied into the job */
+    sl_tensor *const kept[4] = {qc, kc, vc, out};
+    for (int i = 0; i < 4; i++)
+        if (!sl_save_for_backward(n, kept[i])) return NULL;
     return out;
 }

@@ -254,6 +254,7 @@ static sl_tensor *reduce(reduce_op op, sl_tensor *a, int n_axes, const int *axes
     size_t aux = op == R_VAR || op == R_MAX || op == R_MIN ? sizeof(double) * (size_t)p.n_out : 0;
     if (!index_out && !sl_record(&n, name, y, 1, &a, reduce_backward, sizeof(reduce_saved) + aux))
         return NULL;
+    if (op == R_VAR && !sl_save_for_backward(n, a)) return NULL; /* var's backward reads x */
     reduce_job j = {op, &p, sl_ptr(rows), y->data, 1, NULL, NULL};
     if (op == R_VAR) j.denom = (double)(p.group - correction);
     if (n) {

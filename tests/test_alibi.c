@@ -600,6 +600,39 @@ START_TEST(errors_name_the_shapes)
 }
 END_TEST
 
+/* The optional slopes: SL_NONE is the paper's whatever error is pending; a NULL is a failed
+ * call's result (its error kept) or, with no error pending, a mistake reported as one. Before
+ * SL_NONE, NULL meant the default and, with an unrelated error pending, made the op return
+ * NULL with that old message. */
+START_TEST(slopes_none_and_null)
+{
+    sl_rng r = sl_rng_seed(8);
+    sl_tensor *q = sl_rand_normal(&r, SL_F64, sl_shape(1, 4, 5, 8), 0, 1);
+    sl_tensor *k = sl_rand_normal(&r, SL_F64, sl_shape(1, 2, 5, 8), 0, 1);
+    sl_tensor *v = sl_rand_normal(&r, SL_F64, sl_shape(1, 2, 5, 8), 0, 1);
+    sl_tensor *want = sl_alibi_attention(q, k, v, sl_alibi_slopes(4), NULL);
+    ck_assert_ptr_nonnull(want);
+    sl_error_clear();
+    ck_assert_ptr_null(sl_matmul(q, q)); /* an unrelated error, left pending */
+    sl_tensor *y = sl_alibi_attention(q, k, v, SL_NONE, NULL);
+    ck_assert_ptr_nonnull(y);
+    ck_assert_double_eq(tu_max_abs_diff(y, want), 0);
+    ck_assert_int_eq(sl_error(), SL_ERR_SHAPE); /* still the matmul's */
+    ck_assert_str_eq(sl_error_message(), "sl_matmul: inner dims differ: [1,4,5,8] @ [1,4,5,8]");
+    ck_assert_ptr_null(sl_alibi_attention(q, k, v, NULL, NULL)); /* propagates */
+    ck_assert_str_eq(sl_error_message(), "sl_matmul: inner dims differ: [1,4,5,8] @ [1,4,5,8]");
+    sl_error_clear();
+    ck_assert_ptr_null(sl_alibi_attention(q, k, v, NULL, NULL));
+    ck_assert_int_eq(sl_error(), SL_ERR_ARG);
+    ck_assert_str_eq(sl_error_message(), "sl_alibi_attention: argument 'slopes' is NULL");
+    sl_error_clear();
+    ck_assert_ptr_null(sl_alibi_attention(q, SL_NONE, v, SL_NONE, NULL));
+    ck_assert_str_eq(sl_error_message(),
+                     "sl_alibi_attention: argument 'k' is SL_NONE; it is not optional");
+    sl_error_clear();
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("alibi");
@@ -608,6 +641,7 @@ int main(void)
     tu_timeout(tc, 600);
     tu_add_test(s, tc, slopes_follow_the_paper);
     tu_add_test(s, tc, slopes_errors);
+    tu_add_test(s, tc, slopes_none_and_null);
     tu_add_test(s, tc, fused_matches_composed_f64);
     tu_add_test(s, tc, fused_matches_composed_f32);
     tu_add_test(s, tc, zero_slopes_are_plain_attention);

@@ -67,7 +67,16 @@ int sl_params_config_count(const sl_params *ps);
 /* The i-th pair, in the order the keys were first set. */
 bool sl_params_config_at(const sl_params *ps, int i, const char **key, const char **value);
 void sl_params_zero_grad(sl_params *ps);
-/* Scales all gradients so their global L2 norm is at most max_norm; returns the norm before. */
+/* Copies every parameter's values from src into dst, matched by name, converting the dtype
+ * (a model trained in f32 into an f64 one for a gradcheck, or back). The registries must hold
+ * the same names with the same shapes, one to one, in any order; otherwise (SL_ERR_ARG) the
+ * error names the first mismatch and dst is left unchanged. Gradients are not copied. */
+bool sl_params_copy(sl_params *dst, const sl_params *src);
+/* Scales all gradients so their global L2 norm is at most max_norm; returns the norm before.
+ * A norm that is not finite (an Inf or NaN in a gradient) is returned as it is, nothing is
+ * scaled, and an error is recorded (SL_ERR_STATE) naming the first parameter whose gradient
+ * is not finite, the element's flat index and its value: check sl_error() or isfinite() on
+ * the result before stepping. NaN on a bad argument (a NULL registry, max_norm <= 0). */
 double sl_params_clip_grad_norm(sl_params *ps, double max_norm);
 /* Fills t with normal(0, std) draws from rng in row-major order (no autograd). */
 bool sl_init_normal(sl_tensor *t, sl_rng *rng, double std);
@@ -265,7 +274,11 @@ sl_optim *sl_adamw_new(sl_params *ps, const sl_adamw_config *cfg);
  * buf = momentum * buf + g; p -= lr * buf (buf is g when momentum is 0). */
 sl_optim *sl_sgd_new(sl_params *ps, double momentum, double weight_decay);
 /* One update with learning rate lr (finite, >= 0) from the parameters' current gradients.
- * On error (a gradient that does not match its parameter, a grown registry) nothing changes. */
+ * On error nothing changes (no parameter, no optimizer state, not the step count): a gradient
+ * that does not match its parameter, a grown registry, or a gradient holding an Inf or a NaN
+ * (SL_ERR_STATE, naming the parameter and the element's flat index), which would otherwise
+ * turn the parameter, and through it every other, into NaN. Every gradient is checked, in one
+ * pass over the thread pool, before anything is updated. */
 bool sl_optim_step(sl_optim *opt, double lr);
 int64_t sl_optim_steps(const sl_optim *opt); /* successful steps (restored by a checkpoint) */
 void sl_optim_free(sl_optim *opt);
