@@ -443,13 +443,15 @@ static bool int_option(sl_tensor *t, const char *name, int64_t n0, int64_t n1, i
     return *out && sl_copy_out(t, *out);
 }
 
-/* Lengths must be in [0, Tk]. */
-static bool check_lengths(const int32_t *len, const char *name, int64_t B, int64_t Tk)
+/* Lengths must be >= 0; one past Tk counts as Tk (every key, every query row valid). */
+static bool check_lengths(int32_t *len, const char *name, int64_t B, int64_t Tk)
 {
-    for (int64_t b = 0; len && b < B; b++)
-        if (len[b] < 0 || len[b] > Tk)
-            return sl_set_error(SL_ERR_ARG, "%s: %s[%lld] is %d; it must be in [0, %lld] (Tk)", OP,
-                                name, (long long)b, len[b], (long long)Tk);
+    for (int64_t b = 0; len && b < B; b++) {
+        if (len[b] < 0)
+            return sl_set_error(SL_ERR_ARG, "%s: %s[%lld] is %d; it must be >= 0", OP, name,
+                                (long long)b, len[b]);
+        if (len[b] > Tk) len[b] = (int32_t)Tk;
+    }
     return true;
 }
 

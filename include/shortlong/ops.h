@@ -167,10 +167,11 @@ typedef struct sl_alibi_opts {
      * Key tiles wholly outside the window are skipped: time O(Tq W), not O(Tq Tk). Composes
      * with a KV cache (positions are absolute). Negative: an error. */
     int64_t window;
-    /* Padded batches: i32 [B], values in [0, Tk], in positions (like j and p_i). Keys at
+    /* Padded batches: i32 [B], values >= 0, in positions (like j and p_i). Keys at
      * j >= key_lengths[b] are masked; query rows at p_i >= query_lengths[b] output 0 and pass
-     * no gradient. For a padded self-attention batch pass the same tensor to both. Absent:
-     * every key / every query row is valid. */
+     * no gradient. A value past Tk counts as Tk (so a row's full length may be passed while
+     * decoding). For a padded self-attention batch pass the same tensor to both. Absent: every
+     * key / every query row is valid. */
     sl_tensor *key_lengths;
     sl_tensor *query_lengths;
     /* Packed documents: segment ids, any i32 values, key_segments [B, Tk] and query_segments
@@ -218,7 +219,7 @@ typedef struct sl_alibi_opts {
  * "sl_alibi_attention: q [2,8,16,64] and k [2,3,16,64]: 8 query heads are not a multiple of 3
  * kv heads"), Tq > Tk in causal mode, slopes or slopes_after of the wrong length or dtype, a
  * non-finite scale, a negative window, lengths or segment ids that are not i32 of their shape,
- * a length outside [0, Tk], slopes_after in causal mode, query_segments alone. */
+ * a negative length, slopes_after in causal mode, query_segments alone. */
 sl_tensor *sl_alibi_attention(sl_tensor *q, sl_tensor *k, sl_tensor *v, sl_tensor *slopes,
                               const sl_alibi_opts *opts);
 
@@ -262,6 +263,20 @@ int sl_t5_bucket(int64_t n, int n_buckets, int max_distance);
  * (NULL): a non-float table, a table that is not 2-D, bad buckets (as sl_t5_bucket),
  * tq or tk < 1. */
 sl_tensor *sl_t5_bias(sl_tensor *table, int64_t tq, int64_t tk, int max_distance);
+
+/* T5's bidirectional bucket (_relative_position_bucket with bidirectional=True, for encoders)
+ * of the signed distance n = p_i - j: the first n_buckets / 2 buckets for keys at or before
+ * the query (n >= 0), the next n_buckets / 2 for keys after it (n < 0), each half the causal
+ * rule over |n| with n_buckets / 2 buckets:
+ *     n >= 0:  sl_t5_bucket(n, n_buckets / 2, max_distance)
+ *     n < 0:   n_buckets / 2 + sl_t5_bucket(-n, n_buckets / 2, max_distance)
+ * (T5's encoder: 32 buckets, 16 each way, 8 of them exact, max_distance 128.) -1 + SL_ERR_ARG
+ * if n_buckets < 4 or max_distance <= n_buckets / 4. */
+int sl_t5_bucket_bidirectional(int64_t n, int n_buckets, int max_distance);
+/* sl_t5_bias with bidirectional buckets: bias[h,i,j] = table[h, sl_t5_bucket_bidirectional(
+ * p_i - j, n_buckets, max_distance)], p_i = tk - tq + i; no mask to add. Differentiable in
+ * table; errors as sl_t5_bias, with the buckets checked as sl_t5_bucket_bidirectional's. */
+sl_tensor *sl_t5_bias_bidirectional(sl_tensor *table, int64_t tq, int64_t tk, int max_distance);
 
 #ifdef __cplusplus
 }
