@@ -69,15 +69,19 @@ bool sl_slopes_parse(const char *name, sl_slopes *out)
                         name ? name : "(null)");
 }
 
+/* The head whose paper's slope head h takes for the keys after its query (asymmetric): its
+ * neighbour in the pair (0, 1), (2, 3), ...; with an odd count the last head keeps its own. */
+static int after_head(int h, int H) { return (h ^ 1) < H ? h ^ 1 : h; }
+
 /* The initial per-head slopes, a new (H) tensor in the current arena in dtype: ALiBi's (the
- * paper's times slope_scale; after: in reverse head order, for the keys after the query), zeros
+ * paper's times slope_scale; after: the pair-swapped ones, for the keys after the query), zeros
  * (no bias) for the other methods. */
 static sl_tensor *initial_slopes(const sl_attention_config *c, bool after, sl_dtype dtype)
 {
     int H = c->n_heads;
     sl_tensor *s = sl_zeros(dtype, 1, (int64_t[]){H});
     for (int h = 0; s && c->pos == SL_POS_ALIBI && h < H; h++)
-        sl_set(s, h, c->slope_scale * sl_alibi_slope(after ? H - 1 - h : h, H));
+        sl_set(s, h, c->slope_scale * sl_alibi_slope(after ? after_head(h, H) : h, H));
     return s;
 }
 
@@ -321,7 +325,7 @@ static sl_tensor *learned_slopes(sl_params *ps, const char *name, const char *le
     int H = c->n_heads;
     sl_tensor *w = sl_params_add(ps, sub, 1, (int64_t[]){H}, false);
     for (int h = 0; w && h < H; h++)
-        sl_set(w, h, log(c->slope_scale * sl_alibi_slope(after ? H - 1 - h : h, H)));
+        sl_set(w, h, log(c->slope_scale * sl_alibi_slope(after ? after_head(h, H) : h, H)));
     return w;
 }
 

@@ -188,7 +188,7 @@ typedef struct sl_alibi_opts {
      * q's dtype, differentiable (its gradient is -sum_{j > p_i} dS_ij (j - p_i) per head, while
      * slopes then gets only the j <= p_i part). Absent: m' = m (symmetric). Needs
      * bidirectional: in causal mode every key after the query is masked, and passing it is an
-     * error. */
+     * error. Why and how to pick them: nn.h, "Choosing ALiBi's slopes for an encoder". */
     sl_tensor *slopes_after;
 } sl_alibi_opts;
 
