@@ -56,8 +56,16 @@ static sl_tensor *branch_drop(sl_tensor *h, const sl_dropout_module *drop, sl_rn
 sl_tensor *sl_block_forward(const sl_block *m, sl_tensor *x, sl_kv_cache *cache,
                             const sl_dropout_module *drop, sl_rng *rng, bool train)
 {
+    return sl_block_forward_masked(m, x, cache, NULL, drop, rng, train);
+}
+
+sl_tensor *sl_block_forward_masked(const sl_block *m, sl_tensor *x, sl_kv_cache *cache,
+                                   const sl_attention_mask *mask, const sl_dropout_module *drop,
+                                   sl_rng *rng, bool train)
+{
     if (!m) return SL_FAIL(SL_ERR_ARG, "sl_block_forward: module is NULL");
-    sl_tensor *h = sl_attention_forward(m->attn, sl_layer_norm_forward(m->ln1, x), cache);
+    sl_tensor *h =
+        sl_attention_forward_masked(m->attn, sl_layer_norm_forward(m->ln1, x), cache, mask);
     x = sl_add(x, branch_drop(h, drop, rng, train));                       // (B, T, C)
     h = sl_mlp_forward(m->mlp, sl_layer_norm_forward(m->ln2, x));
     return sl_add(x, branch_drop(h, drop, rng, train));                    // (B, T, C)
@@ -71,7 +79,7 @@ static sl_attention_config attention_config(const sl_gpt_config *c)
     return (sl_attention_config){.dim = c->dim, .n_heads = c->n_heads,
                                  .n_kv_heads = c->n_kv_heads, .pos = c->pos,
                                  .fused_qkv = c->fused_qkv, .t5_buckets = c->t5_buckets,
-                                 .t5_max_distance = c->t5_max_distance};
+                                 .t5_max_distance = c->t5_max_distance, .slopes = c->slopes};
 }
 
 bool sl__gpt_config_resolve(const char *op, const sl_gpt_config *cfg, sl_gpt_config *out)
@@ -183,6 +191,7 @@ bool sl__gpt_each_param(const sl_gpt_config *c, sl__param_visitor fn, void *ctx)
         }
         LAYER("attn.proj.weight", C, C);
         LAYER("attn.proj.bias", C);
+        if (c->pos == SL_POS_ALIBI && c->slopes == SL_SLOPES_LEARNED) LAYER("attn.log_slopes", H);
         LAYER("ln2.weight", C);
         LAYER("ln2.bias", C);
         LAYER("mlp.fc.weight", hidden, C);

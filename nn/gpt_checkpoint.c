@@ -11,7 +11,7 @@
 #include <stdlib.h>
 
 /* sl_gpt_config <-> "__metadata__": every field under a "shortlong." key, as text. */
-typedef enum { K_I64, K_INT, K_BOOL, K_DOUBLE, K_U64, K_POS } key_kind;
+typedef enum { K_I64, K_INT, K_BOOL, K_DOUBLE, K_U64, K_POS, K_SLOPES } key_kind;
 static const struct {
     const char *key;
     key_kind kind;
@@ -31,6 +31,7 @@ static const struct {
     {"shortlong.fused_qkv", K_BOOL, offsetof(sl_gpt_config, fused_qkv)},
     {"shortlong.dropout", K_DOUBLE, offsetof(sl_gpt_config, dropout)},
     {"shortlong.seed", K_U64, offsetof(sl_gpt_config, seed)},
+    {"shortlong.slopes", K_SLOPES, offsetof(sl_gpt_config, slopes)}, /* "fixed" or "learned" */
 };
 enum { N_CONFIG_KEYS = sizeof config_keys / sizeof config_keys[0] };
 
@@ -39,7 +40,8 @@ enum { N_CONFIG_KEYS = sizeof config_keys / sizeof config_keys[0] };
 static bool optional_key(int k)
 {
     return !strcmp(config_keys[k].key, "shortlong.t5_buckets") ||
-           !strcmp(config_keys[k].key, "shortlong.t5_max_distance");
+           !strcmp(config_keys[k].key, "shortlong.t5_max_distance") ||
+           !strcmp(config_keys[k].key, "shortlong.slopes"); /* absent: fixed */
 }
 
 static void format_key(int k, const sl_gpt_config *c, char *buf, size_t cap)
@@ -52,6 +54,7 @@ static void format_key(int k, const sl_gpt_config *c, char *buf, size_t cap)
     case K_DOUBLE: snprintf(buf, cap, "%.17g", *(const double *)f); break;
     case K_U64: snprintf(buf, cap, "%" PRIu64, *(const uint64_t *)f); break;
     case K_POS: snprintf(buf, cap, "%s", sl_pos_name(*(const sl_pos *)f)); break;
+    case K_SLOPES: snprintf(buf, cap, "%s", sl_slopes_name(*(const sl_slopes *)f)); break;
     }
 }
 
@@ -80,6 +83,7 @@ static bool parse_key(int k, const char *s, sl_gpt_config *c)
         return true;
     }
     case K_POS: return sl_pos_parse(s, (sl_pos *)f);
+    case K_SLOPES: return sl_slopes_parse(s, (sl_slopes *)f);
     }
     return false;
 }
@@ -140,6 +144,7 @@ static bool read_gpt_config(const sl__ckpt *ck, sl_gpt_config *cfg, sl_rng *rng)
                                  config_keys[k].key, s,
                                  config_keys[k].kind == K_BOOL     ? "boolean (true or false)"
                                  : config_keys[k].kind == K_POS    ? "positional method"
+                                 : config_keys[k].kind == K_SLOPES ? "slopes (fixed or learned)"
                                  : config_keys[k].kind == K_DOUBLE ? "number"
                                                                    : "integer");
     }

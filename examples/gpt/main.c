@@ -49,7 +49,7 @@ static bool load_texts(const char *data, const char *val, text *tr, text *va)
 static int cmd_train(int argc, char **argv)
 {
     const char *data = NULL, *val = NULL, *pos = "alibi", *out = "gpt.safetensors",
-               *resume = NULL;
+               *resume = NULL, *slopes = "fixed";
     int64_t context = 128, batch = 16, layers = 4, heads = 4, kv_heads = 0, dim = 128,
             steps = 500, warmup = 50, seed = 1, threads = 0, eval_every = 100, eval_tokens = 65536,
             stop_after = 0;
@@ -61,6 +61,8 @@ static int cmd_train(int argc, char **argv)
                                "synthetic corpus)"},
         {"val", F_STR, &val, "validation text (default: the last 10% of --data)"},
         {"pos", F_STR, &pos, pos_help},
+        {"slopes", F_STR, &slopes, "ALiBi's slopes: fixed (the paper's) or learned (default "
+                                   "fixed; kept in the checkpoint)"},
         {"context", F_INT, &context, "training length L in bytes (default 128)"},
         {"batch", F_INT, &batch, "sequences per step (default 16)"},
         {"layers", F_INT, &layers, "transformer blocks (default 4)"},
@@ -93,6 +95,15 @@ static int cmd_train(int argc, char **argv)
         fprintf(stderr, "gpt: unknown --pos '%s' (known: %s)\n", pos, pos_list());
         return 2;
     }
+    sl_slopes slopes_kind;
+    if (!sl_slopes_parse(slopes, &slopes_kind)) {
+        fprintf(stderr, "gpt: unknown --slopes '%s' (known: fixed, learned)\n", slopes);
+        return 2;
+    }
+    if (slopes_kind != SL_SLOPES_FIXED && method != SL_POS_ALIBI) {
+        fprintf(stderr, "gpt: --slopes %s needs --pos alibi\n", slopes);
+        return 2;
+    }
     if (!check_range("context", context, 2, 1 << 20) || !check_range("batch", batch, 1, 1 << 16) ||
         !check_range("layers", layers, 1, 256) || !check_range("heads", heads, 1, 1024) ||
         !check_range("kv-heads", kv_heads, 0, heads) || !check_range("dim", dim, 1, 1 << 16) ||
@@ -115,7 +126,7 @@ static int cmd_train(int argc, char **argv)
         .cfg = {.vocab_size = 256, .context = context, .dim = dim, .n_layers = (int)layers,
                 .n_heads = (int)heads, .n_kv_heads = (int)kv_heads, .mlp_ratio = 4, .pos = method,
                 .tie_embeddings = true, .fused_qkv = true, .dropout = dropout,
-                .seed = (uint64_t)seed},
+                .seed = (uint64_t)seed, .slopes = slopes_kind},
         .batch = batch, .steps = steps, .warmup = warmup, .eval_every = eval_every,
         .eval_tokens = eval_tokens, .stop_after = stop_after, .lr = lr, .min_lr_frac = 0.1,
         .weight_decay = wd, .clip = clip, .out = out, .resume = resume, .data_path = data,
@@ -231,8 +242,9 @@ static int cmd_eval(int argc, char **argv)
         return 1;
     }
     int64_t span = t.n - 1 < max_tokens ? t.n - 1 : max_tokens;
-    printf("# gpt eval: %s (pos %s, trained at L = %lld) on %s, first %lld bytes\n", ckpt,
-           sl_pos_name(m->cfg.pos), (long long)L, t.source, (long long)span);
+    printf("# gpt eval: %s (pos %s%s, trained at L = %lld) on %s, first %lld bytes\n", ckpt,
+           sl_pos_name(m->cfg.pos), m->cfg.slopes == SL_SLOPES_LEARNED ? ", learned slopes" : "",
+           (long long)L, t.source, (long long)span);
     printf("%8s %8s %12s %10s %8s %12s %10s\n", "length", "x L", "ppl", "bits/byte", "stride",
            "sliding ppl", "bits/byte");
     sl_arena *step = sl_arena_new(0);

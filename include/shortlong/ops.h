@@ -243,33 +243,79 @@ double sl_alibi_slope(int h, int n_heads);
  * sl_requires_grad makes them learnable). NULL + SL_ERR_ARG for n_heads < 1. */
 sl_tensor *sl_alibi_slopes(int n_heads);
 
+/* Options of sl_alibi_attention. A zero-initialised struct (or a NULL opts pointer) is plain
+ * causal ALiBi with scale 1/sqrt(D). Tensor fields: NULL or SL_NONE is "absent" (a NULL here is
+ * not taken for a failed call, so check the tensors you put in before the call). Positions, as
+ * below: query row i at p_i = Tk - Tq + i, key j at j. A key j is visible to query row i of
+ * batch row b when every rule in force holds:
+ *     causal:         j <= p_i                      (bidirectional: no such rule)
+ *     key_lengths:    j < key_lengths[b]
+ *     query_lengths:  p_i < query_lengths[b]        (else row i sees nothing)
+ *     segments:       key_segments[b,j] == query_segments[b,i]
+ *     window W > 0:   p_i - j < W (causal), |p_i - j| < W (bidirectional)
+ * A query row that sees no key (a padding row, a row whose segment has no key in range, ...)
+ * outputs 0 (not NaN) and passes no gradient to anything. */
 typedef struct sl_alibi_opts {
-    bool bidirectional; /* false: causal (keys j <= p_i); true: bias -m |p_i - j|, no mask */
+    bool bidirectional; /* false: causal (keys j <= p_i); true: no causal rule (an encoder) */
     double scale;       /* multiplies q . k (not the bias); 0: 1/sqrt(D) */
+    /* Sliding window: 0 (or a width no distance reaches): none. With W >= 1 a query sees the
+     * W keys p_i - W < j <= p_i (causal) or the 2W - 1 keys |p_i - j| < W (bidirectional).
+     * Key tiles wholly outside the window are skipped: time O(Tq W), not O(Tq Tk). Composes
+     * with a KV cache (positions are absolute). Negative: an error. */
+    int64_t window;
+    /* Padded batches: i32 [B], values >= 0, in positions (like j and p_i). Keys at
+     * j >= key_lengths[b] are masked; query rows at p_i >= query_lengths[b] output 0 and pass
+     * no gradient. A value past Tk counts as Tk (so a row's full length may be passed while
+     * decoding). For a padded self-attention batch pass the same tensor to both. Absent: every
+     * key / every query row is valid. */
+    sl_tensor *key_lengths;
+    sl_tensor *query_lengths;
+    /* Packed documents: segment ids, any i32 values, key_segments [B, Tk] and query_segments
+     * [B, Tq]; a query sees only keys of its own segment. The bias keeps using p_i - j, which
+     * within one document is the distance inside it. query_segments absent: each query takes
+     * the id of the key at its position, key_segments[b, p_i] (needs Tq <= Tk), which is what
+     * self-attention and a KV cache want. query_segments without key_segments: an error. Tiles
+     * whose ranges of ids do not meet are skipped (ids increasing along a row, as packing gives,
+     * make that O(document length) keys per query). */
+    sl_tensor *key_segments;
+    sl_tensor *query_segments;
+    /* Asymmetric bidirectional ALiBi: [H] slopes m'_h for keys after the query, so that the
+     * bias is -m_h (p_i - j) for j <= p_i and -m'_h (j - p_i) for j > p_i; f32 or f64 whatever
+     * q's dtype, differentiable (its gradient is -sum_{j > p_i} dS_ij (j - p_i) per head, while
+     * slopes then gets only the j <= p_i part). Absent: m' = m (symmetric). Needs
+     * bidirectional: in causal mode every key after the query is masked, and passing it is an
+     * error. Why and how to pick them: nn.h, "Choosing ALiBi's slopes for an encoder". */
+    sl_tensor *slopes_after;
 } sl_alibi_opts;
 
 /* Fused multi-head attention with ALiBi:
  *     out[b,h,i,:] = sum_j softmax_j(scale * q[b,h,i,:] . k[b,g,j,:] - m_h * (p_i - j)) v[b,g,j,:]
- * with q (B, H, Tq, D), k (B, Hk, Tk, D), v (B, Hk, Tk, Dv) -> out (B, H, Tq, Dv).
+ * with q (B, H, Tq, D), k (B, Hk, Tk, D), v (B, Hk, Tk, Dv) -> out (B, H, Tq, Dv), over the
+ * keys visible to query i (sl_alibi_opts: causal by default; windows, padding and segments).
  *   - Grouped-query attention: H is a multiple of Hk; query head h reads kv head
  *     g = h / (H / Hk) (Hk = 1: multi-query attention).
  *   - Query row i sits at absolute position p_i = Tk - Tq + i (bottom-right aligned), so one
  *     decoding step against a cache of Tk keys is a call with Tq = 1. Causal mode needs
- *     Tq <= Tk and masks keys j > p_i; bidirectional mode uses -m_h |p_i - j| and no mask.
+ *     Tq <= Tk and masks keys j > p_i; bidirectional mode uses -m_h |p_i - j| (or -m'_h (j - p_i)
+ *     after the query with opts->slopes_after) and no causal mask.
  *   - slopes: [H], f32 or f64 whatever q's dtype (the bias is computed inside the kernel from
- *     integer positions, in the dtype of q); NULL: the paper's, sl_alibi_slope(h, H) (but a
- *     NULL while an error is pending is taken for a failed call's result: NULL back). Zero
- *     slopes give plain scaled-dot-product attention. A slopes tensor that requires grad gets
- *     the gradient -sum_ij dS_ij (p_i - j) per head (learnable slopes).
- *   - opts NULL: causal, scale 1/sqrt(D).
+ *     integer positions, in the dtype of q); SL_NONE: the paper's, sl_alibi_slope(h, H) (NULL
+ *     is a failed call's result: NULL back, its error kept). Zero slopes give plain
+ *     scaled-dot-product attention. A slopes tensor that requires grad gets the gradient
+ *     -sum_ij dS_ij (p_i - j) per head (|p_i - j| bidirectional; only the j <= p_i part when
+ *     slopes_after is given): learnable slopes.
+ *   - opts NULL: causal, scale 1/sqrt(D), no masks.
  * q, k, v share a float dtype, the output's; any strides (views such as a [B,T,H,D] tensor
  * permuted to [B,H,T,D] are read in place when their last dim is contiguous). Differentiable in
- * q, k, v and slopes. Memory: besides the output, one log-sum-exp per query row (kept for
- * backward) and a few tiles of scratch per thread; nothing of size Tq x Tk, forward or
- * backward. Results do not depend on the thread count, and repeat bitwise.
+ * q, k, v, slopes and opts->slopes_after. Memory: besides the output, one log-sum-exp per query
+ * row (kept for backward), a copy of the lengths and segment ids, and a few tiles of scratch
+ * per thread; nothing of size Tq x Tk, forward or backward. Results do not depend on the
+ * thread count, and repeat bitwise.
  * Errors (NULL): dtypes that differ or are not float, shapes that do not fit (named, e.g.
  * "sl_alibi_attention: q [2,8,16,64] and k [2,3,16,64]: 8 query heads are not a multiple of 3
- * kv heads"), Tq > Tk in causal mode, slopes of the wrong length, a non-finite scale. */
+ * kv heads"), Tq > Tk in causal mode, slopes or slopes_after of the wrong length or dtype, a
+ * non-finite scale, a negative window, lengths or segment ids that are not i32 of their shape,
+ * a negative length, slopes_after in causal mode, query_segments alone. */
 sl_tensor *sl_alibi_attention(sl_tensor *q, sl_tensor *k, sl_tensor *v, sl_tensor *slopes,
                               const sl_alibi_opts *opts);
 
@@ -313,6 +359,20 @@ int sl_t5_bucket(int64_t n, int n_buckets, int max_distance);
  * (NULL): a non-float table, a table that is not 2-D, bad buckets (as sl_t5_bucket),
  * tq or tk < 1. */
 sl_tensor *sl_t5_bias(sl_tensor *table, int64_t tq, int64_t tk, int max_distance);
+
+/* T5's bidirectional bucket (_relative_position_bucket with bidirectional=True, for encoders)
+ * of the signed distance n = p_i - j: the first n_buckets / 2 buckets for keys at or before
+ * the query (n >= 0), the next n_buckets / 2 for keys after it (n < 0), each half the causal
+ * rule over |n| with n_buckets / 2 buckets:
+ *     n >= 0:  sl_t5_bucket(n, n_buckets / 2, max_distance)
+ *     n < 0:   n_buckets / 2 + sl_t5_bucket(-n, n_buckets / 2, max_distance)
+ * (T5's encoder: 32 buckets, 16 each way, 8 of them exact, max_distance 128.) -1 + SL_ERR_ARG
+ * if n_buckets < 4 or max_distance <= n_buckets / 4. */
+int sl_t5_bucket_bidirectional(int64_t n, int n_buckets, int max_distance);
+/* sl_t5_bias with bidirectional buckets: bias[h,i,j] = table[h, sl_t5_bucket_bidirectional(
+ * p_i - j, n_buckets, max_distance)], p_i = tk - tq + i; no mask to add. Differentiable in
+ * table; errors as sl_t5_bias, with the buckets checked as sl_t5_bucket_bidirectional's. */
+sl_tensor *sl_t5_bias_bidirectional(sl_tensor *table, int64_t tq, int64_t tk, int max_distance);
 
 #ifdef __cplusplus
 }
