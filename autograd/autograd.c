@@ -19,6 +19,51 @@ bool sl_set_grad_enabled(bool enabled)
     return prev;
 }
 
+/* ---------------------------------------------------------------- evaluation scope */
+
+static _Thread_local int eval_depth; /* the calling thread's open scopes */
+
+sl_eval_scope sl_eval_begin(sl_arena *scratch)
+{
+    sl_eval_scope s = {0};
+    if (eval_depth == SL_EVAL_MAX_DEPTH) {
+        sl_set_error(SL_ERR_STATE, "sl_eval_begin: %d scopes open already, the most there can be",
+                     SL_EVAL_MAX_DEPTH);
+        return s;
+    }
+    if (scratch && scratch == sl_arena_current()) {
+        sl_set_error(SL_ERR_ARG, "sl_eval_begin: the scratch arena is the current arena; its "
+                                 "reset at sl_eval_end would release the caller's tensors");
+        return s;
+    }
+    sl_arena *a = scratch ? scratch : sl__thread_scratch(eval_depth);
+    if (!a) return s;
+    s.active = true;
+    s.arena = a;
+    s.depth = ++eval_depth;
+    s.prev_arena = sl_arena_set(a);
+    s.prev_grad = sl_set_grad_enabled(false);
+    return s;
+}
+
+bool sl_eval_end(sl_eval_scope *s)
+{
+    if (!s || !s->active) return true;
+    if (s->depth != eval_depth)
+        return sl_set_error(SL_ERR_STATE,
+                            "sl_eval_end: scopes end innermost first; this one is at depth %d, "
+                            "the innermost at %d",
+                            s->depth, eval_depth);
+    sl_set_grad_enabled(s->prev_grad);
+    sl_arena_set(s->prev_arena);
+    sl_arena_reset(s->arena);
+    eval_depth--;
+    s->active = false;
+    return true;
+}
+
+/* ---------------------------------------------------------------- leaves */
+
 sl_tensor *sl_requires_grad(sl_tensor *t, bool requires_grad)
 {
     SL_CHECK_TENSOR("sl_requires_grad", t);
@@ -145,7 +190,8 @@ static const char *kept_what(const sl_node *n, const sl_tensor *t, char *buf, si
     return buf;
 }
 
-/* Whether every tensor the node kept still has the version it had when it was kept. */
+/* Whether every tensor the node kept still has the version it had when it was kept; else
+ * reports the first that does not. */
 static bool kept_unchanged(const sl_node *n)
 {
     for (int i = 0; i < n->n_kept; i++) {
@@ -180,7 +226,9 @@ sl_tensor *sl_input_grad(sl_node *node, int i)
     if (!node || i < 0 || i >= node->n_in) return NULL;
     sl_tensor *t = node->in[i];
     if (!t || !t->requires_grad) return NULL;
-    return grad_buffer(t);
+    sl_tensor *g = grad_buffer(t);
+    sl__bump(g); /* the caller writes it */
+    return g;
 }
 
 /* ---------------------------------------------------------------- topological order */
@@ -201,7 +249,19 @@ static bool grow(void **buf, sl__scratch_slot slot, size_t need, size_t elem)
     return true;
 }
 
-/* Lists the nodes reachable from root in *order_out, inputs before consumers. The list and the
+/* Input i of n lives in an arena that was reset after the forward. Its header is not read: it
+ * may hold something else now. */
+static bool released_input(const sl_node *n, int i)
+{
+    return sl_set_error(SL_ERR_STATE,
+                        "sl_backward: input %d of %s (which made %s %s) was released by a reset "
+                        "of the arena it was made in (sl_arena_reset) before the backward; keep "
+                        "an op's inputs in an arena that outlives its backward",
+                        i, n->op, sl_dtype_name(n->out->dtype), sl_shape_str(n->out));
+}
+
+/* Lists the nodes reachable from root in *order_out, inputs before consumers; fails if an input
+ * of one of them was released (every input is checked before its header is read). The list and the
  * depth-first stack are the thread's scratch (tensor/pool.c), kept between calls, so a warm
  * backward allocates nothing; the list is valid until the thread's next backward. */
 static bool topo_sort(sl_node *root, sl_node ***order_out, size_t *count)
@@ -216,7 +276,9 @@ static bool topo_sort(sl_node *root, sl_node ***order_out, size_t *count)
     while (sp) {
         frame *f = &stack[sp - 1];
         if (f->next_input < f->node->n_in) {
-            sl_tensor *t = f->node->in[f->next_input++];
+            int i = f->next_input++;
+            sl_tensor *t = f->node->in[i];
+            if (t && !sl__is_live(t)) return released_input(f->node, i);
             sl_node *c = t ? t->node : NULL;
             if (c && t->requires_grad && c->visit != epoch) {
                 c->visit = epoch;
@@ -273,7 +335,7 @@ static bool run_backward(sl_node **order, size_t count, bool retain)
         sl_node *n = order[k];
         if (n->grad) { /* else nothing flowed into it */
             NOTIFY(node_begin, n);
-            bool ok = kept_unchanged(n) && n->backward(n);
+            bool ok = n->backward(n);
             NOTIFY(node_end, n);
             n->grad = NULL;
             if (!retain) n->consumed = true;
@@ -290,7 +352,9 @@ static bool run_backward(sl_node **order, size_t count, bool retain)
 bool sl_backward_ex(sl_tensor *out, const sl_tensor *grad_out, int flags)
 {
     if (!out) return sl__null_arg("sl_backward", "out");
-    if (!sl__check_live("sl_backward", out, "out")) return false;
+    if (!sl__check_live("sl_backward", out, "out") ||
+        (grad_out && !sl__check_live("sl_backward", grad_out, "grad_out")))
+        return false;
     if (!out->requires_grad)
         return sl_set_error(SL_ERR_STATE,
                             "sl_backward: %s %s does not require grad (no input requires grad, "
@@ -315,12 +379,19 @@ bool sl_backward_ex(sl_tensor *out, const sl_tensor *grad_out, int flags)
                                 "earlier backward; pass SL_RETAIN_GRAPH to the first one to run "
                                 "backward twice",
                                 order[k]->op);
+    /* Every kept tensor as it was, checked before any gradient is accumulated. */
+    for (size_t k = 0; k < count; k++)
+        if (!kept_unchanged(order[k])) return false;
     NOTIFY(backward_begin, out);
     /* Seed. */
     sl_tensor *g = grad_buffer(out);
     bool ok = g != NULL;
-    if (ok && grad_out) sl__accumulate(g, grad_out);
-    else if (ok) sl_set(g, 0, sl_get(g, 0) + 1.0);
+    if (ok && grad_out) {
+        sl__accumulate(g, grad_out);
+        sl__bump(g);
+    } else if (ok) {
+        sl_set(g, 0, sl_get(g, 0) + 1.0);
+    }
     if (ok && !out->node) NOTIFY(grad_ready, out); /* a leaf: final already */
     ok = ok && run_backward(order, count, flags & SL_RETAIN_GRAPH);
     NOTIFY(backward_end, out, ok);

@@ -67,10 +67,10 @@ static bool attention_iteration(bench *b, variant v, double *t_fwd, double *t_fb
     sl_zero_grad(b->v);
     sl_arena_reset(b->step[v]);
     sl_arena *prev = sl_arena_set(b->step[v]);
+    sl_tensor *slopes = v == NOBIAS ? b->zero_slopes : SL_NONE; /* SL_NONE: the paper's */
     double t0 = now();
-    sl_tensor *out = v == COMPOSED ? composed(b)
-                                   : sl_alibi_attention(b->q, b->k, b->v,
-                                                        v == NOBIAS ? b->zero_slopes : NULL, NULL);
+    sl_tensor *out =
+        v == COMPOSED ? composed(b) : sl_alibi_attention(b->q, b->k, b->v, slopes, NULL);
     double t1 = now();
     bool ok = out && sl_backward_ex(out, b->gout, 0);
     double t2 = now();

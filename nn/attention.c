@@ -1,24 +1,28 @@
-/* nn/attention.c — causal self-attention: projections, heads, the positional method, KV cache.
+/* nn/attention.c — self-attention, causal or bidirectional: projections, heads, the positional
+ * method, masks, KV cache.
  *
  * x (B, T, C) is projected to queries (B, H, T, D) and keys and values (B, Hk, T, D), with
  * D = C / H and H a multiple of Hk (grouped-query attention: query head h reads kv head
  * h / (H / Hk), which the fused op does itself). The fused op sl_alibi_attention computes
- * softmax(q k^T / sqrt(D) - m_h (p_i - j), causal) v without materialising the scores; with
- * zero slopes it is plain causal attention, which is what SL_POS_NONE runs. The heads are then
- * merged back to (B, T, C) and projected.
+ * softmax(q k^T / sqrt(D) - m_h (p_i - j), masked) v without materialising the scores; with
+ * zero slopes it is plain attention, which is what SL_POS_NONE runs. Causality, the window and
+ * the per-call masks (lengths, segments) are the op's options. The heads are then merged back
+ * to (B, T, C) and projected.
  *
  * Positional methods act in one of three places: on the token embeddings (sinusoidal and
- * learned: the GPT adds them, and attention here is plain causal, zero slopes), on q and k
- * before the scores (rotary: sl_rotary, then the fused op with zero slopes), or inside the
- * scores (ALiBi in the fused op; T5's bias through scores composed from primitive ops, in
- * `attend_t5`, whose memory is O(Tq Tk) per head, as in the T5 and ALiBi papers; with grad
- * off, a block of queries at a time in a scratch arena, so evaluation at long lengths holds
- * the scores of one block of one layer at a time).
+ * learned: the GPT adds them, and attention here is plain, zero slopes), on q and k before the
+ * scores (rotary: sl_rotary, then the fused op with zero slopes), or inside the scores (ALiBi in
+ * the fused op, with fixed or learned, symmetric or asymmetric slopes; T5's bias through scores
+ * composed from primitive ops, in `attend_t5`, with the masks as an i32 mask, whose memory is
+ * O(Tq Tk) per head, as in the T5 and ALiBi papers; with grad off, a block of queries at a time
+ * in a scratch arena, so evaluation at long lengths holds the scores of one block of one layer
+ * at a time).
  */
 #include "internal.h"
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 /* ---------------------------------------------------------------- positional methods */
 
@@ -46,44 +50,109 @@ bool sl_pos_parse(const char *name, sl_pos *out)
                         name ? name : "(null)", known);
 }
 
-/* The fixed per-head slopes the fused op adds as -m_h (p_i - j): the paper's for ALiBi, zeros
- * (no bias) for the others. Made in the current arena, in dtype. */
-static sl_tensor *pos_slopes(sl_pos pos, int n_heads, sl_dtype dtype)
+static const char *const slopes_names[] = {"fixed", "learned"};
+_Static_assert(sizeof slopes_names / sizeof *slopes_names == SL_SLOPES_COUNT, "every kind named");
+
+const char *sl_slopes_name(sl_slopes k)
 {
-    sl_tensor *s = sl_zeros(dtype, 1, (int64_t[]){n_heads});
-    return pos == SL_POS_ALIBI && !sl_copy_into(s, sl_alibi_slopes(n_heads)) ? NULL : s;
+    return k >= 0 && k < SL_SLOPES_COUNT ? slopes_names[k] : "?";
 }
 
-/* i32 (Tq, Tk): 1 where key j is after query i's position Tk - Tq + i (masked). */
-static sl_tensor *causal_mask(int64_t Tq, int64_t Tk)
+bool sl_slopes_parse(const char *name, sl_slopes *out)
 {
-    sl_tensor *mask = sl_empty(SL_I32, 2, (int64_t[]){Tq, Tk});
-    if (!mask) return NULL;
-    int32_t *mk = mask->data;
-    for (int64_t i = 0; i < Tq; i++)
-        for (int64_t j = 0; j < Tk; j++) mk[i * Tk + j] = j > Tk - Tq + i;
-    return mask;
+    for (int i = 0; name && i < SL_SLOPES_COUNT; i++)
+        if (!strcmp(name, slopes_names[i])) {
+            if (out) *out = (sl_slopes)i;
+            return true;
+        }
+    return sl_set_error(SL_ERR_ARG, "sl_slopes_parse: unknown slopes '%s' (known: fixed, learned)",
+                        name ? name : "(null)");
 }
 
-/* softmax(q k^T / sqrt(D) + bias, causal) v with T5's bias (H, Tq, Tk) from the bucket table,
- * composed from primitive ops (their backwards give the gradient, the table's included). The
- * H query heads are viewed as (Hk, G) groups so that each group's matmul broadcasts against its
- * kv head: query head h = g G + r reads kv head g, as in the fused op. */
-static sl_tensor *t5_scores_attend(const sl_attention *m, sl_tensor *q, sl_tensor *k,
-                                   sl_tensor *v)
+/* The head whose paper's slope head h takes for the keys after its query (asymmetric): its
+ * neighbour in the pair (0, 1), (2, 3), ...; with an odd count the last head keeps its own. */
+static int after_head(int h, int H) { return (h ^ 1) < H ? h ^ 1 : h; }
+
+/* The initial per-head slopes, a new (H) tensor in the current arena in dtype: ALiBi's (the
+ * paper's times slope_scale; after: the pair-swapped ones, for the keys after the query), zeros
+ * (no bias) for the other methods. */
+static sl_tensor *initial_slopes(const sl_attention_config *c, bool after, sl_dtype dtype)
 {
-    const sl_attention_config *c = &m->cfg;
+    int H = c->n_heads;
+    sl_tensor *s = sl_zeros(dtype, 1, (int64_t[]){H});
+    for (int h = 0; s && c->pos == SL_POS_ALIBI && h < H; h++)
+        sl_set(s, h, c->slope_scale * sl_alibi_slope(after ? after_head(h, H) : h, H));
+    return s;
+}
+
+/* The masks of one call as plain arrays: lengths [B] and segment ids (B, Tk), or NULL. */
+typedef struct {
+    int32_t *len, *seg;
+    int64_t Tk;
+} mask_arrays;
+
+/* Whether the query at position p of batch row b may see key j (T5's path: causality, the
+ * window and the masks, as sl_alibi_opts has them). */
+static bool sees(const sl_attention_config *c, const mask_arrays *ma, int64_t b, int64_t p,
+                 int64_t j)
+{
+    int64_t d = p - j;
+    if (!c->bidirectional && d < 0) return false;
+    if (c->window && (c->bidirectional ? llabs(d) : d) >= c->window) return false;
+    if (ma->len && (j >= ma->len[b] || p >= ma->len[b])) return false;
+    return !ma->seg || ma->seg[b * ma->Tk + j] == ma->seg[b * ma->Tk + p];
+}
+
+/* *mask: i32 (B', 1, 1, nq, nk), 1 where query row i (at position p0 + i) must not see key j;
+ * B' = B with per-row masks, else 1; NULL when nothing is masked. A row that sees no key is
+ * left unmasked (its softmax stays finite) and *keep (B', 1, 1, nq, 1), in dtype, is 0 there
+ * and 1 elsewhere, to zero its output and gradient; NULL when every row sees a key. */
+static bool t5_mask(const sl_attention_config *c, const mask_arrays *ma, int64_t B, int64_t p0,
+                    int64_t nq, int64_t nk, sl_dtype dtype, sl_tensor **mask, sl_tensor **keep)
+{
+    *mask = *keep = NULL;
+    if (c->bidirectional && !c->window && !ma->len && !ma->seg) return true;
+    int64_t Bm = ma->len || ma->seg ? B : 1;
+    if (!(*mask = sl_empty(SL_I32, 5, (int64_t[]){Bm, 1, 1, nq, nk}))) return false;
+    for (int64_t b = 0; b < Bm; b++)
+        for (int64_t i = 0; i < nq; i++) {
+            int32_t *row = (int32_t *)(*mask)->data + (b * nq + i) * nk;
+            int64_t seen = 0;
+            for (int64_t j = 0; j < nk; j++) seen += !(row[j] = !sees(c, ma, b, p0 + i, j));
+            if (seen) continue;
+            memset(row, 0, sizeof(int32_t) * (size_t)nk);
+            if (!*keep && !(*keep = sl_ones(dtype, 5, (int64_t[]){Bm, 1, 1, nq, 1}))) return false;
+            sl_set(*keep, b * nq + i, 0);
+        }
+    return true;
+}
+
+/* softmax(q k^T / sqrt(D) + bias, masked) v * keep with T5's bias (H, Tq, Tk), composed from
+ * primitive ops (their backwards give the gradient, the table's included). The H query heads
+ * are viewed as (Hk, G) groups so that each group's matmul broadcasts against its kv head:
+ * query head h = g G + r reads kv head g, as in the fused op. mask and keep may be NULL. */
+static sl_tensor *t5_scores_attend(sl_tensor *q, sl_tensor *k, sl_tensor *v, sl_tensor *bias,
+                                   sl_tensor *mask, sl_tensor *keep)
+{
     int64_t B = q->shape[0], H = q->shape[1], Tq = q->shape[2], D = q->shape[3];
     int64_t Hk = k->shape[1], Tk = k->shape[2], G = H / Hk;
     sl_tensor *q5 = sl_reshape(sl_mul_scalar(q, 1 / sqrt((double)D)), 5,
                                (int64_t[]){B, Hk, G, Tq, D});               // (B, Hk, G, Tq, D)
     sl_tensor *kt = sl_transpose(sl_unsqueeze(k, 2), 3, 4);                 // (B, Hk, 1, D, Tk)
     sl_tensor *s = sl_matmul(q5, kt);                                       // (B, Hk, G, Tq, Tk)
-    sl_tensor *bias = sl_reshape(sl_t5_bias(m->t5_table, Tq, Tk, c->t5_max_distance), 4,
-                                 (int64_t[]){Hk, G, Tq, Tk});               // (Hk, G, Tq, Tk)
-    s = sl_masked_fill(sl_add(s, bias), causal_mask(Tq, Tk), -INFINITY);
+    s = sl_add(s, sl_reshape(bias, 4, (int64_t[]){Hk, G, Tq, Tk}));         // + (Hk, G, Tq, Tk)
+    if (mask) s = sl_masked_fill(s, mask, -INFINITY);
     sl_tensor *y = sl_matmul(sl_softmax(s, -1), sl_unsqueeze(v, 2));       // (B, Hk, G, Tq, D)
+    if (keep) y = sl_mul(y, keep);
     return sl_reshape(y, 4, (int64_t[]){B, H, Tq, D});                     // (B, H, Tq, D)
+}
+
+/* T5's bias (H, nq, nk) for nq queries aligned bottom-right to nk keys. */
+static sl_tensor *t5_bias_of(const sl_attention *m, int64_t nq, int64_t nk)
+{
+    const sl_attention_config *c = &m->cfg;
+    return c->bidirectional ? sl_t5_bias_bidirectional(m->t5_table, nq, nk, c->t5_max_distance)
+                            : sl_t5_bias(m->t5_table, nq, nk, c->t5_max_distance);
 }
 
 enum { T5_QUERY_BLOCK = 256 }; /* queries per block when nothing needs the scores kept */
@@ -91,43 +160,96 @@ enum { T5_QUERY_BLOCK = 256 }; /* queries per block when nothing needs the score
 /* T5 attention. With grad on, the scores of all queries at once: backward needs them. With grad
  * off (evaluation, decoding), nothing outlives the call but the output, so long inputs go a
  * block of queries at a time through a scratch arena that is reset after each block: memory
- * O(T5_QUERY_BLOCK Tk) per head. Block [i0, end) needs only the keys up to its last query,
- * position Tk - Tq + end - 1: with those keys the block's queries are bottom-right aligned, so
- * each block is the same computation, without the keys the mask would hide. The blocks go from
- * the last (the most keys) to the first, so that each block's allocations fit in the scratch
- * blocks the one before it left (growing sizes would add new ones every time). */
-static sl_tensor *attend_t5(const sl_attention *m, sl_tensor *q, sl_tensor *k, sl_tensor *v)
+ * O(T5_QUERY_BLOCK Tk) per head. Causal: block [i0, end) needs only the keys up to its last
+ * query, position Tk - Tq + end - 1; with those keys the block's queries are bottom-right
+ * aligned, so each block is the same computation, without the keys the mask would hide.
+ * Bidirectional: every block needs every key, and its bias is rows of the whole (H, Tq, Tk)
+ * bias, made once (in an arena of its own, freed at the end). The blocks go from the last (the
+ * most keys) to the first, so that each block's allocations fit in the scratch blocks the one
+ * before it left (growing sizes would add new ones every time). */
+static sl_tensor *attend_t5(const sl_attention *m, sl_tensor *q, sl_tensor *k, sl_tensor *v,
+                            const mask_arrays *ma)
 {
-    int64_t Tq = q->shape[2], Tk = k->shape[2];
-    if (sl_grad_enabled() || Tq <= T5_QUERY_BLOCK) return t5_scores_attend(m, q, k, v);
-    sl_tensor *y = sl__new("sl_attention_forward", q->dtype, 4,
-                           (int64_t[]){q->shape[0], q->shape[1], Tq, v->shape[3]});
-    sl_arena *scratch = y ? sl_arena_new(0) : NULL;
-    if (!scratch) return NULL;
-    sl_arena *prev = sl_arena_set(scratch);
-    bool ok = true;
+    const sl_attention_config *c = &m->cfg;
+    int64_t B = q->shape[0], Tq = q->shape[2], Tk = k->shape[2], off = Tk - Tq;
+    sl_tensor *mask, *keep;
+    if (sl_grad_enabled() || Tq <= T5_QUERY_BLOCK)
+        return t5_mask(c, ma, B, off, Tq, Tk, q->dtype, &mask, &keep)
+                   ? t5_scores_attend(q, k, v, t5_bias_of(m, Tq, Tk), mask, keep)
+                   : NULL;
+    sl_tensor *y =
+        sl__new("sl_attention_forward", q->dtype, 4, (int64_t[]){B, q->shape[1], Tq, v->shape[3]});
+    sl_arena *scratch = y ? sl_arena_new(0) : NULL, *hold = scratch ? sl_arena_new(0) : NULL;
+    if (!hold) {
+        sl_arena_free(scratch);
+        return NULL;
+    }
+    sl_arena *prev = sl_arena_set(hold);
+    sl_tensor *whole = c->bidirectional ? t5_bias_of(m, Tq, Tk) : NULL; // (H, Tq, Tk)
+    bool ok = !c->bidirectional || whole;
+    sl_arena_set(scratch);
     for (int64_t end = Tq; ok && end > 0; end -= T5_QUERY_BLOCK) {
-        int64_t i0 = end > T5_QUERY_BLOCK ? end - T5_QUERY_BLOCK : 0, keys = Tk - Tq + end;
-        sl_tensor *yb = t5_scores_attend(m, sl_narrow(q, 2, i0, end - i0),
-                                         sl_narrow(k, 2, 0, keys), sl_narrow(v, 2, 0, keys));
-        ok = yb && sl_copy_into(sl_narrow(y, 2, i0, end - i0), yb); // (B, H, end - i0, Dv)
+        int64_t i0 = end > T5_QUERY_BLOCK ? end - T5_QUERY_BLOCK : 0, nq = end - i0;
+        int64_t keys = c->bidirectional ? Tk : off + end;
+        sl_tensor *bias = whole ? sl_narrow(whole, 1, i0, nq) : t5_bias_of(m, nq, keys);
+        ok = t5_mask(c, ma, B, off + i0, nq, keys, q->dtype, &mask, &keep);
+        sl_tensor *yb = ok ? t5_scores_attend(sl_narrow(q, 2, i0, nq), sl_narrow(k, 2, 0, keys),
+                                              sl_narrow(v, 2, 0, keys), bias, mask, keep)
+                           : NULL;
+        ok = yb && sl_copy_into(sl_narrow(y, 2, i0, nq), yb); // (B, H, nq, Dv)
         sl_arena_reset(scratch);
     }
     sl_arena_set(prev);
     sl_arena_free(scratch);
+    sl_arena_free(hold);
     return ok ? y : NULL;
 }
 
-/* q (B, H, Tq, D), k and v (B, Hk, Tk, D) -> (B, H, Tq, D), query i at position Tk - Tq + i. */
-static sl_tensor *attend(const sl_attention *m, sl_tensor *q, sl_tensor *k, sl_tensor *v)
+/* The fused kernel with the module's slopes (exp of the parameters when learned) and options. */
+static sl_tensor *attend_fused(const sl_attention *m, sl_tensor *q, sl_tensor *k, sl_tensor *v,
+                               const sl_attention_mask *mask)
 {
+    const sl_attention_config *c = &m->cfg;
+    sl_alibi_opts o = {.bidirectional = c->bidirectional, .window = c->window};
+    if (mask) {
+        o.key_lengths = o.query_lengths = mask->lengths;
+        o.key_segments = mask->segments;
+    }
+    sl_tensor *slopes = m->log_slopes ? sl_exp(m->log_slopes) : m->slopes;
+    if (c->asymmetric)
+        o.slopes_after = m->log_slopes_after ? sl_exp(m->log_slopes_after) : m->slopes_after;
+    if (!slopes || (c->asymmetric && !o.slopes_after)) return NULL;
+    return sl_alibi_attention(q, k, v, slopes, &o);
+}
+
+/* mask's tensors as arrays in the current arena (checked by check_mask). */
+static bool read_mask(const sl_attention_mask *mask, int64_t Tk, mask_arrays *ma)
+{
+    *ma = (mask_arrays){.Tk = Tk};
+    sl_tensor *len = mask ? sl__opt(mask->lengths) : NULL,
+              *seg = mask ? sl__opt(mask->segments) : NULL;
+    sl_arena *a = sl_arena_current();
+    if (len && (!(ma->len = sl_arena_alloc(a, sizeof(int32_t) * (size_t)sl_numel(len), 16)) ||
+                !sl_copy_out(len, ma->len)))
+        return false;
+    if (seg && (!(ma->seg = sl_arena_alloc(a, sizeof(int32_t) * (size_t)sl_numel(seg), 16)) ||
+                !sl_copy_out(seg, ma->seg)))
+        return false;
+    return true;
+}
+
+/* q (B, H, Tq, D), k and v (B, Hk, Tk, D) -> (B, H, Tq, D), query i at position Tk - Tq + i. */
+static sl_tensor *attend(const sl_attention *m, sl_tensor *q, sl_tensor *k, sl_tensor *v,
+                         const sl_attention_mask *mask)
+{
+    mask_arrays ma;
     switch (m->cfg.pos) {
     case SL_POS_NONE:
     case SL_POS_SINUSOIDAL:
     case SL_POS_LEARNED:
-    case SL_POS_ROTARY: /* zero slopes: plain causal attention */
-    case SL_POS_ALIBI: return sl_alibi_attention(q, k, v, m->slopes, NULL);
-    case SL_POS_T5: return attend_t5(m, q, k, v);
+    case SL_POS_ROTARY: /* zero slopes: plain attention */
+    case SL_POS_ALIBI: return attend_fused(m, q, k, v, mask);
+    case SL_POS_T5: return read_mask(mask, k->shape[2], &ma) ? attend_t5(m, q, k, v, &ma) : NULL;
     case SL_POS_COUNT: break;
     }
     return SL_FAIL(SL_ERR_ARG, "sl_attention_forward: unknown positional method %d",
@@ -163,8 +285,48 @@ bool sl__attention_config_resolve(const char *op, const sl_attention_config *cfg
         return sl_set_error(SL_ERR_ARG, "%s: T5 needs t5_buckets >= 2 (got %d) and "
                             "t5_max_distance > t5_buckets / 2 (got %d)", op, c.t5_buckets,
                             c.t5_max_distance);
+    if (c.pos == SL_POS_T5 && c.bidirectional &&
+        (c.t5_buckets < 4 || c.t5_max_distance <= c.t5_buckets / 4))
+        return sl_set_error(SL_ERR_ARG,
+                            "%s: bidirectional T5 splits the buckets in two halves "
+                            "and needs t5_buckets >= 4 (got %d) and t5_max_distance > "
+                            "t5_buckets / 4 (got %d)",
+                            op, c.t5_buckets, c.t5_max_distance);
+    if (c.window < 0)
+        return sl_set_error(SL_ERR_ARG, "%s: window %lld must be >= 0 (0: none)", op,
+                            (long long)c.window);
+    if (c.slope_scale == 0) c.slope_scale = 1;
+    if (!(isfinite(c.slope_scale) && c.slope_scale > 0))
+        return sl_set_error(SL_ERR_ARG, "%s: slope_scale %g must be finite and > 0", op,
+                            c.slope_scale);
+    if (c.slopes < 0 || c.slopes >= SL_SLOPES_COUNT)
+        return sl_set_error(SL_ERR_ARG, "%s: unknown slopes %d", op, (int)c.slopes);
+    if (c.pos != SL_POS_ALIBI &&
+        (c.slopes != SL_SLOPES_FIXED || c.asymmetric || c.slope_scale != 1))
+        return sl_set_error(SL_ERR_ARG,
+                            "%s: slopes, asymmetric and slope_scale are ALiBi's "
+                            "settings, and pos is %s",
+                            op, sl_pos_name(c.pos));
+    if (c.asymmetric && !c.bidirectional)
+        return sl_set_error(SL_ERR_ARG,
+                            "%s: asymmetric slopes need bidirectional attention "
+                            "(causal attention sees no key after its query)",
+                            op);
     *out = c;
     return true;
+}
+
+/* Learned slopes: the parameter "<name>.<leaf>" (H) = log of the initial slopes (no decay). */
+static sl_tensor *learned_slopes(sl_params *ps, const char *name, const char *leaf,
+                                 const sl_attention_config *c, bool after)
+{
+    char sub[2 * SL_PARAM_NAME_MAX];
+    snprintf(sub, sizeof sub, "%s%s%s", name, name[0] ? "." : "", leaf);
+    int H = c->n_heads;
+    sl_tensor *w = sl_params_add(ps, sub, 1, (int64_t[]){H}, false);
+    for (int h = 0; w && h < H; h++)
+        sl_set(w, h, log(c->slope_scale * sl_alibi_slope(after ? after_head(h, H) : h, H)));
+    return w;
 }
 
 static sl_linear_module *sub_linear(sl_params *ps, const char *name, const char *leaf, int64_t in,
@@ -220,10 +382,17 @@ sl_attention *sl_attention_new(sl_params *ps, const char *name, const sl_attenti
     }
     if (!(m->proj = sub_linear(ps, name, "proj", C, C, rng))) return NULL;
     if (c.pos == SL_POS_T5 && !(m->t5_table = t5_table(ps, name, &c, rng))) return NULL;
+    if (c.slopes == SL_SLOPES_LEARNED)
+        return (m->log_slopes = learned_slopes(ps, name, "log_slopes", &c, false)) &&
+                       (!c.asymmetric || (m->log_slopes_after = learned_slopes(
+                                              ps, name, "log_slopes_after", &c, true)))
+                   ? m
+                   : NULL;
     sl_arena *prev = sl_arena_set(sl_params_arena(ps));
-    m->slopes = pos_slopes(c.pos, c.n_heads, sl_params_dtype(ps));
+    m->slopes = initial_slopes(&c, false, sl_params_dtype(ps));
+    if (c.asymmetric) m->slopes_after = initial_slopes(&c, true, sl_params_dtype(ps));
     sl_arena_set(prev);
-    return m->slopes ? m : NULL;
+    return m->slopes && (!c.asymmetric || m->slopes_after) ? m : NULL;
 }
 
 sl_kv_cache *sl_kv_cache_new(sl_dtype dtype, int64_t batch, int n_kv_heads, int64_t capacity,
@@ -284,7 +453,41 @@ static bool cache_append(sl_kv_cache *c, sl_tensor **k, sl_tensor **v)
     return *k && *v;
 }
 
+/* The mask fits x's batch and Tk positions (errors name the field); lengths past Tk count as
+ * Tk. */
+static bool check_mask(const sl_attention_mask *mask, int64_t B, int64_t Tk)
+{
+    static const char *op = "sl_attention_forward";
+    sl_tensor *len = mask ? sl__opt(mask->lengths) : NULL,
+              *seg = mask ? sl__opt(mask->segments) : NULL;
+    if (len && !sl__check_live(op, len, "mask->lengths")) return false;
+    if (seg && !sl__check_live(op, seg, "mask->segments")) return false;
+    if (len && (len->dtype != SL_I32 || len->ndim != 1 || len->shape[0] != B))
+        return sl_set_error(SL_ERR_SHAPE,
+                            "%s: mask lengths %s %s must be i32 [%lld] (one per "
+                            "batch row)",
+                            op, sl_dtype_name(len->dtype), sl_shape_str(len), (long long)B);
+    for (int64_t b = 0; len && b < B; b++)
+        if (sl_get(len, b) < 0)
+            return sl_set_error(SL_ERR_ARG, "%s: mask lengths[%lld] is %.0f; it must be >= 0", op,
+                                (long long)b, sl_get(len, b));
+    if (seg &&
+        (seg->dtype != SL_I32 || seg->ndim != 2 || seg->shape[0] != B || seg->shape[1] != Tk))
+        return sl_set_error(SL_ERR_SHAPE,
+                            "%s: mask segments %s %s must be i32 [%lld,%lld] "
+                            "(batch rows, positions attended over)",
+                            op, sl_dtype_name(seg->dtype), sl_shape_str(seg), (long long)B,
+                            (long long)Tk);
+    return true;
+}
+
 sl_tensor *sl_attention_forward(const sl_attention *m, sl_tensor *x, sl_kv_cache *cache)
+{
+    return sl_attention_forward_masked(m, x, cache, NULL);
+}
+
+sl_tensor *sl_attention_forward_masked(const sl_attention *m, sl_tensor *x, sl_kv_cache *cache,
+                                       const sl_attention_mask *mask)
 {
     if (!m) return SL_FAIL(SL_ERR_ARG, "sl_attention_forward: module is NULL");
     SL_CHECK_TENSOR("sl_attention_forward", x);
@@ -293,9 +496,15 @@ sl_tensor *sl_attention_forward(const sl_attention *m, sl_tensor *x, sl_kv_cache
     if (x->ndim != 3 || x->shape[2] != C)
         return SL_FAIL(SL_ERR_SHAPE, "sl_attention_forward: input %s is not (B, T, %lld)",
                        sl_shape_str(x), (long long)C);
+    if (cache && c->bidirectional)
+        return SL_FAIL(SL_ERR_STATE,
+                       "sl_attention_forward: a KV cache needs causal attention "
+                       "(bidirectional attention lets earlier positions see later ones, which "
+                       "the cache has not seen)");
     if (cache && sl_grad_enabled())
         return SL_FAIL(SL_ERR_STATE, "sl_attention_forward: a KV cache needs grad mode off "
                        "(sl_set_grad_enabled(false)): cache writes are not recorded for backward");
+    if (!check_mask(mask, x->shape[0], (cache ? cache->len : 0) + x->shape[1])) return NULL;
     sl_tensor *q, *k, *v; // (B, T, C), (B, T, Hk D), (B, T, Hk D)
     if (c->fused_qkv) {
         sl_tensor *qkv = sl_linear_forward(m->qkv, x); // (B, T, C + 2 Hk D)
@@ -318,7 +527,7 @@ sl_tensor *sl_attention_forward(const sl_attention *m, sl_tensor *x, sl_kv_cache
         if (!q || !k) return NULL;
     }
     if (cache && !cache_append(cache, &k, &v)) return NULL; // (B, Hk, len + T, D)
-    sl_tensor *y = attend(m, q, k, v);                      // (B, H, T, D)
+    sl_tensor *y = attend(m, q, k, v, mask);                // (B, H, T, D)
     y = sl_permute(y, (int[]){0, 2, 1, 3});                 // (B, T, H, D)
     y = sl_reshape(y, 3, x->shape);                         // (B, T, C), a copy
     return sl_linear_forward(m->proj, y);

@@ -32,27 +32,52 @@ static sl_named *model_items(const char *op, const sl_params *ps, const sl_optim
     return items;
 }
 
-/* Loads ps's parameters (and opt's state, if opt) from the opened file. */
-bool sl__load_model(const char *op, sl__ckpt *ck, const sl_params *ps, const sl_optim *opt)
+/* The file's values of the registry's configuration keys must be the registry's. */
+static bool check_config(const sl__ckpt *ck, const sl_params *ps)
 {
+    char diff[640];
+    size_t len = 0;
+    diff[0] = '\0';
+    for (int i = 0; i < sl_params_config_count(ps); i++) {
+        const char *key, *value;
+        sl_params_config_at(ps, i, &key, &value);
+        const char *in_file = sl__ckpt_meta(ck, key);
+        if (!in_file || !strcmp(in_file, value)) continue;
+        if (len < sizeof diff)
+            len += (size_t)snprintf(diff + len, sizeof diff - len, "%s%s: file %s, model %s",
+                                    len ? "; " : "", key, in_file, value);
+    }
+    if (!len) return true;
+    return sl__ckpt_fail(ck,
+                         "it was saved from a model with another configuration (%s); "
+                         "sl_load_opts.ignore_config loads it anyway",
+                         diff);
+}
+
+bool sl__load_model(const char *op, sl__ckpt *ck, const sl_params *ps, const sl_optim *opt,
+                    const sl_load_opts *opts)
+{
+    if (!(opts && opts->ignore_config) && !check_config(ck, ps)) return false;
     int n;
     sl_named *items = model_items(op, ps, opt, &n);
-    bool ok = items && sl__ckpt_load(ck, items, n, opt ? NULL : "optim.");
+    bool ok = items && sl__ckpt_load(ck, items, n, opt ? NULL : "optim.", opts);
     sl__free(items);
     return ok;
 }
 
-bool sl_load_params(const char *path, sl_params *ps)
+bool sl_load_params_ex(const char *path, sl_params *ps, const sl_load_opts *opts)
 {
     static const char *op = "sl_load_params";
     if (!ps) return sl_set_error(SL_ERR_ARG, "%s: registry is NULL", op);
     sl__ckpt ck;
-    bool ok = sl__ckpt_open(&ck, op, path) && sl__load_model(op, &ck, ps, NULL);
+    bool ok = sl__ckpt_open(&ck, op, path) && sl__load_model(op, &ck, ps, NULL, opts);
     sl__ckpt_close(&ck);
     return ok;
 }
 
-bool sl_load_tensors(const char *path, const sl_named *tensors, int n)
+bool sl_load_params(const char *path, sl_params *ps) { return sl_load_params_ex(path, ps, NULL); }
+
+bool sl_load_tensors_ex(const char *path, const sl_named *tensors, int n, const sl_load_opts *opts)
 {
     static const char *op = "sl_load_tensors";
     if (n < 0 || (n > 0 && !tensors)) return sl_set_error(SL_ERR_ARG, "%s: no tensors", op);
@@ -60,9 +85,14 @@ bool sl_load_tensors(const char *path, const sl_named *tensors, int n)
         if (!tensors[i].name || !tensors[i].tensor)
             return sl_set_error(SL_ERR_ARG, "%s: tensor %d or its name is NULL", op, i);
     sl__ckpt ck;
-    bool ok = sl__ckpt_open(&ck, op, path) && sl__ckpt_load(&ck, tensors, n, NULL);
+    bool ok = sl__ckpt_open(&ck, op, path) && sl__ckpt_load(&ck, tensors, n, NULL, opts);
     sl__ckpt_close(&ck);
     return ok;
+}
+
+bool sl_load_tensors(const char *path, const sl_named *tensors, int n)
+{
+    return sl_load_tensors_ex(path, tensors, n, NULL);
 }
 
 bool sl_read_meta(const char *path, const char *key, char *buf, size_t cap)
@@ -136,7 +166,7 @@ static bool check_optim_meta(const sl__ckpt *ck, const sl_optim *opt, int64_t *s
     return true;
 }
 
-bool sl_load_training(const char *path, sl_params *ps, sl_optim *opt)
+bool sl_load_training_ex(const char *path, sl_params *ps, sl_optim *opt, const sl_load_opts *opts)
 {
     static const char *op = "sl_load_training";
     if (!ps || !opt) return sl_set_error(SL_ERR_ARG, "%s: registry or optimizer is NULL", op);
@@ -145,10 +175,15 @@ bool sl_load_training(const char *path, sl_params *ps, sl_optim *opt)
     sl__ckpt ck;
     int64_t steps = 0;
     bool ok = sl__ckpt_open(&ck, op, path) && check_optim_meta(&ck, opt, &steps) &&
-              sl__load_model(op, &ck, ps, opt);
+              sl__load_model(op, &ck, ps, opt, opts);
     if (ok) opt->steps = steps;
     sl__ckpt_close(&ck);
     return ok;
+}
+
+bool sl_load_training(const char *path, sl_params *ps, sl_optim *opt)
+{
+    return sl_load_training_ex(path, ps, opt, NULL);
 }
 
 /* ================================================================ saving */
@@ -181,6 +216,26 @@ static bool put_optim_meta(const char *op, json_t *meta, const sl_optim *opt)
     return ok;
 }
 
+/* The registry's configuration pairs; a key already in meta (a model's own writer put it
+ * there) must have the same value. */
+static bool put_config_meta(const char *op, json_t *meta, const sl_params *ps)
+{
+    for (int i = 0; i < sl_params_config_count(ps); i++) {
+        const char *key, *value;
+        sl_params_config_at(ps, i, &key, &value);
+        json_t *have = json_object_get(meta, key);
+        if (!have) {
+            if (!sl__ckpt_meta_put(op, meta, key, value)) return false;
+        } else if (strcmp(json_string_value(have), value)) {
+            return sl_set_error(SL_ERR_ARG,
+                                "%s: metadata '%s' is '%s' but the registry's "
+                                "configuration says '%s'",
+                                op, key, json_string_value(have), value);
+        }
+    }
+    return true;
+}
+
 /* Saves ps (and opt's state and settings, if opt) with the metadata in meta. */
 bool sl__save_model(const char *op, const char *path, const sl_params *ps, const sl_optim *opt,
                     json_t *meta)
@@ -193,6 +248,7 @@ bool sl__save_model(const char *op, const char *path, const sl_params *ps, const
             return sl_set_error(SL_ERR_ARG, "%s: parameter name '%s' clashes with the "
                                 "optimizer's state names", op, sl_params_at(ps, i)->name);
     if (opt && !put_optim_meta(op, meta, opt)) return false;
+    if (!put_config_meta(op, meta, ps)) return false;
     int n;
     sl_named *items = model_items(op, ps, opt, &n);
     bool ok = items && sl__ckpt_write(op, path, items, n, meta);

@@ -7,9 +7,12 @@
 #include "safetensors.h"
 
 /* Loads ps's parameters (and opt's state, if opt) from the opened file; without opt, optimizer
- * state in the file ("optim.*") is skipped. */
-bool sl__load_model(const char *op, sl__ckpt *ck, const sl_params *ps, const sl_optim *opt);
-/* Saves ps (and opt's state and settings, if opt) with the metadata object meta. */
+ * state in the file ("optim.*") is skipped (never read). The file's values of ps's
+ * configuration keys must be ps's unless opts->ignore_config. opts NULL: the defaults. */
+bool sl__load_model(const char *op, sl__ckpt *ck, const sl_params *ps, const sl_optim *opt,
+                    const sl_load_opts *opts);
+/* Saves ps (and opt's state and settings, if opt) with the metadata object meta, and ps's
+ * configuration pairs. */
 bool sl__save_model(const char *op, const char *path, const sl_params *ps, const sl_optim *opt,
                     json_t *meta);
 /* Adds the caller's metadata pairs; the prefixes "optim." and "shortlong." are shortlong's own

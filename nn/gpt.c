@@ -56,8 +56,16 @@ static sl_tensor *branch_drop(sl_tensor *h, const sl_dropout_module *drop, sl_rn
 sl_tensor *sl_block_forward(const sl_block *m, sl_tensor *x, sl_kv_cache *cache,
                             const sl_dropout_module *drop, sl_rng *rng, bool train)
 {
+    return sl_block_forward_masked(m, x, cache, NULL, drop, rng, train);
+}
+
+sl_tensor *sl_block_forward_masked(const sl_block *m, sl_tensor *x, sl_kv_cache *cache,
+                                   const sl_attention_mask *mask, const sl_dropout_module *drop,
+                                   sl_rng *rng, bool train)
+{
     if (!m) return SL_FAIL(SL_ERR_ARG, "sl_block_forward: module is NULL");
-    sl_tensor *h = sl_attention_forward(m->attn, sl_layer_norm_forward(m->ln1, x), cache);
+    sl_tensor *h =
+        sl_attention_forward_masked(m->attn, sl_layer_norm_forward(m->ln1, x), cache, mask);
     x = sl_add(x, branch_drop(h, drop, rng, train));                       // (B, T, C)
     h = sl_mlp_forward(m->mlp, sl_layer_norm_forward(m->ln2, x));
     return sl_add(x, branch_drop(h, drop, rng, train));                    // (B, T, C)
@@ -71,23 +79,20 @@ static sl_attention_config attention_config(const sl_gpt_config *c)
     return (sl_attention_config){.dim = c->dim, .n_heads = c->n_heads,
                                  .n_kv_heads = c->n_kv_heads, .pos = c->pos,
                                  .fused_qkv = c->fused_qkv, .t5_buckets = c->t5_buckets,
-                                 .t5_max_distance = c->t5_max_distance};
+                                 .t5_max_distance = c->t5_max_distance, .slopes = c->slopes};
 }
 
-/* cfg with its defaults filled in (mlp_ratio here, the attention's in
- * sl__attention_config_resolve), or false with a clear message. */
-static bool resolve_config(const sl_gpt_config *cfg, sl_gpt_config *out)
+bool sl__gpt_config_resolve(const char *op, const sl_gpt_config *cfg, sl_gpt_config *out)
 {
-    const char *op = "sl_gpt_new";
     if (!cfg) return sl_set_error(SL_ERR_ARG, "%s: config is NULL", op);
     sl_gpt_config c = *cfg;
     if (c.mlp_ratio == 0) c.mlp_ratio = 4;
     if (c.vocab_size < 1 || c.vocab_size > INT32_MAX)
         return sl_set_error(SL_ERR_ARG, "%s: vocab_size %lld outside [1, %d]", op,
                             (long long)c.vocab_size, INT32_MAX);
-    if (c.context < 1)
-        return sl_set_error(SL_ERR_ARG, "%s: context %lld must be >= 1", op,
-                            (long long)c.context);
+    if (c.context < 1 || c.context > SL_GPT_MAX_CONTEXT)
+        return sl_set_error(SL_ERR_ARG, "%s: context %lld outside [1, %lld]", op,
+                            (long long)c.context, (long long)SL_GPT_MAX_CONTEXT);
     if (c.dim < 1 || c.n_layers < 1 || c.n_heads < 1 || c.n_kv_heads < 0 || c.mlp_ratio < 1)
         return sl_set_error(SL_ERR_ARG, "%s: dim %lld, n_layers %d, n_heads %d, n_kv_heads %d "
                             "and mlp_ratio %d must be >= 1", op, (long long)c.dim, c.n_layers,
@@ -111,6 +116,7 @@ static void scale_inplace(sl_tensor *w, double s)
         for (float *p = sl_ptr(w), *e = p + n; p < e; p++) *p = (float)(*p * s);
     else
         for (double *p = sl_ptr(w), *e = p + n; p < e; p++) *p *= s;
+    sl__bump(w);
 }
 
 static bool build(sl_gpt *m, sl_rng *rng)
@@ -149,10 +155,62 @@ static bool build(sl_gpt *m, sl_rng *rng)
     return true;
 }
 
+/* The parameters build() registers, in its order: keep the two in step (tests/test_gpt.c
+ * compares them for every method and layout). */
+bool sl__gpt_each_param(const sl_gpt_config *c, sl__param_visitor fn, void *ctx)
+{
+    int64_t C = c->dim, V = c->vocab_size, H = c->n_heads, D = C / H;
+    int64_t kv = c->n_kv_heads * D, hidden = (int64_t)c->mlp_ratio * C;
+    char name[SL_PARAM_NAME_MAX];
+#define VISIT(n, ...)                                                                              \
+    do {                                                                                           \
+        const int64_t shape_[] = {__VA_ARGS__};                                                    \
+        if (!fn(ctx, n, (int)(sizeof shape_ / sizeof *shape_), shape_)) return false;              \
+    } while (0)
+#define LAYER(leaf, ...)                                                                           \
+    do {                                                                                           \
+        snprintf(name, sizeof name, "blocks.%d.%s", l, leaf);                                      \
+        VISIT(name, __VA_ARGS__);                                                                  \
+    } while (0)
+    VISIT("tok.weight", V, C);
+    if (c->pos == SL_POS_LEARNED) VISIT("pos.weight", c->context, C);
+    if (c->pos == SL_POS_T5) VISIT("pos.rel_bias", H, c->t5_buckets);
+    for (int l = 0; l < c->n_layers; l++) {
+        LAYER("ln1.weight", C);
+        LAYER("ln1.bias", C);
+        if (c->fused_qkv) {
+            LAYER("attn.qkv.weight", C + 2 * kv, C);
+            LAYER("attn.qkv.bias", C + 2 * kv);
+        } else {
+            LAYER("attn.q.weight", C, C);
+            LAYER("attn.q.bias", C);
+            LAYER("attn.k.weight", kv, C);
+            LAYER("attn.k.bias", kv);
+            LAYER("attn.v.weight", kv, C);
+            LAYER("attn.v.bias", kv);
+        }
+        LAYER("attn.proj.weight", C, C);
+        LAYER("attn.proj.bias", C);
+        if (c->pos == SL_POS_ALIBI && c->slopes == SL_SLOPES_LEARNED) LAYER("attn.log_slopes", H);
+        LAYER("ln2.weight", C);
+        LAYER("ln2.bias", C);
+        LAYER("mlp.fc.weight", hidden, C);
+        LAYER("mlp.fc.bias", hidden);
+        LAYER("mlp.proj.weight", C, hidden);
+        LAYER("mlp.proj.bias", C);
+    }
+    VISIT("ln_f.weight", C);
+    VISIT("ln_f.bias", C);
+    if (!c->tie_embeddings) VISIT("head.weight", V, C);
+#undef LAYER
+#undef VISIT
+    return true;
+}
+
 sl_gpt *sl_gpt_new(const sl_gpt_config *cfg, sl_dtype dtype)
 {
     sl_gpt_config c;
-    if (!resolve_config(cfg, &c)) return NULL;
+    if (!sl__gpt_config_resolve("sl_gpt_new", cfg, &c)) return NULL;
     sl_params *ps = sl_params_new(dtype);
     if (!ps) return NULL;
     sl_gpt *m = sl_arena_alloc(sl_params_arena(ps), sizeof *m, 16);
@@ -166,7 +224,7 @@ sl_gpt *sl_gpt_new(const sl_gpt_config *cfg, sl_dtype dtype)
     m->drop.p = c.dropout;
     m->train = false;
     sl_rng init = sl_rng_seed(c.seed);
-    if (!build(m, &init)) {
+    if (!build(m, &init) || !sl__gpt_record_config(ps, &c)) {
         sl_params_free(ps);
         return NULL;
     }

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 
 /* sl_gpt_config <-> "__metadata__": every field under a "shortlong." key, as text. */
-typedef enum { K_I64, K_INT, K_BOOL, K_DOUBLE, K_U64, K_POS } key_kind;
+typedef enum { K_I64, K_INT, K_BOOL, K_DOUBLE, K_U64, K_POS, K_SLOPES } key_kind;
 static const struct {
     const char *key;
     key_kind kind;
@@ -31,6 +31,7 @@ static const struct {
     {"shortlong.fused_qkv", K_BOOL, offsetof(sl_gpt_config, fused_qkv)},
     {"shortlong.dropout", K_DOUBLE, offsetof(sl_gpt_config, dropout)},
     {"shortlong.seed", K_U64, offsetof(sl_gpt_config, seed)},
+    {"shortlong.slopes", K_SLOPES, offsetof(sl_gpt_config, slopes)}, /* "fixed" or "learned" */
 };
 enum { N_CONFIG_KEYS = sizeof config_keys / sizeof config_keys[0] };
 
@@ -39,7 +40,8 @@ enum { N_CONFIG_KEYS = sizeof config_keys / sizeof config_keys[0] };
 static bool optional_key(int k)
 {
     return !strcmp(config_keys[k].key, "shortlong.t5_buckets") ||
-           !strcmp(config_keys[k].key, "shortlong.t5_max_distance");
+           !strcmp(config_keys[k].key, "shortlong.t5_max_distance") ||
+           !strcmp(config_keys[k].key, "shortlong.slopes"); /* absent: fixed */
 }
 
 static void format_key(int k, const sl_gpt_config *c, char *buf, size_t cap)
@@ -52,6 +54,7 @@ static void format_key(int k, const sl_gpt_config *c, char *buf, size_t cap)
     case K_DOUBLE: snprintf(buf, cap, "%.17g", *(const double *)f); break;
     case K_U64: snprintf(buf, cap, "%" PRIu64, *(const uint64_t *)f); break;
     case K_POS: snprintf(buf, cap, "%s", sl_pos_name(*(const sl_pos *)f)); break;
+    case K_SLOPES: snprintf(buf, cap, "%s", sl_slopes_name(*(const sl_slopes *)f)); break;
     }
 }
 
@@ -80,8 +83,33 @@ static bool parse_key(int k, const char *s, sl_gpt_config *c)
         return true;
     }
     case K_POS: return sl_pos_parse(s, (sl_pos *)f);
+    case K_SLOPES: return sl_slopes_parse(s, (sl_slopes *)f);
     }
     return false;
+}
+
+/* Whether key k changes what the parameters of config c mean (so that a file saved with
+ * another value must not load into them): not the seed or the dropout rate, the context only
+ * for learned positions (the others do not depend on it), T5's settings only for T5. */
+static bool architectural_key(int k, const sl_gpt_config *c)
+{
+    const char *key = config_keys[k].key;
+    if (!strcmp(key, "shortlong.seed") || !strcmp(key, "shortlong.dropout")) return false;
+    if (!strcmp(key, "shortlong.context")) return c->pos == SL_POS_LEARNED;
+    if (sl__has_prefix(key, "shortlong.t5_")) return c->pos == SL_POS_T5;
+    return true;
+}
+
+bool sl__gpt_record_config(sl_params *ps, const sl_gpt_config *c)
+{
+    char buf[80];
+    bool ok = sl_params_set_config(ps, "shortlong.model", "gpt");
+    for (int k = 0; ok && k < N_CONFIG_KEYS; k++) {
+        if (!architectural_key(k, c)) continue;
+        format_key(k, c, buf, sizeof buf);
+        ok = sl_params_set_config(ps, config_keys[k].key, buf);
+    }
+    return ok;
 }
 
 static bool put_gpt_meta(const char *op, json_t *meta, const sl_gpt *m)
@@ -116,6 +144,7 @@ static bool read_gpt_config(const sl__ckpt *ck, sl_gpt_config *cfg, sl_rng *rng)
                                  config_keys[k].key, s,
                                  config_keys[k].kind == K_BOOL     ? "boolean (true or false)"
                                  : config_keys[k].kind == K_POS    ? "positional method"
+                                 : config_keys[k].kind == K_SLOPES ? "slopes (fixed or learned)"
                                  : config_keys[k].kind == K_DOUBLE ? "number"
                                                                    : "integer");
     }
@@ -149,39 +178,103 @@ bool sl_gpt_save(const char *path, const sl_gpt *m, const sl_optim *opt, const s
     return ok;
 }
 
-sl_gpt *sl_gpt_load(const char *path, sl_dtype dtype)
+/* Matching the tensors a config implies against the file's header. */
+typedef struct {
+    const sl__ckpt *ck;
+    sl_dtype dtype;
+    bool convert;
+    int matched;
+} spec_match;
+
+static bool match_spec(void *ctx, const char *name, int ndim, const int64_t *shape)
+{
+    spec_match *sm = ctx;
+    const sl__ckpt *ck = sm->ck;
+    const sl__ckpt_entry *e = NULL;
+    for (int i = 0; i < ck->n && !e; i++)
+        if (!strcmp(ck->entries[i].name, name)) e = &ck->entries[i];
+    if (!e)
+        return sl__ckpt_fail(ck, "its config implies a tensor '%s' %s that the file lacks", name,
+                             sl__dims_str(ndim, shape));
+    if (e->ndim != ndim || memcmp(e->shape, shape, sizeof *shape * (size_t)ndim))
+        return sl__ckpt_fail(ck, "tensor '%s' has shape %s in the file, its config implies %s",
+                             name, sl__dims_str(e->ndim, e->shape), sl__dims_str(ndim, shape));
+    if (e->dtype != sm->dtype && !(sm->convert && e->dtype != SL_I32))
+        return sl__ckpt_fail(ck, "tensor '%s' is %s in the file, the model expects %s%s", name,
+                             e->dtype == SL_F32   ? "F32"
+                             : e->dtype == SL_F64 ? "F64"
+                                                  : "I32",
+                             sm->dtype == SL_F32 ? "F32" : "F64",
+                             e->dtype != SL_I32 ? " (sl_load_opts.convert_dtype converts it)" : "");
+    sm->matched++;
+    return true;
+}
+
+/* Stops the walk (false) at the parameter called ctx. */
+static bool is_not(void *ctx, const char *name, int ndim, const int64_t *shape)
+{
+    (void)ndim, (void)shape;
+    return strcmp(name, ctx) != 0;
+}
+
+/* The file must hold exactly the parameters cfg (resolved) implies, by name, shape and dtype
+ * (and optimizer state, "optim.*", which is skipped), before anything is allocated for the
+ * model: so the model's size is bounded by the file's. */
+static bool check_tensors(const sl__ckpt *ck, const sl_gpt_config *cfg, sl_dtype dtype,
+                          bool convert)
+{
+    spec_match sm = {ck, dtype, convert, 0};
+    if (!sl__gpt_each_param(cfg, match_spec, &sm)) return false;
+    int in_file = 0;
+    for (int i = 0; i < ck->n; i++) in_file += !sl__has_prefix(ck->entries[i].name, "optim.");
+    if (in_file == sm.matched) return true; /* names in the header are unique */
+    for (int i = 0; i < ck->n; i++) {
+        const char *name = ck->entries[i].name;
+        if (!sl__has_prefix(name, "optim.") && sl__gpt_each_param(cfg, is_not, (void *)name))
+            return sl__ckpt_fail(ck,
+                                 "unexpected tensor '%s' (its config implies no tensor of "
+                                 "that name)",
+                                 name);
+    }
+    return true;
+}
+
+sl_gpt *sl_gpt_load_ex(const char *path, sl_dtype dtype, const sl_load_opts *opts)
 {
     static const char *op = "sl_gpt_load";
     sl__ckpt ck;
-    sl_gpt_config cfg;
+    sl_gpt_config file_cfg, cfg;
     sl_rng rng;
-    if (!sl__ckpt_open(&ck, op, path) || !read_gpt_config(&ck, &cfg, &rng)) {
+    if (dtype != SL_F32 && dtype != SL_F64)
+        return SL_FAIL(SL_ERR_DTYPE, "%s: parameters must be f32 or f64, not %s", op,
+                       sl_dtype_name(dtype));
+    if (!sl__ckpt_open(&ck, op, path) || !read_gpt_config(&ck, &file_cfg, &rng)) {
         sl__ckpt_close(&ck);
         return NULL;
     }
-    /* The config comes from an untrusted file: before building (and touching) the model it
-     * describes, check that the file holds at least that model's token embedding and blocks. */
-    double c = (double)cfg.dim, ratio = cfg.mlp_ratio ? cfg.mlp_ratio : 4;
-    double at_least = (double)cfg.vocab_size * c + (double)cfg.n_layers * (2 + 2 * ratio) * c * c;
-    if (cfg.dim > 0 && cfg.vocab_size > 0 && at_least * 4 > (double)ck.data_len) {
-        sl__ckpt_fail(
-            &ck,
-            "its config (vocab %lld, dim %lld, %d layers) needs at least %.0f parameters, "
-            "but the file holds only %llu bytes of data",
-            (long long)cfg.vocab_size, (long long)cfg.dim, cfg.n_layers, at_least,
-            (unsigned long long)ck.data_len);
+    /* The config comes from an untrusted file: every setting is checked, and the tensors it
+     * implies are compared with the file's, before anything is built. */
+    if (!sl__gpt_config_resolve(op, &file_cfg, &cfg)) {
+        char why[512]; /* the resolver's message without its "sl_gpt_load: " */
+        const char *msg = sl_error_message();
+        snprintf(why, sizeof why, "%s", sl__has_prefix(msg, op) ? msg + strlen(op) + 2 : msg);
+        sl__ckpt_fail(&ck, "its config does not make a model: %s", why);
+        sl__ckpt_close(&ck);
+        return NULL;
+    }
+    if (!check_tensors(&ck, &cfg, dtype, opts && opts->convert_dtype)) {
         sl__ckpt_close(&ck);
         return NULL;
     }
     sl_gpt *m = sl_gpt_new(&cfg, dtype);
     if (!m) {
-        char why[512];
-        snprintf(why, sizeof why, "%s", sl_error_message());
-        sl__ckpt_fail(&ck, "its config does not make a model: %s", why);
         sl__ckpt_close(&ck);
         return NULL;
     }
-    bool ok = sl__load_model(op, &ck, m->params, NULL);
+    /* The registry's configuration is the file's own: nothing to compare. */
+    sl_load_opts o = opts ? *opts : (sl_load_opts){0};
+    o.ignore_config = true;
+    bool ok = sl__load_model(op, &ck, m->params, NULL, &o);
     sl__ckpt_close(&ck);
     if (!ok) {
         sl_gpt_free(m);
@@ -190,3 +283,5 @@ sl_gpt *sl_gpt_load(const char *path, sl_dtype dtype)
     m->rng = rng;
     return m;
 }
+
+sl_gpt *sl_gpt_load(const char *path, sl_dtype dtype) { return sl_gpt_load_ex(path, dtype, NULL); }

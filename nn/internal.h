@@ -11,4 +11,16 @@
 bool sl__attention_config_resolve(const char *op, const sl_attention_config *cfg,
                                   sl_attention_config *out);
 
+/* A GPT config with its defaults filled in (mlp_ratio 4 and the attention's), every setting
+ * checked (context at most SL_GPT_MAX_CONTEXT), or false with a message naming op. */
+bool sl__gpt_config_resolve(const char *op, const sl_gpt_config *cfg, sl_gpt_config *out);
+/* Calls fn for each parameter sl_gpt_new registers for the resolved config c, in order, with
+ * its name and shape, without allocating; stops (false) when fn returns false. */
+typedef bool (*sl__param_visitor)(void *ctx, const char *name, int ndim, const int64_t *shape);
+bool sl__gpt_each_param(const sl_gpt_config *c, sl__param_visitor fn, void *ctx);
+/* Records the resolved config's architectural keys ("shortlong.pos", ...; not the seed, the
+ * dropout rate or, unless positions are learned, the context) as ps's configuration
+ * (gpt_checkpoint.c, which maps the config onto metadata). */
+bool sl__gpt_record_config(sl_params *ps, const sl_gpt_config *c);
+
 #endif

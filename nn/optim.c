@@ -15,6 +15,7 @@
 #include "optim_internal.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #if defined(__AVX__)
 #include <immintrin.h>
@@ -54,12 +55,14 @@ static sl_optim *optim_new(const char *op, sl_params *ps, sl__optim_kind kind, i
     int n = sl_params_count(ps);
     sl_optim *opt = sl__malloc(sizeof *opt);
     sl__optim_state *state = sl__malloc(sizeof *state * (size_t)(n * per_param + 1));
-    if (!opt || !state) {
+    int64_t *ends = sl__malloc(sizeof *ends * (size_t)(n + 1));
+    if (!opt || !state || !ends) {
         sl__free(opt);
         sl__free(state);
+        sl__free(ends);
         return SL_FAIL(SL_ERR_OOM, "%s: out of memory", op);
     }
-    *opt = (sl_optim){.kind = kind, .ps = ps, .n_params = n, .state = state};
+    *opt = (sl_optim){.kind = kind, .ps = ps, .n_params = n, .state = state, .ends = ends};
     return opt;
 }
 
@@ -127,6 +130,7 @@ void sl_optim_free(sl_optim *opt)
 {
     if (!opt) return;
     sl__free(opt->state); /* the state tensors live in the registry's arena */
+    sl__free(opt->ends);
     sl__free(opt);
 }
 
@@ -259,6 +263,109 @@ static void adamw_double(void *ctx, int64_t begin, int64_t end)
 DEFINE_SGD(float)
 DEFINE_SGD(double)
 
+/* ---------------------------------------------------------------- the finiteness check */
+
+/* The gradients as one index space: parameter i's gradient holds positions [ends[i - 1],
+ * ends[i]) (none without a gradient). A pass over it in parallel chunks finds the first
+ * position whose value is Inf or NaN: each chunk its own first, the smallest kept. */
+typedef struct {
+    const sl_optim *opt;
+    _Atomic int64_t first; /* INT64_MAX: none */
+} finite_job;
+
+enum { FINITE_BLOCK = 256 }; /* elements tested together, then searched if one failed */
+
+typedef uint32_t vu8 __attribute__((vector_size(32)));
+typedef uint64_t vul4 __attribute__((vector_size(32)));
+
+/* The index in [0, n) of the first non-finite element of a block, or -1: an element is not
+ * finite when its exponent bits are all ones. */
+static int64_t first_nonfinite(sl_dtype dtype, const void *p, int64_t n)
+{
+    bool any = false;
+    int64_t i = 0;
+    if (dtype == SL_F32) {
+        const uint32_t *u = p;
+        vu8 acc = {0}, e = {0};
+        e += 0x7f800000u;
+        for (; i + 8 <= n; i += 8) {
+            vu8 v;
+            memcpy(&v, u + i, sizeof v);
+            acc |= (vu8)((v & e) == e);
+        }
+        for (int k = 0; k < 8; k++) any |= acc[k] != 0;
+        for (; i < n; i++) any |= (u[i] & e[0]) == e[0];
+    } else {
+        const uint64_t *u = p;
+        vul4 acc = {0}, e = {0};
+        e += UINT64_C(0x7ff0000000000000);
+        for (; i + 4 <= n; i += 4) {
+            vul4 v;
+            memcpy(&v, u + i, sizeof v);
+            acc |= (vul4)((v & e) == e);
+        }
+        for (int k = 0; k < 4; k++) any |= acc[k] != 0;
+        for (; i < n; i++) any |= (u[i] & e[0]) == e[0];
+    }
+    if (!any) return -1;
+    for (i = 0; i < n; i++) {
+        double v = dtype == SL_F32 ? ((const float *)p)[i] : ((const double *)p)[i];
+        if (!isfinite(v)) return i;
+    }
+    return -1;
+}
+
+static void finite_range(void *ctx, int64_t begin, int64_t end)
+{
+    finite_job *j = ctx;
+    const int64_t *ends = j->opt->ends;
+    int lo = 0, hi = j->opt->n_params - 1; /* the parameter holding position begin */
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (ends[mid] <= begin) lo = mid + 1;
+        else hi = mid;
+    }
+    for (int i = lo; begin < end; i++) {
+        int64_t start = i ? ends[i - 1] : 0, stop = ends[i] < end ? ends[i] : end;
+        if (stop <= begin) continue; /* no gradient */
+        const sl_tensor *g = sl_params_at(j->opt->ps, i)->value->grad;
+        size_t es = sl_dtype_size(g->dtype);
+        for (int64_t b = begin; b < stop; b += FINITE_BLOCK) {
+            int64_t n = stop - b < FINITE_BLOCK ? stop - b : FINITE_BLOCK;
+            int64_t k =
+                first_nonfinite(g->dtype, (const char *)sl_ptr(g) + (size_t)(b - start) * es, n);
+            if (k < 0) continue;
+            int64_t pos = b + k, seen = atomic_load(&j->first);
+            while (pos < seen && !atomic_compare_exchange_weak(&j->first, &seen, pos)) {
+            }
+            return; /* the rest of the chunk comes after it */
+        }
+        begin = stop;
+    }
+}
+
+/* False, naming the parameter and the element, if a gradient holds an Inf or a NaN. */
+static bool grads_finite(sl_optim *opt)
+{
+    int64_t total = 0;
+    for (int i = 0; i < opt->n_params; i++) {
+        const sl_tensor *g = sl_params_at(opt->ps, i)->value->grad;
+        opt->ends[i] = total += g ? sl_numel(g) : 0;
+    }
+    finite_job j = {opt, INT64_MAX};
+    if (total) sl_parallel_for(total, PARALLEL_GRAIN, finite_range, &j);
+    int64_t pos = atomic_load(&j.first);
+    if (pos == INT64_MAX) return true;
+    int i = 0;
+    while (opt->ends[i] <= pos) i++;
+    const sl_param *p = sl_params_at(opt->ps, i);
+    int64_t k = pos - (i ? opt->ends[i - 1] : 0);
+    return sl_set_error(SL_ERR_STATE,
+                        "sl_optim_step: parameter '%s' has a non-finite gradient (%g at flat "
+                        "index %lld of %s); nothing was updated",
+                        p->name, sl_get(p->value->grad, k), (long long)k, sl_shape_str(p->value));
+}
+
 /* ---------------------------------------------------------------- the step */
 
 /* Sets *out to the gradient to use for p, or NULL to skip p (no backward ever reached it).
@@ -296,6 +403,7 @@ bool sl_optim_step(sl_optim *opt, double lr)
         sl_tensor *g;
         if (!usable_grad(sl_params_at(opt->ps, i), &g)) return false;
     }
+    if (!grads_finite(opt)) return false;
     bool f32 = sl_params_dtype(opt->ps) == SL_F32;
     for (int i = 0; i < n; i++) {
         const sl_param *p = sl_params_at(opt->ps, i);
@@ -324,6 +432,10 @@ bool sl_optim_step(sl_optim *opt, double lr)
             fn = f32 ? sgd_float : sgd_double;
         }
         sl_parallel_for(sl_numel(p->value), PARALLEL_GRAIN, fn, &a);
+        /* written in place: a backward that kept any of them now fails (tensor.h) */
+        sl__bump(p->value);
+        int per = opt->n_state / n; /* state tensors per parameter, in parameter order */
+        for (int k = 0; k < per; k++) sl__bump(opt->state[per * i + k].t);
     }
     opt->steps++;
     return true;

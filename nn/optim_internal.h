@@ -34,6 +34,7 @@ struct sl_optim {
     int n_hyper;
     int n_state;
     sl__optim_state *state; /* n_state entries, heap */
+    int64_t *ends;          /* n_params entries, heap: a step's gradient sizes, summed */
 };
 
 const char *sl__optim_kind_name(const sl_optim *opt); /* "adamw", "sgd" */

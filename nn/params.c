@@ -15,6 +15,10 @@ struct sl_params {
     sl_arena *arena;
     sl_param **items; /* count entries (each in the arena, so pointers stay valid), in order */
     int count, cap;
+    /* The configuration pairs (sl_params_set_config): strings in the arena, n_config of them
+     * in the order first set; the two arrays of pointers on the heap. */
+    const char **config_keys, **config_values;
+    int n_config, cap_config;
 };
 
 sl_params *sl_params_new(sl_dtype dtype)
@@ -38,6 +42,8 @@ void sl_params_free(sl_params *ps)
     if (!ps) return;
     sl_arena_free(ps->arena);
     sl__free(ps->items);
+    sl__free(ps->config_keys);
+    sl__free(ps->config_values);
     sl__free(ps);
 }
 
@@ -109,6 +115,122 @@ sl_tensor *sl_params_find(const sl_params *ps, const char *name)
     return p ? p->value : NULL; /* absent is an answer, not an error */
 }
 
+/* ---------------------------------------------------------------- configuration */
+
+/* A copy of s in the registry's arena. */
+static const char *arena_strdup(sl_params *ps, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *c = sl_arena_alloc(ps->arena, n, 1);
+    if (c) memcpy(c, s, n);
+    return c;
+}
+
+static int config_index(const sl_params *ps, const char *key)
+{
+    for (int i = 0; i < ps->n_config; i++)
+        if (!strcmp(ps->config_keys[i], key)) return i;
+    return -1;
+}
+
+bool sl_params_set_config(sl_params *ps, const char *key, const char *value)
+{
+    static const char *op = "sl_params_set_config";
+    if (!ps || !key || !value)
+        return sl_set_error(SL_ERR_ARG, "%s: registry, key or value is NULL", op);
+    if (!key[0]) return sl_set_error(SL_ERR_ARG, "%s: empty key", op);
+    if (!strncmp(key, "optim.", 6) || !strcmp(key, "__metadata__"))
+        return sl_set_error(SL_ERR_ARG,
+                            "%s: key '%s' is reserved (the prefix 'optim.' is the "
+                            "optimizer's)",
+                            op, key);
+    int i = config_index(ps, key);
+    const char *v = arena_strdup(ps, value);
+    if (!v) return false;
+    if (i >= 0) {
+        ps->config_values[i] = v;
+        return true;
+    }
+    const char *k = arena_strdup(ps, key);
+    if (!k) return false;
+    if (ps->n_config == ps->cap_config) {
+        int cap = ps->cap_config ? 2 * ps->cap_config : 16;
+        const char **keys = sl__realloc(ps->config_keys, sizeof *keys * (size_t)cap);
+        if (!keys) return sl_set_error(SL_ERR_OOM, "%s: out of memory", op);
+        ps->config_keys = keys;
+        const char **values = sl__realloc(ps->config_values, sizeof *values * (size_t)cap);
+        if (!values) return sl_set_error(SL_ERR_OOM, "%s: out of memory", op);
+        ps->config_values = values;
+        ps->cap_config = cap;
+    }
+    ps->config_keys[ps->n_config] = k;
+    ps->config_values[ps->n_config++] = v;
+    return true;
+}
+
+const char *sl_params_config(const sl_params *ps, const char *key)
+{
+    int i = ps && key ? config_index(ps, key) : -1;
+    return i >= 0 ? ps->config_values[i] : NULL;
+}
+
+int sl_params_config_count(const sl_params *ps) { return ps ? ps->n_config : 0; }
+
+bool sl_params_config_at(const sl_params *ps, int i, const char **key, const char **value)
+{
+    if (!ps || i < 0 || i >= ps->n_config)
+        return sl_set_error(SL_ERR_INDEX,
+                            "sl_params_config_at: index %d out of range for %d "
+                            "pairs",
+                            i, ps ? ps->n_config : 0);
+    if (key) *key = ps->config_keys[i];
+    if (value) *value = ps->config_values[i];
+    return true;
+}
+
+/* ---------------------------------------------------------------- copies */
+
+bool sl_params_copy(sl_params *dst, const sl_params *src)
+{
+    static const char *op = "sl_params_copy";
+    if (!dst || !src) return sl_set_error(SL_ERR_ARG, "%s: registry is NULL", op);
+    /* every check first, so that a mismatch leaves dst as it was: the models' configurations
+     * (where both record a key, the values must agree, as when loading a checkpoint), then the
+     * parameters */
+    for (int i = 0; i < dst->n_config; i++) {
+        const char *theirs = sl_params_config(src, dst->config_keys[i]);
+        if (theirs && strcmp(theirs, dst->config_values[i]))
+            return sl_set_error(SL_ERR_ARG,
+                                "%s: the models differ: %s is %s in the source and %s in the "
+                                "destination",
+                                op, dst->config_keys[i], theirs, dst->config_values[i]);
+    }
+    for (int i = 0; i < dst->count; i++) {
+        const sl_param *p = dst->items[i], *q = lookup(src, p->name);
+        if (!q)
+            return sl_set_error(SL_ERR_ARG,
+                                "%s: parameter '%s' %s of the destination is not in the source", op,
+                                p->name, sl_shape_str(p->value));
+        if (!sl__same_shape(p->value, q->value))
+            return sl_set_error(SL_ERR_ARG,
+                                "%s: parameter '%s' is %s in the source and %s in the "
+                                "destination",
+                                op, p->name, sl_shape_str(q->value), sl_shape_str(p->value));
+    }
+    for (int i = 0; i < src->count; i++) /* one the destination lacks: name the first */
+        if (!lookup(dst, src->items[i]->name))
+            return sl_set_error(SL_ERR_ARG,
+                                "%s: parameter '%s' %s of the source is not in the destination", op,
+                                src->items[i]->name, sl_shape_str(src->items[i]->value));
+    if (dst == src) return true;
+    for (int i = 0; i < dst->count; i++)
+        if (!sl_copy_into(dst->items[i]->value, lookup(src, dst->items[i]->name)->value))
+            return false;
+    return true;
+}
+
+/* ---------------------------------------------------------------- gradients */
+
 void sl_params_zero_grad(sl_params *ps)
 {
     for (int i = 0; ps && i < ps->count; i++) sl_zero_grad(ps->items[i]->value);
@@ -139,11 +261,34 @@ static void grad_scale(sl_tensor *g, double c)
         double *p = sl_ptr(g);
         for (int64_t i = 0; i < n; i++) p[i] *= c;
     }
+    sl__bump(g);
+}
+
+/* The error for a non-finite norm: the first non-finite gradient element, or an overflow. */
+static void report_nonfinite(const sl_params *ps, double norm)
+{
+    for (int i = 0; i < ps->count; i++) {
+        const sl_tensor *g = ps->items[i]->value->grad;
+        for (int64_t k = 0, n = g ? sl_numel(g) : 0; k < n; k++) {
+            double v = sl_get(g, k);
+            if (isfinite(v)) continue;
+            sl_set_error(SL_ERR_STATE,
+                         "sl_params_clip_grad_norm: the gradient norm is %g: parameter '%s' has "
+                         "a non-finite gradient (%g at flat index %lld of %s); nothing was "
+                         "scaled",
+                         norm, ps->items[i]->name, v, (long long)k, sl_shape_str(g));
+            return;
+        }
+    }
+    sl_set_error(SL_ERR_STATE,
+                 "sl_params_clip_grad_norm: the gradient norm overflowed to %g (every gradient "
+                 "is finite, their squares' sum is not); nothing was scaled",
+                 norm);
 }
 
 /* norm = sqrt(sum over every gradient element of g^2), summed in double. As in PyTorch's
  * clip_grad_norm_, gradients are scaled by max_norm / (norm + 1e-6) when that is below 1.
- * A non-finite norm is returned as it is and nothing is scaled. */
+ * A non-finite norm is returned as it is, with an error, and nothing is scaled. */
 double sl_params_clip_grad_norm(sl_params *ps, double max_norm)
 {
     if (!ps) return sl_set_error(SL_ERR_ARG, "sl_params_clip_grad_norm: registry is NULL"), NAN;
@@ -155,8 +300,12 @@ double sl_params_clip_grad_norm(sl_params *ps, double max_norm)
     for (int i = 0; i < ps->count; i++)
         if (ps->items[i]->value->grad) ss += grad_sum_squares(ps->items[i]->value->grad);
     double norm = sqrt(ss);
+    if (!isfinite(norm)) {
+        report_nonfinite(ps, norm);
+        return norm;
+    }
     double coef = max_norm / (norm + 1e-6);
-    if (isfinite(norm) && coef < 1)
+    if (coef < 1)
         for (int i = 0; i < ps->count; i++)
             if (ps->items[i]->value->grad) grad_scale(ps->items[i]->value->grad, coef);
     return norm;
@@ -165,6 +314,7 @@ double sl_params_clip_grad_norm(sl_params *ps, double max_norm)
 bool sl_init_normal(sl_tensor *t, sl_rng *rng, double std)
 {
     if (!t) return sl__null_arg("sl_init_normal", "t");
+    if (!sl__check_live("sl_init_normal", t, "t")) return false;
     if (!rng) return sl_set_error(SL_ERR_ARG, "sl_init_normal: rng is NULL");
     if (!sl__check_float("sl_init_normal", t)) return false;
     if (!(std >= 0) || !isfinite(std))
@@ -180,5 +330,6 @@ bool sl_init_normal(sl_tensor *t, sl_rng *rng, double std)
         double *p = sl_ptr(t);
         for (int64_t i = 0; i < n; i++) p[i] = std * sl_rng_normal(rng);
     }
+    sl__bump(t);
     return true;
 }

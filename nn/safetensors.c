@@ -20,15 +20,20 @@
  *
  * Writing is atomic: everything goes to "<path>.tmp.<pid>.<n>", which is fsynced and renamed over
  * path, and the directory is fsynced; on any error the temp file is removed and the previous
- * file at path is untouched.
+ * file at path is untouched. A process killed mid-write leaves its temp file behind: each save
+ * removes those of path whose process is gone. A symlink at path is followed (the file it
+ * names is replaced, the link stays); an existing file's permission bits are kept.
  */
 #include "safetensors.h"
 
 #include <stdatomic.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -75,11 +80,9 @@ void sl__ckpt_close(sl__ckpt *ck)
     if (ck->fd >= 0) close(ck->fd);
     json_decref(ck->root);
     sl__free(ck->entries);
-    sl__free(ck->data);
     ck->fd = -1;
     ck->root = NULL;
     ck->entries = NULL;
-    ck->data = NULL;
 }
 
 /* Reads exactly n bytes at offset; false on a short read or an error (errno set). */
@@ -227,11 +230,15 @@ bool sl__ckpt_open(sl__ckpt *ck, const char *op, const char *path)
 {
     *ck = (sl__ckpt){.op = op, .path = path, .fd = -1};
     if (!path) return sl_set_error(SL_ERR_ARG, "%s: path is NULL", op);
-    ck->fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO would otherwise wait for a writer. Only a regular file is
+     * read, in blocking mode. */
+    ck->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (ck->fd < 0) return io_error(op, "open", path);
     struct stat st;
     if (fstat(ck->fd, &st) != 0) return io_error(op, "stat", path);
     if (!S_ISREG(st.st_mode)) return sl__ckpt_fail(ck, "not a regular file");
+    int fl = fcntl(ck->fd, F_GETFL);
+    if (fl < 0 || fcntl(ck->fd, F_SETFL, fl & ~O_NONBLOCK) < 0) return io_error(op, "open", path);
     ck->file_size = (uint64_t)st.st_size;
     if (ck->file_size < 8)
         return sl__ckpt_fail(
@@ -310,14 +317,18 @@ const char *sl__ckpt_meta(const sl__ckpt *ck, const char *key)
     return v ? json_string_value(v) : NULL;
 }
 
-/* The file's entry for tensor t (named `name`), with t's dtype and shape; else an error. */
-static const sl__ckpt_entry *ck_match(const sl__ckpt *ck, const char *name, const sl_tensor *t)
+/* The file's entry for tensor t (named `name`), with t's dtype (or, converting, another float
+ * dtype) and shape; else an error. */
+static const sl__ckpt_entry *ck_match(const sl__ckpt *ck, const char *name, const sl_tensor *t,
+                                      const sl_load_opts *opts)
 {
     const sl__ckpt_entry *e = ck_find(ck, name);
     if (!e) return sl__ckpt_fail(ck, "missing tensor '%s'", name), NULL;
-    if (e->dtype != t->dtype)
-        return sl__ckpt_fail(ck, "tensor '%s' is %s in the file, the model expects %s", name,
-                             dtype_tag(e->dtype), dtype_tag(t->dtype)),
+    bool floats = e->dtype != SL_I32 && t->dtype != SL_I32;
+    if (e->dtype != t->dtype && !(opts->convert_dtype && floats))
+        return sl__ckpt_fail(ck, "tensor '%s' is %s in the file, the model expects %s%s", name,
+                             dtype_tag(e->dtype), dtype_tag(t->dtype),
+                             floats ? " (sl_load_opts.convert_dtype converts it)" : ""),
                NULL;
     if (e->ndim != t->ndim || memcmp(e->shape, t->shape, sizeof *e->shape * (size_t)e->ndim))
         return sl__ckpt_fail(ck, "tensor '%s' has shape %s in the file, the model expects %s", name,
@@ -330,27 +341,125 @@ static const sl__ckpt_entry *ck_match(const sl__ckpt *ck, const char *name, cons
     return e;
 }
 
-static bool ck_read_data(sl__ckpt *ck)
+/* Reads each found entry's byte range (and only those: a tensor the caller skips is never
+ * read) into one staging buffer, entry i at offsets[i]. */
+static unsigned char *ck_read_ranges(const sl__ckpt *ck, const sl__ckpt_entry *const *found, int n,
+                                     uint64_t *offsets)
 {
-    ck->data = sl__malloc((size_t)ck->data_len);
-    if (!ck->data)
+    uint64_t total = 0;
+    for (int i = 0; i < n; i++) {
+        offsets[i] = total;
+        total += found[i]->end - found[i]->begin;
+    }
+    if (total > SIZE_MAX - 1)
+        return sl_set_error(SL_ERR_OOM, "%s: %s: %" PRIu64 " bytes of tensors do not fit in memory",
+                            ck->op, ck->path, total),
+               NULL;
+    unsigned char *buf = sl__malloc((size_t)total + 1);
+    if (!buf)
         return sl_set_error(SL_ERR_OOM, "%s: out of memory for %" PRIu64 " bytes of %s", ck->op,
-                            ck->data_len, ck->path);
-    if (!read_at(ck->fd, ck->data, (size_t)ck->data_len, 8 + ck->header_len))
-        return io_error(ck->op, "read", ck->path);
+                            total, ck->path),
+               NULL;
+    for (int i = 0; i < n; i++)
+        if (!read_at(ck->fd, buf + offsets[i], (size_t)(found[i]->end - found[i]->begin),
+                     8 + ck->header_len + found[i]->begin)) {
+            io_error(ck->op, "read", ck->path);
+            sl__free(buf);
+            return NULL;
+        }
+    return buf;
+}
+
+/* The first non-finite value of a float entry's staged bytes (unaligned: memcpy), or -1. */
+static int64_t first_nonfinite(const unsigned char *p, sl_dtype dtype, int64_t n, double *value)
+{
+    for (int64_t i = 0; i < n; i++) {
+        double v;
+        if (dtype == SL_F32) {
+            float f;
+            memcpy(&f, p + 4 * i, 4);
+            v = f;
+        } else {
+            memcpy(&v, p + 8 * i, 8);
+        }
+        if (!isfinite(v)) {
+            *value = v;
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* The first finite f64 value that is beyond float's range (it would become infinite), or -1. */
+static int64_t first_too_large_for_f32(const unsigned char *p, int64_t n, double *value)
+{
+    for (int64_t i = 0; i < n; i++) {
+        double v;
+        memcpy(&v, p + 8 * i, 8);
+        if (isfinite(v) && isinf((float)v)) {
+            *value = v;
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* The staged values of entry e checked for what they become in t. */
+static bool check_values(const sl__ckpt *ck, const sl__ckpt_entry *e, const unsigned char *p,
+                         const sl_tensor *t, const sl_load_opts *opts)
+{
+    if (e->dtype == SL_I32) return true;
+    int64_t n = sl_numel(t), i;
+    double v;
+    if (!opts->allow_nonfinite && (i = first_nonfinite(p, e->dtype, n, &v)) >= 0)
+        return sl__ckpt_fail(ck,
+                             "tensor '%s' %s holds %g at flat index %" PRId64 " (a model "
+                             "with NaN or infinite values; sl_load_opts.allow_nonfinite loads "
+                             "it anyway)",
+                             e->name, sl__dims_str(e->ndim, e->shape), v, i);
+    if (e->dtype == SL_F64 && t->dtype == SL_F32 && (i = first_too_large_for_f32(p, n, &v)) >= 0)
+        return sl__ckpt_fail(ck,
+                             "tensor '%s' %s holds %g at flat index %" PRId64 ", beyond the "
+                             "range of F32",
+                             e->name, sl__dims_str(e->ndim, e->shape), v, i);
     return true;
 }
 
-/* Loads items[0..n) from an opened file: each must be there with its dtype and shape, and
- * the file may hold no other tensor except those whose names start with skip_prefix (if not
- * NULL). Nothing is written to the items unless everything matches and the data was read. */
-bool sl__ckpt_load(sl__ckpt *ck, const sl_named *items, int n, const char *skip_prefix)
+/* Copies entry e's staged values into t, converting between f32 and f64 if they differ. */
+static void copy_out(const sl__ckpt_entry *e, const unsigned char *p, sl_tensor *t)
 {
+    int64_t n = sl_numel(t);
+    if (e->dtype == t->dtype) {
+        memcpy(sl_ptr(t), p, (size_t)(e->end - e->begin));
+    } else if (t->dtype == SL_F64) {
+        double *d = sl_ptr(t);
+        for (int64_t i = 0; i < n; i++) {
+            float f;
+            memcpy(&f, p + 4 * i, 4);
+            d[i] = f;
+        }
+    } else {
+        float *d = sl_ptr(t);
+        for (int64_t i = 0; i < n; i++) {
+            double v;
+            memcpy(&v, p + 8 * i, 8);
+            d[i] = (float)v;
+        }
+    }
+    sl__bump(t);
+}
+
+bool sl__ckpt_load(sl__ckpt *ck, const sl_named *items, int n, const char *skip_prefix,
+                   const sl_load_opts *opts)
+{
+    static const sl_load_opts strict = {0};
+    if (!opts) opts = &strict;
     const sl__ckpt_entry **found = sl__malloc(sizeof *found * (size_t)(n + 1));
-    if (!found) return sl_set_error(SL_ERR_OOM, "%s: out of memory", ck->op);
-    bool ok = true;
+    uint64_t *offsets = sl__malloc(sizeof *offsets * (size_t)(n + 1));
+    bool ok = found && offsets;
+    if (!ok) sl_set_error(SL_ERR_OOM, "%s: out of memory", ck->op);
     for (int i = 0; ok && i < n; i++)
-        ok = (found[i] = ck_match(ck, items[i].name, items[i].tensor)) != NULL;
+        ok = (found[i] = ck_match(ck, items[i].name, items[i].tensor, opts)) != NULL;
     for (int i = 0; ok && i < ck->n; i++) {
         const char *name = ck->entries[i].name;
         bool known = skip_prefix && sl__has_prefix(name, skip_prefix);
@@ -358,10 +467,13 @@ bool sl__ckpt_load(sl__ckpt *ck, const sl_named *items, int n, const char *skip_
         if (!known)
             ok = sl__ckpt_fail(ck, "unexpected tensor '%s' (nothing of that name to load)", name);
     }
-    ok = ok && ck_read_data(ck);
+    unsigned char *staged = ok ? ck_read_ranges(ck, found, n, offsets) : NULL;
+    ok = ok && staged;
     for (int i = 0; ok && i < n; i++)
-        memcpy(sl_ptr(items[i].tensor), ck->data + found[i]->begin,
-               (size_t)(found[i]->end - found[i]->begin));
+        ok = check_values(ck, found[i], staged + offsets[i], items[i].tensor, opts);
+    for (int i = 0; ok && i < n; i++) copy_out(found[i], staged + offsets[i], items[i].tensor);
+    sl__free(staged);
+    sl__free(offsets);
     sl__free(found);
     return ok;
 }
@@ -486,12 +598,88 @@ static bool fsync_dir(const char *path)
     return ok;
 }
 
+/* The file a save of path replaces: path itself, or, when path is a symlink (a chain of them),
+ * the file it finally names, existing or not. A heap string; NULL on an error (reported). */
+static char *final_target(const char *op, const char *path)
+{
+    size_t cap = strlen(path) + 1;
+    char *cur = sl__malloc(cap);
+    if (!cur) return SL_FAIL(SL_ERR_OOM, "%s: out of memory", op);
+    memcpy(cur, path, cap);
+    for (int hops = 0;; hops++) {
+        struct stat st;
+        if (lstat(cur, &st) != 0 || !S_ISLNK(st.st_mode)) return cur; /* absent, or not a link */
+        if (hops == 40) {
+            sl__free(cur);
+            return SL_FAIL(SL_ERR_IO,
+                           "%s: cannot save to '%s': too many levels of symbolic "
+                           "links",
+                           op, path);
+        }
+        size_t lcap = (size_t)st.st_size + 1 > 256 ? (size_t)st.st_size + 1 : 256;
+        char *link = sl__malloc(lcap);
+        ssize_t ln = link ? readlink(cur, link, lcap) : -1;
+        if (ln < 0 || (size_t)ln >= lcap) {
+            sl__free(link);
+            sl__free(cur);
+            return SL_FAIL(SL_ERR_IO, "%s: cannot read the symbolic link '%s'", op, path);
+        }
+        link[ln] = '\0';
+        /* A relative link is relative to the link's directory. */
+        const char *slash = strrchr(cur, '/');
+        size_t dlen = link[0] != '/' && slash ? (size_t)(slash - cur) + 1 : 0;
+        char *next = sl__malloc(dlen + (size_t)ln + 1);
+        if (next) {
+            memcpy(next, cur, dlen);
+            memcpy(next + dlen, link, (size_t)ln + 1);
+        }
+        sl__free(link);
+        sl__free(cur);
+        if (!next) return SL_FAIL(SL_ERR_OOM, "%s: out of memory", op);
+        cur = next;
+    }
+}
+
+/* Removes the temp files "<base>.tmp.<pid>.<n>" of target left by processes that no longer run
+ * (killed mid-save). Not this process's (another thread may be saving) nor a running one's. */
+static void remove_stale_temps(const char *target)
+{
+    const char *slash = strrchr(target, '/');
+    const char *base = slash ? slash + 1 : target;
+    size_t dlen = slash ? (size_t)(slash - target) + 1 : 0, blen = strlen(base);
+    char *dirname = sl__malloc(dlen + 2);
+    if (!dirname) return;
+    if (dlen) memcpy(dirname, target, dlen);
+    strcpy(dirname + dlen, dlen ? "" : ".");
+    DIR *d = opendir(dirname);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        const char *name = e->d_name;
+        if (strncmp(name, base, blen) || strncmp(name + blen, ".tmp.", 5)) continue;
+        const char *p = name + blen + 5;
+        size_t np = strspn(p, "0123456789");
+        if (!np || p[np] != '.' || !p[np + 1] ||
+            strspn(p + np + 1, "0123456789") != strlen(p + np + 1))
+            continue;
+        long pid = strtol(p, NULL, 10);
+        if (pid <= 0 || pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        char *full = sl__malloc(dlen + strlen(name) + 1);
+        if (!full) break;
+        memcpy(full, target, dlen);
+        strcpy(full + dlen, name);
+        unlink(full);
+        sl__free(full);
+    }
+    if (d) closedir(d);
+    sl__free(dirname);
+}
+
 /* Writes items to path atomically. As the reference implementation does, 8-byte tensors go
  * first so that every tensor starts at a multiple of its element size (the header length is
  * a multiple of 8); otherwise the order is the caller's. */
-bool sl__ckpt_write(const char *op, const char *path, const sl_named *given, int n,
-                       json_t *meta)
+bool sl__ckpt_write(const char *op, const char *path, const sl_named *given, int n, json_t *meta)
 {
+    if (!path) return sl_set_error(SL_ERR_ARG, "%s: path is NULL", op);
     sl_named *items = sl__malloc(sizeof *items * (size_t)(n + 1));
     if (!items) return sl_set_error(SL_ERR_OOM, "%s: out of memory", op);
     int k = 0;
@@ -500,44 +688,48 @@ bool sl__ckpt_write(const char *op, const char *path, const sl_named *given, int
             if (sl_dtype_size(given[i].tensor->dtype) == size) items[k++] = given[i];
     size_t hlen;
     char *header = make_header(op, items, n, meta, &hlen);
-    if (!header) {
+    char *target = header ? final_target(op, path) : NULL;
+    size_t cap = target ? strlen(target) + 32 : 0;
+    char *tmp = target ? sl__malloc(cap) : NULL;
+    if (!tmp) {
+        if (target) sl_set_error(SL_ERR_OOM, "%s: out of memory", op);
+        sl__free(target);
+        sl__free(header);
         sl__free(items);
         return false;
     }
-    size_t cap = strlen(path) + 32;
-    char *tmp = sl__malloc(cap);
-    if (!tmp) {
-        sl__free(header);
-        sl__free(items);
-        return sl_set_error(SL_ERR_OOM, "%s: out of memory", op);
-    }
+    remove_stale_temps(target);
+    struct stat old;
+    bool replacing = stat(target, &old) == 0 && S_ISREG(old.st_mode);
     /* A name unique to this call (pid and a counter), created exclusively: two threads saving
      * to the same path never share a temp file. */
     static atomic_uint counter;
     int fd = -1;
     for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
-        snprintf(tmp, cap, "%s.tmp.%ld.%u", path, (long)getpid(), atomic_fetch_add(&counter, 1));
+        snprintf(tmp, cap, "%s.tmp.%ld.%u", target, (long)getpid(), atomic_fetch_add(&counter, 1));
         fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
         if (fd < 0 && errno != EEXIST) break;
     }
     bool ok = false;
     if (fd < 0) {
         io_error(op, "create", tmp);
-    } else if (!write_contents(fd, header, hlen, items, n) || fsync(fd) != 0) {
+    } else if ((replacing && fchmod(fd, old.st_mode & 07777) != 0) ||
+               !write_contents(fd, header, hlen, items, n) || fsync(fd) != 0) {
         io_error(op, "write", tmp);
         close(fd);
     } else if (close(fd) != 0) {
         io_error(op, "write", tmp);
-    } else if (rename(tmp, path) != 0) {
-        sl_set_error(SL_ERR_IO, "%s: cannot rename '%s' to '%s': %s", op, tmp, path,
+    } else if (rename(tmp, target) != 0) {
+        sl_set_error(SL_ERR_IO, "%s: cannot rename '%s' to '%s': %s", op, tmp, target,
                      strerror(errno));
-    } else if (!fsync_dir(path)) {
-        io_error(op, "fsync the directory of", path);
+    } else if (!fsync_dir(target)) {
+        io_error(op, "fsync the directory of", target);
     } else {
         ok = true;
     }
     if (!ok && fd >= 0) unlink(tmp); /* no-op once renamed */
     sl__free(tmp);
+    sl__free(target);
     sl__free(header);
     sl__free(items);
     return ok;

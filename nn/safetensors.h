@@ -29,7 +29,6 @@ typedef struct {
     json_t *meta;            /* "__metadata__" or NULL */
     sl__ckpt_entry *entries; /* n, in header order */
     int n;
-    unsigned char *data; /* the data region, once read */
 } sl__ckpt;
 
 bool sl__ckpt_open(sl__ckpt *ck, const char *op, const char *path);
@@ -44,10 +43,14 @@ static inline bool sl__has_prefix(const char *s, const char *prefix)
 {
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
-/* Loads items[0..n) (contiguous tensors): each must be in the file with its dtype and shape,
- * and the file may hold no other tensor except those whose names start with skip_prefix (if
- * not NULL). Nothing is written to the items unless all of that holds and the data was read. */
-bool sl__ckpt_load(sl__ckpt *ck, const sl_named *items, int n, const char *skip_prefix);
+/* Loads items[0..n) (contiguous tensors): each must be in the file with its dtype (or, with
+ * opts->convert_dtype, the other float dtype) and shape, and the file may hold no other tensor
+ * except those whose names start with skip_prefix (if not NULL), which are never read. Only
+ * the items' byte ranges are read, into a staging buffer; their float values must be finite
+ * unless opts->allow_nonfinite. Nothing is written to the items unless all of that holds.
+ * opts NULL: the defaults. */
+bool sl__ckpt_load(sl__ckpt *ck, const sl_named *items, int n, const char *skip_prefix,
+                   const sl_load_opts *opts);
 
 /* Adds a metadata pair to a JSON object (an error on a NULL, a repeated key or bad UTF-8). */
 bool sl__ckpt_meta_put(const char *op, json_t *meta, const char *key, const char *value);

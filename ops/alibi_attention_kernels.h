@@ -4,12 +4,17 @@
  * and FN(vexp) the exponential of a VEC.
  *
  * Every tile is TILE queries x TILE keys, held in scratch as rows of TILE elements. In the
- * comments: x_ij = scale * q_i . k_j + bias_ij is the logit, bias_ij = -m (p_i - j)
- * (causal, keys j <= p_i) or -m |p_i - j| (bidirectional), P the softmax of x over j, and
- * lse_i = log sum_j exp(x_ij), so that P_ij = exp(x_ij - lse_i). */
+ * comments: x_ij = scale * q_i . k_j + bias_ij is the logit, bias_ij = -m (p_i - j) for keys
+ * j <= p_i and -m' (j - p_i) for keys after the query (bidirectional; m' = m unless asymmetric),
+ * -inf where the pair is masked (causality, window, segments); P the softmax of x over j, and
+ * lse_i = log sum_j exp(x_ij), so that P_ij = exp(x_ij - lse_i). A row with no visible key has
+ * lse_i = +inf, which makes every P_ij of it 0. Key and query lengths never reach the tiles: the
+ * tasks cut the key and query ranges short instead. ISEG is the integer type of IVEC's lanes,
+ * in which the tiles hold segment ids for vector comparisons. */
 
 #define VEC CAT(vec, SUF)
 #define IVEC CAT(ivec, SUF)
+#define ISEG CAT(iseg, SUF)
 #define VL ((int)(VEC_BYTES / sizeof(T)))
 
 static inline VEC FN(vload)(const T *p)
@@ -139,13 +144,13 @@ static void FN(pack_t)(T *restrict dst, const T *restrict src, int64_t ld, int r
  * online softmax needs no horizontal reductions.
  *
  * Along a row, dist = p_i - j steps by -1 (query rows) or +1 (key rows) per column; it is
- * exact in T (positions are integers far below 2^24). The bias uses |dist|, which is dist
- * itself wherever a causal query sees the key (dist >= 0); elsewhere the logit is masked.
- * Within a tile the bias depends on c - r alone, so each tile first tabulates its 2 TILE - 1
- * values, -slope |dist| rounded once, and a row reads them with one load: the logit is then
- * one fused multiply-add, scale * s + bias. The loops come in four copies (SPECIALISED): with
- * or without the bias (zero slopes: the benchmark's "nobias"), and with or without the mask,
- * which only the tiles on the diagonal and at the ends need. */
+ * exact in T (positions are integers far below 2^24). Within a tile the bias depends on c - r
+ * alone, so each tile first tabulates its 2 TILE - 1 values, rounded once, and a row reads them
+ * with one load: the logit is then one fused multiply-add, scale * s + bias. The loops come in
+ * four copies (SPECIALISED): with or without the bias (zero slopes: the benchmark's "nobias"),
+ * and with or without the mask, which only some tiles need: those on the causal diagonal, at a
+ * window's edges, across a segment boundary, and at the ends (a width that does not fill whole
+ * vectors). */
 
 /* Calls f(BIAS, FULL, ...) with both flags as constants: four loops without tests inside. */
 #define SPECIALISED(f, bias, full, ...)                                                          \
@@ -153,6 +158,21 @@ static void FN(pack_t)(T *restrict dst, const T *restrict src, int64_t ld, int r
             : ((full) ? f(false, true, __VA_ARGS__) : f(false, false, __VA_ARGS__)))
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* One tile: keys j0 .. j0 + nk - 1 against the queries at positions p0 .. p0 + nq - 1 (rows
+ * are keys in the key layout, queries in the query layout), and what masks its pairs when it is
+ * not full. row_seg[r] is row r's segment id and col_seg[c] column c's, or row_seg is NULL
+ * (no segments). */
+typedef struct {
+    int64_t p0, j0;
+    int nq, nk;
+    bool full;              /* no pair masked, and the columns fill whole vectors */
+    bool causal;            /* keys j > p_i masked */
+    T window;               /* 0, or keys at p_i - j >= window (|p_i - j| bidirectional) masked */
+    T mb, ma;               /* the slopes for keys before (j <= p_i) and after the query */
+    const int32_t *row_seg; /* (rows) */
+    const ISEG *col_seg;    /* (TILE) */
+} FN(tile);
 
 static inline VEC FN(iota)(void)
 {
@@ -168,19 +188,29 @@ static inline VEC FN(vabs)(VEC v)
     return (VEC)((IVEC)v & ~(IVEC)sign);
 }
 
+static inline IVEC FN(vload_seg)(const ISEG *p)
+{
+    IVEC v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
 static inline VEC FN(masked)(IVEC valid, VEC x, T fill)
 {
     return FN(vsel)(valid, x, FN(vsplat)(fill));
 }
 
-/* tab[u] = -slope |d00 + dir (u - (TILE - 1))|: the bias of row r, column c of a tile whose
- * row 0, column 0 is at distance d00, read at tab + (TILE - 1) - r + c; dir = +1 for key rows,
- * -1 for query rows. */
-static void FN(bias_table)(T *tab, T d00, T dir, T slope)
+/* tab[u] = the bias at distance d = d00 + dir (u - (TILE - 1)): -mb d for d >= 0 and ma d for
+ * d < 0 (a key after the query; -ma |d|), which for mb = ma is -mb |d| to the bit. The bias of
+ * row r, column c of a tile whose row 0, column 0 is at distance d00 is at
+ * tab + (TILE - 1) - r + c; dir = +1 for key rows, -1 for query rows. */
+static void FN(bias_table)(T *tab, T d00, T dir, T mb, T ma)
 {
     VEC u = FN(iota)();
-    for (int i = 0; i < BIAS_TABLE; i += VL, u += (T)VL)
-        FN(vstore)(tab + i, -slope * FN(vabs)(d00 + dir * (u - (T)(TILE - 1))));
+    for (int i = 0; i < BIAS_TABLE; i += VL, u += (T)VL) {
+        VEC d = d00 + dir * (u - (T)(TILE - 1));
+        FN(vstore)(tab + i, FN(vsel)(d >= 0, -mb * d, ma * d));
+    }
 }
 
 /* x = scale * s + bias, bias from the row's slice of the table */
@@ -189,32 +219,33 @@ ALWAYS_INLINE VEC FN(logit)(bool bias, VEC s, const T *b, T scale)
     return bias ? s * scale + FN(vload)(b) : s * scale;
 }
 
-/* The lanes of a row that are in use (col < n) and, causal, visible (dist >= 0). */
-static inline IVEC FN(visible)(bool causal, VEC col, VEC dist, int n)
+/* The lanes of row r, columns c .. c + VL - 1, that are in use (col < n) and not masked;
+ * dist = p_i - j for each lane. */
+static inline IVEC FN(visible)(const FN(tile) *t, VEC col, VEC dist, int n, int r, int c)
 {
     IVEC v = col < (T)n;
-    return causal ? v & (dist >= 0) : v;
+    if (t->causal) v &= dist >= 0;
+    if (t->window != 0) v &= (t->causal ? dist : FN(vabs)(dist)) < t->window;
+    if (t->row_seg) v &= FN(vload_seg)(t->col_seg + c) == (ISEG)t->row_seg[r];
+    return v;
 }
 
-/* A tile of keys j0 .. j0 + nk - 1 and queries from position p0 needs no mask when every query
- * sees every key and `along` (the columns in use) fills whole vectors. */
-static inline bool FN(tile_full)(const attn_job *j, int64_t j0, int nk, int64_t p0, int along)
-{
-    return along % VL == 0 && (!j->causal || j0 + nk - 1 <= p0);
-}
+static inline bool FN(has_bias)(const FN(tile) *t) { return t->mb != 0 || t->ma != 0; }
 
 /* Forward, key rows: the logits in place, and their max per query (column) into colmax. */
-ALWAYS_INLINE void FN(logits_colmax)(bool bias, bool full, bool causal, T *st, int bk, int bq,
-                                     T d00, T scale, const T *tab, T *colmax)
+ALWAYS_INLINE void FN(logits_colmax)(bool bias, bool full, const FN(tile) *t, T *st, T scale,
+                                     const T *tab, T *colmax)
 {
     const VEC iota = FN(iota)();
+    const int bk = t->nk, bq = t->nq;
+    const T d00 = (T)(t->p0 - t->j0);
     for (int r = 0; r < bk; r++) {
         T *row = st + (size_t)r * TILE;
         const T *b = tab + (TILE - 1) - r;
         VEC col = iota, dist = (d00 - (T)r) + iota; /* p0 + c - (j0 + r) */
         for (int c = 0; c < bq; c += VL, col += (T)VL, dist += (T)VL) {
             VEC x = FN(logit)(bias, FN(vload)(row + c), b + c, scale);
-            if (!full) x = FN(masked)(FN(visible)(causal, col, dist, bq), x, -INFINITY);
+            if (!full) x = FN(masked)(FN(visible)(t, col, dist, bq, r, c), x, -INFINITY);
             FN(vstore)(row + c, x);
             VEC mx = FN(vload)(colmax + c);
             FN(vstore)(colmax + c, FN(vsel)(x > mx, x, mx));
@@ -222,21 +253,21 @@ ALWAYS_INLINE void FN(logits_colmax)(bool bias, bool full, bool causal, T *st, i
     }
 }
 
-/* Forward, one key tile (keys j0 .. j0 + bk - 1) of the online softmax for the bq queries from
- * position p0, tiles taken from the diagonal backwards: with ALiBi the nearest keys carry the
- * largest logits, so the max is found early and later tiles rarely rescale the output. st (bk, TILE) holds the raw scores k_j . q_i on entry and P~ = exp(x - m) on
- * return (0 where masked). m (TILE) is the running max of the logits per query, l its running
- * sum of exp(x - m) in double; alpha gets exp(m_old - m_new), by which the output accumulator's
- * rows must be scaled before this tile's P~ V is added (1 where the max did not change). */
-static void FN(online_softmax)(const attn_job *j, T *st, int bk, int bq, int64_t p0, int64_t j0,
-                               T slope, T *m, double *l, T *alpha)
+/* Forward, one key tile of the online softmax for the tile's queries, tiles taken from the
+ * diagonal backwards: with ALiBi the nearest keys carry the largest logits, so the max is found
+ * early and later tiles rarely rescale the output. st (nk, TILE) holds the raw scores
+ * k_j . q_i on entry and P~ = exp(x - m) on return (0 where masked). m (TILE) is the running
+ * max of the logits per query, l its running sum of exp(x - m) in double; alpha gets
+ * exp(m_old - m_new), by which the output accumulator's rows must be scaled before this tile's
+ * P~ V is added (1 where the max did not change). */
+static void FN(online_softmax)(const attn_job *j, T *st, const FN(tile) *t, T *m, double *l,
+                               T *alpha)
 {
-    const int nc = (bq + VL - 1) / VL * VL;
+    const int bk = t->nk, bq = t->nq, nc = (bq + VL - 1) / VL * VL;
     T colmax[TILE], colsum[TILE], tab[BIAS_TABLE];
     for (int c = 0; c < nc; c += VL) FN(vstore)(colmax + c, FN(vload)(m + c));
-    if (slope != 0) FN(bias_table)(tab, (T)(p0 - j0), 1, slope);
-    SPECIALISED(FN(logits_colmax), slope != 0, FN(tile_full)(j, j0, bk, p0, bq), j->causal, st,
-                bk, bq, (T)(p0 - j0), (T)j->scale, tab, colmax);
+    if (FN(has_bias)(t)) FN(bias_table)(tab, (T)(t->p0 - t->j0), 1, t->mb, t->ma);
+    SPECIALISED(FN(logits_colmax), FN(has_bias)(t), t->full, t, st, (T)j->scale, tab, colmax);
     for (int c = 0; c < nc; c += VL) {
         VEC mo = FN(vload)(m + c), mn = FN(vload)(colmax + c);
         /* an unchanged max gives exactly 1, also while a query has seen no key (-inf) */
@@ -259,94 +290,102 @@ static void FN(online_softmax)(const attn_job *j, T *st, int bk, int bq, int64_t
     }
 }
 
-/* Pass 1, query rows: s (raw scores of the bq queries from p0 against keys from j0) becomes
+/* Pass 1, query rows: s (raw scores of the tile's queries against its keys) becomes
  * P = exp(x - lse), 0 where masked. */
-ALWAYS_INLINE void FN(probabilities_body)(bool bias, bool full, bool causal, T *s, int bq,
-                                          int bk, T d00, T scale, const T *tab, const T *lse)
+ALWAYS_INLINE void FN(probabilities_body)(bool bias, bool full, const FN(tile) *t, T *s, T scale,
+                                          const T *tab, const T *lse)
 {
     const VEC iota = FN(iota)();
+    const int bq = t->nq, bk = t->nk;
+    const T d00 = (T)(t->p0 - t->j0);
     for (int r = 0; r < bq; r++) {
         T *row = s + (size_t)r * TILE;
         const T *b = tab + (TILE - 1) - r;
         VEC col = iota, dist = (d00 + (T)r) - iota; /* p0 + r - (j0 + c) */
         for (int c = 0; c < bk; c += VL, col += (T)VL, dist -= (T)VL) {
             VEC x = FN(logit)(bias, FN(vload)(row + c), b + c, scale);
-            if (!full) x = FN(masked)(FN(visible)(causal, col, dist, bk), x, -INFINITY);
+            if (!full) x = FN(masked)(FN(visible)(t, col, dist, bk, r, c), x, -INFINITY);
             FN(vstore)(row + c, FN(vexp)(x - lse[r]));
         }
     }
 }
 
-static void FN(probabilities_rows)(const attn_job *j, T *s, int bq, int64_t p0, int64_t j0,
-                                   int bk, T slope, const T *lse)
+static void FN(probabilities_rows)(const attn_job *j, T *s, const FN(tile) *t, const T *lse)
 {
     T tab[BIAS_TABLE];
-    if (slope != 0) FN(bias_table)(tab, (T)(p0 - j0), -1, slope);
-    SPECIALISED(FN(probabilities_body), slope != 0, FN(tile_full)(j, j0, bk, p0, bk), j->causal,
-                s, bq, bk, (T)(p0 - j0), (T)j->scale, tab, lse);
+    if (FN(has_bias)(t)) FN(bias_table)(tab, (T)(t->p0 - t->j0), -1, t->mb, t->ma);
+    SPECIALISED(FN(probabilities_body), FN(has_bias)(t), t->full, t, s, (T)j->scale, tab, lse);
 }
 
 /* Pass 1: dp (dP = dO V^T on entry) becomes dS = P * (dP - D_i), 0 where masked. */
-static void FN(score_grads_rows)(const attn_job *j, const T *p, T *dp, int bq, int64_t p0,
-                                 int64_t j0, int bk, const T *drow)
+static void FN(score_grads_rows)(const FN(tile) *t, const T *p, T *dp, const T *drow)
 {
     const VEC iota = FN(iota)();
-    const bool full = FN(tile_full)(j, j0, bk, p0, bk), causal = j->causal;
+    const int bq = t->nq, bk = t->nk;
     for (int r = 0; r < bq; r++) {
         const T *prow = p + (size_t)r * TILE;
         T *row = dp + (size_t)r * TILE;
-        VEC col = iota, dist = (T)(p0 + r - j0) - iota;
+        VEC col = iota, dist = (T)(t->p0 + r - t->j0) - iota;
         for (int c = 0; c < bk; c += VL, col += (T)VL, dist -= (T)VL) {
             VEC ds = FN(vload)(prow + c) * (FN(vload)(row + c) - drow[r]);
-            if (!full) ds = FN(masked)(FN(visible)(causal, col, dist, bk), ds, 0);
+            if (!t->full) ds = FN(masked)(FN(visible)(t, col, dist, bk, r, c), ds, 0);
             FN(vstore)(row + c, ds);
         }
     }
 }
 
-/* Pass 2, key rows: st (raw scores of keys from j0 against the bq queries from p0) becomes
+/* Pass 2, key rows: st (raw scores of the tile's keys against its queries) becomes
  * P^T = exp(x - lse); dpt (dP^T = V dO^T) becomes dS^T = P^T * (dP^T - D), both 0 where masked.
- * Returns sum_ij dS_ij dx_ij/dm = -sum_ij dS_ij |p_i - j| if want_slope. */
-ALWAYS_INLINE double FN(score_grads_body)(bool bias, bool full, bool causal, T *st, T *dpt,
-                                          int bk, int bq, T d00, T scale, const T *tab,
-                                          const T *lse, const T *drow, bool want_slope)
+ * If want_slope, adds sum_ij dS_ij dx_ij/dm to dm[0] and sum_ij dS_ij dx_ij/dm' to dm[1] when
+ * asym: -sum dS_ij (p_i - j) over j <= p_i and -sum dS_ij (j - p_i) over j > p_i; otherwise
+ * (one slope for both sides) -sum_ij dS_ij |p_i - j| to dm[0]. */
+ALWAYS_INLINE void FN(score_grads_body)(bool bias, bool full, const FN(tile) *t, T *st, T *dpt,
+                                        T scale, const T *tab, const T *lse, const T *drow,
+                                        bool want_slope, bool asym, double *dm)
 {
     const VEC iota = FN(iota)();
-    VEC acc = {0};
+    const int bk = t->nk, bq = t->nq;
+    const T d00 = (T)(t->p0 - t->j0);
+    VEC acc = {0}, acc_after = {0};
     for (int r = 0; r < bk; r++) {
         T *prow = st + (size_t)r * TILE, *row = dpt + (size_t)r * TILE;
         const T *b = tab + (TILE - 1) - r;
         VEC col = iota, dist = (d00 - (T)r) + iota;
         for (int c = 0; c < bq; c += VL, col += (T)VL, dist += (T)VL) {
             VEC x = FN(logit)(bias, FN(vload)(prow + c), b + c, scale);
-            IVEC valid = full ? (IVEC){0} : FN(visible)(causal, col, dist, bq);
+            IVEC valid = full ? (IVEC){0} : FN(visible)(t, col, dist, bq, r, c);
             if (!full) x = FN(masked)(valid, x, -INFINITY);
             VEC p = FN(vexp)(x - FN(vload)(lse + c));
             VEC ds = p * (FN(vload)(row + c) - FN(vload)(drow + c));
             if (!full) ds = FN(masked)(valid, ds, 0);
             FN(vstore)(prow + c, p);
             FN(vstore)(row + c, ds);
-            if (want_slope) acc -= ds * FN(vabs)(dist);
+            if (want_slope && asym) {
+                IVEC before = dist >= 0;
+                acc -= ds * FN(masked)(before, dist, 0);
+                acc_after -= ds * FN(masked)(~before, -dist, 0);
+            } else if (want_slope) {
+                acc -= ds * FN(vabs)(dist);
+            }
         }
     }
-    return want_slope ? FN(hsum)(acc) : 0;
+    if (want_slope) dm[0] += FN(hsum)(acc);
+    if (want_slope && asym) dm[1] += FN(hsum)(acc_after);
 }
 
-static double FN(score_grads_keys)(const attn_job *j, T *st, T *dpt, int bk, int bq, int64_t p0,
-                                   int64_t j0, T slope, const T *lse, const T *drow,
-                                   bool want_slope)
+static void FN(score_grads_keys)(const attn_job *j, T *st, T *dpt, const FN(tile) *t,
+                                 const T *lse, const T *drow, bool want_slope, double *dm)
 {
     T tab[BIAS_TABLE];
-    if (slope != 0) FN(bias_table)(tab, (T)(p0 - j0), 1, slope);
-    return SPECIALISED(FN(score_grads_body), slope != 0, FN(tile_full)(j, j0, bk, p0, bq),
-                       j->causal, st, dpt, bk, bq, (T)(p0 - j0), (T)j->scale, tab, lse, drow,
-                       want_slope);
+    if (FN(has_bias)(t)) FN(bias_table)(tab, (T)(t->p0 - t->j0), 1, t->mb, t->ma);
+    SPECIALISED(FN(score_grads_body), FN(has_bias)(t), t->full, t, st, dpt, (T)j->scale, tab,
+                lse, drow, want_slope, j->asym, dm);
 }
 
 #undef ALWAYS_INLINE
 #undef SPECIALISED
 
-/* ---------------------------------------------------------------- forward */
+/* ---------------------------------------------------------------- tiles and tasks */
 
 /* A worker's scratch, carved from one block (64-byte aligned pieces). */
 typedef struct {
@@ -355,6 +394,7 @@ typedef struct {
     T *acc, *acc2;  /* (TILE, max(D, Dv)), (TILE, Dv): output or gradient accumulators */
     T *m, *alpha;   /* (TILE): running max and rescaling factors; pass 2: lse, D */
     double *l;      /* (TILE): running sums */
+    ISEG *colseg;   /* (TILE): the segment ids of a tile's columns */
 } FN(tiles);
 
 /* Lays the tiles out from base (NULL: only counts); returns the bytes needed. */
@@ -375,41 +415,89 @@ static size_t FN(carve)(char *base, int64_t D, int64_t Dv, FN(tiles) *w)
     PIECE(m, T, TILE);
     PIECE(alpha, T, TILE);
     PIECE(l, double, TILE);
+    PIECE(colseg, ISEG, TILE);
 #undef PIECE
     return off;
 }
 
+/* A tile of head h with its mask settings and slopes; the caller fills in the rest. */
+static FN(tile) FN(tile_of)(const attn_job *j, int64_t h)
+{
+    return (FN(tile)){.causal = j->causal, .window = (T)j->window, .mb = (T)j->slopes[h],
+                      .ma = (T)j->slopes_after[h]};
+}
+
+/* colseg[c] = seg[c] for c < n, 0 past it (lanes that the column count masks). */
+static void FN(fill_colseg)(ISEG *colseg, const int32_t *seg, int n)
+{
+    for (int c = 0; c < TILE; c++) colseg[c] = c < n ? (ISEG)seg[c] : 0;
+}
+
+/* Rows [r0, r1) of the output block at row0: zeros, with lse +inf (no gradient). */
+static void FN(zero_rows)(const attn_job *j, int64_t row0, int r0, int r1)
+{
+    T *o = (T *)j->o + row0 * j->Dv;
+    for (int r = r0; r < r1; r++) {
+        memset(o + r * j->Dv, 0, sizeof(T) * (size_t)j->Dv);
+        if (j->lse) ((T *)j->lse)[row0 + r] = (T)INFINITY;
+    }
+}
+
+/* ---------------------------------------------------------------- forward */
+
 /* The forward of query tile qt of head h, batch b: with q^T packed once,
- *     for each key tile from the diagonal back to key 0: s^T = k q^T; online softmax;
- *     o~ = alpha o~ + P~ v;  and at the end o = o~ / l, lse = m + log l. */
+ *     for each key tile the queries may see, from the last back to the first: s^T = k q^T;
+ *     online softmax; o~ = alpha o~ + P~ v;  and at the end o = o~ / l, lse = m + log l.
+ * Query rows past the row's query length, and rows that see no key, get o = 0, lse = +inf. */
 static void FN(forward_task)(const attn_job *j, int64_t b, int64_t h, int64_t qt, char *scratch)
 {
     FN(tiles) w;
     FN(carve)(scratch, j->D, j->Dv, &w);
     const int64_t D = j->D, Dv = j->Dv, g = h / j->group;
-    const int64_t i0 = qt * TILE, p0 = j->off + i0;
-    const int bq = (int)(j->Tq - i0 < TILE ? j->Tq - i0 : TILE);
+    const int64_t i0 = qt * TILE, p0 = j->off + i0, row0 = (b * j->H + h) * j->Tq + i0;
+    const int rows = (int)(j->Tq - i0 < TILE ? j->Tq - i0 : TILE);
+    const int bq = valid_queries(j, b, p0, rows);
+    int64_t klo, khi;
+    key_span(j, b, p0, bq, &klo, &khi);
+    if (bq <= 0 || klo >= khi) {
+        FN(zero_rows)(j, row0, 0, rows);
+        return;
+    }
     const T *q = (const T *)j->q + b * j->qs[0] + h * j->qs[1] + i0 * j->qs[2];
     const T *k = (const T *)j->k + b * j->ks[0] + g * j->ks[1];
     const T *v = (const T *)j->v + b * j->vs[0] + g * j->vs[1];
-    const T slope = (T)j->slopes[h];
-    /* causal: the last query sees keys up to p0 + bq - 1; later tiles are never computed */
-    const int64_t kend = j->causal && p0 + bq < j->Tk ? p0 + bq : j->Tk;
+    const int32_t *qrange = j->seg_q ? j->segq_range + 2 * (b * j->nqt + qt) : NULL;
+    FN(tile) t = FN(tile_of)(j, h);
+    t.p0 = p0;
+    t.nq = bq;
+    if (qrange) FN(fill_colseg)(w.colseg, j->seg_q + b * j->Tq + i0, bq);
+    t.col_seg = w.colseg;
 
     FN(pack_t)(w.bt, q, j->qs[2], bq, (int)D);
     for (int c = 0; c < TILE; c++) { /* padding columns: m = 0 keeps them finite */
         w.m[c] = c < bq ? -INFINITY : 0;
         w.l[c] = 0;
     }
-    const int64_t last = (kend - 1) / TILE;
-    for (int64_t kt = last; kt >= 0; kt--) {
+    bool first = true;
+    for (int64_t kt = (khi - 1) / TILE; kt >= klo / TILE; kt--) {
         const int64_t j0 = kt * TILE;
-        const int bk = (int)(kend - j0 < TILE ? kend - j0 : TILE);
+        const int bk = (int)(khi - j0 < TILE ? khi - j0 : TILE);
+        bool uniform = true;
+        if (qrange) {
+            const int32_t *krange = j->segk_range + 2 * (b * j->nkt + kt);
+            if (segs_disjoint(qrange, krange)) continue;
+            uniform = segs_uniform(qrange, krange);
+            t.row_seg = j->seg_k + b * j->Tk + j0;
+        }
+        t.j0 = j0;
+        t.nk = bk;
+        t.full = tile_full(j, j0, bk, p0, bq, bq, uniform);
         const T *kj = k + j0 * j->ks[2], *vj = v + j0 * j->vs[2];
         FN(gemm_set)(bk, bq, (int)D, kj, j->ks[2], 1, w.bt, TILE, w.s, TILE);
-        FN(online_softmax)(j, w.s, bk, bq, p0, j0, slope, w.m, w.l, w.alpha);
-        if (kt == last) { /* the first tile sets the accumulator */
+        FN(online_softmax)(j, w.s, &t, w.m, w.l, w.alpha);
+        if (first) { /* the first tile sets the accumulator */
             FN(gemm_set)(bq, (int)Dv, bk, w.s, 1, TILE, vj, j->vs[2], w.acc, Dv);
+            first = false;
             continue;
         }
         for (int r = 0; r < bq; r++)
@@ -417,12 +505,20 @@ static void FN(forward_task)(const attn_job *j, int64_t b, int64_t h, int64_t qt
                 FN(axpby)(Dv, w.alpha[r], w.acc + r * Dv, 0, w.acc + r * Dv);
         FN(gemm_acc)(bq, (int)Dv, bk, w.s, 1, TILE, vj, j->vs[2], w.acc, Dv);
     }
-    const int64_t row0 = (b * j->H + h) * j->Tq + i0;
+    if (first) { /* every key tile was in other segments */
+        FN(zero_rows)(j, row0, 0, rows);
+        return;
+    }
     T *o = (T *)j->o + row0 * Dv;
     for (int r = 0; r < bq; r++) {
+        if (w.l[r] == 0) { /* no visible key */
+            FN(zero_rows)(j, row0, r, r + 1);
+            continue;
+        }
         FN(axpby)(Dv, (T)(1 / w.l[r]), w.acc + r * Dv, 0, o + r * Dv);
         if (j->lse) ((T *)j->lse)[row0 + r] = (T)(w.m[r] + log(w.l[r]));
     }
+    FN(zero_rows)(j, row0, bq, rows);
 }
 
 /* ---------------------------------------------------------------- backward */
@@ -440,38 +536,58 @@ static void FN(row_dots)(const attn_job *j, int64_t r0, int64_t r1)
 }
 
 /* Pass 1: dK and dV of key tile kt of kv head g, batch b, summed over the group's query heads
- * and every query tile that sees the key tile; k^T and v^T packed once:
+ * and every query tile that may see the key tile; k^T and v^T packed once:
  *     P = exp(q k^T scale + bias - lse), dV += P^T dO, dP = dO v^T, dS = P (dP - D),
- *     dK += scale dS^T q */
+ *     dK += scale dS^T q
+ * Keys past the row's key length get no gradient. */
 static void FN(kv_grad_task)(const attn_job *j, int64_t b, int64_t g, int64_t kt, char *scratch)
 {
     FN(tiles) w;
     FN(carve)(scratch, j->D, j->Dv, &w);
     const int64_t D = j->D, Dv = j->Dv, j0 = kt * TILE;
-    const int bk = (int)(j->Tk - j0 < TILE ? j->Tk - j0 : TILE);
+    const int64_t kend = j->len_k ? j->len_k[b] : j->Tk;
+    const int bk = (int)(kend - j0 < TILE ? kend - j0 : TILE);
+    int64_t plo, phi;
+    if (bk <= 0) return;
+    query_span(j, b, j0, bk, &plo, &phi);
+    if (plo >= phi) return;
     const T *k = (const T *)j->k + b * j->ks[0] + g * j->ks[1] + j0 * j->ks[2];
     const T *v = (const T *)j->v + b * j->vs[0] + g * j->vs[1] + j0 * j->vs[2];
     const bool want_k = j->dk != NULL, want_v = j->dv != NULL;
-    /* causal: queries at positions below j0 see none of these keys */
-    const int64_t first = j->causal && j0 - j->off > 0 ? (j0 - j->off) / TILE : 0;
+    const int32_t *krange = j->seg_q ? j->segk_range + 2 * (b * j->nkt + kt) : NULL;
+    if (krange) FN(fill_colseg)(w.colseg, j->seg_k + b * j->Tk + j0, bk);
 
     FN(pack_t)(w.bt, k, j->ks[2], bk, (int)D);
     if (want_k) FN(pack_t)(w.bt2, v, j->vs[2], bk, (int)Dv);
     memset(w.acc, 0, sizeof(T) * (size_t)(bk * D));
     memset(w.acc2, 0, sizeof(T) * (size_t)(bk * Dv));
     for (int64_t h = g * j->group; h < (g + 1) * j->group; h++) {
-        const T slope = (T)j->slopes[h];
-        for (int64_t qt = first; qt < j->nqt; qt++) {
+        FN(tile) t = FN(tile_of)(j, h);
+        t.j0 = j0;
+        t.nk = bk;
+        t.col_seg = w.colseg;
+        for (int64_t qt = (plo - j->off) / TILE; qt <= (phi - 1 - j->off) / TILE; qt++) {
             const int64_t i0 = qt * TILE, p0 = j->off + i0, row0 = (b * j->H + h) * j->Tq + i0;
-            const int bq = (int)(j->Tq - i0 < TILE ? j->Tq - i0 : TILE);
+            const int bq = valid_queries(j, b, p0, (int)(j->Tq - i0 < TILE ? j->Tq - i0 : TILE));
+            if (bq <= 0) continue;
+            bool uniform = true;
+            if (krange) {
+                const int32_t *qrange = j->segq_range + 2 * (b * j->nqt + qt);
+                if (segs_disjoint(qrange, krange)) continue;
+                uniform = segs_uniform(qrange, krange);
+                t.row_seg = j->seg_q + b * j->Tq + i0;
+            }
+            t.p0 = p0;
+            t.nq = bq;
+            t.full = tile_full(j, j0, bk, p0, bq, bk, uniform);
             const T *q = (const T *)j->q + b * j->qs[0] + h * j->qs[1] + i0 * j->qs[2];
             const T *go = (const T *)j->dout + row0 * Dv;
             FN(gemm_set)(bq, bk, (int)D, q, j->qs[2], 1, w.bt, TILE, w.s, TILE);
-            FN(probabilities_rows)(j, w.s, bq, p0, j0, bk, slope, (const T *)j->lse + row0);
+            FN(probabilities_rows)(j, w.s, &t, (const T *)j->lse + row0);
             if (want_v) FN(gemm_acc)(bk, (int)Dv, bq, w.s, 1, TILE, go, Dv, w.acc2, Dv);
             if (!want_k) continue;
             FN(gemm_set)(bq, bk, (int)Dv, go, Dv, 1, w.bt2, TILE, w.dp, TILE);
-            FN(score_grads_rows)(j, w.s, w.dp, bq, p0, j0, bk, (const T *)j->drow + row0);
+            FN(score_grads_rows)(&t, w.s, w.dp, (const T *)j->drow + row0);
             FN(gemm_acc)(bk, (int)D, bq, w.dp, 1, TILE, q, j->qs[2], w.acc, D);
         }
     }
@@ -487,49 +603,72 @@ static void FN(kv_grad_task)(const attn_job *j, int64_t b, int64_t g, int64_t kt
     }
 }
 
-/* Pass 2: dQ of query tile qt of head h, batch b, and this tile's share of dL/dm_h; q^T and
- * dO^T packed once, tiles in the key layout:
+/* Pass 2: dQ of query tile qt of head h, batch b, and this tile's shares of dL/dm_h (and
+ * dL/dm'_h); q^T and dO^T packed once, tiles in the key layout:
  *     P^T = exp(k q^T scale + bias - lse), dP^T = v dO^T, dS^T = P^T (dP^T - D),
- *     dQ += scale dS k,   dm_h += -sum_ij dS_ij (p_i - j) */
+ *     dQ += scale dS k,   dm_h += -sum_{j <= p_i} dS_ij (p_i - j),
+ *     dm'_h += -sum_{j > p_i} dS_ij (j - p_i)   (into dm_h when the slopes are symmetric) */
 static void FN(q_grad_task)(const attn_job *j, int64_t b, int64_t h, int64_t qt, char *scratch)
 {
     FN(tiles) w;
     FN(carve)(scratch, j->D, j->Dv, &w);
     const int64_t D = j->D, Dv = j->Dv, g = h / j->group;
     const int64_t i0 = qt * TILE, p0 = j->off + i0, row0 = (b * j->H + h) * j->Tq + i0;
-    const int bq = (int)(j->Tq - i0 < TILE ? j->Tq - i0 : TILE);
-    const T *q = (const T *)j->q + b * j->qs[0] + h * j->qs[1] + i0 * j->qs[2];
-    const T *k = (const T *)j->k + b * j->ks[0] + g * j->ks[1];
-    const T *v = (const T *)j->v + b * j->vs[0] + g * j->vs[1];
-    const T slope = (T)j->slopes[h];
+    const int bq = valid_queries(j, b, p0, (int)(j->Tq - i0 < TILE ? j->Tq - i0 : TILE));
     const bool want_slope = j->dslope_part != NULL;
-    const int64_t kend = j->causal && p0 + bq < j->Tk ? p0 + bq : j->Tk;
-    double dslope = 0;
+    const int64_t slot = (h * j->B + b) * j->nqt + qt;
+    double dm[2] = {0, 0};
+    int64_t klo, khi;
+    key_span(j, b, p0, bq, &klo, &khi);
+    if (bq > 0 && klo < khi) {
+        const T *q = (const T *)j->q + b * j->qs[0] + h * j->qs[1] + i0 * j->qs[2];
+        const T *k = (const T *)j->k + b * j->ks[0] + g * j->ks[1];
+        const T *v = (const T *)j->v + b * j->vs[0] + g * j->vs[1];
+        const int32_t *qrange = j->seg_q ? j->segq_range + 2 * (b * j->nqt + qt) : NULL;
+        FN(tile) t = FN(tile_of)(j, h);
+        t.p0 = p0;
+        t.nq = bq;
+        if (qrange) FN(fill_colseg)(w.colseg, j->seg_q + b * j->Tq + i0, bq);
+        t.col_seg = w.colseg;
 
-    FN(pack_t)(w.bt, q, j->qs[2], bq, (int)D);
-    FN(pack_t)(w.bt2, (const T *)j->dout + row0 * Dv, Dv, bq, (int)Dv);
-    for (int c = 0; c < TILE; c++) { /* lse and D along the tile's columns, 0 past bq */
-        w.m[c] = c < bq ? ((const T *)j->lse)[row0 + c] : 0;
-        w.alpha[c] = c < bq ? ((const T *)j->drow)[row0 + c] : 0;
+        FN(pack_t)(w.bt, q, j->qs[2], bq, (int)D);
+        FN(pack_t)(w.bt2, (const T *)j->dout + row0 * Dv, Dv, bq, (int)Dv);
+        for (int c = 0; c < TILE; c++) { /* lse and D along the tile's columns, 0 past bq */
+            w.m[c] = c < bq ? ((const T *)j->lse)[row0 + c] : 0;
+            w.alpha[c] = c < bq ? ((const T *)j->drow)[row0 + c] : 0;
+        }
+        memset(w.acc, 0, sizeof(T) * (size_t)(bq * D));
+        for (int64_t kt = klo / TILE; kt * TILE < khi; kt++) {
+            const int64_t j0 = kt * TILE;
+            const int bk = (int)(khi - j0 < TILE ? khi - j0 : TILE);
+            bool uniform = true;
+            if (qrange) {
+                const int32_t *krange = j->segk_range + 2 * (b * j->nkt + kt);
+                if (segs_disjoint(qrange, krange)) continue;
+                uniform = segs_uniform(qrange, krange);
+                t.row_seg = j->seg_k + b * j->Tk + j0;
+            }
+            t.j0 = j0;
+            t.nk = bk;
+            t.full = tile_full(j, j0, bk, p0, bq, bq, uniform);
+            const T *kj = k + j0 * j->ks[2];
+            FN(gemm_set)(bk, bq, (int)D, kj, j->ks[2], 1, w.bt, TILE, w.s, TILE);
+            FN(gemm_set)(bk, bq, (int)Dv, v + j0 * j->vs[2], j->vs[2], 1, w.bt2, TILE, w.dp,
+                         TILE);
+            FN(score_grads_keys)(j, w.s, w.dp, &t, w.m, w.alpha, want_slope, dm);
+            if (j->dq) FN(gemm_acc)(bq, (int)D, bk, w.dp, 1, TILE, kj, j->ks[2], w.acc, D);
+        }
+        if (j->dq) {
+            T *dq = (T *)j->dq + row0 * D;
+            const T scale = (T)j->scale;
+            FN(axpby)(bq * D, scale, w.acc, 1, dq);
+        }
     }
-    memset(w.acc, 0, sizeof(T) * (size_t)(bq * D));
-    for (int64_t j0 = 0; j0 < kend; j0 += TILE) {
-        const int bk = (int)(kend - j0 < TILE ? kend - j0 : TILE);
-        const T *kj = k + j0 * j->ks[2];
-        FN(gemm_set)(bk, bq, (int)D, kj, j->ks[2], 1, w.bt, TILE, w.s, TILE);
-        FN(gemm_set)(bk, bq, (int)Dv, v + j0 * j->vs[2], j->vs[2], 1, w.bt2, TILE, w.dp, TILE);
-        dslope += FN(score_grads_keys)(j, w.s, w.dp, bk, bq, p0, j0, slope, w.m, w.alpha,
-                                       want_slope);
-        if (j->dq) FN(gemm_acc)(bq, (int)D, bk, w.dp, 1, TILE, kj, j->ks[2], w.acc, D);
-    }
-    if (j->dq) {
-        T *dq = (T *)j->dq + row0 * D;
-        const T scale = (T)j->scale;
-        FN(axpby)(bq * D, scale, w.acc, 1, dq);
-    }
-    if (want_slope) j->dslope_part[(h * j->B + b) * j->nqt + qt] = dslope;
+    if (want_slope) j->dslope_part[slot] = dm[0];
+    if (want_slope && j->asym) j->dslope_part[j->H * j->B * j->nqt + slot] = dm[1];
 }
 
 #undef VL
+#undef ISEG
 #undef IVEC
 #undef VEC

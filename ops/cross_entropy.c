@@ -141,5 +141,6 @@ sl_tensor *sl_cross_entropy(sl_tensor *logits, sl_tensor *targets, int32_t ignor
         return NULL;
     if (n)
         *(cross_entropy_saved *)n->saved = (cross_entropy_saved){xc, tgt, lse, count, ignore_index};
+    if (!sl_save_for_backward(n, xc) || !sl_save_for_backward(n, tc)) return NULL;
     return y;
 }

@@ -61,15 +61,25 @@ static void unary_backward_range(void *ctx, int64_t b, int64_t e)
                            (const double *)j->g + b, (double *)j->out + b, e - b, j->p);
 }
 
+/* What each backward reads besides the gradient: the input x, the output y, or neither. */
+static bool reads_x(unary_op op)
+{
+    return op == U_POW || op == U_LOG || op == U_RELU || op == U_GELU_ERF || op == U_GELU_TANH;
+}
+static bool reads_y(unary_op op)
+{
+    return op == U_EXP || op == U_SQRT || op == U_TANH || op == U_SIGMOID;
+}
+
 static bool unary_backward(sl_node *n)
 {
     const unary_saved *s = n->saved;
     if (!n->in[0]->requires_grad) return true;
     sl_tensor *gx = sl_input_grad(n, 0);
-    sl_tensor *x = gx ? sl__contig(n->op, n->in[0]) : NULL;
+    sl_tensor *x = !gx ? NULL : reads_x(s->op) ? sl__contig(n->op, n->in[0]) : n->in[0];
     if (!x) return false;
-    unary_job j = {s->op, x->dtype, sl_ptr(x), n->out->data, n->grad->data, gx->data, s->p};
-    sl_parallel_for(sl_numel(x), GRAIN, unary_backward_range, &j);
+    unary_job j = {s->op, gx->dtype, sl_ptr(x), n->out->data, n->grad->data, gx->data, s->p};
+    sl_parallel_for(sl_numel(gx), GRAIN, unary_backward_range, &j);
     return true;
 }
 
@@ -86,6 +96,9 @@ static sl_tensor *unary(unary_op op, sl_tensor *a, double p)
     sl_node *n;
     if (!sl_record(&n, name, y, 1, &a, unary_backward, sizeof(unary_saved))) return NULL;
     if (n) *(unary_saved *)n->saved = (unary_saved){op, p};
+    if ((reads_x(op) && !sl_save_for_backward(n, a)) ||
+        (reads_y(op) && !sl_save_for_backward(n, y)))
+        return NULL;
     return y;
 }
 
@@ -184,6 +197,11 @@ static sl_tensor *binary(binary_op op, sl_tensor *a, sl_tensor *b)
     if (!sl_record(&n, name, y, 2, (sl_tensor *[]){a, b}, binary_backward, sizeof(binary_op)))
         return NULL;
     if (n) *(binary_op *)n->saved = op;
+    /* mul: da reads b, db reads a; div: da reads b, db reads a and b */
+    bool keep_a = (op == B_MUL || op == B_DIV) && b->requires_grad;
+    bool keep_b = (op == B_MUL && a->requires_grad) || op == B_DIV;
+    if ((keep_a && !sl_save_for_backward(n, a)) || (keep_b && !sl_save_for_backward(n, b)))
+        return NULL;
     return y;
 }
 

@@ -94,5 +94,6 @@ sl_tensor *sl_embedding(sl_tensor *weight, sl_tensor *indices)
                    sizeof(embedding_saved)))
         return NULL;
     if (n) ((embedding_saved *)n->saved)->idx = idx;
+    if (!sl_save_for_backward(n, ic)) return NULL;
     return y;
 }

@@ -148,5 +148,6 @@ sl_tensor *sl_layer_norm(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, doubl
                    sizeof(layer_norm_saved)))
         return NULL;
     if (n) *(layer_norm_saved *)n->saved = (layer_norm_saved){xc, wc, stats, stats + rows};
+    if (!sl_save_for_backward(n, xc) || !sl_save_for_backward(n, wc)) return NULL;
     return y;
 }

@@ -358,15 +358,16 @@ static bool linear_backward(sl_node *n)
 static const char *const OP = "sl_linear";
 
 /* x as a NoTrans (rows, in) operand, copied to contiguous (in the current arena, alive as
- * long as the tape) if it cannot be read in place. */
-static bool x_operand(sl_tensor *x, int64_t rows, int64_t in, mat *m)
+ * long as the tape) if it cannot be read in place; returns the tensor read (x or the copy), or
+ * NULL. */
+static sl_tensor *x_operand(sl_tensor *x, int64_t rows, int64_t in, mat *m)
 {
     int64_t rs;
     if (sl__rows_stride(x, &rs) && (in <= 1 || x->strides[x->ndim - 1] == 1) &&
         as_mat(sl_ptr(x), rows, in, rs, 1, m) && m->trans == CblasNoTrans)
-        return true;
+        return x;
     sl_tensor *c = sl__contig(OP, x);
-    return c && as_mat(sl_ptr(c), rows, in, in, 1, m);
+    return c && as_mat(sl_ptr(c), rows, in, in, 1, m) ? c : NULL;
 }
 
 sl_tensor *sl_linear(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activation act)
@@ -404,8 +405,9 @@ sl_tensor *sl_linear(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activa
 
     forward_job j = {.dtype = x->dtype, .rows = rows, .in = in, .out = out, .gelu = gelu,
                      .y = y->data};
-    sl_tensor *wk, *bk = bias ? sl__contig(OP, bias) : NULL;
-    if (!x_operand(x, rows, in, &j.x) || (bias && !bk)) return NULL;
+    sl_tensor *wk = weight, *bk = bias ? sl__contig(OP, bias) : NULL;
+    sl_tensor *xk = x_operand(x, rows, in, &j.x);
+    if (!xk || (bias && !bk)) return NULL;
     /* W^T (in, out): strides swapped */
     if (!as_mat(sl_ptr(weight), in, out, weight->strides[1], weight->strides[0], &j.w)) {
         if (!(wk = sl__contig(OP, weight))) return NULL;
@@ -426,5 +428,10 @@ sl_tensor *sl_linear(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activa
     if (n)
         *(linear_saved *)n->saved =
             (linear_saved){j.x, j.w, gelu ? j.u : NULL, rows, in, out, gelu};
+    /* dx reads W, dW reads x (as forward read them: the inputs or their copies); the saved
+     * pre-activation is the op's own */
+    if ((weight->requires_grad && !sl_save_for_backward(n, xk)) ||
+        (x->requires_grad && !sl_save_for_backward(n, wk)))
+        return NULL;
     return y;
 }

@@ -322,5 +322,9 @@ sl_tensor *sl_matmul(sl_tensor *a, sl_tensor *b)
                    sizeof(matmul_saved)))
         return NULL;
     if (node) *(matmul_saved *)node->saved = (matmul_saved){ra, rb, folded, rows, rs};
+    /* da reads b, db reads a (as forward read them: the operands or their copies) */
+    if ((b->requires_grad && !sl_save_for_backward(node, ra)) ||
+        (a->requires_grad && !sl_save_for_backward(node, rb)))
+        return NULL;
     return y;
 }

@@ -1,10 +1,11 @@
-/* ops/reduce.c — sum, mean, var and max over any set of axes.
+/* ops/reduce.c — sum, mean, var, max and min over any set of axes, and argmax / argmin over one.
  *
  * Strategy: view the input with the kept dims first and the reduced dims last (a header, no
  * copy), make that view contiguous (a copy only when it is not: a reduction over trailing
  * axes of a contiguous input reads the input in place), and then output element o reduces the
  * contiguous run rows[o * N, (o + 1) * N), N the number of elements per group. Rows run in
- * parallel on the pool. Sums of f32 accumulate in double.
+ * parallel on the pool. Sums of f32 accumulate in double. Max and min share one path (the first
+ * index of the extreme of each row), and argmax / argmin return that index as i32.
  *
  * Backward kernels run over the input's shape with the output gradient read through stride-0
  * (broadcast) strides on the reduced dims, and ACCUMULATE into the input's gradient. */
@@ -12,8 +13,9 @@
 
 #include <math.h>
 
-typedef enum { R_SUM, R_MEAN, R_VAR, R_MAX, R_COUNT } reduce_op;
-static const char *const reduce_name[] = {"sl_sum", "sl_mean", "sl_var", "sl_max"};
+typedef enum { R_SUM, R_MEAN, R_VAR, R_MAX, R_MIN, R_ARGMAX, R_ARGMIN, R_COUNT } reduce_op;
+static const char *const reduce_name[] = {"sl_sum", "sl_mean",   "sl_var",   "sl_max",
+                                          "sl_min", "sl_argmax", "sl_argmin"};
 _Static_assert(sizeof reduce_name / sizeof *reduce_name == R_COUNT, "a name for every reduction");
 
 enum { GRAIN = 1 << 15 }; /* elements per parallel chunk, at least */
@@ -105,63 +107,20 @@ static void output_strides_over_input(const sl_tensor *x, const bool *reduced, i
 
 /* ---------------------------------------------------------------- kernels */
 
-/* Per-row helpers over a contiguous row of n elements, and the backward runs (byte strides;
- * operand 0 is the gradient buffer, accumulated into). */
-#define REDUCE_KERNELS(T, SUF)                                                                   \
-    static double row_sum_##SUF(const T *x, int64_t n)                                           \
-    {                                                                                            \
-        double s = 0;                                                                            \
-        for (int64_t i = 0; i < n; i++) s += x[i];                                               \
-        return s;                                                                                \
-    }                                                                                            \
-    /* sum (x - mean)^2 */                                                                       \
-    static double row_sq_dev_##SUF(const T *x, int64_t n, double mean)                           \
-    {                                                                                            \
-        double s = 0;                                                                            \
-        for (int64_t i = 0; i < n; i++) s += ((double)x[i] - mean) * ((double)x[i] - mean);      \
-        return s;                                                                                \
-    }                                                                                            \
-    /* The first index of the maximum; a NaN is the maximum (it propagates). n >= 1. */          \
-    static int64_t row_argmax_##SUF(const T *x, int64_t n)                                       \
-    {                                                                                            \
-        int64_t best = 0;                                                                        \
-        for (int64_t i = 0; i < n && !isnan(x[best]); i++)                                       \
-            if (x[i] > x[best] || isnan(x[i])) best = i;                                         \
-        return best;                                                                             \
-    }                                                                                            \
-    /* gx += scale * g */                                                                        \
-    static void spread_run_##SUF(void *ctx, char *const *p, const int64_t *bs, int64_t n)         \
-    {                                                                                            \
-        T scale = (T) * (const double *)ctx, *gx = (T *)p[0];                                    \
-        const T *g = (const T *)p[1];                                                            \
-        int64_t sd = bs[0] / (int64_t)sizeof(T), sg = bs[1] / (int64_t)sizeof(T);                \
-        for (int64_t i = 0; i < n; i++) gx[i * sd] += scale * g[i * sg];                         \
-    }                                                                                            \
-    /* gx += g * 2 (x - mean) * scale; mean is double */                                         \
-    static void var_grad_run_##SUF(void *ctx, char *const *p, const int64_t *bs, int64_t n)       \
-    {                                                                                            \
-        double scale = *(const double *)ctx;                                                     \
-        T *gx = (T *)p[0];                                                                       \
-        const T *g = (const T *)p[1], *x = (const T *)p[2];                                      \
-        const double *mean = (const double *)p[3];                                               \
-        int64_t sd = bs[0] / (int64_t)sizeof(T), sg = bs[1] / (int64_t)sizeof(T);                \
-        int64_t sx = bs[2] / (int64_t)sizeof(T), sm = bs[3] / (int64_t)sizeof(double);           \
-        for (int64_t i = 0; i < n; i++)                                                          \
-            gx[i * sd] += g[i * sg] * (T)(2 * ((double)x[i * sx] - mean[i * sm]) * scale);       \
-    }
+#define SL_KERNELS "reduce_kernels.h"
+#include "instantiate.h"
 
-REDUCE_KERNELS(float, f32)
-REDUCE_KERNELS(double, f64)
-#undef REDUCE_KERNELS
+/* Max, min, argmax, argmin: the first index of the extreme in the row (a NaN counts as it). */
+static bool picks_one(reduce_op op) { return op >= R_MAX; }
 
 typedef struct {
     reduce_op op;
     const plan *p;
     const void *x;   /* (n_out, N) contiguous */
-    void *y;         /* (n_out) */
+    void *y;         /* (n_out), i32 for argmax / argmin */
     double denom;    /* var: N - correction */
     double *mean;    /* sl_var with a node: the group means, else NULL */
-    int64_t *argmax; /* sl_max with a node: the input's flat index of each maximum, else NULL */
+    int64_t *arg;    /* sl_max / sl_min with a node: each one's flat index in the input */
 } reduce_job;
 
 static void reduce_range(void *ctx, int64_t b, int64_t e)
@@ -176,13 +135,18 @@ static void reduce_range(void *ctx, int64_t b, int64_t e)
         const float *xf = row;
         const double *xd = row;
         double v;
-        if (j->op == R_MAX) {
-            int64_t i = f32 ? row_argmax_f32(xf, n) : row_argmax_f64(xd, n);
+        if (picks_one(j->op)) {
+            bool max = j->op == R_MAX || j->op == R_ARGMAX;
+            int64_t i = max ? (f32 ? row_argmax_f32(xf, n) : row_argmax_f64(xd, n))
+                            : (f32 ? row_argmin_f32(xf, n) : row_argmin_f64(xd, n));
+            if (j->op == R_ARGMAX || j->op == R_ARGMIN) { /* one axis: i is the index along it */
+                ((int32_t *)j->y)[o] = (int32_t)i;
+                continue;
+            }
             v = f32 ? xf[i] : xd[i];
-            if (j->argmax)
-                j->argmax[o] = unravel_dot(o, 0, p->n_kept, p->rows.shape, p->flat_strides) +
-                               unravel_dot(i, p->n_kept, p->rows.ndim, p->rows.shape,
-                                           p->flat_strides);
+            if (j->arg)
+                j->arg[o] = unravel_dot(o, 0, p->n_kept, p->rows.shape, p->flat_strides) +
+                            unravel_dot(i, p->n_kept, p->rows.ndim, p->rows.shape, p->flat_strides);
         } else {
             v = f32 ? row_sum_f32(xf, n) : row_sum_f64(xd, n);
             if (j->op != R_SUM) v = n ? v / (double)n : NAN;
@@ -203,7 +167,7 @@ typedef struct {
     int correction;
     bool reduced[SL_MAX_DIMS];
     double *mean;    /* sl_var: the group means (n_out, in this block) */
-    int64_t *argmax; /* sl_max: the input's flat index of each maximum (n_out, in this block) */
+    int64_t *arg;    /* sl_max / sl_min: the input's flat index of each one (n_out, this block) */
 } reduce_saved;
 
 /* Runs fn over x's shape with operands gx (contiguous), g (the output gradient, broadcast back
@@ -226,7 +190,8 @@ static void foreach_over_input(sl__run_fn fn, void *ctx, sl_tensor *gx, const sl
  * mean: y = sum_j x_j / N                  =>  dx_j = g / N
  * var:  y = sum_j (x_j - m)^2 / (N - c)    =>  dx_j = g * 2 (x_j - m) / (N - c)
  *       (the term through m = mean(x) vanishes: sum_j (x_j - m) = 0)
- * max:  y = x_{j*}, j* the first argmax    =>  dx_{j*} = g, every other dx_j = 0 */
+ * max:  y = x_{j*}, j* the first argmax    =>  dx_{j*} = g, every other dx_j = 0
+ * min:  the same with j* the first argmin */
 static bool reduce_backward(sl_node *n)
 {
     const reduce_saved *s = n->saved;
@@ -237,10 +202,10 @@ static bool reduce_backward(sl_node *n)
     int64_t n_in = sl_numel(x), n_out = sl_numel(n->out);
     int64_t group = n_out ? n_in / n_out : 0;
     bool f32 = x->dtype == SL_F32;
-    if (s->op == R_MAX) {
+    if (s->op == R_MAX || s->op == R_MIN) {
         for (int64_t o = 0; o < n_out; o++) {
-            if (f32) ((float *)gx->data)[s->argmax[o]] += ((const float *)n->grad->data)[o];
-            else ((double *)gx->data)[s->argmax[o]] += ((const double *)n->grad->data)[o];
+            if (f32) ((float *)gx->data)[s->arg[o]] += ((const float *)n->grad->data)[o];
+            else ((double *)gx->data)[s->arg[o]] += ((const double *)n->grad->data)[o];
         }
         return true;
     }
@@ -269,16 +234,27 @@ static sl_tensor *reduce(reduce_op op, sl_tensor *a, int n_axes, const int *axes
                        "sl_var: N - correction = %lld - %d <= 0: too few elements per group "
                        "for %s",
                        (long long)p.group, correction, sl_shape_str(a));
-    if (op == R_MAX && p.group == 0 && p.n_out > 0)
-        return SL_FAIL(SL_ERR_SHAPE, "sl_max: the reduced axes of %s are empty", sl_shape_str(a));
+    bool index_out = op == R_ARGMAX || op == R_ARGMIN;
+    if (picks_one(op) && p.group == 0 && p.n_out > 0)
+        return index_out ? SL_FAIL(SL_ERR_SHAPE, "%s: axis %d of %s is empty", name, axes[0],
+                                   sl_shape_str(a))
+                         : SL_FAIL(SL_ERR_SHAPE, "%s: the reduced axes of %s are empty", name,
+                                   sl_shape_str(a));
+    if (index_out && p.group > INT32_MAX)
+        return SL_FAIL(SL_ERR_SHAPE, "%s: axis %d of %s is too long for i32 indices", name, axes[0],
+                       sl_shape_str(a));
 
     const sl_tensor *rows = sl__contig(name, &p.rows); /* the input itself when it already is */
-    sl_tensor *y = rows ? sl__new(name, a->dtype, p.ndim_out, p.shape_out) : NULL;
+    sl_tensor *y =
+        rows ? sl__new(name, index_out ? SL_I32 : a->dtype, p.ndim_out, p.shape_out) : NULL;
     if (!y) return NULL;
-    /* Record first: the forward writes what the backward needs into the node's block. */
-    sl_node *n;
-    size_t aux = op == R_VAR || op == R_MAX ? sizeof(double) * (size_t)p.n_out : 0;
-    if (!sl_record(&n, name, y, 1, &a, reduce_backward, sizeof(reduce_saved) + aux)) return NULL;
+    /* Record first: the forward writes what the backward needs into the node's block. Indices
+     * have no gradient: argmax and argmin record nothing. */
+    sl_node *n = NULL;
+    size_t aux = op == R_VAR || op == R_MAX || op == R_MIN ? sizeof(double) * (size_t)p.n_out : 0;
+    if (!index_out && !sl_record(&n, name, y, 1, &a, reduce_backward, sizeof(reduce_saved) + aux))
+        return NULL;
+    if (op == R_VAR && !sl_save_for_backward(n, a)) return NULL; /* var's backward reads x */
     reduce_job j = {op, &p, sl_ptr(rows), y->data, 1, NULL, NULL};
     if (op == R_VAR) j.denom = (double)(p.group - correction);
     if (n) {
@@ -288,7 +264,7 @@ static sl_tensor *reduce(reduce_op op, sl_tensor *a, int n_axes, const int *axes
         memcpy(s->reduced, p.reduced, sizeof s->reduced);
         void *tail = (char *)n->saved + sizeof(reduce_saved);
         if (op == R_VAR) s->mean = j.mean = tail;
-        if (op == R_MAX) s->argmax = j.argmax = tail;
+        if (op == R_MAX || op == R_MIN) s->arg = j.arg = tail;
     }
     int64_t grain = p.group ? GRAIN / p.group + 1 : GRAIN;
     sl_parallel_for(p.n_out, grain, reduce_range, &j);
@@ -313,6 +289,21 @@ sl_tensor *sl_var(sl_tensor *a, int n_axes, const int *axes, bool keepdim, int c
 sl_tensor *sl_max(sl_tensor *a, int n_axes, const int *axes, bool keepdim)
 {
     return reduce(R_MAX, a, n_axes, axes, keepdim, 0);
+}
+
+sl_tensor *sl_min(sl_tensor *a, int n_axes, const int *axes, bool keepdim)
+{
+    return reduce(R_MIN, a, n_axes, axes, keepdim, 0);
+}
+
+sl_tensor *sl_argmax(sl_tensor *a, int axis, bool keepdim)
+{
+    return reduce(R_ARGMAX, a, 1, &axis, keepdim, 0);
+}
+
+sl_tensor *sl_argmin(sl_tensor *a, int axis, bool keepdim)
+{
+    return reduce(R_ARGMIN, a, 1, &axis, keepdim, 0);
 }
 
 sl_tensor *sl_sum_all(sl_tensor *a) { return reduce(R_SUM, a, 0, NULL, false, 0); }

@@ -90,7 +90,8 @@ sl_tensor *sl_where(sl_tensor *cond, sl_tensor *a, sl_tensor *b)
     select_ctx c = {a->dtype, false, 0};
     sl__foreach_broadcast(where_forward_run, &c, 4, (sl_tensor *[]){y, cond, a, b}, y);
     sl_node *n;
-    if (!sl_record(&n, op, y, 3, in, where_backward, 0)) return NULL;
+    if (!sl_record(&n, op, y, 3, in, where_backward, 0) || !sl_save_for_backward(n, cond))
+        return NULL;
     return y;
 }
 
@@ -128,6 +129,8 @@ sl_tensor *sl_masked_fill(sl_tensor *x, sl_tensor *mask, double value)
     select_ctx c = {x->dtype, false, value};
     sl__foreach_broadcast(masked_fill_forward_run, &c, 3, (sl_tensor *[]){y, x, mask}, y);
     sl_node *n;
-    if (!sl_record(&n, op, y, 2, (sl_tensor *[]){x, mask}, masked_fill_backward, 0)) return NULL;
+    if (!sl_record(&n, op, y, 2, (sl_tensor *[]){x, mask}, masked_fill_backward, 0) ||
+        !sl_save_for_backward(n, mask))
+        return NULL;
     return y;
 }

@@ -411,11 +411,13 @@ static bool concat_backward(sl_node *n)
 sl_tensor *sl_concat(int n, sl_tensor *const *tensors, int dim)
 {
     if (n < 1 || !tensors) return SL_FAIL(SL_ERR_ARG, "sl_concat: no tensors");
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         if (!tensors[i]) {
             sl__null_arg("sl_concat", "tensors[i]");
             return NULL;
         }
+        if (!sl__check_live("sl_concat", tensors[i], "tensors[i]")) return NULL;
+    }
     const sl_tensor *a = tensors[0];
     int d;
     if (!sl__axis("sl_concat", a, dim, &d)) return NULL;

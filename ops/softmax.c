@@ -144,6 +144,7 @@ static sl_tensor *softmax(sl_tensor *a, int axis, bool log)
     sl_node *n;
     if (!sl_record(&n, name, y, 1, &a, softmax_backward, sizeof(softmax_saved))) return NULL;
     if (n) *(softmax_saved *)n->saved = (softmax_saved){ax, log};
+    if (!sl_save_for_backward(n, y)) return NULL; /* the backward reads the output */
     return y;
 }
 

@@ -58,12 +58,25 @@ static void unpoison(void *p, size_t n) { (void)p, (void)n; }
 static _Thread_local sl_arena *current;        /* the calling thread's current arena */
 static _Thread_local sl_arena *thread_default; /* its default arena (see the end of the file) */
 static pthread_key_t default_key;              /* frees thread_default at thread exit */
+static _Thread_local sl_arena *thread_scratch[SL__THREAD_SCRATCH]; /* sl__thread_scratch */
+static pthread_key_t scratch_key; /* frees them at thread exit (its value: thread_scratch) */
 
+/* A block hands out cap bytes from base, which is mem or mem + BLOCK_ALIGN, alternating with
+ * the arena's generation: a reset moves every later allocation by BLOCK_ALIGN bytes (without
+ * changing which allocations fit in which block), so that a program making the same tensors
+ * after a reset does not put a new tensor's header where an old one's was, and a tensor
+ * used after the reset is seen to be released (tensor/error.c, sl__is_live). */
 typedef struct block {
     struct block *next;
     size_t cap, used;
-    unsigned char *mem; /* BLOCK_ALIGN-aligned, cap bytes */
+    unsigned char *mem;  /* BLOCK_ALIGN-aligned, cap + BLOCK_ALIGN bytes */
+    unsigned char *base; /* where this generation's allocations start */
 } block;
+
+static unsigned char *block_base(const block *b, uint32_t generation)
+{
+    return b->mem + (generation & 1) * BLOCK_ALIGN;
+}
 
 struct sl_arena {
     block *head, *cur;
@@ -88,7 +101,7 @@ void sl_arena_free(sl_arena *a)
     if (!a) return;
     for (block *b = a->head, *n; b; b = n) {
         n = b->next;
-        unpoison(b->mem, b->cap);
+        unpoison(b->mem, b->cap + BLOCK_ALIGN);
         sl__free(b->mem);
         sl__free(b);
     }
@@ -97,6 +110,8 @@ void sl_arena_free(sl_arena *a)
         thread_default = NULL;
         pthread_setspecific(default_key, NULL);
     }
+    for (int i = 0; i < SL__THREAD_SCRATCH; i++)
+        if (thread_scratch[i] == a) thread_scratch[i] = NULL;
     sl__free(a);
 }
 
@@ -105,20 +120,21 @@ uint32_t sl__arena_generation(const sl_arena *a) { return a->generation; }
 void sl_arena_reset(sl_arena *a)
 {
     if (!a) return;
+    a->generation++;
     for (block *b = a->head; b; b = b->next) {
-        poison(b->mem, b->used);
+        poison(b->base, b->used);
         b->used = 0;
+        b->base = block_base(b, a->generation);
     }
     a->cur = a->head;
     a->used = 0;
-    a->generation++;
 }
 
-static block *block_new(size_t cap)
+static block *block_new(size_t cap, uint32_t generation)
 {
     block *b = sl__malloc(sizeof *b);
     if (!b) return NULL;
-    b->mem = sl__aligned_alloc(BLOCK_ALIGN, cap);
+    b->mem = sl__aligned_alloc(BLOCK_ALIGN, cap + BLOCK_ALIGN);
     if (!b->mem) {
         sl__free(b);
         return NULL;
@@ -126,6 +142,7 @@ static block *block_new(size_t cap)
     b->next = NULL;
     b->cap = cap;
     b->used = 0;
+    b->base = block_base(b, generation);
     return b;
 }
 
@@ -134,8 +151,8 @@ static void *block_take(block *b, size_t bytes, size_t align)
     size_t start = (b->used + align - 1) & ~(align - 1);
     if (start > b->cap || b->cap - start < bytes) return NULL;
     b->used = start + bytes;
-    unpoison(b->mem + start, bytes);
-    return b->mem + start;
+    unpoison(b->base + start, bytes);
+    return b->base + start;
 }
 
 void *sl_arena_alloc(sl_arena *a, size_t bytes, size_t align)
@@ -165,7 +182,7 @@ void *sl_arena_alloc(sl_arena *a, size_t bytes, size_t align)
     while (tail) {
         block *n = tail->next;
         a->reserved -= tail->cap;
-        unpoison(tail->mem, tail->cap);
+        unpoison(tail->mem, tail->cap + BLOCK_ALIGN);
         sl__free(tail->mem);
         sl__free(tail);
         tail = n;
@@ -174,7 +191,7 @@ void *sl_arena_alloc(sl_arena *a, size_t bytes, size_t align)
      * follow it (its tensor header, its tape node), which would otherwise open a new block. */
     size_t cap = bytes + align > a->block_bytes ? bytes + align + a->block_bytes / 8
                                                 : a->block_bytes;
-    block *b = block_new(cap);
+    block *b = block_new(cap, a->generation);
     if (a->cur) a->cur->next = b;
     else a->head = b;
     if (!b) return SL_FAIL(SL_ERR_OOM, "sl_arena_alloc: out of memory for %zu bytes", bytes);
@@ -199,11 +216,21 @@ static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 
 static void default_destroy(void *a) { sl_arena_free(a); }
 
-static void default_free_at_exit(void) { sl_arena_free(thread_default); }
+static void scratch_destroy(void *arenas)
+{
+    for (int i = 0; i < SL__THREAD_SCRATCH; i++) sl_arena_free(((sl_arena **)arenas)[i]);
+}
+
+static void default_free_at_exit(void)
+{
+    sl_arena_free(thread_default);
+    scratch_destroy(thread_scratch);
+}
 
 static void default_init(void)
 {
     pthread_key_create(&default_key, default_destroy);
+    pthread_key_create(&scratch_key, scratch_destroy);
     atexit(default_free_at_exit);
 }
 
@@ -223,4 +250,17 @@ sl_arena *sl_arena_current(void)
         if (thread_default) pthread_setspecific(default_key, thread_default);
     }
     return thread_default;
+}
+
+sl_arena *sl__thread_scratch(int i)
+{
+    if (i < 0 || i >= SL__THREAD_SCRATCH)
+        return SL_FAIL(SL_ERR_ARG, "sl__thread_scratch: index %d outside [0, %d)", i,
+                       SL__THREAD_SCRATCH);
+    if (!thread_scratch[i]) {
+        pthread_once(&default_once, default_init);
+        if (!(thread_scratch[i] = sl_arena_new(0))) return NULL;
+        pthread_setspecific(scratch_key, thread_scratch);
+    }
+    return thread_scratch[i];
 }

@@ -82,15 +82,21 @@ bool sl__none_arg(const char *op, const char *arg)
 }
 
 /* Reads a header that may lie in released (and, under AddressSanitizer, poisoned) memory: that
- * is what it is for, so the sanitizer does not watch it. In debug builds released memory is
- * all 0xFF bytes, which no live header's arena pointer is. */
-__attribute__((no_sanitize_address)) bool sl__check_live(const char *op, const sl_tensor *t,
-                                                         const char *arg)
+ * is what it is for, so the sanitizer does not watch it. Released memory may hold anything
+ * now (0xFF bytes in debug builds, another tensor's data or header otherwise): the arena
+ * pointer is followed only when the seal vouches for it. Every header the API hands out has
+ * an arena (SL_NONE is checked before this). */
+__attribute__((no_sanitize_address)) bool sl__is_live(const sl_tensor *t)
+{
+    const sl_arena *a = t->arena;
+    if (!a || (uintptr_t)a == UINTPTR_MAX || t->seal != sl__seal(a, t->generation)) return false;
+    return t->generation == sl__arena_generation(a);
+}
+
+bool sl__check_live(const char *op, const sl_tensor *t, const char *arg)
 {
     if (t == SL_NONE) return sl__none_arg(op, arg);
-    const sl_arena *a = t->arena;
-    if (!a) return true; /* a header the library made on the stack */
-    if ((uintptr_t)a != UINTPTR_MAX && t->generation == sl__arena_generation(a)) return true;
+    if (sl__is_live(t)) return true;
     return sl_set_error(SL_ERR_STATE,
                         "%s: argument '%s' was released by a reset of the arena it was made in "
                         "(sl_arena_reset): its memory may hold something else now; make it "

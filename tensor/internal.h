@@ -28,6 +28,9 @@ bool sl__null_arg(const char *op, const char *arg);
 /* A tensor made before its arena's last reset: reports "<op>: argument '<arg>' ..." (SL_ERR_STATE)
  * and returns false; likewise SL_NONE (sl__none_arg). */
 bool sl__check_live(const char *op, const sl_tensor *t, const char *arg);
+/* Whether t was made in its arena's current generation (no reset since). Safe to call on a
+ * header in released memory. */
+bool sl__is_live(const sl_tensor *t);
 /* "<op>: argument '<arg>' is SL_NONE; it is not optional". Always false. */
 bool sl__none_arg(const char *op, const char *arg);
 /* The argument check every op starts with: a NULL (from a failed call, or a mistake), SL_NONE,
@@ -74,8 +77,22 @@ static inline void sl__bump(sl_tensor *t)
 {
     if (t && t->version) ++*t->version;
 }
+/* Scratch arena i (0 <= i < SL__THREAD_SCRATCH) of the calling thread, made on first use and
+ * kept for the thread's later calls (freed when it exits, or at exit), never freed by the
+ * caller: evaluation scopes run in them (autograd.c). NULL on OOM. */
+enum { SL__THREAD_SCRATCH = 8 };
+sl_arena *sl__thread_scratch(int i);
 /* The arena's generation: bumped by every reset. */
 uint32_t sl__arena_generation(const sl_arena *a);
+/* A header's seal: a hash of its arena and generation, never 0. A header whose seal does not
+ * match them is not one the library made (memory reused since), and its arena pointer is not
+ * followed. */
+static inline uint32_t sl__seal(const sl_arena *a, uint32_t generation)
+{
+    uint64_t x = ((uint64_t)(uintptr_t)a + generation * UINT64_C(0xD6E8FEB86659FD93)) *
+                 UINT64_C(0x9E3779B97F4A7C15);
+    return (uint32_t)(x >> 32) | 1;
+}
 /* Row-major contiguous strides for shape. */
 void sl__contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
 /* t when contiguous, else a contiguous copy (no autograd); op as in sl__new. */

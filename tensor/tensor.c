@@ -121,6 +121,7 @@ static sl_tensor *new_header(const char *op, sl_arena *a)
     memset(h, 0, sizeof *h);
     h->t.arena = a;
     h->t.generation = sl__arena_generation(a);
+    h->t.seal = sl__seal(a, h->t.generation);
     h->t.version = &h->version;
     return &h->t;
 }

@@ -162,7 +162,7 @@ static sl_tensor *composed(const cfg *c, sl_tensor *q, sl_tensor *k, sl_tensor *
 static sl_tensor *fused(const cfg *c, sl_tensor *q, sl_tensor *k, sl_tensor *v,
                         sl_tensor *slopes)
 {
-    sl_alibi_opts o = {c->bidirectional, c->scale};
+    sl_alibi_opts o = {.bidirectional = c->bidirectional, .scale = c->scale};
     return sl_alibi_attention(q, k, v, slopes ? slopes : SL_NONE, &o);
 }
 
@@ -338,7 +338,7 @@ START_TEST(bias_alone_closed_form)
     for (int64_t j = 0; j < T; j++) sl_set(v, j * T + j, 1.0);
     sl_tensor *slopes = sl_full(SL_F64, sl_shape(1), m);
     for (int bidir = 0; bidir < 2; bidir++) {
-        sl_alibi_opts o = {bidir, 0};
+        sl_alibi_opts o = {.bidirectional = bidir};
         sl_tensor *P = sl_alibi_attention(q, k, v, slopes, &o);
         for (int64_t i = 0; i < T; i++) {
             double z = 0;
@@ -563,7 +563,7 @@ START_TEST(errors_name_the_shapes)
     EXPECT(sl_alibi_attention(q20, k, v, SL_NONE, NULL), SL_ERR_SHAPE,
            "sl_alibi_attention: q [2,8,20,64] and k [2,4,16,64]: causal attention needs Tq <= Tk "
            "(20 queries, 16 keys)");
-    sl_alibi_opts bidir = {true, 0};
+    sl_alibi_opts bidir = {.bidirectional = true};
     ck_assert_ptr_nonnull(sl_alibi_attention(q20, k, v, SL_NONE, &bidir)); /* fine there */
     EXPECT(sl_alibi_attention(q, k, v, sl_alibi_slopes(7), NULL), SL_ERR_SHAPE,
            "sl_alibi_attention: slopes [7] for q [2,8,16,64]: need one per head, [8]");
@@ -582,7 +582,7 @@ START_TEST(errors_name_the_shapes)
            SL_ERR_SHAPE, "sl_alibi_attention: q must be 4-D [B,H,Tq,D], got [8,16,64]");
     EXPECT(sl_alibi_attention(q, sl_zeros(SL_F32, sl_shape(2, 4, 0, 64)), v, SL_NONE, NULL),
            SL_ERR_SHAPE, "sl_alibi_attention: k [2,4,0,64] is empty");
-    sl_alibi_opts bad = {false, NAN};
+    sl_alibi_opts bad = {.scale = NAN};
     EXPECT(sl_alibi_attention(q, k, v, SL_NONE, &bad), SL_ERR_ARG,
            "sl_alibi_attention: scale nan is not finite");
     EXPECT(sl_alibi_attention(NULL, k, v, SL_NONE, NULL), SL_ERR_ARG,
@@ -600,6 +600,39 @@ START_TEST(errors_name_the_shapes)
 }
 END_TEST
 
+/* The optional slopes: SL_NONE is the paper's whatever error is pending; a NULL is a failed
+ * call's result (its error kept) or, with no error pending, a mistake reported as one. Before
+ * SL_NONE, NULL meant the default and, with an unrelated error pending, made the op return
+ * NULL with that old message. */
+START_TEST(slopes_none_and_null)
+{
+    sl_rng r = sl_rng_seed(8);
+    sl_tensor *q = sl_rand_normal(&r, SL_F64, sl_shape(1, 4, 5, 8), 0, 1);
+    sl_tensor *k = sl_rand_normal(&r, SL_F64, sl_shape(1, 2, 5, 8), 0, 1);
+    sl_tensor *v = sl_rand_normal(&r, SL_F64, sl_shape(1, 2, 5, 8), 0, 1);
+    sl_tensor *want = sl_alibi_attention(q, k, v, sl_alibi_slopes(4), NULL);
+    ck_assert_ptr_nonnull(want);
+    sl_error_clear();
+    ck_assert_ptr_null(sl_matmul(q, q)); /* an unrelated error, left pending */
+    sl_tensor *y = sl_alibi_attention(q, k, v, SL_NONE, NULL);
+    ck_assert_ptr_nonnull(y);
+    ck_assert_double_eq(tu_max_abs_diff(y, want), 0);
+    ck_assert_int_eq(sl_error(), SL_ERR_SHAPE); /* still the matmul's */
+    ck_assert_str_eq(sl_error_message(), "sl_matmul: inner dims differ: [1,4,5,8] @ [1,4,5,8]");
+    ck_assert_ptr_null(sl_alibi_attention(q, k, v, NULL, NULL)); /* propagates */
+    ck_assert_str_eq(sl_error_message(), "sl_matmul: inner dims differ: [1,4,5,8] @ [1,4,5,8]");
+    sl_error_clear();
+    ck_assert_ptr_null(sl_alibi_attention(q, k, v, NULL, NULL));
+    ck_assert_int_eq(sl_error(), SL_ERR_ARG);
+    ck_assert_str_eq(sl_error_message(), "sl_alibi_attention: argument 'slopes' is NULL");
+    sl_error_clear();
+    ck_assert_ptr_null(sl_alibi_attention(q, SL_NONE, v, SL_NONE, NULL));
+    ck_assert_str_eq(sl_error_message(),
+                     "sl_alibi_attention: argument 'k' is SL_NONE; it is not optional");
+    sl_error_clear();
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("alibi");
@@ -608,6 +641,7 @@ int main(void)
     tu_timeout(tc, 600);
     tu_add_test(s, tc, slopes_follow_the_paper);
     tu_add_test(s, tc, slopes_errors);
+    tu_add_test(s, tc, slopes_none_and_null);
     tu_add_test(s, tc, fused_matches_composed_f64);
     tu_add_test(s, tc, fused_matches_composed_f32);
     tu_add_test(s, tc, zero_slopes_are_plain_attention);

@@ -362,6 +362,105 @@ START_TEST(observers_see_records_nodes_and_final_grads)
 }
 END_TEST
 
+/* An evaluation scope: grad off and a scratch arena in one call, both restored by the end,
+ * which releases what was made inside; repeated scopes stop allocating; scopes nest. */
+START_TEST(eval_scope_restores_and_releases)
+{
+    sl_arena *home = sl_arena_current();
+    sl_rng r = sl_rng_seed(6);
+    sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(1000)); /* made before: usable inside */
+    sl_tensor *out = sl_zeros(SL_F64, sl_shape(1000));
+    size_t used = sl_arena_used(home);
+    uint64_t allocs = 0;
+    for (int round = 0; round < 3; round++) {
+        bool grad = round != 1; /* the grad mode before the scope comes back either way */
+        sl_set_grad_enabled(grad);
+        if (round == 2) allocs = sl_heap_allocs();
+        sl_eval_scope s = sl_eval_begin(NULL);
+        ck_assert(s.active);
+        ck_assert(!sl_grad_enabled());
+        ck_assert_ptr_eq(sl_arena_current(), s.arena);
+        ck_assert_ptr_ne(s.arena, home);
+        sl_tensor *y = sl_exp(x);
+        ck_assert_ptr_null(y->node);     /* nothing recorded */
+        ck_assert(sl_copy_into(out, y)); /* what outlives the scope goes to the caller's arena */
+        ck_assert(sl_eval_end(&s));
+        ck_assert(!s.active);
+        ck_assert(sl_grad_enabled() == grad);
+        ck_assert_ptr_eq(sl_arena_current(), home);
+        ck_assert_uint_eq(sl_arena_used(home), used); /* the caller's arena got nothing */
+        ck_assert_uint_eq(sl_arena_used(s.arena), 0);
+        ck_assert(isnan(sl_get(y, 0))); /* released */
+        ck_assert_int_eq(sl_error(), SL_ERR_STATE);
+        sl_error_clear();
+        ck_assert_double_eq(sl_get(out, 3), exp(sl_get(x, 3)));
+        ck_assert(sl_eval_end(&s)); /* ended: nothing to do */
+    }
+    ck_assert_uint_eq(sl_heap_allocs(), allocs); /* the thread keeps the scope's arena */
+    sl_set_grad_enabled(true);
+
+    /* the default arena (no current one) comes back as the default */
+    sl_arena_set(NULL);
+    sl_eval_scope d = sl_eval_begin(NULL);
+    ck_assert(sl_eval_end(&d));
+    ck_assert_ptr_null(sl_arena_set(home));
+
+    /* nested: each level has its own arena, and the outer's tensors live through the inner */
+    sl_eval_scope outer = sl_eval_begin(NULL);
+    sl_tensor *a = sl_exp(x);
+    sl_eval_scope inner = sl_eval_begin(NULL);
+    ck_assert(inner.active);
+    ck_assert_ptr_ne(inner.arena, outer.arena);
+    sl_tensor *b = sl_add(a, a);
+    ck_assert(!sl_eval_end(&outer)); /* not the innermost: refused, nothing changed */
+    ck_assert_int_eq(sl_error(), SL_ERR_STATE);
+    ck_assert_str_eq(sl_error_message(),
+                     "sl_eval_end: scopes end innermost first; this one is at depth 1, the "
+                     "innermost at 2");
+    sl_error_clear();
+    ck_assert_ptr_eq(sl_arena_current(), inner.arena);
+    ck_assert(sl_eval_end(&inner));
+    ck_assert_ptr_eq(sl_arena_current(), outer.arena);
+    ck_assert(!sl_grad_enabled());
+    ck_assert_double_eq(sl_get(a, 0), exp(sl_get(x, 0)));
+    ck_assert(isnan(sl_get(b, 0)));
+    sl_error_clear();
+    ck_assert(sl_eval_end(&outer));
+    ck_assert(sl_grad_enabled());
+    ck_assert_ptr_eq(sl_arena_current(), home);
+
+    /* a caller's scratch arena: used, and reset at the end; the current arena is refused */
+    sl_arena *scratch = sl_arena_new(0);
+    sl_eval_scope c = sl_eval_begin(scratch);
+    ck_assert_ptr_eq(sl_arena_current(), scratch);
+    ck_assert_ptr_nonnull(sl_exp(x));
+    ck_assert_uint_gt(sl_arena_used(scratch), 0);
+    ck_assert(sl_eval_end(&c));
+    ck_assert_uint_eq(sl_arena_used(scratch), 0);
+    sl_eval_scope bad = sl_eval_begin(home);
+    ck_assert(!bad.active);
+    ck_assert_str_eq(sl_error_message(),
+                     "sl_eval_begin: the scratch arena is the current arena; its reset at "
+                     "sl_eval_end would release the caller's tensors");
+    sl_error_clear();
+    ck_assert(sl_grad_enabled()); /* a failed begin changes nothing */
+    ck_assert_ptr_eq(sl_arena_current(), home);
+    ck_assert(sl_eval_end(&bad) && sl_eval_end(NULL));
+    sl_arena_free(scratch);
+
+    /* too deep */
+    sl_eval_scope level[SL_EVAL_MAX_DEPTH + 1];
+    for (int i = 0; i < SL_EVAL_MAX_DEPTH; i++) ck_assert((level[i] = sl_eval_begin(NULL)).active);
+    level[SL_EVAL_MAX_DEPTH] = sl_eval_begin(NULL);
+    ck_assert(!level[SL_EVAL_MAX_DEPTH].active);
+    ck_assert_int_eq(sl_error(), SL_ERR_STATE);
+    sl_error_clear();
+    for (int i = SL_EVAL_MAX_DEPTH; i-- > 0;) ck_assert(sl_eval_end(&level[i]));
+    ck_assert(sl_grad_enabled());
+    ck_assert_ptr_eq(sl_arena_current(), home);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("autograd");
@@ -380,5 +479,6 @@ int main(void)
     tu_add_test(s, tc, failed_backward_can_be_retried);
     tu_add_test(s, tc, error_message_may_quote_itself);
     tu_add_test(s, tc, observers_see_records_nodes_and_final_grads);
+    tu_add_test(s, tc, eval_scope_restores_and_releases);
     return tu_run(s);
 }

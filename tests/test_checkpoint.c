@@ -200,7 +200,8 @@ START_TEST(each_validation_error_is_reported)
         {"{" W "," B ",\"c\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[36,40]}}", 40,
          "unexpected tensor 'c' (nothing of that name to load)"},
         {"{\"w\":{\"dtype\":\"F64\",\"shape\":[3],\"data_offsets\":[0,24]}," B "}", 36,
-         "tensor 'w' is F64 in the file, the model expects F32"},
+         "tensor 'w' is F64 in the file, the model expects F32 (sl_load_opts.convert_dtype "
+         "converts it)"},
         {"{\"w\":{\"dtype\":\"F32\",\"shape\":[3,2],\"data_offsets\":[0,24]}," B "}", 36,
          "tensor 'w' has shape [3,2] in the file, the model expects [2,3]"},
     };

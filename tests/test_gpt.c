@@ -174,6 +174,35 @@ START_TEST(whole_model_gradcheck_f64)
 }
 END_TEST
 
+/* A model trained in f32 checked in f64 (issue 10): sl_params_copy converts every parameter;
+ * the f64 copy's loss is the f32 model's to f32 precision, and the gradcheck runs on it. */
+START_TEST(f32_model_copied_into_f64_for_a_gradcheck)
+{
+    sl_gpt_config c = tiny(SL_POS_ALIBI);
+    c.vocab_size = 7, c.n_layers = 1;
+    sl_gpt *m32 = sl_gpt_new(&c, SL_F32);
+    c.seed = 43; /* other weights, so that the copy is what makes them agree */
+    sl_gpt *m64 = sl_gpt_new(&c, SL_F64);
+    ck_assert_ptr_nonnull(m32);
+    ck_assert_ptr_nonnull(m64);
+    randomize(m32, 12, 0.5);
+    sl_rng r = sl_rng_seed(13);
+    loss_ctx ctx = {m64, random_ids(&r, 2, 5, 7), random_ids(&r, 2, 5, 7)};
+    double l32 = sl_item(sl_gpt_loss(m32, ctx.idx, ctx.targets));
+    double before = sl_item(sl_gpt_loss(m64, ctx.idx, ctx.targets));
+    ck_assert_msg(sl_params_copy(m64->params, m32->params), "%s", sl_error_message());
+    double l64 = sl_item(sl_gpt_loss(m64, ctx.idx, ctx.targets));
+    ck_assert_double_gt(fabs(before - l32), 1e-3); /* they did differ */
+    ck_assert_msg(fabs(l64 - l32) <= 1e-6 * fabs(l64), "f32 %.10g, f64 %.10g", l32, l64);
+    sl_tensor *in[64];
+    int n = sl_params_count(m64->params);
+    for (int i = 0; i < n; i++) in[i] = sl_params_at(m64->params, i)->value;
+    tu_gradcheck(run_loss, n, in, &ctx);
+    sl_gpt_free(m32);
+    sl_gpt_free(m64);
+}
+END_TEST
+
 START_TEST(loss_is_mean_cross_entropy_ignoring_minus_one)
 {
     sl_gpt_config c = tiny(SL_POS_ALIBI);
@@ -733,6 +762,7 @@ int main(void)
     tu_add_test(s, tc, config_errors_are_clear);
     tu_add_test(s, tc, parameter_names_and_counts);
     tu_add_test(s, tc, whole_model_gradcheck_f64);
+    tu_add_test(s, tc, f32_model_copied_into_f64_for_a_gradcheck);
     tu_add_test(s, tc, loss_is_mean_cross_entropy_ignoring_minus_one);
     tu_add_test(s, tc, matches_pytorch_f32);
     tu_add_test(s, tc, matches_pytorch_f64);

@@ -121,6 +121,52 @@ START_TEST(clip_grad_norm_matches_hand_computation)
 }
 END_TEST
 
+/* sl_params_copy: values by name, any order, dtype converted; a mismatch names itself and
+ * leaves the destination as it was. */
+START_TEST(params_copy_by_name_converting_dtype)
+{
+    sl_params *src = sl_params_new(SL_F64), *dst = sl_params_new(SL_F32);
+    sl_tensor *w = sl_params_add(src, "w", sl_shape(2, 3), true);
+    sl_tensor *b = sl_params_add(src, "b", sl_shape(3), false);
+    sl_tensor *db = sl_params_add(dst, "b", sl_shape(3), false); /* another order */
+    sl_tensor *dw = sl_params_add(dst, "w", sl_shape(2, 3), true);
+    for (int i = 0; i < 6; i++) sl_set(w, i, 0.1 * i - 0.25);
+    for (int i = 0; i < 3; i++) sl_set(b, i, 1.0 / 3 + i);
+    ck_assert_msg(sl_params_copy(dst, src), "%s", sl_error_message());
+    for (int i = 0; i < 6; i++) ck_assert(sl_get(dw, i) == (float)(0.1 * i - 0.25));
+    for (int i = 0; i < 3; i++) ck_assert(sl_get(db, i) == (float)(1.0 / 3 + i));
+    ck_assert(sl_params_copy(src, src));
+
+    /* mismatches, each found before anything is written */
+    sl_fill(dw, 7);
+    sl_params *other = sl_params_new(SL_F64);
+    sl_params_add(other, "w", sl_shape(3, 2), true);
+    sl_params_add(other, "b", sl_shape(3), false);
+    ck_assert(!sl_params_copy(dst, other));
+    ck_assert_int_eq(sl_error(), SL_ERR_ARG);
+    ck_assert_str_eq(sl_error_message(),
+                     "sl_params_copy: parameter 'w' is [3,2] in the source and [2,3] in the "
+                     "destination");
+    sl_params_add(dst, "extra", sl_shape(1), true);
+    ck_assert(!sl_params_copy(dst, src));
+    ck_assert_str_eq(sl_error_message(),
+                     "sl_params_copy: parameter 'extra' [1] of the destination is not in the "
+                     "source");
+    ck_assert(!sl_params_copy(src, dst));
+    ck_assert_str_eq(sl_error_message(),
+                     "sl_params_copy: parameter 'extra' [1] of the source is not in the "
+                     "destination");
+    for (int i = 0; i < 6; i++) ck_assert(sl_get(dw, i) == 7);
+    for (int i = 0; i < 3; i++) ck_assert(sl_get(b, i) == 1.0 / 3 + i);
+    ck_assert(!sl_params_copy(NULL, src));
+    ck_assert_str_eq(sl_error_message(), "sl_params_copy: registry is NULL");
+    sl_error_clear();
+    sl_params_free(other);
+    sl_params_free(dst);
+    sl_params_free(src);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- initialisation */
 
 typedef struct {
@@ -698,6 +744,7 @@ int main(void)
     tu_fixture(tc, tu_setup, tu_teardown);
     tu_add_test(s, tc, registry_names_count_find_errors);
     tu_add_test(s, tc, clip_grad_norm_matches_hand_computation);
+    tu_add_test(s, tc, params_copy_by_name_converting_dtype);
     tu_add_test(s, tc, gpt2_init_statistics_and_determinism);
     tu_add_test(s, tc, linear_values_and_errors);
     tu_add_test(s, tc, linear_gradcheck_with_and_without_bias);

@@ -154,6 +154,40 @@ START_TEST(layernorm_errors)
 }
 END_TEST
 
+/* The optional weight and bias: SL_NONE is absent whatever error is pending; a NULL is a failed
+ * call's result (its error kept) or, with no error pending, a mistake reported as one. Before
+ * SL_NONE, a NULL weight meant "no affine" and, with an unrelated error pending, made the op
+ * return NULL with that old message. */
+START_TEST(layernorm_optional_arguments)
+{
+    sl_rng r = sl_rng_seed(3);
+    sl_tensor *x = sl_rand_normal(&r, SL_F64, sl_shape(2, 3), 0, 1);
+    sl_tensor *w = sl_rand_normal(&r, SL_F64, sl_shape(3), 1, 0.1);
+    double ref[6];
+    layernorm_ref(x, NULL, NULL, 1e-5, ref);
+    sl_error_clear();
+    ck_assert_ptr_null(sl_matmul(x, x)); /* an unrelated error, left pending */
+    sl_tensor *y = sl_layer_norm(x, SL_NONE, SL_NONE, 1e-5);
+    ck_assert_ptr_nonnull(y);
+    assert_matches_ref(y, ref, 1e-12, 1e-12);
+    ck_assert_ptr_nonnull(sl_layer_norm(x, w, SL_NONE, 1e-5));
+    ck_assert_int_eq(sl_error(), SL_ERR_SHAPE); /* still the matmul's */
+    ck_assert_str_eq(sl_error_message(), "sl_matmul: inner dims differ: [2,3] @ [2,3]");
+    /* a NULL from a failed call propagates, its message kept, in either optional argument */
+    ck_assert_ptr_null(sl_layer_norm(x, SL_NONE, sl_matmul(x, x), 1e-5));
+    ck_assert_str_eq(sl_error_message(), "sl_matmul: inner dims differ: [2,3] @ [2,3]");
+    ck_assert_ptr_null(sl_layer_norm(x, NULL, SL_NONE, 1e-5));
+    ck_assert_str_eq(sl_error_message(), "sl_matmul: inner dims differ: [2,3] @ [2,3]");
+    /* with no error pending, a NULL is reported; SL_NONE is not an input */
+    ck_assert_error(sl_layer_norm(x, NULL, SL_NONE, 1e-5), SL_ERR_ARG,
+                    "sl_layer_norm: argument 'weight' is NULL");
+    ck_assert_error(sl_layer_norm(x, w, NULL, 1e-5), SL_ERR_ARG,
+                    "sl_layer_norm: argument 'bias' is NULL");
+    ck_assert_error(sl_layer_norm(SL_NONE, w, SL_NONE, 1e-5), SL_ERR_ARG,
+                    "sl_layer_norm: argument 'x' is SL_NONE; it is not optional");
+}
+END_TEST
+
 START_TEST(gradcheck_layernorm)
 {
     sl_rng r = sl_rng_seed(11);
@@ -700,6 +734,7 @@ int main(void)
     tu_fixture(tc, tu_setup, tu_teardown);
     tu_add_test(s, tc, layernorm_values);
     tu_add_test(s, tc, layernorm_errors);
+    tu_add_test(s, tc, layernorm_optional_arguments);
     tu_add_test(s, tc, gradcheck_layernorm);
     tu_add_test(s, tc, layernorm_vector_and_tail);
     tu_add_test(s, tc, layernorm_large_parallel);

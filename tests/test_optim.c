@@ -1,8 +1,12 @@
 /* Optimizers and schedules: AdamW and SGD against loops written here and against torch.optim,
  * weight decay only where asked, skipped parameters, no heap allocation per step, results
- * independent of the thread count, schedule values, and the error paths. */
+ * independent of the thread count, schedule values, the error paths, and a non-finite gradient
+ * refused by the clip and the step without changing anything. */
 #include "testutil.h"
 
+#include "../nn/optim_internal.h" /* the state tensors, to see that they did not change */
+
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -359,6 +363,121 @@ START_TEST(schedules)
 }
 END_TEST
 
+/* The bytes of a tensor (contiguous), on the heap. */
+static void *bytes_of(const sl_tensor *t)
+{
+    size_t n = (size_t)sl_numel(t) * sl_dtype_size(t->dtype);
+    void *b = malloc(n);
+    memcpy(b, sl_ptr(t), n);
+    return b;
+}
+
+static void assert_bytes(const sl_tensor *t, const void *b)
+{
+    ck_assert_int_eq(memcmp(sl_ptr(t), b, (size_t)sl_numel(t) * sl_dtype_size(t->dtype)), 0);
+}
+
+/* An Inf or a NaN in one gradient element: the clip returns the non-finite norm with an error
+ * naming the element and scales nothing; the step fails naming it and changes no parameter, no
+ * moment, no step count (bitwise); with the gradient repaired, training goes on. Before, the
+ * clip returned inf silently and the step succeeded, leaving NaN parameters. */
+START_TEST(nonfinite_gradient_changes_nothing)
+{
+    for (int k = 0; k < 8; k++) {
+        sl_dtype dt = k & 1 ? SL_F64 : SL_F32;
+        bool sgd = k & 2, nan = k & 4;
+        two_params c = make_case(dt);
+        sl_optim *opt = sgd ? sl_sgd_new(c.ps, 0.9, WD)
+                            : sl_adamw_new(c.ps, &(sl_adamw_config){.weight_decay = WD});
+        set_grads(&c, 0);
+        ck_assert(sl_optim_step(opt, LRS[0]));
+        void *w = bytes_of(c.w), *b = bytes_of(c.b), *state[6];
+        ck_assert_int_le(opt->n_state, 6);
+        for (int i = 0; i < opt->n_state; i++) state[i] = bytes_of(opt->state[i].t);
+
+        set_grads(&c, 1);
+        const char *name = nan ? "w" : "b", *shape = nan ? "[4]" : "[2]";
+        int at = nan ? 3 : 1;
+        sl_set(nan ? c.w->grad : c.b->grad, at, nan ? NAN : -INFINITY);
+        double norm = sl_params_clip_grad_norm(c.ps, 1e-3);
+        ck_assert(nan ? isnan(norm) : norm == INFINITY);
+        ck_assert_int_eq(sl_error(), SL_ERR_STATE);
+        char want[256];
+        snprintf(want, sizeof want,
+                 "sl_params_clip_grad_norm: the gradient norm is %s: parameter '%s' has a "
+                 "non-finite gradient (%s at flat index %d of %s); nothing was scaled",
+                 nan ? "nan" : "inf", name, nan ? "nan" : "-inf", at, shape);
+        ck_assert_str_eq(sl_error_message(), want);
+        sl_error_clear();
+        for (int i = 0; i < 4; i++) /* nothing scaled, although the norm is above 1e-3 */
+            if (!(nan && i == at))
+                ck_assert_double_eq(sl_get(c.w->grad, i),
+                                    dt == SL_F32 ? (float)GW[1][i] : GW[1][i]);
+
+        ck_assert(!sl_optim_step(opt, LRS[1]));
+        ck_assert_int_eq(sl_error(), SL_ERR_STATE);
+        snprintf(want, sizeof want,
+                 "sl_optim_step: parameter '%s' has a non-finite gradient (%s at flat index %d "
+                 "of %s); nothing was updated",
+                 name, nan ? "nan" : "-inf", at, shape);
+        ck_assert_str_eq(sl_error_message(), want);
+        sl_error_clear();
+        assert_bytes(c.w, w);
+        assert_bytes(c.b, b);
+        for (int i = 0; i < opt->n_state; i++) assert_bytes(opt->state[i].t, state[i]);
+        ck_assert_int_eq(sl_optim_steps(opt), 1);
+
+        set_grads(&c, 1); /* repaired: the step goes on from where it was */
+        ck_assert(sl_optim_step(opt, LRS[1]));
+        ck_assert_int_eq(sl_optim_steps(opt), 2);
+        free(w);
+        free(b);
+        for (int i = 0; i < opt->n_state; i++) free(state[i]);
+        sl_optim_free(opt);
+        sl_params_free(c.ps);
+    }
+}
+END_TEST
+
+/* The check runs over the thread pool in chunks; the element it names is the first non-finite
+ * one in registration order whatever the thread count, and a parameter without a gradient is
+ * passed over. */
+START_TEST(nonfinite_check_names_the_first_element)
+{
+    for (int threads = 1; threads <= 2; threads++) {
+        sl_set_num_threads(threads);
+        sl_params *ps = sl_params_new(SL_F32);
+        sl_params_add(ps, "none", sl_shape(5), true); /* no gradient */
+        sl_tensor *p = sl_params_add(ps, "p", sl_shape(100003), true);
+        sl_tensor *q = sl_params_add(ps, "q", sl_shape(7), true);
+        p->grad = sl_zeros(SL_F32, sl_shape(100003));
+        q->grad = sl_zeros(SL_F32, sl_shape(7));
+        sl_optim *opt = sl_adamw_new(ps, NULL);
+        ck_assert(sl_optim_step(opt, 0.1));
+        sl_set(q->grad, 0, NAN);
+        sl_set(p->grad, 90001, INFINITY);
+        sl_set(p->grad, 70001, NAN);
+        void *pv = bytes_of(p);
+        ck_assert(!sl_optim_step(opt, 0.1));
+        ck_assert_str_eq(sl_error_message(),
+                         "sl_optim_step: parameter 'p' has a non-finite gradient (nan at flat "
+                         "index 70001 of [100003]); nothing was updated");
+        sl_error_clear();
+        assert_bytes(p, pv);
+        sl_set(p->grad, 70001, 0);
+        sl_set(p->grad, 90001, 0);
+        ck_assert(!sl_optim_step(opt, 0.1));
+        ck_assert_str_eq(sl_error_message(),
+                         "sl_optim_step: parameter 'q' has a non-finite gradient (nan at flat "
+                         "index 0 of [7]); nothing was updated");
+        sl_error_clear();
+        free(pv);
+        sl_optim_free(opt);
+        sl_params_free(ps);
+    }
+}
+END_TEST
+
 START_TEST(errors)
 {
     ck_assert_ptr_null(sl_adamw_new(NULL, NULL));
@@ -418,6 +537,8 @@ int main(void)
     tu_add_test(s, tc, thread_count_does_not_change_results);
     tu_add_test(s, tc, training_reduces_the_loss);
     tu_add_test(s, tc, schedules);
+    tu_add_test(s, tc, nonfinite_gradient_changes_nothing);
+    tu_add_test(s, tc, nonfinite_check_names_the_first_element);
     tu_add_test(s, tc, errors);
     return tu_run(s);
 }

@@ -1,11 +1,12 @@
 /* Reductions: values against naive loops over every axis subset, keepdim shapes, negative
- * axes, max ties, errors, views, float64 gradchecks and f32 vs f64. */
+ * axes, max and min ties, errors, views, float64 gradchecks and f32 vs f64; argmax and argmin
+ * (ties, NaN, no gradient, threads). */
 #include "testutil.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { OP_SUM, OP_MEAN, OP_VAR, OP_MAX } op_kind;
+typedef enum { OP_SUM, OP_MEAN, OP_VAR, OP_MAX, OP_MIN } op_kind;
 
 typedef struct {
     op_kind op;
@@ -22,6 +23,7 @@ static sl_tensor *run(const spec *s, sl_tensor *x)
     case OP_MEAN: return sl_mean(x, s->n_axes, s->axes, s->keepdim);
     case OP_VAR: return sl_var(x, s->n_axes, s->axes, s->keepdim, s->correction);
     case OP_MAX: return sl_max(x, s->n_axes, s->axes, s->keepdim);
+    case OP_MIN: return sl_min(x, s->n_axes, s->axes, s->keepdim);
     }
     return NULL;
 }
@@ -36,7 +38,8 @@ static void spec_mask(const spec *s, int ndim, bool *red)
 }
 
 /* The reference, with loops over the input in row-major order: out[o] for each output element
- * (row-major over the kept dims), and for max the input flat index of the first maximum. */
+ * (row-major over the kept dims), and for max (min) the input flat index of the first maximum
+ * (minimum). */
 static void naive(const sl_tensor *x, const spec *s, double *out, int64_t *arg)
 {
     bool red[SL_MAX_DIMS];
@@ -64,13 +67,15 @@ static void naive(const sl_tensor *x, const spec *s, double *out, int64_t *arg)
     for (int64_t i = 0; i < n; i++) {
         double v = sl_get(x, i);
         sum[oi[i]] += v;
-        if (arg[oi[i]] < 0 || v > sl_get(x, arg[oi[i]])) arg[oi[i]] = i;
+        double best = arg[oi[i]] < 0 ? NAN : sl_get(x, arg[oi[i]]);
+        if (arg[oi[i]] < 0 || (s->op == OP_MIN ? v < best : v > best)) arg[oi[i]] = i;
     }
     for (int64_t o = 0; o < n_out; o++) {
         switch (s->op) {
         case OP_SUM: out[o] = sum[o]; break;
         case OP_MEAN: out[o] = sum[o] / (double)group; break;
-        case OP_MAX: out[o] = sl_get(x, arg[o]); break;
+        case OP_MAX:
+        case OP_MIN: out[o] = sl_get(x, arg[o]); break;
         case OP_VAR: {
             double m = sum[o] / (double)group, sq = 0;
             for (int64_t i = 0; i < n; i++)
@@ -114,10 +119,14 @@ START_TEST(values_match_naive_loops)
     sl_rng r = sl_rng_seed(1);
     sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(2, 3, 4));
     sl_tensor *views[] = {x, tu_noncontig(x), tu_permuted_leaf(x)};
-    spec ops[] = {{.op = OP_SUM}, {.op = OP_MEAN}, {.op = OP_VAR, .correction = 0},
-                  {.op = OP_VAR, .correction = 1}, {.op = OP_MAX}};
+    spec ops[] = {{.op = OP_SUM},
+                  {.op = OP_MEAN},
+                  {.op = OP_VAR, .correction = 0},
+                  {.op = OP_VAR, .correction = 1},
+                  {.op = OP_MAX},
+                  {.op = OP_MIN}};
     for (int v = 0; v < 3; v++)
-        for (int k = 0; k < 5; k++)
+        for (int k = 0; k < 6; k++)
             for (int mask = 0; mask < 8; mask++)
                 for (int keep = 0; keep < 2; keep++) {
                     spec s = ops[k];
@@ -177,9 +186,14 @@ START_TEST(known_values)
     ck_assert_close(sl_item(sl_var(x, 0, NULL, false, 1)), 17.5 / 5, 1e-15, 0);
     ck_assert_close(sl_get(sl_var(x, 1, (int[]){1}, false, 1), 1), 1.0, 1e-15, 0);
     ck_assert_close(sl_item(sl_max(x, 0, NULL, false)), 6, 0, 0);
-    /* A NaN is the maximum. */
+    ck_assert_close(sl_item(sl_min(x, 0, NULL, false)), 1, 0, 0);
+    double want_min0[] = {1, 2, 3};
+    sl_tensor *mn0 = sl_min(x, 1, (int[]){0}, false);
+    for (int i = 0; i < 3; i++) ck_assert_close(sl_get(mn0, i), want_min0[i], 0, 0);
+    /* A NaN is the maximum and the minimum. */
     sl_tensor *n = sl_from_data(SL_F32, sl_shape(3), (float[]){1, NAN, 3});
     ck_assert(isnan(sl_item(sl_max(n, 0, NULL, false))));
+    ck_assert(isnan(sl_item(sl_min(n, 0, NULL, false))));
 }
 END_TEST
 
@@ -230,6 +244,32 @@ START_TEST(max_ties_send_gradient_to_the_first)
     ck_assert(sl_backward_ex(m, g, 0));
     double wg[12] = {10, 0, 20, 0, 0, 30, /**/ 0, 0, 0, 0, 0, 0};
     for (int i = 0; i < 12; i++) ck_assert_close(sl_get(p->grad, i), wg[i], 0, 0);
+}
+END_TEST
+
+/* sl_min shares sl_max's path: the gradient goes to the first minimum of each group. */
+START_TEST(min_ties_send_gradient_to_the_first)
+{
+    double v[] = {3, 1, 1, 2, 2, 5}; /* [[3,1,1],[2,2,5]] */
+    sl_tensor *x = sl_requires_grad(sl_from_data(SL_F64, sl_shape(2, 3), v), true);
+    sl_tensor *g = sl_from_data(SL_F64, sl_shape(2), (double[]){10, 20});
+    ck_assert(sl_backward_ex(sl_min(x, 1, (int[]){-1}, false), g, 0));
+    double want[] = {0, 10, 0, 20, 0, 0};
+    for (int i = 0; i < 6; i++) ck_assert_close(sl_get(x->grad, i), want[i], 0, 0);
+    sl_zero_grad(x);
+    /* Along axis 0 on a permuted view: column 1 is 1 vs 2, column 2 is 1 vs 5. */
+    sl_tensor *p = tu_permuted_leaf(sl_from_data(SL_F64, sl_shape(2, 3), v));
+    sl_tensor *m = sl_min(p, 1, (int[]){0}, true);
+    ck_assert_str_eq(sl_shape_str(m), "[1,3]");
+    ck_assert(sl_backward_ex(m, sl_ones(SL_F64, sl_shape(1, 3)), 0));
+    double want0[] = {0, 1, 1, 1, 0, 0};
+    for (int i = 0; i < 6; i++) ck_assert_close(sl_get(p->grad, i), want0[i], 0, 0);
+    /* A NaN is the minimum: its gradient goes to the first NaN. */
+    sl_tensor *n =
+        sl_requires_grad(sl_from_data(SL_F64, sl_shape(4), (double[]){1, NAN, -5, NAN}), true);
+    ck_assert(sl_backward(sl_min(n, 0, NULL, false)));
+    double wn[] = {0, 1, 0, 0};
+    for (int i = 0; i < 4; i++) ck_assert_close(sl_get(n->grad, i), wn[i], 0, 0);
 }
 END_TEST
 
@@ -301,6 +341,9 @@ START_TEST(errors_name_op_axis_and_shape)
     ck_assert_int_eq(sl_error(), SL_ERR_SHAPE);
     ck_assert_str_eq(sl_error_message(), "sl_max: the reduced axes of [2,0] are empty");
     sl_error_clear();
+    ck_assert_ptr_null(sl_min(e, 1, (int[]){1}, false));
+    ck_assert_str_eq(sl_error_message(), "sl_min: the reduced axes of [2,0] are empty");
+    sl_error_clear();
     /* ...but an empty output is fine. */
     sl_tensor *me = sl_max(e, 1, (int[]){0}, false);
     ck_assert_str_eq(sl_shape_str(me), "[0]");
@@ -333,6 +376,8 @@ END_TEST
 START_TEST(gradcheck_mean) { check_op(OP_MEAN, 0); }
 END_TEST
 START_TEST(gradcheck_max) { check_op(OP_MAX, 0); }
+END_TEST
+START_TEST(gradcheck_min) { check_op(OP_MIN, 0); }
 END_TEST
 
 START_TEST(gradcheck_var)
@@ -403,6 +448,181 @@ START_TEST(trailing_axis_reduction_does_not_copy)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- argmax, argmin */
+
+/* The first index along `axis` of the extreme of each row of x, naive: a NaN is the extreme. */
+static void naive_arg(const sl_tensor *x, int axis, bool min, int32_t *out)
+{
+    int d = axis < 0 ? axis + x->ndim : axis;
+    int64_t n = x->shape[d], inner = 1, outer = 1;
+    for (int k = d + 1; k < x->ndim; k++) inner *= x->shape[k];
+    for (int k = 0; k < d; k++) outer *= x->shape[k];
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t q = 0; q < inner; q++) {
+            int32_t best = 0;
+            double bv = sl_get(x, o * n * inner + q);
+            for (int64_t i = 1; i < n && !isnan(bv); i++) {
+                double v = sl_get(x, (o * n + i) * inner + q);
+                if (isnan(v) || (min ? v < bv : v > bv)) {
+                    best = (int32_t)i;
+                    bv = v;
+                }
+            }
+            out[o * inner + q] = best;
+        }
+}
+
+/* Every axis (negative spellings too), keepdim or not, f64 and f32, on contiguous, strided and
+ * permuted inputs; values drawn from a few integers so that rows have ties. */
+START_TEST(argmax_argmin_match_naive_loops)
+{
+    sl_rng r = sl_rng_seed(5);
+    sl_tensor *x = sl_empty(SL_F64, sl_shape(3, 4, 5));
+    for (int64_t i = 0; i < 60; i++) sl_set(x, i, (double)sl_rng_below(&r, 4) - 1.5);
+    sl_tensor *views[] = {x, tu_noncontig(x), tu_permuted_leaf(x), tu_cast_leaf(x, SL_F32)};
+    for (int v = 0; v < 4; v++)
+        for (int axis = -3; axis < 3; axis++)
+            for (int keep = 0; keep < 2; keep++)
+                for (int min = 0; min < 2; min++) {
+                    sl_tensor *y =
+                        min ? sl_argmin(views[v], axis, keep) : sl_argmax(views[v], axis, keep);
+                    ck_assert_msg(y != NULL, "%s", sl_error_message());
+                    ck_assert_int_eq(y->dtype, SL_I32);
+                    int d = (axis + 3) % 3, nd = 0;
+                    for (int k = 0; k < 3; k++) {
+                        if (k == d && !keep) continue;
+                        ck_assert_int_eq(y->shape[nd++], k == d ? 1 : x->shape[k]);
+                    }
+                    ck_assert_int_eq(y->ndim, nd);
+                    int32_t want[20];
+                    naive_arg(x, axis, min, want);
+                    for (int64_t o = 0; o < sl_numel(y); o++)
+                        ck_assert_int_eq((int32_t)sl_get(y, o), want[o]);
+                }
+    /* A 1-D input gives a 0-d index. */
+    sl_tensor *a = sl_from_data(SL_F64, sl_shape(4), (double[]){2, -1, 7, 7});
+    ck_assert_int_eq(sl_argmax(a, 0, false)->ndim, 0);
+    ck_assert_int_eq((int)sl_item(sl_argmax(a, 0, false)), 2);
+    ck_assert_int_eq((int)sl_item(sl_argmin(a, -1, true)), 1);
+    /* The classic use: accuracy from logits and labels. */
+    sl_tensor *logits = sl_from_data(SL_F32, sl_shape(3, 2), (float[]){0.1f, 0.9f, 2, 1, 3, 3});
+    sl_tensor *labels = sl_from_data(SL_I32, sl_shape(3), (int32_t[]){1, 1, 0});
+    sl_tensor *hit = sl_eq(sl_argmax(logits, -1, false), labels);
+    ck_assert_int_eq((int)sl_get(hit, 0) + (int)sl_get(hit, 1) + (int)sl_get(hit, 2), 2);
+}
+END_TEST
+
+START_TEST(argmax_argmin_ties_and_nan)
+{
+    /* Ties: the first index. */
+    sl_tensor *t = sl_from_data(SL_F64, sl_shape(2, 4), (double[]){1, 5, 5, 0, -2, -2, 3, -2});
+    sl_tensor *mx = sl_argmax(t, 1, false), *mn = sl_argmin(t, 1, false);
+    ck_assert_int_eq((int)sl_get(mx, 0), 1);
+    ck_assert_int_eq((int)sl_get(mx, 1), 2);
+    ck_assert_int_eq((int)sl_get(mn, 0), 3);
+    ck_assert_int_eq((int)sl_get(mn, 1), 0);
+    /* A NaN is both the maximum and the minimum: the index of the first NaN, wherever the
+     * larger or smaller numbers are; a row of NaNs gives 0. Infinities are ordinary values. */
+    for (int f = 0; f < 2; f++) {
+        double v[] = {1,        NAN,       9,        NAN, /**/ -INFINITY, 4, INFINITY, NAN,
+                      /**/ NAN, NAN,       NAN,      NAN,
+                      /**/ 3,   -INFINITY, INFINITY, 0};
+        sl_tensor *x = sl_from_data(SL_F64, sl_shape(4, 4), v);
+        if (f) x = tu_cast_leaf(x, SL_F32);
+        sl_tensor *a = sl_argmax(x, -1, false), *b = sl_argmin(x, -1, false);
+        int want_max[] = {1, 3, 0, 2}, want_min[] = {1, 3, 0, 1};
+        for (int i = 0; i < 4; i++) {
+            ck_assert_int_eq((int)sl_get(a, i), want_max[i]);
+            ck_assert_int_eq((int)sl_get(b, i), want_min[i]);
+        }
+        /* sl_max / sl_min agree: NaN where argmax / argmin found one. */
+        ck_assert(isnan(sl_get(sl_max(x, 1, (int[]){1}, false), 0)));
+        ck_assert(isnan(sl_get(sl_min(x, 1, (int[]){1}, false), 1)));
+        ck_assert_double_eq(sl_get(sl_min(x, 1, (int[]){1}, false), 3), -INFINITY);
+    }
+}
+END_TEST
+
+/* Indices have no gradient: no node even from an input that requires grad, and the output
+ * cannot be made to require one. */
+START_TEST(argmax_argmin_record_no_gradient)
+{
+    sl_rng r = sl_rng_seed(6);
+    sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(3, 4));
+    sl_tensor *a = sl_argmax(x, 0, false), *b = sl_argmin(x, 1, true);
+    ck_assert_ptr_null(a->node);
+    ck_assert(!a->requires_grad);
+    ck_assert_ptr_null(b->node);
+    ck_assert(!b->requires_grad);
+    ck_assert_ptr_null(sl_requires_grad(a, true));
+    ck_assert_int_eq(sl_error(), SL_ERR_DTYPE);
+    sl_error_clear();
+    ck_assert(!sl_backward_ex(sl_to_dtype(a, SL_F64), sl_ones(SL_F64, sl_shape(4)), 0));
+    sl_error_clear();
+}
+END_TEST
+
+START_TEST(argmax_argmin_errors)
+{
+    sl_tensor *x = sl_zeros(SL_F64, sl_shape(2, 3));
+    ck_assert_ptr_null(sl_argmax(x, 2, false));
+    ck_assert_int_eq(sl_error(), SL_ERR_ARG);
+    ck_assert_str_eq(sl_error_message(), "sl_argmax: axis 2 out of range for [2,3]");
+    sl_error_clear();
+    ck_assert_ptr_null(sl_argmin(x, -3, true));
+    ck_assert_str_eq(sl_error_message(), "sl_argmin: axis -3 out of range for [2,3]");
+    sl_error_clear();
+    ck_assert_ptr_null(sl_argmax(sl_zeros(SL_I32, sl_shape(2)), 0, false));
+    ck_assert_int_eq(sl_error(), SL_ERR_DTYPE);
+    ck_assert_str_eq(sl_error_message(), "sl_argmax: expected f32 or f64, got i32 [2]");
+    sl_error_clear();
+    sl_tensor *e = sl_zeros(SL_F32, sl_shape(2, 0));
+    ck_assert_ptr_null(sl_argmin(e, -1, false));
+    ck_assert_int_eq(sl_error(), SL_ERR_SHAPE);
+    ck_assert_str_eq(sl_error_message(), "sl_argmin: axis -1 of [2,0] is empty");
+    sl_error_clear();
+    ck_assert_str_eq(sl_shape_str(sl_argmax(e, 0, false)), "[0]"); /* an empty output is fine */
+    ck_assert_ptr_null(sl_argmax(sl_scalar(SL_F64, 1), 0, false));
+    ck_assert_str_eq(sl_error_message(), "sl_argmax: axis 0 out of range for []");
+    sl_error_clear();
+    ck_assert_ptr_null(sl_argmax(NULL, 0, false));
+    ck_assert_str_eq(sl_error_message(), "sl_argmax: argument 'a' is NULL");
+    sl_error_clear();
+    ck_assert_ptr_null(sl_argmin(SL_NONE, 0, false));
+    ck_assert_int_eq(sl_error(), SL_ERR_ARG);
+    sl_error_clear();
+}
+END_TEST
+
+/* Enough rows for several parallel chunks, on both reduction layouts (the axis innermost, read
+ * in place, and outermost, copied): the same indices on 1 and 2 threads, and the naive ones. */
+START_TEST(argmax_argmin_threads)
+{
+    enum { R = 3000, C = 100 };
+    sl_rng r = sl_rng_seed(7);
+    sl_tensor *x = sl_rand_normal(&r, SL_F32, sl_shape(R, C), 0, 1);
+    int n0 = sl_get_num_threads();
+    static int32_t got[2][4][R], want[R];
+    for (int t = 0; t < 2; t++) {
+        sl_set_num_threads(t + 1);
+        sl_tensor *y[4] = {sl_argmax(x, 1, false), sl_argmin(x, 1, false), sl_argmax(x, 0, false),
+                           sl_argmin(x, 0, false)};
+        for (int k = 0; k < 4; k++) {
+            ck_assert_ptr_nonnull(y[k]);
+            memcpy(got[t][k], y[k]->data, sizeof(int32_t) * (size_t)sl_numel(y[k]));
+        }
+    }
+    sl_set_num_threads(n0);
+    ck_assert(!memcmp(got[0], got[1], sizeof got[0]));
+    for (int k = 0; k < 4; k++) {
+        naive_arg(x, k < 2 ? 1 : 0, k % 2, want);
+        int bad = 0; /* (counted, then asserted once: an assertion per element would be slow) */
+        for (int i = 0; i < (k < 2 ? R : C); i++) bad += got[0][k][i] != want[i];
+        ck_assert_int_eq(bad, 0);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("reduce");
@@ -414,15 +634,22 @@ int main(void)
     tu_add_test(s, tc, known_values);
     tu_add_test(s, tc, f32_sums_accumulate_in_double);
     tu_add_test(s, tc, max_ties_send_gradient_to_the_first);
+    tu_add_test(s, tc, min_ties_send_gradient_to_the_first);
     tu_add_test(s, tc, backward_accumulates);
     tu_add_test(s, tc, errors_name_op_axis_and_shape);
     tu_add_test(s, tc, gradcheck_sum);
     tu_add_test(s, tc, gradcheck_mean);
     tu_add_test(s, tc, gradcheck_var);
     tu_add_test(s, tc, gradcheck_max);
+    tu_add_test(s, tc, gradcheck_min);
     tu_add_test(s, tc, gradcheck_sum_all);
     tu_add_test(s, tc, gradcheck_mean_all);
     tu_add_test(s, tc, large_parallel_and_copy_paths);
     tu_add_test(s, tc, trailing_axis_reduction_does_not_copy);
+    tu_add_test(s, tc, argmax_argmin_match_naive_loops);
+    tu_add_test(s, tc, argmax_argmin_ties_and_nan);
+    tu_add_test(s, tc, argmax_argmin_record_no_gradient);
+    tu_add_test(s, tc, argmax_argmin_errors);
+    tu_add_test(s, tc, argmax_argmin_threads);
     return tu_run(s);
 }

@@ -328,6 +328,45 @@ START_TEST(pool_jobs_from_callbacks_and_several_threads)
 }
 END_TEST
 
+/* sl_item reads a one-element tensor of any dtype and any shape (a view included), exactly;
+ * anything else is NaN with an error. */
+START_TEST(item_of_every_dtype)
+{
+    ck_assert(sl_item(sl_scalar(SL_I32, -2147483647)) == -2147483647.0);
+    ck_assert(sl_item(sl_scalar(SL_F32, 0.1)) == (double)0.1f);
+    ck_assert(sl_item(sl_scalar(SL_F64, 0.1)) == 0.1);
+    ck_assert(sl_item(sl_full(SL_I32, sl_shape(1, 1, 1), 7)) == 7.0);
+    sl_tensor *t = sl_from_data(SL_F64, sl_shape(2, 3), (double[]){1, 2, 3, 4, 5, 6});
+    ck_assert(sl_item(sl_narrow(sl_narrow(t, 0, 1, 1), 1, 2, 1)) == 6.0); /* a strided view */
+    ck_assert_int_eq(sl_error(), SL_OK);
+
+    ck_assert(isnan(sl_item(sl_zeros(SL_I32, sl_shape(2)))));
+    ck_assert_int_eq(sl_error(), SL_ERR_SHAPE);
+    ck_assert_str_eq(sl_error_message(), "sl_item: expected one element, got [2]");
+    sl_error_clear();
+    ck_assert(isnan(sl_item(sl_zeros(SL_F32, sl_shape(0)))));
+    ck_assert_str_eq(sl_error_message(), "sl_item: expected one element, got [0]");
+    sl_error_clear();
+    ck_assert(isnan(sl_item(NULL)));
+    ck_assert_int_eq(sl_error(), SL_ERR_ARG);
+    ck_assert_str_eq(sl_error_message(), "sl_item: argument 't' is NULL");
+    ck_assert(isnan(sl_item(NULL))); /* a NULL from a failure keeps its message */
+    ck_assert_str_eq(sl_error_message(), "sl_item: argument 't' is NULL");
+    sl_error_clear();
+    ck_assert(isnan(sl_item(SL_NONE)));
+    ck_assert_str_eq(sl_error_message(), "sl_item: argument 't' is SL_NONE; it is not optional");
+    sl_error_clear();
+    sl_arena *a = sl_arena_new(0), *prev = sl_arena_set(a);
+    sl_tensor *one = sl_scalar(SL_F64, 1);
+    sl_arena_reset(a);
+    ck_assert(isnan(sl_item(one)));
+    ck_assert_int_eq(sl_error(), SL_ERR_STATE);
+    sl_error_clear();
+    sl_arena_set(prev);
+    sl_arena_free(a);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tensor");
@@ -344,5 +383,6 @@ int main(void)
     tu_add_test(s, tc, rng_distributions);
     tu_add_test(s, tc, pool_covers_every_index_once);
     tu_add_test(s, tc, pool_jobs_from_callbacks_and_several_threads);
+    tu_add_test(s, tc, item_of_every_dtype);
     return tu_run(s);
 }

@@ -5,43 +5,78 @@
 #include "corpus.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 bool text_read(text *t, const char *path, char *err, size_t errcap)
 {
     memset(t, 0, sizeof *t);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    /* O_NONBLOCK: a FIFO would otherwise block the open until a writer came. Only a regular
+     * file is read (a FIFO, a device such as /dev/zero or a directory is refused), and only
+     * up to TEXT_MAX_BYTES. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) {
         snprintf(err, errcap, "cannot open '%s': %s", path, strerror(errno));
         return false;
     }
-    size_t cap = 1 << 20, n = 0;
-    unsigned char *b = malloc(cap);
-    for (;;) {
-        if (!b) {
-            fclose(f);
-            snprintf(err, errcap, "out of memory reading '%s'", path);
-            return false;
-        }
-        n += fread(b + n, 1, cap - n, f);
-        if (n < cap) break;
-        unsigned char *nb = realloc(b, cap * 2);
-        if (!nb) free(b);
-        b = nb;
-        cap *= 2;
-    }
-    bool bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(b);
-        snprintf(err, errcap, "cannot read '%s': %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errcap,
+                 "'%s' is not a regular file (data must be a file, not a FIFO, a "
+                 "device or a directory)",
+                 path);
+        close(fd);
         return false;
     }
+    if ((uint64_t)st.st_size > TEXT_MAX_BYTES) {
+        snprintf(err, errcap, "'%s' is %lld bytes, more than the %lld a text may have", path,
+                 (long long)st.st_size, (long long)TEXT_MAX_BYTES);
+        close(fd);
+        return false;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    size_t cap = (size_t)st.st_size, n = 0;
+    unsigned char *b = malloc(cap + 1);
+    if (!b) {
+        close(fd);
+        snprintf(err, errcap, "out of memory reading '%s' (%zu bytes)", path, cap);
+        return false;
+    }
+    while (n < cap) { /* the size fstat gave: a file that grows meanwhile is read that far */
+        ssize_t r = read(fd, b + n, cap - n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            snprintf(err, errcap, "cannot read '%s': %s", path, strerror(errno));
+            free(b);
+            close(fd);
+            return false;
+        }
+        if (r == 0) break; /* it shrank */
+        n += (size_t)r;
+    }
+    close(fd);
     t->bytes = b;
     t->n = (int64_t)n;
     snprintf(t->source, sizeof t->source, "%s", path);
+    return true;
+}
+
+bool text_check_vocab(const text *t, int64_t vocab, char *err, size_t errcap)
+{
+    if (vocab >= 256) return true;
+    for (int64_t i = 0; i < t->n; i++)
+        if (t->bytes[i] >= vocab) {
+            snprintf(err, errcap,
+                     "byte %d at offset %lld of %s is outside the model's "
+                     "vocabulary of %lld",
+                     t->bytes[i], (long long)i, t->source, (long long)vocab);
+            return false;
+        }
     return true;
 }
 

@@ -10,8 +10,16 @@ typedef struct {
     char source[256];     /* the file name, or a description of the built-in corpus */
 } text;
 
-/* Reads a whole file; false with a message naming the file on any problem. */
+/* The largest text read whole (1 GiB). */
+#define TEXT_MAX_BYTES (INT64_C(1) << 30)
+
+/* Reads a whole file, which must be a regular file of at most TEXT_MAX_BYTES (a FIFO or a
+ * device is refused without blocking); false with a message naming the file on any problem.
+ * An empty file is read (n = 0): the caller decides how much it needs. */
 bool text_read(text *t, const char *path, char *err, size_t errcap);
+/* Every byte of t is below vocab (a model with a vocabulary under 256 cannot score the rest);
+ * false with a message naming the first byte that is not and its offset. */
+bool text_check_vocab(const text *t, int64_t vocab, char *err, size_t errcap);
 /* The built-in corpus: `n` bytes of part `part` (0: training, 1: validation). */
 void text_builtin(text *t, int part, int64_t n);
 /* Splits off the last `frac` of src into val (copies), keeping the rest in src. */

@@ -19,6 +19,11 @@ static bool score_windows(sl_gpt *m, const text *t, int64_t start, int64_t T, in
     const int32_t *y = tgt->data;
     for (int64_t r = 0; r < rows; r++)
         for (int64_t i = skip; i < T; i++) {
+            if (y[r * T + i] >= V) /* the callers check the text first (text_check_vocab) */
+                return sl_set_error(SL_ERR_INDEX,
+                                    "byte %d is outside the model's vocabulary "
+                                    "of %lld",
+                                    y[r * T + i], (long long)V);
             const float *row = lg + (r * T + i) * V;
             double mx = row[0];
             for (int64_t v = 1; v < V; v++) mx = row[v] > mx ? row[v] : mx;

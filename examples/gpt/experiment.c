@@ -300,11 +300,8 @@ int cmd_experiment(int argc, char **argv)
         {"threads", F_INT, &threads, "worker threads"},
     };
     int nf = sizeof flags / sizeof *flags;
-    if (!parse_flags(argc, argv, flags, nf)) {
-        fprintf(stderr, "usage: gpt experiment [flags]\n");
-        print_flags(flags, nf);
-        return 2;
-    }
+    int parsed = parse_flags(argc, argv, flags, nf);
+    if (parsed != PARSE_OK) return usage_exit(parsed, "gpt experiment [flags]", flags, nf);
     sl_pos methods[MAX_METHODS];
     int n_methods = 0;
     if (methods_s) {
@@ -330,10 +327,9 @@ int cmd_experiment(int argc, char **argv)
         !check_range("stride", stride, 0, 1 << 30) || !check_range("cost", cost, 0, 1) ||
         !check_range("eval-tokens", eval_tokens, 2, INT64_C(1) << 40))
         return 2;
-    if (lr <= 0 || wd < 0) {
-        fprintf(stderr, "gpt: --lr must be > 0 and --weight-decay >= 0\n");
+    if (!check_number("lr", lr, 0, false, INFINITY) ||
+        !check_number("weight-decay", wd, 0, true, INFINITY))
         return 2;
-    }
     if (threads) sl_set_num_threads((int)threads);
     if (mkdir(out_dir, 0777) != 0 && errno != EEXIST) {
         fprintf(stderr, "gpt: cannot create '%s': %s\n", out_dir, strerror(errno));

@@ -4,6 +4,8 @@
 
 #include "data.h"
 
+#include <stdio.h>
+
 /* ---------------------------------------------------------------- flags (cli.c) */
 
 typedef struct {
@@ -13,11 +15,19 @@ typedef struct {
     const char *help;
 } flag;
 
-/* Parses "--name value" pairs; false (after a message) on an unknown flag, a missing or bad
- * value, or --help. */
-bool parse_flags(int argc, char **argv, const flag *flags, int n);
-void print_flags(const flag *flags, int n);
+enum { PARSE_OK, PARSE_HELP, PARSE_ERROR };
+/* Parses "--name value" pairs: PARSE_OK, PARSE_HELP (--help or -h anywhere; nothing else is
+ * parsed), or PARSE_ERROR after a message naming the flag (unknown, no value, a bad value). */
+int parse_flags(int argc, char **argv, const flag *flags, int n);
+/* Whether the last parse_flags call saw --name on the command line. */
+bool flag_given(const flag *flags, int n, const char *name);
+void print_flags(FILE *to, const flag *flags, int n);
+/* After parse_flags failed or saw --help: the usage line and the flags (to stdout for --help,
+ * to stderr otherwise); returns the exit code, 0 for --help and 2 otherwise. */
+int usage_exit(int parsed, const char *usage, const flag *flags, int n);
 bool check_range(const char *name, int64_t v, int64_t lo, int64_t hi);
+/* v > lo (or >= lo) and v <= hi, else a message naming --name; hi may be INFINITY. */
+bool check_number(const char *name, double v, double lo, bool lo_included, double hi);
 /* Prints "gpt: <what>: <shortlong's error message>" and returns 1. */
 int fail(const char *what);
 double now(void);
@@ -35,19 +45,55 @@ typedef struct {
     double lr, min_lr_frac, weight_decay, clip;
     const char *out;         /* checkpoint written at each evaluation; NULL: none */
     const char *resume;      /* training checkpoint to continue; NULL: a new model */
+    const char *data_path;   /* recorded in checkpoints: the training file, NULL: built-in */
+    const char *val_path;    /* the validation file, NULL: the default */
     bool quiet;              /* no progress output */
 } train_opts;
 
 typedef struct {
     int64_t steps;           /* steps run by this call */
+    int64_t saved_step;      /* the step of the last checkpoint this call wrote; -1: none */
+    int stopped_by;          /* the signal that stopped the run (SIGINT, SIGTERM), or 0 */
     double seconds, tokens_per_s;
-    double train_loss, val_loss; /* last step's; last evaluation's (nats per byte) */
+    double train_loss;       /* the last step's training loss (nats per byte) */
+    double train_loss_avg;   /* its moving average, as the progress line shows it */
+    double val_loss;         /* the last evaluation's validation loss */
     size_t peak_bytes;       /* parameters + gradients + optimizer state + the step arena's peak */
 } train_result;
 
-/* Trains a model on `train`, validating on `val`. Returns the model (free with sl_gpt_free),
- * or NULL after printing why. */
+/* Trains a model on `train`, validating on `val`. Each step's loss and gradient norm are
+ * checked before its update, and a checkpoint is written only when the validation loss and
+ * every parameter are finite: a diverging run stops with the last good checkpoint in place.
+ * After stop_on_signals, a SIGINT or SIGTERM ends the run after the current step, with a
+ * checkpoint (r->stopped_by says which). Returns the model (free with sl_gpt_free), or NULL
+ * after printing why. */
 sl_gpt *train_run(const train_opts *o, const text *train, const text *val, train_result *r);
+
+/* ---------------------------------------------------------------- runs (run.c) */
+
+enum { RUN_META_MAX = 16 };
+/* The train.* metadata of a checkpoint at `step`: the settings a resumed run restores. */
+int run_meta(const train_opts *o, int64_t step, const sl_rng *data_rng, sl_meta *out,
+             char bufs[RUN_META_MAX][80]);
+/* o (from the flags) becomes the run stored in o->resume: its model, settings and files, with
+ * every given flag that disagrees reported; *start is the step it is at. 0 on success, 1 if
+ * the checkpoint cannot be read, 2 on conflicting flags (after messages). */
+int resume_merge(train_opts *o, const flag *flags, int nf, int64_t *start);
+
+/* An exclusive lock on "<out>.lock" (created; removed by unlock_output), so that two runs
+ * cannot write one output. False after a message: another run holds it, or the file cannot
+ * be created (a directory that does not exist or cannot be written: said before training). */
+typedef struct {
+    int fd;
+    char path[4096];
+} out_lock;
+bool lock_output(const char *out, out_lock *l);
+void unlock_output(out_lock *l);
+
+/* SIGINT and SIGTERM set a flag that train_run checks after each step; a second one of the
+ * same kind stops the program at once (the last checkpoint stays whole: saves are atomic). */
+void stop_on_signals(void);
+int stop_requested(void); /* the signal received, or 0 */
 
 /* ---------------------------------------------------------------- evaluation (eval.c) */
 

@@ -19,29 +19,37 @@
 
 /* ---------------------------------------------------------------- train */
 
+/* The training and validation texts: data (NULL: the built-in corpus) and val (NULL: the last
+ * 10% of data, or the built-in corpus's validation part). */
 static bool load_texts(const char *data, const char *val, text *tr, text *va)
 {
     char err[512];
+    memset(va, 0, sizeof *va);
     if (!data) {
         text_builtin(tr, 0, 2 << 20);
-        text_builtin(va, 1, 256 << 10);
-        return tr->bytes && va->bytes;
-    }
-    if (!text_read(tr, data, err, sizeof err)) {
+        if (!tr->bytes) return fprintf(stderr, "gpt: out of memory\n"), false;
+    } else if (!text_read(tr, data, err, sizeof err)) {
         fprintf(stderr, "gpt: %s\n", err);
         return false;
     }
-    if (val ? text_read(va, val, err, sizeof err) : text_split(tr, va, 0.1)) return true;
-    if (val) fprintf(stderr, "gpt: %s\n", err);
-    else fprintf(stderr, "gpt: %s is too small to split off validation text\n", data);
-    text_free(tr);
-    return false;
+    bool ok;
+    if (val) {
+        if (!(ok = text_read(va, val, err, sizeof err))) fprintf(stderr, "gpt: %s\n", err);
+    } else if (!data) {
+        text_builtin(va, 1, 256 << 10);
+        if (!(ok = va->bytes != NULL)) fprintf(stderr, "gpt: out of memory\n");
+    } else if (!(ok = text_split(tr, va, 0.1))) {
+        fprintf(stderr, "gpt: %s (%lld bytes) is too small to split off validation text\n", data,
+                (long long)tr->n);
+    }
+    if (!ok) text_free(tr);
+    return ok;
 }
 
 static int cmd_train(int argc, char **argv)
 {
     const char *data = NULL, *val = NULL, *pos = "alibi", *out = "gpt.safetensors",
-               *resume = NULL;
+               *resume = NULL, *slopes = "fixed";
     int64_t context = 128, batch = 16, layers = 4, heads = 4, kv_heads = 0, dim = 128,
             steps = 500, warmup = 50, seed = 1, threads = 0, eval_every = 100, eval_tokens = 65536,
             stop_after = 0;
@@ -49,16 +57,19 @@ static int cmd_train(int argc, char **argv)
     char pos_help[300];
     snprintf(pos_help, sizeof pos_help, "positional method: %s (default alibi)", pos_list());
     flag flags[] = {
-        {"data", F_STR, &data, "training text (default: the built-in synthetic corpus)"},
+        {"data", F_STR, &data, "training text, a file of at most 1 GiB (default: the built-in "
+                               "synthetic corpus)"},
         {"val", F_STR, &val, "validation text (default: the last 10% of --data)"},
         {"pos", F_STR, &pos, pos_help},
+        {"slopes", F_STR, &slopes, "ALiBi's slopes: fixed (the paper's) or learned (default "
+                                   "fixed; kept in the checkpoint)"},
         {"context", F_INT, &context, "training length L in bytes (default 128)"},
         {"batch", F_INT, &batch, "sequences per step (default 16)"},
         {"layers", F_INT, &layers, "transformer blocks (default 4)"},
         {"heads", F_INT, &heads, "attention heads (default 4)"},
         {"kv-heads", F_INT, &kv_heads, "key/value heads for GQA (default: --heads)"},
         {"dim", F_INT, &dim, "model width (default 128)"},
-        {"steps", F_INT, &steps, "optimizer steps (default 500)"},
+        {"steps", F_INT, &steps, "optimizer steps (default 500; resuming: the run's)"},
         {"lr", F_NUM, &lr, "peak learning rate (default 2e-3)"},
         {"warmup", F_INT, &warmup, "linear warmup steps (default 50)"},
         {"weight-decay", F_NUM, &wd, "AdamW decoupled weight decay (default 0.1)"},
@@ -66,21 +77,31 @@ static int cmd_train(int argc, char **argv)
         {"dropout", F_NUM, &dropout, "dropout on residual branches (default 0)"},
         {"seed", F_INT, &seed, "initialisation and data-order seed (default 1)"},
         {"threads", F_INT, &threads, "worker threads (default: SL_NUM_THREADS or all CPUs)"},
-        {"out", F_STR, &out, "checkpoint to write (default gpt.safetensors)"},
-        {"resume", F_STR, &resume, "training checkpoint to continue from (its config is used)"},
+        {"out", F_STR, &out, "checkpoint to write (default gpt.safetensors; locked while "
+                             "training)"},
+        {"resume", F_STR, &resume, "training checkpoint to continue: its model and settings are "
+                                   "used"},
         {"stop-after", F_INT, &stop_after, "stop (and save) after N steps of this run"},
-        {"eval-every", F_INT, &eval_every, "validate and save every N steps, 0 = at the end (100)"},
+        {"eval-every", F_INT, &eval_every, "validate and save every N steps, 0 = at the end "
+                                           "(default: 100, or --steps if fewer)"},
         {"eval-tokens", F_INT, &eval_tokens, "validation bytes per evaluation (default 65536)"},
     };
     int nf = sizeof flags / sizeof *flags;
-    if (!parse_flags(argc, argv, flags, nf)) {
-        fprintf(stderr, "usage: gpt train [flags]\n");
-        print_flags(flags, nf);
-        return 2;
-    }
+    int parsed = parse_flags(argc, argv, flags, nf);
+    if (parsed != PARSE_OK) return usage_exit(parsed, "gpt train [flags]", flags, nf);
     sl_pos method;
     if (!sl_pos_parse(pos, &method)) {
+        sl_error_clear();
         fprintf(stderr, "gpt: unknown --pos '%s' (known: %s)\n", pos, pos_list());
+        return 2;
+    }
+    sl_slopes slopes_kind;
+    if (!sl_slopes_parse(slopes, &slopes_kind)) {
+        fprintf(stderr, "gpt: unknown --slopes '%s' (known: fixed, learned)\n", slopes);
+        return 2;
+    }
+    if (slopes_kind != SL_SLOPES_FIXED && method != SL_POS_ALIBI) {
+        fprintf(stderr, "gpt: --slopes %s needs --pos alibi\n", slopes);
         return 2;
     }
     if (!check_range("context", context, 2, 1 << 20) || !check_range("batch", batch, 1, 1 << 16) ||
@@ -88,37 +109,71 @@ static int cmd_train(int argc, char **argv)
         !check_range("kv-heads", kv_heads, 0, heads) || !check_range("dim", dim, 1, 1 << 16) ||
         !check_range("steps", steps, 1, INT64_C(1) << 40) ||
         !check_range("warmup", warmup, 0, INT64_C(1) << 40) ||
-        !check_range("threads", threads, 0, 256) || !check_range("eval-every", eval_every, 0, steps) ||
-        !check_range("stop-after", stop_after, 0, steps) ||
-        !check_range("eval-tokens", eval_tokens, 1, INT64_C(1) << 40))
+        !check_range("threads", threads, 0, 256) ||
+        !check_range("eval-every", eval_every, 0, INT64_C(1) << 40) ||
+        !check_range("stop-after", stop_after, 0, INT64_C(1) << 40) ||
+        !check_range("eval-tokens", eval_tokens, 1, INT64_C(1) << 40) ||
+        !check_range("seed", seed, 0, INT64_MAX))
         return 2;
-    if (lr <= 0 || wd < 0 || clip < 0 || dropout < 0 || dropout >= 1) {
-        fprintf(stderr, "gpt: --lr must be > 0, --weight-decay and --clip >= 0, --dropout in [0, 1)\n");
+    if (!check_number("lr", lr, 0, false, INFINITY) ||
+        !check_number("weight-decay", wd, 0, true, INFINITY) ||
+        !check_number("clip", clip, 0, true, INFINITY) ||
+        !check_number("dropout", dropout, 0, true, 1) || dropout == 1) {
+        if (dropout == 1) fprintf(stderr, "gpt: --dropout must be in [0, 1), got 1\n");
         return 2;
     }
-    if (threads) sl_set_num_threads((int)threads);
-    text tr, va;
-    if (!load_texts(data, val, &tr, &va)) return 1;
     train_opts o = {
         .cfg = {.vocab_size = 256, .context = context, .dim = dim, .n_layers = (int)layers,
                 .n_heads = (int)heads, .n_kv_heads = (int)kv_heads, .mlp_ratio = 4, .pos = method,
                 .tie_embeddings = true, .fused_qkv = true, .dropout = dropout,
-                .seed = (uint64_t)seed},
+                .seed = (uint64_t)seed, .slopes = slopes_kind},
         .batch = batch, .steps = steps, .warmup = warmup, .eval_every = eval_every,
         .eval_tokens = eval_tokens, .stop_after = stop_after, .lr = lr, .min_lr_frac = 0.1,
-        .weight_decay = wd, .clip = clip, .out = out, .resume = resume};
+        .weight_decay = wd, .clip = clip, .out = out, .resume = resume, .data_path = data,
+        .val_path = val};
+    int64_t start = 0;
+    if (resume) {
+        int rc = resume_merge(&o, flags, nf, &start);
+        if (rc) return rc;
+    } else if (!flag_given(flags, nf, "eval-every")) {
+        o.eval_every = o.steps < 100 ? o.steps : 100;
+    }
+    if (!check_range("eval-every", o.eval_every, 0, o.steps) ||
+        !check_range("stop-after", o.stop_after, 0, o.steps - start))
+        return 2;
+    if (threads) sl_set_num_threads((int)threads);
+    /* The output is locked (and its directory found writable) before anything else. */
+    out_lock lock;
+    if (!lock_output(out, &lock)) return 1;
+    text tr, va;
+    int rc = 1;
+    if (!load_texts(o.data_path, o.val_path, &tr, &va)) goto unlock;
+    char err[512];
+    if (!text_check_vocab(&tr, o.cfg.vocab_size, err, sizeof err) ||
+        !text_check_vocab(&va, o.cfg.vocab_size, err, sizeof err)) {
+        fprintf(stderr, "gpt: %s\n", err);
+        goto free_texts;
+    }
+    stop_on_signals();
     train_result r;
     sl_gpt *m = train_run(&o, &tr, &va, &r);
-    if (m)
+    if (m && r.stopped_by) {
+        rc = 128 + r.stopped_by; /* as a shell reports a program a signal ended */
+    } else if (m) {
         fprintf(stderr,
-                "done: %lld steps in %.1f s (%.0f tokens/s); final train loss %.4f, val loss %.4f "
-                "(ppl %.3f, %.3f bits/byte); saved %s\n",
-                (long long)r.steps, r.seconds, r.tokens_per_s, r.train_loss, r.val_loss,
-                exp(r.val_loss), r.val_loss / log(2.0), out);
+                "done: %lld steps in %.1f s (%.0f tokens/s); train loss (avg) %.4f, last step "
+                "%.4f; val loss %.4f (ppl %.3f, %.3f bits/byte); saved %s\n",
+                (long long)r.steps, r.seconds, r.tokens_per_s, r.train_loss_avg, r.train_loss,
+                r.val_loss, exp(r.val_loss), r.val_loss / log(2.0), out);
+        rc = 0;
+    }
     sl_gpt_free(m);
+free_texts:
     text_free(&tr);
     text_free(&va);
-    return m ? 0 : 1;
+unlock:
+    unlock_output(&lock);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- eval */
@@ -136,12 +191,12 @@ static int cmd_eval(int argc, char **argv)
         {"threads", F_INT, &threads, "worker threads"},
     };
     int nf = sizeof flags / sizeof *flags;
-    if (!parse_flags(argc, argv, flags, nf) || !ckpt) {
-        if (!ckpt) fprintf(stderr, "gpt: eval needs --ckpt\n");
-        fprintf(stderr, "usage: gpt eval --ckpt CKPT [flags]\n");
-        print_flags(flags, nf);
-        return 2;
+    int parsed = parse_flags(argc, argv, flags, nf);
+    if (parsed == PARSE_OK && !ckpt) {
+        fprintf(stderr, "gpt: eval needs --ckpt\n");
+        parsed = PARSE_ERROR;
     }
+    if (parsed != PARSE_OK) return usage_exit(parsed, "gpt eval --ckpt CKPT [flags]", flags, nf);
     if (!check_range("stride", stride, 0, INT64_C(1) << 40) ||
         !check_range("max-tokens", max_tokens, 2, INT64_C(1) << 40) ||
         !check_range("threads", threads, 0, 256))
@@ -160,9 +215,9 @@ static int cmd_eval(int argc, char **argv)
             sl_gpt_free(m);
             return 2;
         }
-    } else {
-        nl = 4;
-        for (int i = 0; i < 4; i++) lengths[i] = L << i;
+    } else { /* L, 2L, 4L, 8L (L is at most SL_GPT_MAX_CONTEXT: no overflow) */
+        nl = 0;
+        for (int i = 0; i < 4 && L <= INT64_MAX >> i; i++) lengths[nl++] = L << i;
     }
     text t;
     char err[512];
@@ -175,9 +230,21 @@ static int cmd_eval(int argc, char **argv)
     } else {
         text_builtin(&t, 1, 256 << 10);
     }
+    bool usable = t.n >= 2 && text_check_vocab(&t, m->cfg.vocab_size, err, sizeof err);
+    if (!usable) {
+        if (t.n < 2)
+            fprintf(stderr, "gpt: %s has %lld bytes; evaluation needs at least 2 (a byte and the "
+                    "one after it)\n", t.source, (long long)t.n);
+        else
+            fprintf(stderr, "gpt: %s\n", err);
+        text_free(&t);
+        sl_gpt_free(m);
+        return 1;
+    }
     int64_t span = t.n - 1 < max_tokens ? t.n - 1 : max_tokens;
-    printf("# gpt eval: %s (pos %s, trained at L = %lld) on %s, first %lld bytes\n", ckpt,
-           sl_pos_name(m->cfg.pos), (long long)L, t.source, (long long)span);
+    printf("# gpt eval: %s (pos %s%s, trained at L = %lld) on %s, first %lld bytes\n", ckpt,
+           sl_pos_name(m->cfg.pos), m->cfg.slopes == SL_SLOPES_LEARNED ? ", learned slopes" : "",
+           (long long)L, t.source, (long long)span);
     printf("%8s %8s %12s %10s %8s %12s %10s\n", "length", "x L", "ppl", "bits/byte", "stride",
            "sliding ppl", "bits/byte");
     sl_arena *step = sl_arena_new(0);
@@ -272,19 +339,16 @@ static int cmd_sample(int argc, char **argv)
         {"threads", F_INT, &threads, "worker threads"},
     };
     int nf = sizeof flags / sizeof *flags;
-    if (!parse_flags(argc, argv, flags, nf) || !ckpt) {
-        if (!ckpt) fprintf(stderr, "gpt: sample needs --ckpt\n");
-        fprintf(stderr, "usage: gpt sample --ckpt CKPT [flags]\n");
-        print_flags(flags, nf);
-        return 2;
+    int parsed = parse_flags(argc, argv, flags, nf);
+    if (parsed == PARSE_OK && !ckpt) {
+        fprintf(stderr, "gpt: sample needs --ckpt\n");
+        parsed = PARSE_ERROR;
     }
+    if (parsed != PARSE_OK) return usage_exit(parsed, "gpt sample --ckpt CKPT [flags]", flags, nf);
     if (!check_range("tokens", tokens, 0, 1 << 20) || !check_range("top-k", top_k, 0, 256) ||
         !check_range("threads", threads, 0, 256))
         return 2;
-    if (temperature < 0) {
-        fprintf(stderr, "gpt: --temperature must be >= 0\n");
-        return 2;
-    }
+    if (!check_number("temperature", temperature, 0, true, INFINITY)) return 2;
     if (threads) sl_set_num_threads((int)threads);
     sl_gpt *m = sl_gpt_load(ckpt, SL_F32);
     if (!m) return fail("cannot load the checkpoint");
@@ -292,6 +356,13 @@ static int cmd_sample(int argc, char **argv)
     int64_t P = (int64_t)strlen(prompt);
     const char *start = P ? prompt : "\n";
     if (!P) P = 1;
+    for (int64_t i = 0; i < P; i++)
+        if ((unsigned char)start[i] >= m->cfg.vocab_size) {
+            fprintf(stderr, "gpt: byte %d of the prompt is outside the model's vocabulary of "
+                    "%lld\n", (unsigned char)start[i], (long long)m->cfg.vocab_size);
+            sl_gpt_free(m);
+            return 1;
+        }
     int64_t cap = P + tokens;
     int n_kv = m->cfg.n_kv_heads ? m->cfg.n_kv_heads : m->cfg.n_heads;
     sl_arena *keep = sl_arena_new(0), *step = sl_arena_new(0);
@@ -336,9 +407,9 @@ out:
 
 /* ---------------------------------------------------------------- main */
 
-static void usage(void)
+static void usage(FILE *to)
 {
-    fprintf(stderr,
+    fprintf(to,
             "usage: gpt <command> [flags]\n"
             "  train   train a byte-level GPT (default data: a built-in synthetic corpus)\n"
             "  eval    perplexity and bits/byte at several window lengths\n"
@@ -350,23 +421,14 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        usage();
+        usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    for (int i = 2; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            char *none[] = {"--help"};
-            const char *c = argv[1];
-            if (!strcmp(c, "train")) return cmd_train(1, none) == 2 ? 0 : 1;
-            if (!strcmp(c, "eval")) return cmd_eval(1, none) == 2 ? 0 : 1;
-            if (!strcmp(c, "sample")) return cmd_sample(1, none) == 2 ? 0 : 1;
-            if (!strcmp(c, "experiment")) return cmd_experiment(1, none) == 2 ? 0 : 1;
-        }
     if (!strcmp(argv[1], "train")) return cmd_train(argc - 2, argv + 2);
     if (!strcmp(argv[1], "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(argv[1], "sample")) return cmd_sample(argc - 2, argv + 2);
     if (!strcmp(argv[1], "experiment")) return cmd_experiment(argc - 2, argv + 2);
     fprintf(stderr, "gpt: unknown command '%s'\n", argv[1]);
-    usage();
+    usage(stderr);
     return 2;
 }

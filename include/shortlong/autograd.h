@@ -31,6 +31,37 @@ bool sl_grad_enabled(void);
  *     sl_set_grad_enabled(prev);                                               */
 bool sl_set_grad_enabled(bool enabled);
 
+/* ---------------------------------------------------------------- evaluation scope */
+
+/* Evaluation (a validation loss, a sample) without a tape and without filling the caller's
+ * arena, in one call each way:
+ *     sl_eval_scope s = sl_eval_begin(NULL);
+ *     double loss = sl_item(sl_gpt_loss(model, idx, targets));
+ *     sl_eval_end(&s);
+ * sl_eval_begin turns grad mode off and makes `scratch` the current arena; with scratch NULL,
+ * an arena of the scope's own (one per nesting level, kept by the thread for its next scopes,
+ * so that repeated evaluations stop allocating from the heap; never free it). sl_eval_end
+ * restores the grad mode and the current arena as they were, and resets the scratch arena.
+ * Tensors made inside do not outlive sl_eval_end: take what you need out first (sl_item,
+ * sl_copy_out, or sl_copy_into a tensor made before the scope); a tensor from inside used
+ * after it is refused as released (sl_arena_reset). Tensors made before the scope may be used
+ * inside. Scopes nest, up to SL_EVAL_MAX_DEPTH, and end innermost first.
+ * sl_eval_begin fails, changing nothing, when scratch is the current arena (the reset at the
+ * end would release the caller's tensors), when nested too deep, or on OOM: it records the
+ * error and returns a scope with `active` false, which sl_eval_end ignores. sl_eval_end fails
+ * (SL_ERR_STATE, changing nothing) on a scope that is not the innermost. */
+enum { SL_EVAL_MAX_DEPTH = 8 };
+typedef struct sl_eval_scope {
+    bool active;     /* begun and not yet ended */
+    sl_arena *arena; /* the scratch arena the scope's tensors go to */
+    /* internal: what sl_eval_end restores, and the nesting level */
+    sl_arena *prev_arena;
+    bool prev_grad;
+    int depth;
+} sl_eval_scope;
+sl_eval_scope sl_eval_begin(sl_arena *scratch);
+bool sl_eval_end(sl_eval_scope *scope);
+
 /* Marks a leaf as requiring grad. Fails (SL_ERR_STATE) on a tensor made by an op, and
  * (SL_ERR_DTYPE) on an i32 tensor. Returns t, or NULL on error. */
 sl_tensor *sl_requires_grad(sl_tensor *t, bool requires_grad);
@@ -115,9 +146,11 @@ struct sl_node {
 bool sl_record(sl_node **node, const char *op, sl_tensor *out, int n_in, sl_tensor *const *in,
                sl_backward_fn backward, size_t saved_bytes);
 /* For op writers: declares that node's backward reads t's values (an input, the output, or a
- * copy the op made), recording t's version (tensor.h). If t is written in place before the
- * backward runs, the backward fails, naming the op and t, instead of using the new values.
- * node may be NULL (nothing recorded: a no-op). False (SL_ERR_STATE) past SL_MAX_SAVED. */
+ * copy the op made), recording t's version (tensor.h). Declare every tensor the backward
+ * reads, and only those. If t is written in place before the backward runs, the backward fails
+ * before accumulating any gradient, naming the op and t, instead of using the new values.
+ * node may be NULL (nothing recorded: a no-op). False (SL_ERR_STATE) past SL_MAX_SAVED: fail
+ * the op then. */
 bool sl_save_for_backward(sl_node *node, sl_tensor *t);
 /* For backward functions: the gradient buffer of input i (contiguous, its shape and dtype,
  * zero the first time it is asked for in a pass), to ACCUMULATE into. Check

@@ -39,6 +39,51 @@ sl_tensor *sl_gelu(sl_tensor *a, sl_gelu_approx approx);
 /* A copy in another dtype (f32 <-> f64; i32 -> float without grad). */
 sl_tensor *sl_to_dtype(sl_tensor *a, sl_dtype dtype);
 
+/* ------------------------------------------------- abs, clamp, minimum, maximum (minmax.c) */
+
+/* |a|, elementwise. The gradient is g sign(a), with sign(0) = 0 (PyTorch's choice: 0 is a
+ * subgradient of |x| at 0), and 0 at a NaN. f32 or f64. */
+sl_tensor *sl_abs(sl_tensor *a);
+/* min(max(a, lo), hi), elementwise; lo or hi may be -INFINITY / INFINITY (no bound on that
+ * side); for an f32 a they are first rounded to f32. A NaN in a stays NaN. The gradient passes
+ * (1) where lo <= a <= hi, the bounds included, as torch.clamp's does, and is 0 outside and at a
+ * NaN. (Composed from sl_maximum and sl_minimum, a value on a bound would get g / 2 instead; so
+ * it does in PyTorch.) f32 or f64. Errors (NULL): a NaN bound, lo > hi (SL_ERR_ARG). */
+sl_tensor *sl_clamp(sl_tensor *a, double lo, double hi);
+/* Elementwise min(a, b) and max(a, b), broadcast (numpy rules); a NaN in either gives NaN.
+ * Gradient: the strictly smaller (larger) input gets g, the other 0; a tie splits g equally,
+ * g / 2 to each, as torch.minimum / torch.maximum do since PyTorch 1.10 (pytorch/pytorch#59669;
+ * 1.13 included): their formula is where(a == b, g / 2, g) masked to 0 where the input loses.
+ * Where either is NaN neither loses, and both get g (what that formula gives). Each input's
+ * gradient is summed over the dims it was broadcast along. a and b share a float dtype. Results
+ * do not depend on the thread count. Errors (NULL): dtypes, shapes that do not broadcast. */
+sl_tensor *sl_minimum(sl_tensor *a, sl_tensor *b);
+sl_tensor *sl_maximum(sl_tensor *a, sl_tensor *b);
+
+/* ---------------------------------------------------------------- comparisons (compare.c) */
+
+/* Elementwise a == b, a != b, a < b, a <= b, a > b, a >= b with broadcasting, as an i32 mask:
+ * 1 where it holds, 0 elsewhere (what sl_where and sl_masked_fill take; sl_to_dtype makes it a
+ * float to sum or average). a and b share a dtype: f32, f64 or i32 (no promotion). Comparisons
+ * are IEEE's: a NaN is unequal to everything, itself included (sl_ne gives 1, the others 0).
+ * Not differentiable: no node is recorded, whatever the inputs. Results do not depend on the
+ * thread count. Errors (NULL): dtypes that differ, shapes that do not broadcast. */
+sl_tensor *sl_eq(sl_tensor *a, sl_tensor *b);
+sl_tensor *sl_ne(sl_tensor *a, sl_tensor *b);
+sl_tensor *sl_lt(sl_tensor *a, sl_tensor *b);
+sl_tensor *sl_le(sl_tensor *a, sl_tensor *b);
+sl_tensor *sl_gt(sl_tensor *a, sl_tensor *b);
+sl_tensor *sl_ge(sl_tensor *a, sl_tensor *b);
+/* The same against a scalar: a op s, an i32 mask of a's shape. For an f32 a, s is first rounded
+ * to f32 (so an f32 0.1 equals 0.1, as in PyTorch); an f64 or i32 a is compared with s exactly
+ * (an i32 2 is less than 2.5). */
+sl_tensor *sl_eq_scalar(sl_tensor *a, double s);
+sl_tensor *sl_ne_scalar(sl_tensor *a, double s);
+sl_tensor *sl_lt_scalar(sl_tensor *a, double s);
+sl_tensor *sl_le_scalar(sl_tensor *a, double s);
+sl_tensor *sl_gt_scalar(sl_tensor *a, double s);
+sl_tensor *sl_ge_scalar(sl_tensor *a, double s);
+
 /* ---------------------------------------------------------------- reductions (reduce.c) */
 
 /* Reduce over n_axes axes (n_axes == 0: all axes). keepdim keeps them as size 1. */
@@ -46,8 +91,19 @@ sl_tensor *sl_sum(sl_tensor *a, int n_axes, const int *axes, bool keepdim);
 sl_tensor *sl_mean(sl_tensor *a, int n_axes, const int *axes, bool keepdim);
 /* Variance with `correction` subtracted from the count (0: population, 1: unbiased). */
 sl_tensor *sl_var(sl_tensor *a, int n_axes, const int *axes, bool keepdim, int correction);
-/* Maximum; the gradient goes to the first position of the maximum. */
+/* Maximum; the gradient goes to the first position of the maximum (row-major within each
+ * group). A NaN is the maximum (it propagates). Empty reduced axes are an error (SL_ERR_SHAPE). */
 sl_tensor *sl_max(sl_tensor *a, int n_axes, const int *axes, bool keepdim);
+/* Minimum, as sl_max: the gradient goes to the first position of the minimum; a NaN is the
+ * minimum (it propagates). */
+sl_tensor *sl_min(sl_tensor *a, int n_axes, const int *axes, bool keepdim);
+/* The index along `axis` of the first maximum (minimum) of each row, as an i32 tensor: a's shape
+ * without that axis (keepdim: with it as size 1). A NaN counts as the maximum (and as the
+ * minimum): a row holding one gives the index of its first NaN, as sl_max / sl_min propagate it
+ * (numpy and PyTorch do the same). Not differentiable (no node is recorded). f32 or f64. Errors
+ * (NULL): an axis out of range, an empty axis (SL_ERR_SHAPE), an axis longer than INT32_MAX. */
+sl_tensor *sl_argmax(sl_tensor *a, int axis, bool keepdim);
+sl_tensor *sl_argmin(sl_tensor *a, int axis, bool keepdim);
 /* Shorthands: sum / mean of every element (a 0-d tensor). */
 sl_tensor *sl_sum_all(sl_tensor *a);
 sl_tensor *sl_mean_all(sl_tensor *a);
@@ -102,6 +158,27 @@ sl_tensor *sl_concat(int n, sl_tensor *const *tensors, int dim);
 /* a itself when already contiguous, else a contiguous copy. */
 sl_tensor *sl_contiguous(sl_tensor *a);
 
+/* ---------------------------------------------------------------- stack, split (stack.c) */
+
+/* n tensors of one shape and dtype joined along a new dim `dim` (in [-ndim - 1, ndim], negative
+ * counted from the end of the result): the result has n at dim, and its slice i there is
+ * tensors[i] (sl_concat of the tensors unsqueezed at dim, in one copy). Differentiable in each
+ * (each gets its slice of the gradient; a tensor given twice gets both). Any dtype. Errors
+ * (NULL): n < 1, a NULL tensor (tensors[i] named), dtypes or shapes that differ, dim out of
+ * range, a result of more than SL_MAX_DIMS dims. */
+sl_tensor *sl_stack(int n, sl_tensor *const *tensors, int dim);
+/* Cuts a along dim into n consecutive pieces of sizes[0], .., sizes[n - 1] (each >= 0, adding up
+ * to a's size along dim), stored in out[0 .. n): VIEWS of a (sl_narrow), no copy: a write
+ * through a piece is a write to a. Each piece is differentiable (its gradient goes to its part
+ * of a's). Returns n, or -1 on error with every out[i] NULL: a NULL a (its pending error kept),
+ * n < 1, sizes or out NULL, dim out of range, a negative size, sizes that do not add up. */
+int sl_split(sl_tensor *a, int dim, int n, const int64_t *sizes, sl_tensor **out);
+/* torch.chunk: a cut along dim into at most n views of ceil(L / n) elements each (L a's size
+ * along dim), the last one smaller: as many as that takes, which may be fewer than n (L = 5,
+ * n = 4 gives 2, 2, 1; L = 2, n = 5 gives 1, 1). An empty dim gives n empty views. out has room
+ * for n. Returns the number of pieces, or -1 on error (as sl_split; n < 1, out NULL). */
+int sl_chunk(sl_tensor *a, int dim, int n, sl_tensor **out);
+
 /* ---------------------------------------------------------------- softmax (softmax.c) */
 
 sl_tensor *sl_softmax(sl_tensor *a, int axis);
@@ -133,6 +210,25 @@ sl_tensor *sl_cross_entropy(sl_tensor *logits, sl_tensor *targets, int32_t ignor
  * Identity when !train or p == 0. */
 sl_tensor *sl_dropout(sl_tensor *x, double p, sl_rng *rng, bool train);
 
+/* ---------------------------------------------------------------- gather (gather.c) */
+
+/* torch.gather: index (i32) has a's ndim and, off `axis`, sizes no larger than a's; y has
+ * index's shape, and y[i_0, .., i_n] = a[i_0, .., index[i_0, .., i_n], .., i_n] (the index at
+ * position axis). E.g. the logit of each target: sl_gather(logits [N, C], 1, targets [N, 1]).
+ * Differentiable in a: the gradient is scattered back and added (an element picked twice gets
+ * both contributions). a may be f32, f64 or i32 (no gradient), the index any strides (read in
+ * place). Results do not depend on the thread count. Errors (NULL): an index not i32
+ * (SL_ERR_DTYPE), shapes that do not fit (SL_ERR_SHAPE), an index value outside [0, a's size
+ * along axis), negative ones included (SL_ERR_INDEX, naming the value and its position:
+ * "sl_gather: index 4 at [1,0] is out of range [0, 4) along dim 1 of a [2,4]"). */
+sl_tensor *sl_gather(sl_tensor *a, int axis, sl_tensor *index);
+/* Whole slices of a along axis: y has a's shape with index's length at axis, and
+ * y[.., i, ..] = a[.., index[i], ..], index a 1-D i32 tensor (e.g. rows of a batch, in the order
+ * of a permutation). Differentiable in a as sl_gather (repeated indices accumulate). Errors
+ * (NULL): an index that is not 1-D i32 (SL_ERR_DTYPE), a value outside [0, a's size along axis)
+ * (SL_ERR_INDEX: "... index 3 at position 1 is out of range [0, 3) along dim 0 of a [3,2]"). */
+sl_tensor *sl_index_select(sl_tensor *a, int axis, sl_tensor *index);
+
 /* ---------------------------------------------------------------- selection (select.c) */
 
 /* cond ? a : b elementwise, broadcast; cond is i32 (non-zero = true). */
@@ -153,33 +249,79 @@ double sl_alibi_slope(int h, int n_heads);
  * sl_requires_grad makes them learnable). NULL + SL_ERR_ARG for n_heads < 1. */
 sl_tensor *sl_alibi_slopes(int n_heads);
 
+/* Options of sl_alibi_attention. A zero-initialised struct (or a NULL opts pointer) is plain
+ * causal ALiBi with scale 1/sqrt(D). Tensor fields: NULL or SL_NONE is "absent" (a NULL here is
+ * not taken for a failed call, so check the tensors you put in before the call). Positions, as
+ * below: query row i at p_i = Tk - Tq + i, key j at j. A key j is visible to query row i of
+ * batch row b when every rule in force holds:
+ *     causal:         j <= p_i                      (bidirectional: no such rule)
+ *     key_lengths:    j < key_lengths[b]
+ *     query_lengths:  p_i < query_lengths[b]        (else row i sees nothing)
+ *     segments:       key_segments[b,j] == query_segments[b,i]
+ *     window W > 0:   p_i - j < W (causal), |p_i - j| < W (bidirectional)
+ * A query row that sees no key (a padding row, a row whose segment has no key in range, ...)
+ * outputs 0 (not NaN) and passes no gradient to anything. */
 typedef struct sl_alibi_opts {
-    bool bidirectional; /* false: causal (keys j <= p_i); true: bias -m |p_i - j|, no mask */
+    bool bidirectional; /* false: causal (keys j <= p_i); true: no causal rule (an encoder) */
     double scale;       /* multiplies q . k (not the bias); 0: 1/sqrt(D) */
+    /* Sliding window: 0 (or a width no distance reaches): none. With W >= 1 a query sees the
+     * W keys p_i - W < j <= p_i (causal) or the 2W - 1 keys |p_i - j| < W (bidirectional).
+     * Key tiles wholly outside the window are skipped: time O(Tq W), not O(Tq Tk). Composes
+     * with a KV cache (positions are absolute). Negative: an error. */
+    int64_t window;
+    /* Padded batches: i32 [B], values >= 0, in positions (like j and p_i). Keys at
+     * j >= key_lengths[b] are masked; query rows at p_i >= query_lengths[b] output 0 and pass
+     * no gradient. A value past Tk counts as Tk (so a row's full length may be passed while
+     * decoding). For a padded self-attention batch pass the same tensor to both. Absent: every
+     * key / every query row is valid. */
+    sl_tensor *key_lengths;
+    sl_tensor *query_lengths;
+    /* Packed documents: segment ids, any i32 values, key_segments [B, Tk] and query_segments
+     * [B, Tq]; a query sees only keys of its own segment. The bias keeps using p_i - j, which
+     * within one document is the distance inside it. query_segments absent: each query takes
+     * the id of the key at its position, key_segments[b, p_i] (needs Tq <= Tk), which is what
+     * self-attention and a KV cache want. query_segments without key_segments: an error. Tiles
+     * whose ranges of ids do not meet are skipped (ids increasing along a row, as packing gives,
+     * make that O(document length) keys per query). */
+    sl_tensor *key_segments;
+    sl_tensor *query_segments;
+    /* Asymmetric bidirectional ALiBi: [H] slopes m'_h for keys after the query, so that the
+     * bias is -m_h (p_i - j) for j <= p_i and -m'_h (j - p_i) for j > p_i; f32 or f64 whatever
+     * q's dtype, differentiable (its gradient is -sum_{j > p_i} dS_ij (j - p_i) per head, while
+     * slopes then gets only the j <= p_i part). Absent: m' = m (symmetric). Needs
+     * bidirectional: in causal mode every key after the query is masked, and passing it is an
+     * error. Why and how to pick them: nn.h, "Choosing ALiBi's slopes for an encoder". */
+    sl_tensor *slopes_after;
 } sl_alibi_opts;
 
 /* Fused multi-head attention with ALiBi:
  *     out[b,h,i,:] = sum_j softmax_j(scale * q[b,h,i,:] . k[b,g,j,:] - m_h * (p_i - j)) v[b,g,j,:]
- * with q (B, H, Tq, D), k (B, Hk, Tk, D), v (B, Hk, Tk, Dv) -> out (B, H, Tq, Dv).
+ * with q (B, H, Tq, D), k (B, Hk, Tk, D), v (B, Hk, Tk, Dv) -> out (B, H, Tq, Dv), over the
+ * keys visible to query i (sl_alibi_opts: causal by default; windows, padding and segments).
  *   - Grouped-query attention: H is a multiple of Hk; query head h reads kv head
  *     g = h / (H / Hk) (Hk = 1: multi-query attention).
  *   - Query row i sits at absolute position p_i = Tk - Tq + i (bottom-right aligned), so one
  *     decoding step against a cache of Tk keys is a call with Tq = 1. Causal mode needs
- *     Tq <= Tk and masks keys j > p_i; bidirectional mode uses -m_h |p_i - j| and no mask.
+ *     Tq <= Tk and masks keys j > p_i; bidirectional mode uses -m_h |p_i - j| (or -m'_h (j - p_i)
+ *     after the query with opts->slopes_after) and no causal mask.
  *   - slopes: [H], f32 or f64 whatever q's dtype (the bias is computed inside the kernel from
- *     integer positions, in the dtype of q); NULL: the paper's, sl_alibi_slope(h, H) (but a
- *     NULL while an error is pending is taken for a failed call's result: NULL back). Zero
- *     slopes give plain scaled-dot-product attention. A slopes tensor that requires grad gets
- *     the gradient -sum_ij dS_ij (p_i - j) per head (learnable slopes).
- *   - opts NULL: causal, scale 1/sqrt(D).
+ *     integer positions, in the dtype of q); SL_NONE: the paper's, sl_alibi_slope(h, H) (NULL
+ *     is a failed call's result: NULL back, its error kept). Zero slopes give plain
+ *     scaled-dot-product attention. A slopes tensor that requires grad gets the gradient
+ *     -sum_ij dS_ij (p_i - j) per head (|p_i - j| bidirectional; only the j <= p_i part when
+ *     slopes_after is given): learnable slopes.
+ *   - opts NULL: causal, scale 1/sqrt(D), no masks.
  * q, k, v share a float dtype, the output's; any strides (views such as a [B,T,H,D] tensor
  * permuted to [B,H,T,D] are read in place when their last dim is contiguous). Differentiable in
- * q, k, v and slopes. Memory: besides the output, one log-sum-exp per query row (kept for
- * backward) and a few tiles of scratch per thread; nothing of size Tq x Tk, forward or
- * backward. Results do not depend on the thread count, and repeat bitwise.
+ * q, k, v, slopes and opts->slopes_after. Memory: besides the output, one log-sum-exp per query
+ * row (kept for backward), a copy of the lengths and segment ids, and a few tiles of scratch
+ * per thread; nothing of size Tq x Tk, forward or backward. Results do not depend on the
+ * thread count, and repeat bitwise.
  * Errors (NULL): dtypes that differ or are not float, shapes that do not fit (named, e.g.
  * "sl_alibi_attention: q [2,8,16,64] and k [2,3,16,64]: 8 query heads are not a multiple of 3
- * kv heads"), Tq > Tk in causal mode, slopes of the wrong length, a non-finite scale. */
+ * kv heads"), Tq > Tk in causal mode, slopes or slopes_after of the wrong length or dtype, a
+ * non-finite scale, a negative window, lengths or segment ids that are not i32 of their shape,
+ * a negative length, slopes_after in causal mode, query_segments alone. */
 sl_tensor *sl_alibi_attention(sl_tensor *q, sl_tensor *k, sl_tensor *v, sl_tensor *slopes,
                               const sl_alibi_opts *opts);
 
@@ -223,6 +365,20 @@ int sl_t5_bucket(int64_t n, int n_buckets, int max_distance);
  * (NULL): a non-float table, a table that is not 2-D, bad buckets (as sl_t5_bucket),
  * tq or tk < 1. */
 sl_tensor *sl_t5_bias(sl_tensor *table, int64_t tq, int64_t tk, int max_distance);
+
+/* T5's bidirectional bucket (_relative_position_bucket with bidirectional=True, for encoders)
+ * of the signed distance n = p_i - j: the first n_buckets / 2 buckets for keys at or before
+ * the query (n >= 0), the next n_buckets / 2 for keys after it (n < 0), each half the causal
+ * rule over |n| with n_buckets / 2 buckets:
+ *     n >= 0:  sl_t5_bucket(n, n_buckets / 2, max_distance)
+ *     n < 0:   n_buckets / 2 + sl_t5_bucket(-n, n_buckets / 2, max_distance)
+ * (T5's encoder: 32 buckets, 16 each way, 8 of them exact, max_distance 128.) -1 + SL_ERR_ARG
+ * if n_buckets < 4 or max_distance <= n_buckets / 4. */
+int sl_t5_bucket_bidirectional(int64_t n, int n_buckets, int max_distance);
+/* sl_t5_bias with bidirectional buckets: bias[h,i,j] = table[h, sl_t5_bucket_bidirectional(
+ * p_i - j, n_buckets, max_distance)], p_i = tk - tq + i; no mask to add. Differentiable in
+ * table; errors as sl_t5_bias, with the buckets checked as sl_t5_bucket_bidirectional's. */
+sl_tensor *sl_t5_bias_bidirectional(sl_tensor *table, int64_t tq, int64_t tk, int max_distance);
 
 #ifdef __cplusplus
 }

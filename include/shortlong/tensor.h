@@ -75,11 +75,15 @@ typedef struct sl_arena sl_arena;
 sl_arena *sl_arena_new(size_t block_bytes);
 void sl_arena_free(sl_arena *arena);
 /* Releases every tensor in the arena; keeps the blocks for reuse. Each reset starts a new
- * generation of the arena: an op handed a tensor made before the reset fails (SL_ERR_STATE,
- * naming the op and the argument) instead of reading whatever the memory holds now, as long
- * as the tensor's header has not been reused by a newer allocation. Debug builds fill released
+ * generation of the arena: an op, an accessor (sl_get, sl_fill, ...) or sl_backward handed a
+ * tensor made before the reset fails (SL_ERR_STATE, naming the op and the argument) instead of
+ * reading whatever the memory holds now. One case escapes: a stale pointer that lands exactly
+ * on the header of a tensor made since is taken for that tensor. Each reset moves the arena's
+ * allocations by 64 bytes, so that making the same tensors again after a reset (a training
+ * loop) never does that to a tensor of the generation before. Debug builds fill released
  * memory with 0xFF bytes (NaN in f32 and f64, -1 in i32), and AddressSanitizer builds poison
- * it, so that a stale read through a pointer is seen as well. */
+ * it, so that a stale read through a raw pointer is seen as well. A tensor of a freed arena
+ * is freed memory: nothing checks it. */
 void sl_arena_reset(sl_arena *arena);
 /* Makes `arena` the calling thread's current arena (NULL: the thread's default); returns the
  * previous one (NULL if it was the default). */
@@ -114,6 +118,7 @@ typedef struct sl_tensor {
     void *data;                     /* base of the storage, shared by views */
     sl_arena *arena;                /* the arena the tensor was allocated in */
     uint32_t generation;            /* the arena's generation then (see sl_arena_reset) */
+    uint32_t seal;                  /* internal: vouches for arena and generation */
     uint32_t *version;              /* in-place writes to the storage (shared with views) */
     /* autograd's (autograd.h): */
     struct sl_tensor *grad;         /* accumulated gradient (leaves that require grad) */
