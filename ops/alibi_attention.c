@@ -30,165 +30,8 @@
  * scratch (tensor/pool.c): besides the output and the log-sum-exp (and, with masks, the
  * lengths and segment ids copied, O(B T)), the op's memory is O(threads * TILE * (D + Dv)),
  * never O(Tq * Tk). */
-#include "internal.h"
+#include "alibi_attention.h"
 
-#include <math.h>
-
-/* ---------------------------------------------------------------- configuration */
-
-enum { TILE = 64 };             /* queries and keys per tile */
-enum { BIAS_TABLE = 2 * TILE }; /* a tile's distinct biases (2 TILE - 1), in whole vectors */
-
-#if defined(__AVX512F__)
-#define VEC_BYTES 64 /* 32 vector registers: blocks of 4 rows x 4 vectors */
-#define MR 4
-#define NV 4
-#elif defined(__AVX__)
-#define VEC_BYTES 32 /* 16 registers */
-#define MR 4
-#define NV 2
-#else
-#define VEC_BYTES 16
-#define MR 4
-#define NV 2
-#endif
-
-typedef float vec_f32 __attribute__((vector_size(VEC_BYTES)));
-typedef int32_t ivec_f32 __attribute__((vector_size(VEC_BYTES)));
-typedef double vec_f64 __attribute__((vector_size(VEC_BYTES)));
-typedef int64_t ivec_f64 __attribute__((vector_size(VEC_BYTES)));
-typedef int32_t iseg_f32; /* the lane types of ivec_f32 and ivec_f64 (segment ids in tiles) */
-typedef int64_t iseg_f64;
-
-/* Everything a task needs: sizes, the inputs' element strides (last dims contiguous), the
- * outputs. Pointers are to element 0; the kernels cast them to their T. */
-typedef struct {
-    int64_t B, H, Hk, Tq, Tk, D, Dv;
-    int64_t group; /* H / Hk: query heads per kv head */
-    int64_t off;   /* Tk - Tq: query row i sits at p_i = off + i */
-    int64_t nqt, nkt;
-    bool causal;
-    bool asym;      /* slopes_after differs from slopes (their gradients are apart) */
-    int64_t window; /* 0: none */
-    double scale;
-    const double *slopes;         /* [H]: m, keys j <= p_i */
-    const double *slopes_after;   /* [H]: m', keys j > p_i (== slopes unless asym) */
-    const int32_t *len_k, *len_q; /* [B] each, or NULL: no limit */
-    const int32_t *seg_q, *seg_k; /* (B, Tq), (B, Tk), or both NULL: no segments */
-    const int32_t *segq_range;    /* (B, nqt, 2): min and max of seg_q over each query tile */
-    const int32_t *segk_range;    /* (B, nkt, 2): the same over each key tile */
-    const void *q, *k, *v;
-    int64_t qs[3], ks[3], vs[3];
-    void *o;            /* (B, H, Tq, Dv) */
-    void *lse;          /* (B, H, Tq), or NULL when nothing will run backward */
-    const void *dout;   /* (B, H, Tq, Dv): dL/dout */
-    void *drow;         /* (B, H, Tq): D_i = dO_i . O_i */
-    void *dq, *dk, *dv; /* gradients to accumulate into (contiguous), NULL if not wanted */
-    double *dslope_part; /* (H, B, nqt): per-task shares of dL/dslope, or NULL; asym: then
-                            (H, B, nqt) shares of dL/dslope_after */
-} attn_job;
-
-/* ---------------------------------------------------------------- which tiles run
- *
- * Positions: query i at p = off + i, key j at j. A pair is visible when j < len_k[b],
- * p < len_q[b], j <= p (causal), p - j < W (causal) or |p - j| < W (bidirectional), and the
- * segment ids match. */
-
-/* How many of the n query rows from position p0 are within row b's query length. */
-static int valid_queries(const attn_job *j, int64_t b, int64_t p0, int n)
-{
-    if (!j->len_q) return n;
-    int64_t v = j->len_q[b] - p0;
-    return v <= 0 ? 0 : v < n ? (int)v : n;
-}
-
-/* Keys [*lo, *hi) that the nq queries from position p0 of row b may see, by the key length,
- * causality and the window (empty when *lo >= *hi). */
-static void key_span(const attn_job *j, int64_t b, int64_t p0, int nq, int64_t *lo, int64_t *hi)
-{
-    int64_t l = 0, h = j->len_k ? j->len_k[b] : j->Tk, last = p0 + nq - 1;
-    if (j->causal && last + 1 < h) h = last + 1;
-    if (j->window) {
-        if (p0 - j->window + 1 > l) l = p0 - j->window + 1;
-        if (!j->causal && last + j->window < h) h = last + j->window;
-    }
-    *lo = l;
-    *hi = h;
-}
-
-/* Query positions [*lo, *hi) of row b that may see the nk keys from j0. */
-static void query_span(const attn_job *j, int64_t b, int64_t j0, int nk, int64_t *lo, int64_t *hi)
-{
-    int64_t l = j->off, h = j->off + j->Tq, last = j0 + nk - 1;
-    if (j->len_q && j->len_q[b] < h) h = j->len_q[b];
-    if (j->causal && j0 > l) l = j0;
-    if (j->window) {
-        if (last + j->window < h) h = last + j->window;
-        if (!j->causal && j0 - j->window + 1 > l) l = j0 - j->window + 1;
-    }
-    *lo = l;
-    *hi = h;
-}
-
-/* Segment id ranges [min, max] of a query tile and a key tile: no pair can match... */
-static inline bool segs_disjoint(const int32_t *a, const int32_t *b)
-{
-    return a[1] < b[0] || b[1] < a[0];
-}
-
-/* ... or every pair matches. */
-static inline bool segs_uniform(const int32_t *a, const int32_t *b)
-{
-    return a[0] == a[1] && b[0] == b[1] && a[0] == b[0];
-}
-
-/* Whether no pair of keys j0 .. j0 + nk - 1 and queries at p0 .. p0 + nq - 1 is masked by
- * causality or the window, the segments being uniform, and the tile's width `along` fills
- * whole vectors of vl lanes: then the tile runs without a mask. (tile_full passes the kernel's
- * own VL.) */
-static inline bool tile_full_n(const attn_job *j, int64_t j0, int nk, int64_t p0, int nq, int along,
-                               bool uniform, int vl)
-{
-    if (along % vl || !uniform) return false;
-    int64_t dmax = p0 + nq - 1 - j0, dmin = p0 - (j0 + nk - 1); /* the extremes of p - j */
-    if (j->causal && dmin < 0) return false;
-    if (j->window && (j->causal ? dmax : dmax > -dmin ? dmax : -dmin) >= j->window) return false;
-    return true;
-}
-#define tile_full(j, j0, nk, p0, nq, along, uniform)                                               \
-    tile_full_n((j), (j0), (nk), (p0), (nq), (along), (uniform), VL)
-
-/* exp of a vector of floats x <= 0 (every argument here is a logit minus a max or a
- * log-sum-exp over it), within 1.05 ulp: exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln2/2,
- * exp(r) by Cephes' expf polynomial. 0 below log(FLT_MIN) and for -inf; NaN stays NaN. */
-static inline vec_f32 vexp_f32(vec_f32 x)
-{
-    const ivec_f32 tiny = x < -87.33654f;
-    x = (vec_f32)((ivec_f32)x & ~tiny); /* tiny lanes: 0, any finite value would do */
-    vec_f32 t = x * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23: rounds to an integer */
-    vec_f32 n = t - 12582912.0f;
-    vec_f32 r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    vec_f32 p = 1.9875691500e-4f * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    ivec_f32 e = (__builtin_convertvector(n, ivec_f32) + 127) << 23; /* 2^n, n in [-126, 0] */
-    vec_f32 y = p * (vec_f32)e;
-    return (vec_f32)((ivec_f32)y & ~tiny);
-}
-
-/* f64 is the reference precision: libm's exp, lane by lane. */
-static inline vec_f64 vexp_f64(vec_f64 x)
-{
-    for (int i = 0; i < (int)(VEC_BYTES / sizeof(double)); i++) x[i] = exp(x[i]);
-    return x;
-}
-
-#define SL_KERNELS "alibi_attention_kernels.h"
-#include "instantiate.h"
 
 /* ---------------------------------------------------------------- slopes */
 
@@ -219,16 +62,18 @@ sl_tensor *sl_alibi_slopes(int n_heads)
 
 typedef enum { PHASE_FORWARD, PHASE_KV_GRAD, PHASE_Q_GRAD } phase;
 
-/* Bytes of one thread's tiles. */
-static size_t scratch_bytes(sl_dtype dtype, int64_t D, int64_t Dv)
+/* The running CPU's kernels for a dtype (ops/isa.h). */
+static const sl__attn_kernels *kernels(sl_dtype dtype)
 {
-    return dtype == SL_F32 ? carve_f32(NULL, D, Dv, NULL) : carve_f64(NULL, D, Dv, NULL);
+    static const sl__attn_level *level; /* a benign race: every thread picks the same */
+    if (!level) level = SL_ISA_PICK(sl__attn_level);
+    return dtype == SL_F32 ? &level->f32 : &level->f64;
 }
 
 typedef struct {
     const attn_job *job;
     phase ph;
-    sl_dtype dtype;
+    const sl__attn_kernels *k;
     size_t scratch_bytes;
     bool oom; /* a thread could not get its tiles */
 } runner;
@@ -238,22 +83,15 @@ typedef struct {
 static void run_task(const runner *rn, int64_t t, char *scratch)
 {
     const attn_job *j = rn->job;
-    bool f32 = rn->dtype == SL_F32;
     if (rn->ph == PHASE_KV_GRAD) {
         int64_t bg = t % (j->B * j->Hk), kt = t / (j->B * j->Hk);
-        if (f32) kv_grad_task_f32(j, bg / j->Hk, bg % j->Hk, kt, scratch);
-        else kv_grad_task_f64(j, bg / j->Hk, bg % j->Hk, kt, scratch);
+        rn->k->kv_grad_task(j, bg / j->Hk, bg % j->Hk, kt, scratch);
         return;
     }
     int64_t bh = t % (j->B * j->H), qt = j->nqt - 1 - t / (j->B * j->H);
     int64_t b = bh / j->H, h = bh % j->H;
-    if (rn->ph == PHASE_FORWARD) {
-        if (f32) forward_task_f32(j, b, h, qt, scratch);
-        else forward_task_f64(j, b, h, qt, scratch);
-    } else {
-        if (f32) q_grad_task_f32(j, b, h, qt, scratch);
-        else q_grad_task_f64(j, b, h, qt, scratch);
-    }
+    if (rn->ph == PHASE_FORWARD) rn->k->forward_task(j, b, h, qt, scratch);
+    else rn->k->q_grad_task(j, b, h, qt, scratch);
 }
 
 /* Tasks [t0, t1) on one thread, with the thread's own tiles. */
@@ -271,8 +109,8 @@ static void run_tasks(void *ctx, int64_t t0, int64_t t1, int worker)
 
 static bool run_phase(const attn_job *j, phase ph, sl_dtype dtype)
 {
-    runner rn = {.job = j, .ph = ph, .dtype = dtype,
-                 .scratch_bytes = scratch_bytes(dtype, j->D, j->Dv)};
+    runner rn = {.job = j, .ph = ph, .k = kernels(dtype)};
+    rn.scratch_bytes = rn.k->scratch_bytes(j->D, j->Dv);
     int64_t n_tasks = ph == PHASE_KV_GRAD ? j->B * j->Hk * j->nkt : j->B * j->H * j->nqt;
     sl__parallel_tasks(n_tasks, run_tasks, &rn, SL__SCRATCH_TILES, rn.scratch_bytes);
     if (rn.oom)
@@ -283,14 +121,13 @@ static bool run_phase(const attn_job *j, phase ph, sl_dtype dtype)
 
 typedef struct {
     const attn_job *job;
-    sl_dtype dtype;
+    const sl__attn_kernels *k;
 } rows_ctx;
 
 static void row_dots_range(void *ctx, int64_t r0, int64_t r1)
 {
     const rows_ctx *c = ctx;
-    if (c->dtype == SL_F32) row_dots_f32(c->job, r0, r1);
-    else row_dots_f64(c->job, r0, r1);
+    c->k->row_dots(c->job, r0, r1);
 }
 
 /* ---------------------------------------------------------------- backward */
@@ -340,7 +177,7 @@ static bool attention_backward(sl_node *n)
     int64_t rows = j.B * j.H * j.Tq;
     j.drow = sl_arena_alloc(a, sl_dtype_size(dt) * (size_t)rows, 64);
     if (!j.drow) return false;
-    rows_ctx rc = {&j, dt};
+    rows_ctx rc = {&j, kernels(dt)};
     sl_parallel_for(rows, 1024, row_dots_range, &rc);
 
     if ((g[1] || g[2]) && !run_phase(&j, PHASE_KV_GRAD, dt)) return false;

@@ -654,5 +654,6 @@ int main(void)
     tu_add_test(s, tc, thread_counts_agree_and_runs_repeat);
     tu_add_test(s, tc, memory_is_linear_in_T);
     tu_add_test(s, tc, errors_name_the_shapes);
+    tu_every_isa();
     return tu_run(s);
 }

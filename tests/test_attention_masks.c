@@ -645,5 +645,6 @@ int main(void)
     tu_add_test(s, tc, thread_counts_agree_bitwise);
     tu_add_test(s, tc, memory_is_linear_in_T_with_every_option);
     tu_add_test(s, tc, option_errors);
+    tu_every_isa();
     return tu_run(s);
 }
