@@ -32,6 +32,9 @@
  * never O(Tq * Tk). */
 #include "alibi_attention.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 
 /* ---------------------------------------------------------------- slopes */
 
@@ -60,7 +63,7 @@ sl_tensor *sl_alibi_slopes(int n_heads)
 
 /* ---------------------------------------------------------------- running the tasks */
 
-typedef enum { PHASE_FORWARD, PHASE_KV_GRAD, PHASE_Q_GRAD } phase;
+typedef enum { PHASE_FORWARD, PHASE_KV_GRAD, PHASE_Q_GRAD, PHASE_GROUP_GRAD } phase;
 
 /* The running CPU's kernels for a dtype (ops/isa.h). */
 static const sl__attn_kernels *kernels(sl_dtype dtype)
@@ -83,6 +86,10 @@ typedef struct {
 static void run_task(const runner *rn, int64_t t, char *scratch)
 {
     const attn_job *j = rn->job;
+    if (rn->ph == PHASE_GROUP_GRAD) { /* (batch, kv head), all alike: any order */
+        rn->k->group_grad_task(j, t / j->Hk, t % j->Hk, scratch);
+        return;
+    }
     if (rn->ph == PHASE_KV_GRAD) {
         int64_t bg = t % (j->B * j->Hk), kt = t / (j->B * j->Hk);
         rn->k->kv_grad_task(j, bg / j->Hk, bg % j->Hk, kt, scratch);
@@ -111,7 +118,11 @@ static bool run_phase(const attn_job *j, phase ph, sl_dtype dtype)
 {
     runner rn = {.job = j, .ph = ph, .k = kernels(dtype)};
     rn.scratch_bytes = rn.k->scratch_bytes(j->D, j->Dv);
-    int64_t n_tasks = ph == PHASE_KV_GRAD ? j->B * j->Hk * j->nkt : j->B * j->H * j->nqt;
+    if (ph == PHASE_GROUP_GRAD) /* and the group's dQ */
+        rn.scratch_bytes += sl_dtype_size(dtype) * (size_t)(j->group * j->Tq * j->D);
+    int64_t n_tasks = ph == PHASE_GROUP_GRAD ? j->B * j->Hk
+                      : ph == PHASE_KV_GRAD  ? j->B * j->Hk * j->nkt
+                                             : j->B * j->H * j->nqt;
     sl__parallel_tasks(n_tasks, run_tasks, &rn, SL__SCRATCH_TILES, rn.scratch_bytes);
     if (rn.oom)
         return sl_set_error(SL_ERR_OOM, "sl_alibi_attention: out of memory for %zu bytes of tiles",
@@ -135,6 +146,24 @@ static void row_dots_range(void *ctx, int64_t r0, int64_t r1)
 typedef struct {
     attn_job job; /* the forward's, lse included */
 } attn_saved;
+
+/* Whether the backward runs as one pass over (batch, kv head) (group_grad_task: five tile
+ * products per pair of tiles) rather than two over tiles (kv_grad_task, then q_grad_task: seven,
+ * but many more tasks of finer grain, for shapes with few (batch, kv head) pairs: decoding, a
+ * single long sequence of few heads). Decided by the shape alone, so that results do not depend
+ * on the thread count. */
+enum { SINGLE_PASS_MIN_TASKS = 8 };
+
+static bool single_pass(const attn_job *j)
+{
+    static int forced; /* SL_ATTENTION_BACKWARD=single|two, for tests and comparisons */
+    if (!forced) {
+        const char *e = getenv("SL_ATTENTION_BACKWARD");
+        forced = e && !strcmp(e, "single") ? 1 : e && !strcmp(e, "two") ? -1 : 2;
+    }
+    if (forced != 2) return forced > 0;
+    return j->B * j->Hk >= SINGLE_PASS_MIN_TASKS;
+}
 
 /* Adds the per-task shares of dL/dm_h (part 0) or dL/dm'_h (part 1), in a fixed order, to gm. */
 static void add_slope_grads(const attn_job *j, int part, sl_tensor *gm)
@@ -180,13 +209,18 @@ static bool attention_backward(sl_node *n)
     rows_ctx rc = {&j, kernels(dt)};
     sl_parallel_for(rows, 1024, row_dots_range, &rc);
 
-    if ((g[1] || g[2]) && !run_phase(&j, PHASE_KV_GRAD, dt)) return false;
     bool want_slopes = g[3] || g[4];
     if (want_slopes) {
         size_t parts = (size_t)(j.H * j.B * j.nqt) * (j.asym ? 2 : 1);
         if (!(j.dslope_part = sl_arena_alloc(a, sizeof(double) * parts, 64))) return false;
+        memset(j.dslope_part, 0, sizeof(double) * parts);
     }
-    if ((g[0] || want_slopes) && !run_phase(&j, PHASE_Q_GRAD, dt)) return false;
+    if (single_pass(&j)) {
+        if (!run_phase(&j, PHASE_GROUP_GRAD, dt)) return false;
+    } else {
+        if ((g[1] || g[2]) && !run_phase(&j, PHASE_KV_GRAD, dt)) return false;
+        if ((g[0] || want_slopes) && !run_phase(&j, PHASE_Q_GRAD, dt)) return false;
+    }
     if (g[3]) add_slope_grads(&j, 0, g[3]);
     if (g[4]) add_slope_grads(&j, 1, g[4]); /* asym: a slopes_after input is there */
     return true;

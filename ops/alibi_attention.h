@@ -121,6 +121,9 @@ typedef struct {
     void (*forward_task)(const attn_job *j, int64_t b, int64_t h, int64_t qt, char *scratch);
     void (*kv_grad_task)(const attn_job *j, int64_t b, int64_t g, int64_t kt, char *scratch);
     void (*q_grad_task)(const attn_job *j, int64_t b, int64_t h, int64_t qt, char *scratch);
+    /* the single pass over (batch, kv head); scratch: scratch_bytes(D, Dv) and then
+     * group x Tq x D elements */
+    void (*group_grad_task)(const attn_job *j, int64_t b, int64_t g, char *scratch);
     void (*row_dots)(const attn_job *j, int64_t r0, int64_t r1);
 } sl__attn_kernels;
 

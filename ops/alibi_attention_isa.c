@@ -62,6 +62,8 @@ static size_t scratch_f32(int64_t D, int64_t Dv) { return carve_f32(NULL, D, Dv,
 static size_t scratch_f64(int64_t D, int64_t Dv) { return carve_f64(NULL, D, Dv, NULL); }
 
 const sl__attn_level SL_ISA(sl__attn_level) = {
-    {scratch_f32, forward_task_f32, kv_grad_task_f32, q_grad_task_f32, row_dots_f32},
-    {scratch_f64, forward_task_f64, kv_grad_task_f64, q_grad_task_f64, row_dots_f64},
+    {scratch_f32, forward_task_f32, kv_grad_task_f32, q_grad_task_f32, group_grad_task_f32,
+     row_dots_f32},
+    {scratch_f64, forward_task_f64, kv_grad_task_f64, q_grad_task_f64, group_grad_task_f64,
+     row_dots_f64},
 };

@@ -334,6 +334,38 @@ static void FN(score_grads_rows)(const FN(tile) *t, const T *p, T *dp, const T *
     }
 }
 
+/* The single pass, query rows: dp (dP = dO V^T on entry) becomes scale dS = scale P (dP - D_i),
+ * 0 where masked, and the slopes' shares of the tile are added to dm per query row r
+ * (dm[r] and, asym, dm[TILE + r]): -sum_j dS_rj (p_r - j) over j <= p_r and -sum_j dS_rj
+ * (j - p_r) over j > p_r, or with one slope for both sides -sum_j dS_rj |p_r - j| into dm[r]. */
+ALWAYS_INLINE void FN(scaled_grads_body)(bool full, bool want_slope, const FN(tile) *t,
+                                         const T *p, T *dp, const T *drow, T scale, bool asym,
+                                         double *dm)
+{
+    const VEC iota = FN(iota)();
+    const int bq = t->nq, bk = t->nk;
+    for (int r = 0; r < bq; r++) {
+        const T *prow = p + (size_t)r * TILE;
+        T *row = dp + (size_t)r * TILE;
+        VEC col = iota, dist = (T)(t->p0 + r - t->j0) - iota;
+        VEC acc = {0}, acc_after = {0};
+        for (int c = 0; c < bk; c += VL, col += (T)VL, dist -= (T)VL) {
+            VEC ds = FN(vload)(prow + c) * (FN(vload)(row + c) - drow[r]);
+            if (!full) ds = FN(masked)(FN(visible)(t, col, dist, bk, r, c), ds, 0);
+            FN(vstore)(row + c, ds * scale);
+            if (want_slope && asym) {
+                IVEC before = dist >= 0;
+                acc -= ds * FN(masked)(before, dist, 0);
+                acc_after -= ds * FN(masked)(~before, -dist, 0);
+            } else if (want_slope) {
+                acc -= ds * FN(vabs)(dist);
+            }
+        }
+        if (want_slope) dm[r] += FN(hsum)(acc);
+        if (want_slope && asym) dm[TILE + r] += FN(hsum)(acc_after);
+    }
+}
+
 /* Pass 2, key rows: st (raw scores of the tile's keys against its queries) becomes
  * P^T = exp(x - lse); dpt (dP^T = V dO^T) becomes dS^T = P^T * (dP^T - D), both 0 where masked.
  * If want_slope, adds sum_ij dS_ij dx_ij/dm to dm[0] and sum_ij dS_ij dx_ij/dm' to dm[1] when
@@ -666,6 +698,109 @@ static void FN(q_grad_task)(const attn_job *j, int64_t b, int64_t h, int64_t qt,
     }
     if (want_slope) j->dslope_part[slot] = dm[0];
     if (want_slope && j->asym) j->dslope_part[j->H * j->B * j->nqt + slot] = dm[1];
+}
+
+/* The single pass: every gradient of kv head g's group in batch b, in one task (so dQ, which
+ * every key tile adds to, is written by this task alone): for each key tile the group's queries
+ * may see, with k^T and v^T packed once, for each query head of the group and each query tile
+ * that sees the key tile:
+ *     P = exp(q k^T scale + bias - lse)          (1 product)
+ *     dV += P^T dO                               (2)
+ *     dP = dO v^T,  dS' = scale P (dP - D)       (3)
+ *     dK += dS'^T q                              (4)
+ *     dQ += dS' k                                (5)
+ * five tile products per pair where the two passes take seven. dQ accumulates over the key
+ * tiles in the task's scratch (past the tiles: group x Tq x D), added to the gradient at the
+ * end; the slopes' shares of each (head, query tile) in dslope_part, key tiles in order. */
+static void FN(group_grad_task)(const attn_job *j, int64_t b, int64_t g, char *scratch)
+{
+    FN(tiles) w;
+    const size_t tiles_bytes = FN(carve)(scratch, j->D, j->Dv, &w);
+    const int64_t D = j->D, Dv = j->Dv, G = j->group;
+    T *dqs = (T *)(scratch + tiles_bytes); /* (G, Tq, D) */
+    const bool want_k = j->dk != NULL, want_v = j->dv != NULL, want_q = j->dq != NULL;
+    const bool want_slope = j->dslope_part != NULL, asym = j->asym;
+    const int64_t kend = j->len_k ? j->len_k[b] : j->Tk;
+    double dm[2 * TILE];
+    if (want_q) memset(dqs, 0, sizeof(T) * (size_t)(G * j->Tq * D));
+    for (int64_t kt = 0; kt * TILE < kend; kt++) {
+        const int64_t j0 = kt * TILE;
+        const int bk = (int)(kend - j0 < TILE ? kend - j0 : TILE);
+        int64_t plo, phi;
+        query_span(j, b, j0, bk, &plo, &phi);
+        if (plo >= phi) continue;
+        const T *k = (const T *)j->k + b * j->ks[0] + g * j->ks[1] + j0 * j->ks[2];
+        const T *v = (const T *)j->v + b * j->vs[0] + g * j->vs[1] + j0 * j->vs[2];
+        const int32_t *krange = j->seg_q ? j->segk_range + 2 * (b * j->nkt + kt) : NULL;
+        if (krange) FN(fill_colseg)(w.colseg, j->seg_k + b * j->Tk + j0, bk);
+        FN(pack_t)(w.bt, k, j->ks[2], bk, (int)D);
+        FN(pack_t)(w.bt2, v, j->vs[2], bk, (int)Dv);
+        memset(w.acc, 0, sizeof(T) * (size_t)(bk * D));
+        memset(w.acc2, 0, sizeof(T) * (size_t)(bk * Dv));
+        for (int64_t h = g * G; h < (g + 1) * G; h++) {
+            FN(tile) t = FN(tile_of)(j, h);
+            t.j0 = j0;
+            t.nk = bk;
+            t.col_seg = w.colseg;
+            for (int64_t qt = (plo - j->off) / TILE; qt <= (phi - 1 - j->off) / TILE; qt++) {
+                const int64_t i0 = qt * TILE, p0 = j->off + i0;
+                const int64_t row0 = (b * j->H + h) * j->Tq + i0;
+                const int bq =
+                    valid_queries(j, b, p0, (int)(j->Tq - i0 < TILE ? j->Tq - i0 : TILE));
+                if (bq <= 0) continue;
+                bool uniform = true;
+                if (krange) {
+                    const int32_t *qrange = j->segq_range + 2 * (b * j->nqt + qt);
+                    if (segs_disjoint(qrange, krange)) continue;
+                    uniform = segs_uniform(qrange, krange);
+                    t.row_seg = j->seg_q + b * j->Tq + i0;
+                }
+                t.p0 = p0;
+                t.nq = bq;
+                t.full = tile_full(j, j0, bk, p0, bq, bk, uniform);
+                const T *q = (const T *)j->q + b * j->qs[0] + h * j->qs[1] + i0 * j->qs[2];
+                const T *go = (const T *)j->dout + row0 * Dv;
+                FN(gemm_set)(bq, bk, (int)D, q, j->qs[2], 1, w.bt, TILE, w.s, TILE);
+                FN(probabilities_rows)(j, w.s, &t, (const T *)j->lse + row0);
+                if (want_v) FN(gemm_acc)(bk, (int)Dv, bq, w.s, 1, TILE, go, Dv, w.acc2, Dv);
+                if (!want_k && !want_q && !want_slope) continue;
+                FN(gemm_set)(bq, bk, (int)Dv, go, Dv, 1, w.bt2, TILE, w.dp, TILE);
+                if (want_slope) memset(dm, 0, sizeof dm);
+                const T *dr = (const T *)j->drow + row0;
+                if (t.full && want_slope)
+                    FN(scaled_grads_body)(true, true, &t, w.s, w.dp, dr, (T)j->scale, asym, dm);
+                else if (t.full)
+                    FN(scaled_grads_body)(true, false, &t, w.s, w.dp, dr, (T)j->scale, asym, dm);
+                else if (want_slope)
+                    FN(scaled_grads_body)(false, true, &t, w.s, w.dp, dr, (T)j->scale, asym, dm);
+                else
+                    FN(scaled_grads_body)(false, false, &t, w.s, w.dp, dr, (T)j->scale, asym, dm);
+                if (want_k) FN(gemm_acc)(bk, (int)D, bq, w.dp, 1, TILE, q, j->qs[2], w.acc, D);
+                if (want_q) {
+                    T *dq = dqs + ((h - g * G) * j->Tq + i0) * D;
+                    FN(gemm_acc)(bq, (int)D, bk, w.dp, TILE, 1, k, j->ks[2], dq, D);
+                }
+                if (want_slope) {
+                    const int64_t slot = (h * j->B + b) * j->nqt + qt;
+                    double s0 = 0, s1 = 0;
+                    for (int r = 0; r < bq; r++) s0 += dm[r];
+                    j->dslope_part[slot] += s0;
+                    if (asym) {
+                        for (int r = 0; r < bq; r++) s1 += dm[TILE + r];
+                        j->dslope_part[j->H * j->B * j->nqt + slot] += s1;
+                    }
+                }
+            }
+        }
+        const int64_t krow = (b * j->Hk + g) * j->Tk + j0;
+        if (want_k) FN(axpby)(bk * D, 1, w.acc, 1, (T *)j->dk + krow * D);
+        if (want_v) FN(axpby)(bk * Dv, 1, w.acc2, 1, (T *)j->dv + krow * Dv);
+    }
+    if (want_q)
+        for (int64_t h = g * G; h < (g + 1) * G; h++) {
+            const int64_t row0 = (b * j->H + h) * j->Tq;
+            FN(axpby)(j->Tq * D, 1, dqs + (h - g * G) * j->Tq * D, 1, (T *)j->dq + row0 * D);
+        }
 }
 
 #undef VL
