@@ -210,9 +210,50 @@ static bool kept_unchanged(const sl_node *n)
 
 /* The gradient buffer of t: its node's (intermediate) or its own (leaf), made on first use in
  * the tensor's own arena. */
+/* Spare gradient buffers, during a backward: the gradient of a node's output is dead once the
+ * node's backward has run (every consumer of the output ran before it), so its storage is kept
+ * here and handed to the next intermediate gradient of the same dtype, element count and arena.
+ * A backward then holds the gradients still live, a layer's worth or so, rather than one per
+ * intermediate tensor, as it would if each stayed until the arena's reset. */
+static _Thread_local sl_tensor **spare;
+static _Thread_local size_t n_spare;
+static _Thread_local bool recycling; /* inside run_backward */
+
+/* Keeps g's storage for reuse; false (nothing kept) if the list cannot grow. */
+static void keep_spare(sl_tensor *g)
+{
+    sl_tensor **s = sl__scratch(SL__SCRATCH_SPARE_GRADS, sizeof *s * (n_spare + 1));
+    if (!s) return;
+    spare = s;
+    spare[n_spare++] = g;
+}
+
+/* A zeroed contiguous buffer for t's gradient from the spares, or NULL if none fits. */
+static sl_tensor *reuse_spare(const sl_tensor *t)
+{
+    int64_t n = sl_numel(t);
+    for (size_t i = n_spare; i-- > 0;) {
+        sl_tensor *g = spare[i];
+        if (g->dtype != t->dtype || g->arena != t->arena || sl_numel(g) != n) continue;
+        spare[i] = spare[--n_spare];
+        sl_arena *prev = sl_arena_set(t->arena);
+        sl_tensor *v = sl__alias("sl_backward", g); /* the same storage, t's shape */
+        sl_arena_set(prev);
+        if (!v) return NULL;
+        v->ndim = t->ndim;
+        memcpy(v->shape, t->shape, sizeof v->shape);
+        sl__contiguous_strides(v->ndim, v->shape, v->strides);
+        v->offset = 0;
+        memset(v->data, 0, (size_t)n * sl_dtype_size(v->dtype));
+        return v;
+    }
+    return NULL;
+}
+
 static sl_tensor *grad_buffer(sl_tensor *t)
 {
     sl_tensor **slot = t->node ? &t->node->grad : &t->grad;
+    if (!*slot && recycling && t->node) *slot = reuse_spare(t);
     if (!*slot) {
         sl_arena *prev = sl_arena_set(t->arena);
         *slot = sl_zeros(t->dtype, t->ndim, t->shape);
@@ -331,22 +372,27 @@ static bool run_backward(sl_node **order, size_t count, bool retain)
     final_leaf *fin = NULL;
     size_t n_fin = 0;
     if (want_grad_ready() && !final_leaves(order, count, &fin, &n_fin)) return false;
-    for (size_t k = count; k-- > 0;) {
+    n_spare = 0;
+    recycling = true;
+    bool ok = true;
+    for (size_t k = count; k-- > 0 && ok;) {
         sl_node *n = order[k];
         if (n->grad) { /* else nothing flowed into it */
             NOTIFY(node_begin, n);
-            bool ok = n->backward(n);
+            ok = n->backward(n);
             NOTIFY(node_end, n);
+            if (ok) keep_spare(n->grad);
             n->grad = NULL;
             if (!retain) n->consumed = true;
-            if (!ok) { /* drop the partial sums still waiting, so a retry starts clean */
+            if (!ok) /* drop the partial sums still waiting, so a retry starts clean */
                 while (k-- > 0) order[k]->grad = NULL;
-                return false;
-            }
         }
-        for (; n_fin > 0 && fin[n_fin - 1].k == k; n_fin--) NOTIFY(grad_ready, fin[n_fin - 1].leaf);
+        for (; ok && n_fin > 0 && fin[n_fin - 1].k == k; n_fin--)
+            NOTIFY(grad_ready, fin[n_fin - 1].leaf);
     }
-    return true;
+    recycling = false;
+    n_spare = 0;
+    return ok;
 }
 
 bool sl_backward_ex(sl_tensor *out, const sl_tensor *grad_out, int flags)
