@@ -99,7 +99,7 @@ print(f"median of per-pair speedups (torch / shortlong): {s['speedup_vs_torch_me
 print(f"median step / GEMM floor through cblas_sgemm: {s['ratio_to_floor_median']:.2f}x "
       f"(with full attention products: {s['ratio_to_floor_full_median']:.2f}x)")
 if kernel:
-    print(f"median step / GEMM floor through shortlong's AVX-512 kernel: "
+    print(f"median step / GEMM floor through shortlong's own kernel: "
           f"{s['ratio_to_kernel_floor_median']:.2f}x (with full attention products: "
           f"{s['ratio_to_kernel_floor_full_median']:.2f}x); that floor "
           f"{s['kernel_floor_ms_median']:.1f} ms")
