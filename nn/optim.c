@@ -11,15 +11,12 @@
  * (sl_params_zero_grad keeps the buffers) is an ordinary update, as in torch with
  * zero_grad(set_to_none=False).
  */
-#include "internal.h"
+#include "optim.h"
 #include "optim_internal.h"
 
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
-#if defined(__AVX__)
-#include <immintrin.h>
-#endif
 
 enum { PARALLEL_GRAIN = 1 << 14 }; /* elements per chunk: below this, one thread */
 
@@ -138,130 +135,9 @@ int64_t sl_optim_steps(const sl_optim *opt) { return opt ? opt->steps : 0; }
 
 /* ---------------------------------------------------------------- the update kernels */
 
-typedef struct {
-    void *p, *g, *m, *v; /* parameter, gradient, first / second moment (or momentum buffer) */
-    double lr, decay;    /* decay: the factor (1 - lr * wd) for AdamW, wd for SGD */
-    double beta1, beta2, eps, step_size, bc2_sqrt; /* AdamW */
-    double momentum;                               /* SGD; 0 means no buffer */
-} update_args;
-
-/* AdamW, torch.optim.AdamW's single-tensor algorithm, per element:
- *     p  = p * (1 - lr wd)                       decoupled decay, before the moment update
- *     m  = b1 m + (1 - b1) g
- *     v  = b2 v + (1 - b2) g^2
- *     p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
- * which is p -= lr * mhat / (sqrt(vhat) + eps) with mhat, vhat the bias-corrected moments.
- *
- * f32 parameters run 8 at a time in vectors of doubles (the tail of a range zero-padded into
- * one more vector, so that every element goes through the same instructions wherever a chunk
- * boundary falls: the results do not depend on the thread count). f64 stays scalar: it is the
- * reference precision. */
-typedef double vd8 __attribute__((vector_size(64)));
-typedef float vf8 __attribute__((vector_size(32)));
-
-/* sqrt lane by lane, correctly rounded (as sqrt() is), in vector instructions where the build
- * has them: libm's sqrt keeps errno, which stops the compiler vectorising it. */
-static inline vd8 vsqrt8(vd8 x)
-{
-#if defined(__AVX512F__)
-    return (vd8)_mm512_sqrt_pd((__m512d)x);
-#elif defined(__AVX__)
-    __m256d lo, hi;
-    memcpy(&lo, &x, sizeof lo);
-    memcpy(&hi, (const char *)&x + sizeof lo, sizeof hi);
-    lo = _mm256_sqrt_pd(lo);
-    hi = _mm256_sqrt_pd(hi);
-    memcpy(&x, &lo, sizeof lo);
-    memcpy((char *)&x + sizeof lo, &hi, sizeof hi);
-    return x;
-#else
-    for (int k = 0; k < 8; k++) x[k] = sqrt(x[k]);
-    return x;
-#endif
-}
-
-/* The update of 8 f32 elements; p, m, v in place. */
-static inline void adamw_vec8(const update_args *a, vf8 *p, vf8 g, vf8 *m, vf8 *v)
-{
-    vd8 gd = __builtin_convertvector(g, vd8);
-    *m = __builtin_convertvector(a->beta1 * __builtin_convertvector(*m, vd8) + (1 - a->beta1) * gd,
-                                 vf8);
-    *v = __builtin_convertvector(
-        a->beta2 * __builtin_convertvector(*v, vd8) + (1 - a->beta2) * gd * gd, vf8);
-    vd8 pd = __builtin_convertvector(*p, vd8) * a->decay;
-    pd -= a->step_size * __builtin_convertvector(*m, vd8) /
-          (vsqrt8(__builtin_convertvector(*v, vd8)) / a->bc2_sqrt + a->eps);
-    *p = __builtin_convertvector(pd, vf8);
-}
-
-static void adamw_float(void *ctx, int64_t begin, int64_t end)
-{
-    const update_args *a = ctx;
-    float *p = a->p, *m = a->m, *v = a->v;
-    const float *g = a->g;
-    vf8 pv, gv, mv, vv;
-    int64_t i = begin;
-    for (; i + 8 <= end; i += 8) {
-        memcpy(&pv, p + i, sizeof pv);
-        memcpy(&gv, g + i, sizeof gv);
-        memcpy(&mv, m + i, sizeof mv);
-        memcpy(&vv, v + i, sizeof vv);
-        adamw_vec8(a, &pv, gv, &mv, &vv);
-        memcpy(p + i, &pv, sizeof pv);
-        memcpy(m + i, &mv, sizeof mv);
-        memcpy(v + i, &vv, sizeof vv);
-    }
-    if (i < end) { /* the tail, zero-padded */
-        size_t bytes = sizeof(float) * (size_t)(end - i);
-        pv = gv = mv = vv = (vf8){0};
-        memcpy(&pv, p + i, bytes);
-        memcpy(&gv, g + i, bytes);
-        memcpy(&mv, m + i, bytes);
-        memcpy(&vv, v + i, bytes);
-        adamw_vec8(a, &pv, gv, &mv, &vv);
-        memcpy(p + i, &pv, bytes);
-        memcpy(m + i, &mv, bytes);
-        memcpy(v + i, &vv, bytes);
-    }
-}
-
-static void adamw_double(void *ctx, int64_t begin, int64_t end)
-{
-    const update_args *a = ctx;
-    double *p = a->p, *m = a->m, *v = a->v;
-    const double *g = a->g;
-    for (int64_t i = begin; i < end; i++) {
-        double gi = g[i];
-        m[i] = a->beta1 * m[i] + (1 - a->beta1) * gi;
-        v[i] = a->beta2 * v[i] + (1 - a->beta2) * gi * gi;
-        double pi = p[i] * a->decay;
-        pi -= a->step_size * m[i] / (sqrt(v[i]) / a->bc2_sqrt + a->eps);
-        p[i] = pi;
-    }
-}
-
-/* SGD, torch.optim.SGD (dampening 0, no Nesterov), per element:
- *     g  = g + wd p                              L2 decay, coupled through the gradient
- *     b  = mu b + g                              (momentum only; b starts at 0, so b_1 = g)
- *     p -= lr b                                  (b is g without momentum) */
-#define DEFINE_SGD(T)                                                                            \
-    static void sgd_##T(void *ctx, int64_t begin, int64_t end)                                  \
-    {                                                                                            \
-        const update_args *a = ctx;                                                              \
-        T *p = a->p, *b = a->m;                                                                  \
-        const T *g = a->g;                                                                       \
-        for (int64_t i = begin; i < end; i++) {                                                  \
-            double d = g[i] + a->decay * (double)p[i];                                           \
-            if (a->momentum != 0) {                                                              \
-                d = a->momentum * b[i] + d;                                                      \
-                b[i] = (T)d;                                                                     \
-                d = b[i];                                                                        \
-            }                                                                                    \
-            p[i] = (T)(p[i] - a->lr * d);                                                        \
-        }                                                                                        \
-    }
-DEFINE_SGD(float)
-DEFINE_SGD(double)
+/* The running CPU's kernels (optim_isa.c: the updates, whose math is there, and the finiteness
+ * check). */
+static const sl__optim_kernels *kernels(void) { return SL_ISA_PICK(sl__optim_kernels); }
 
 /* ---------------------------------------------------------------- the finiteness check */
 
@@ -270,50 +146,11 @@ DEFINE_SGD(double)
  * position whose value is Inf or NaN: each chunk its own first, the smallest kept. */
 typedef struct {
     const sl_optim *opt;
+    const sl__optim_kernels *k;
     _Atomic int64_t first; /* INT64_MAX: none */
 } finite_job;
 
 enum { FINITE_BLOCK = 256 }; /* elements tested together, then searched if one failed */
-
-typedef uint32_t vu8 __attribute__((vector_size(32)));
-typedef uint64_t vul4 __attribute__((vector_size(32)));
-
-/* The index in [0, n) of the first non-finite element of a block, or -1: an element is not
- * finite when its exponent bits are all ones. */
-static int64_t first_nonfinite(sl_dtype dtype, const void *p, int64_t n)
-{
-    bool any = false;
-    int64_t i = 0;
-    if (dtype == SL_F32) {
-        const uint32_t *u = p;
-        vu8 acc = {0}, e = {0};
-        e += 0x7f800000u;
-        for (; i + 8 <= n; i += 8) {
-            vu8 v;
-            memcpy(&v, u + i, sizeof v);
-            acc |= (vu8)((v & e) == e);
-        }
-        for (int k = 0; k < 8; k++) any |= acc[k] != 0;
-        for (; i < n; i++) any |= (u[i] & e[0]) == e[0];
-    } else {
-        const uint64_t *u = p;
-        vul4 acc = {0}, e = {0};
-        e += UINT64_C(0x7ff0000000000000);
-        for (; i + 4 <= n; i += 4) {
-            vul4 v;
-            memcpy(&v, u + i, sizeof v);
-            acc |= (vul4)((v & e) == e);
-        }
-        for (int k = 0; k < 4; k++) any |= acc[k] != 0;
-        for (; i < n; i++) any |= (u[i] & e[0]) == e[0];
-    }
-    if (!any) return -1;
-    for (i = 0; i < n; i++) {
-        double v = dtype == SL_F32 ? ((const float *)p)[i] : ((const double *)p)[i];
-        if (!isfinite(v)) return i;
-    }
-    return -1;
-}
 
 static void finite_range(void *ctx, int64_t begin, int64_t end)
 {
@@ -332,8 +169,8 @@ static void finite_range(void *ctx, int64_t begin, int64_t end)
         size_t es = sl_dtype_size(g->dtype);
         for (int64_t b = begin; b < stop; b += FINITE_BLOCK) {
             int64_t n = stop - b < FINITE_BLOCK ? stop - b : FINITE_BLOCK;
-            int64_t k =
-                first_nonfinite(g->dtype, (const char *)sl_ptr(g) + (size_t)(b - start) * es, n);
+            const char *at = (const char *)sl_ptr(g) + (size_t)(b - start) * es;
+            int64_t k = j->k->first_nonfinite(g->dtype, at, n);
             if (k < 0) continue;
             int64_t pos = b + k, seen = atomic_load(&j->first);
             while (pos < seen && !atomic_compare_exchange_weak(&j->first, &seen, pos)) {
@@ -352,7 +189,7 @@ static bool grads_finite(sl_optim *opt)
         const sl_tensor *g = sl_params_at(opt->ps, i)->value->grad;
         opt->ends[i] = total += g ? sl_numel(g) : 0;
     }
-    finite_job j = {opt, INT64_MAX};
+    finite_job j = {opt, kernels(), INT64_MAX};
     if (total) sl_parallel_for(total, PARALLEL_GRAIN, finite_range, &j);
     int64_t pos = atomic_load(&j.first);
     if (pos == INT64_MAX) return true;
@@ -405,12 +242,13 @@ bool sl_optim_step(sl_optim *opt, double lr)
     }
     if (!grads_finite(opt)) return false;
     bool f32 = sl_params_dtype(opt->ps) == SL_F32;
+    const sl__optim_kernels *kern = kernels();
     for (int i = 0; i < n; i++) {
         const sl_param *p = sl_params_at(opt->ps, i);
         sl_tensor *g;
         usable_grad(p, &g);
         if (!g) continue;
-        update_args a = {.p = sl_ptr(p->value), .g = sl_ptr(g), .lr = lr};
+        sl__update_args a = {.p = sl_ptr(p->value), .g = sl_ptr(g), .lr = lr};
         const double *h = opt->hyper;
         sl_range_fn fn;
         if (opt->kind == SL__OPTIM_ADAMW) {
@@ -424,12 +262,12 @@ bool sl_optim_step(sl_optim *opt, double lr)
             a.decay = p->decay ? 1 - lr * h[3] : 1;
             a.step_size = lr / (1 - pow(h[0], t));
             a.bc2_sqrt = sqrt(1 - pow(h[1], t));
-            fn = f32 ? adamw_float : adamw_double;
+            fn = f32 ? kern->adamw_f32 : kern->adamw_f64;
         } else {
             a.momentum = h[0];
             a.m = a.momentum != 0 ? sl_ptr(opt->state[i].t) : NULL;
             a.decay = p->decay ? h[1] : 0;
-            fn = f32 ? sgd_float : sgd_double;
+            fn = f32 ? kern->sgd_f32 : kern->sgd_f64;
         }
         sl_parallel_for(sl_numel(p->value), PARALLEL_GRAIN, fn, &a);
         /* written in place: a backward that kept any of them now fails (tensor.h) */

@@ -65,7 +65,7 @@ sl_tensor *sl_alibi_slopes(int n_heads)
 
 typedef enum { PHASE_FORWARD, PHASE_KV_GRAD, PHASE_Q_GRAD, PHASE_GROUP_GRAD } phase;
 
-/* The running CPU's kernels for a dtype (ops/isa.h). */
+/* The running CPU's kernels for a dtype (tensor/isa.h). */
 static const sl__attn_kernels *kernels(sl_dtype dtype)
 {
     static const sl__attn_level *level; /* a benign race: every thread picks the same */

@@ -5,7 +5,6 @@
 #define SL_OPS_ALIBI_ATTENTION_H
 
 #include "internal.h"
-#include "isa.h"
 
 #include <math.h>
 

@@ -3,39 +3,19 @@
  *     logits (..., C), targets (...) i32 -> loss [] (the mean over the counted targets)
  *
  * The kernels live in cross_entropy_kernels.h (one type-generic source, made into f32 and f64
- * functions below): one log-sum-exp per row, in parallel over the rows, saved for the
- * backward; the loss sums them in row order. */
-#include "internal.h"
+ * functions for every SIMD level by cross_entropy_isa.c): one log-sum-exp per row, in parallel
+ * over the rows, saved for the backward; the loss sums them in row order. */
+#include "cross_entropy.h"
 
 #include <math.h>
 
 #include "rows.h"
-#include "vexp.h"
 
-/* 16 floats as two vectors of 8 doubles, and back (the f32 kernels). */
-typedef float vf8 __attribute__((vector_size(32)));
-
-static inline void split_f32(sl__vf v, vd8 *lo, vd8 *hi)
+/* The running CPU's kernels (cross_entropy_isa.c). */
+static const sl__cross_entropy_kernels *kernels(void)
 {
-    *lo = __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), vd8);
-    *hi = __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15),
-                                  vd8);
+    return SL_ISA_PICK(sl__cross_entropy_kernels);
 }
-
-static inline sl__vf join_f32(vd8 lo, vd8 hi)
-{
-    vf8 l = __builtin_convertvector(lo, vf8), h = __builtin_convertvector(hi, vf8);
-    return __builtin_shufflevector(l, h, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-}
-
-/* Whether cross-entropy counts target t. */
-static inline bool ce_counted(int32_t t, int32_t ignore_index)
-{
-    return ignore_index == SL_NO_IGNORE || t != ignore_index;
-}
-
-#define SL_KERNELS "cross_entropy_kernels.h"
-#include "instantiate.h"
 
 typedef struct {
     sl_tensor *x;       /* contiguous logits (rows, C) */
@@ -44,35 +24,6 @@ typedef struct {
     int64_t count;      /* counted rows */
     int32_t ignore;
 } cross_entropy_saved;
-
-typedef struct {
-    sl_dtype dtype;
-    const void *x;
-    void *gx;
-    const int32_t *tgt;
-    double *lse;
-    double scale;
-    int64_t C;
-    int32_t ignore;
-} cross_entropy_job;
-
-static void cross_entropy_forward_range(void *ctx, int64_t r0, int64_t r1)
-{
-    const cross_entropy_job *j = ctx;
-    if (j->dtype == SL_F32)
-        cross_entropy_forward_f32(j->x, j->tgt, j->ignore, j->lse, r0, r1, j->C);
-    else
-        cross_entropy_forward_f64(j->x, j->tgt, j->ignore, j->lse, r0, r1, j->C);
-}
-
-static void cross_entropy_backward_range(void *ctx, int64_t r0, int64_t r1)
-{
-    const cross_entropy_job *j = ctx;
-    if (j->dtype == SL_F32)
-        cross_entropy_backward_f32(j->x, j->tgt, j->ignore, j->lse, j->scale, j->gx, r0, r1, j->C);
-    else
-        cross_entropy_backward_f64(j->x, j->tgt, j->ignore, j->lse, j->scale, j->gx, r0, r1, j->C);
-}
 
 /* loss = (1/count) * sum over counted rows r of (lse_r - x[r, t_r]), so
  *   dloss/dx[r, j] = (softmax(x_r)_j - [j == t_r]) / count   on counted rows, 0 on ignored ones,
@@ -87,7 +38,7 @@ static bool cross_entropy_backward(sl_node *n)
     int64_t C = s->x->shape[s->x->ndim - 1], rows = sl_numel(s->x) / C;
     cross_entropy_job j = {s->x->dtype, sl_ptr(s->x), sl_ptr(gx), s->tgt, s->lse,
                            sl_get(n->grad, 0) / (double)s->count, C, s->ignore};
-    sl_parallel_for(rows, row_grain(C), cross_entropy_backward_range, &j);
+    sl_parallel_for(rows, row_grain(C), kernels()->backward, &j);
     return true;
 }
 
@@ -130,10 +81,9 @@ sl_tensor *sl_cross_entropy(sl_tensor *logits, sl_tensor *targets, int32_t ignor
     double *lse = y ? sl_arena_alloc(y->arena, sizeof(double) * (size_t)(rows + 1), 64) : NULL;
     if (!xc || !lse) return NULL;
     cross_entropy_job j = {logits->dtype, sl_ptr(xc), NULL, tgt, lse, 0, C, ignore_index};
-    sl_parallel_for(rows, row_grain(C), cross_entropy_forward_range, &j);
-    double total = logits->dtype == SL_F32
-                       ? cross_entropy_total_f32(j.x, tgt, ignore_index, lse, rows, C)
-                       : cross_entropy_total_f64(j.x, tgt, ignore_index, lse, rows, C);
+    const sl__cross_entropy_kernels *k = kernels();
+    sl_parallel_for(rows, row_grain(C), k->forward, &j);
+    double total = k->total(&j, rows);
     sl_set(y, 0, count ? total / (double)count : 0.0);
     sl_node *n;
     if (!sl_record(&n, op, y, 2, (sl_tensor *[]){logits, targets}, cross_entropy_backward,

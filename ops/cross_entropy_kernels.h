@@ -1,8 +1,8 @@
 /* ops/cross_entropy_kernels.h — the cross-entropy kernels, written once over a type T and
- * included by cross_entropy.c with T = float and with T = double (SUF names them: _f32, _f64;
- * T_IS_F32 says which). The f32 exponentials run 16 lanes at a time through ops/vexp.h, the f64
- * ones through exp; the log-sum-exp and the loss are in double either way. The backward kernel
- * ACCUMULATES into the logits' gradient. */
+ * instantiated by cross_entropy_isa.c for every SIMD level with T = float and with T = double
+ * (SUF names them: _f32, _f64; T_IS_F32 says which). The f32 exponentials run SL_VF lanes at a
+ * time through ops/simd.h's sl_vf_exp, the f64 ones through exp; the log-sum-exp and the loss
+ * are in double either way. The backward kernel ACCUMULATES into the logits' gradient. */
 #include <tgmath.h>
 
 /* Rows [r0, r1) of x (rows, C) whose target counts: lse = log(sum_j exp(x_j)), computed as
@@ -17,17 +17,15 @@ static void FN(cross_entropy_forward)(const T *restrict x, const int32_t *restri
         T mx = xr[0];
         for (int64_t j = 1; j < C; j++)
             if (xr[j] > mx) mx = xr[j];
-#if T_IS_F32 /* 16 logits at a time through the vector exp, the last C % 16 padded with -inf
-               (e^-inf = 0), the sum in 8 double lanes (ops/rows.h) */
-        vd8 acc = {0};
-        for (int64_t j = 0; j < C; j += SL__VW) {
-            sl__vf v = C - j >= SL__VW ? sl__vload(xr + j)
-                                       : sl__vload_part(xr + j, C - j, -INFINITY);
-            vd8 lo, hi;
-            split_f32(sl__vexp(v - mx), &lo, &hi);
-            acc += lo + hi;
+#if T_IS_F32 /* SL_VF logits at a time through the vector exp, the last C % SL_VF padded with
+               -inf (e^-inf = 0), the sum in 8 double lanes (ops/simd.h) */
+        sl_v8_f64 acc = {0};
+        for (int64_t j = 0; j < C; j += SL_VF) {
+            sl_vf v = C - j >= SL_VF ? sl_vf_load(xr + j)
+                                     : sl_vf_load_part(xr + j, C - j, -INFINITY);
+            acc = sl_v8_add_vf(acc, sl_vf_exp(v - mx));
         }
-        double s = hsum8(acc);
+        double s = sl_v8_hsum(acc);
 #else
         double s = 0;
         for (int64_t j = 0; j < C; j++) s += exp(xr[j] - mx);
@@ -54,7 +52,7 @@ static void FN(cross_entropy_backward)(const T *restrict x, const int32_t *restr
                                        T *restrict gx, int64_t r0, int64_t r1, int64_t C)
 {
 #if T_IS_F32
-    const sl__vi lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    const sl_vi lane = sl_vi_iota();
     const float sc = (float)scale;
 #endif
     for (int64_t r = r0; r < r1; r++) {
@@ -63,16 +61,14 @@ static void FN(cross_entropy_backward)(const T *restrict x, const int32_t *restr
         const T *xr = x + r * C;
         T *gr = gx + r * C;
 #if T_IS_F32
-        for (int64_t j = 0; j < C; j += SL__VW) {
-            int64_t n = C - j < SL__VW ? C - j : SL__VW;
-            sl__vf v = n == SL__VW ? sl__vload(xr + j) : sl__vload_part(xr + j, n, 0);
-            vd8 lo, hi;
-            split_f32(v, &lo, &hi);
-            sl__vf p = sl__vexp(join_f32(lo - lse[r], hi - lse[r]));
-            sl__vf onehot = (sl__vf)((lane + (int32_t)j == t) & (sl__vi)((sl__vf){0} + 1.0f));
-            sl__vf g = (p - onehot) * sc;
-            if (n == SL__VW) sl__vstore(gr + j, sl__vload(gr + j) + g);
-            else sl__vstore_part(gr + j, sl__vload_part(gr + j, n, 0) + g, n);
+        for (int64_t j = 0; j < C; j += SL_VF) {
+            int64_t n = C - j < SL_VF ? C - j : SL_VF;
+            sl_vf v = n == SL_VF ? sl_vf_load(xr + j) : sl_vf_load_part(xr + j, n, 0);
+            sl_vf p = sl_vf_exp(sl_vfd_narrow(sl_vf_widen(v) - lse[r]));
+            sl_vf onehot = (sl_vf)((lane + (int32_t)j == t) & (sl_vi)sl_vf_splat(1.0f));
+            sl_vf g = (p - onehot) * sc;
+            if (n == SL_VF) sl_vf_store(gr + j, sl_vf_load(gr + j) + g);
+            else sl_vf_store_part(gr + j, sl_vf_load_part(gr + j, n, 0) + g, n);
         }
 #else
         for (int64_t j = 0; j < C; j++)

@@ -3,11 +3,11 @@
  *
  * The mask is drawn from the caller's seeded RNG, one draw per element in row-major order, and
  * kept (one byte per element) for the backward. The kernels live in dropout_kernels.h (one
- * type-generic source, made into f32 and f64 functions below). */
-#include "internal.h"
+ * type-generic source, made into f32 and f64 functions for every SIMD level by dropout_isa.c). */
+#include "dropout.h"
 
-#define SL_KERNELS "dropout_kernels.h"
-#include "instantiate.h"
+/* The running CPU's kernels (dropout_isa.c). */
+static const sl__dropout_kernels *kernels(void) { return SL_ISA_PICK(sl__dropout_kernels); }
 
 typedef struct {
     const uint8_t *keep; /* one byte per element, row-major */
@@ -21,10 +21,7 @@ static bool dropout_backward(sl_node *n)
     const dropout_saved *s = n->saved;
     sl_tensor *gx = sl_input_grad(n, 0);
     if (!gx) return false;
-    if (gx->dtype == SL_F32)
-        dropout_backward_f32(sl_ptr(n->grad), s->keep, (float)s->scale, sl_ptr(gx), sl_numel(gx));
-    else
-        dropout_backward_f64(sl_ptr(n->grad), s->keep, s->scale, sl_ptr(gx), sl_numel(gx));
+    kernels()->backward(gx->dtype, sl_ptr(n->grad), s->keep, s->scale, sl_ptr(gx), sl_numel(gx));
     return true;
 }
 
@@ -47,8 +44,7 @@ sl_tensor *sl_dropout(sl_tensor *x, double p, sl_rng *rng, bool train)
      * mask, on any machine. */
     for (int64_t i = 0; i < n; i++) keep[i] = sl_rng_uniform(rng) >= p;
     double scale = 1 / (1 - p);
-    if (x->dtype == SL_F32) dropout_forward_f32(sl_ptr(xc), keep, (float)scale, y->data, n);
-    else dropout_forward_f64(sl_ptr(xc), keep, scale, y->data, n);
+    kernels()->forward(x->dtype, sl_ptr(xc), keep, scale, y->data, n);
     sl_node *nd;
     if (!sl_record(&nd, op, y, 1, &x, dropout_backward, sizeof(dropout_saved))) return NULL;
     if (nd) *(dropout_saved *)nd->saved = (dropout_saved){keep, scale};

@@ -1,6 +1,6 @@
-/* ops/dropout_kernels.h — the dropout kernels, written once over a type T and included by
- * dropout.c with T = float and with T = double (SUF names them: _f32, _f64). The backward
- * kernel ACCUMULATES into the input's gradient. */
+/* ops/dropout_kernels.h — the dropout kernels, written once over a type T and instantiated by
+ * dropout_isa.c for every SIMD level with T = float and with T = double (SUF names them: _f32,
+ * _f64). The backward kernel ACCUMULATES into the input's gradient. */
 
 /* y = keep ? x * scale : 0 over n contiguous elements. */
 static void FN(dropout_forward)(const T *restrict x, const uint8_t *restrict keep, T scale,

@@ -1,30 +1,26 @@
 /* ops/elementwise.c — unary, scalar and broadcasting binary elementwise ops.
  *
  * Forward and backward kernels live in elementwise_kernels.h (one type-generic source, made
- * into f32 and f64 functions below). This file checks arguments, allocates outputs, records
- * the tape node and runs the kernels: contiguous operands in parallel chunks, broadcast
- * operands through the strided iterator. */
-#include "internal.h"
+ * into f32 and f64 functions for every SIMD level by elementwise_isa.c; the running CPU's are
+ * picked here). This file checks arguments, allocates outputs, records the tape node and runs
+ * the kernels: contiguous operands in parallel chunks, broadcast operands through the strided
+ * iterator. */
+#include "elementwise.h"
 
 #include <math.h>
 
-typedef enum {
-    U_NEG, U_ADDS, U_MULS, U_POW, U_EXP, U_LOG, U_SQRT, U_TANH, U_SIGMOID, U_RELU, U_GELU_ERF,
-    U_GELU_TANH, U_COUNT
-} unary_op;
 static const char *const unary_name[] = {
     "sl_neg", "sl_add_scalar", "sl_mul_scalar", "sl_pow_scalar", "sl_exp", "sl_log", "sl_sqrt",
     "sl_tanh", "sl_sigmoid", "sl_relu", "sl_gelu", "sl_gelu"};
 _Static_assert(sizeof unary_name / sizeof *unary_name == U_COUNT, "a name for every unary op");
 
-typedef enum { B_ADD, B_SUB, B_MUL, B_DIV, B_COUNT } binary_op;
 static const char *const binary_name[] = {"sl_add", "sl_sub", "sl_mul", "sl_div"};
 _Static_assert(sizeof binary_name / sizeof *binary_name == B_COUNT, "a name for every binary op");
 
-#define SL_KERNELS "elementwise_kernels.h"
-#include "instantiate.h"
-
 enum { GRAIN = 1 << 15 }; /* elements per parallel chunk, at least */
+
+/* The running CPU's kernels (elementwise_isa.c). */
+static const sl__elementwise_kernels *kernels(void) { return SL_ISA_PICK(sl__elementwise_kernels); }
 
 /* ---------------------------------------------------------------- unary */
 
@@ -32,34 +28,6 @@ typedef struct {
     unary_op op;
     double p;
 } unary_saved;
-
-typedef struct {
-    unary_op op;
-    sl_dtype dtype;
-    const void *x, *y, *g;
-    void *out;
-    double p;
-} unary_job;
-
-static void unary_forward_range(void *ctx, int64_t b, int64_t e)
-{
-    const unary_job *j = ctx;
-    if (j->dtype == SL_F32)
-        unary_forward_f32(j->op, (const float *)j->x + b, (float *)j->out + b, e - b, (float)j->p);
-    else
-        unary_forward_f64(j->op, (const double *)j->x + b, (double *)j->out + b, e - b, j->p);
-}
-
-static void unary_backward_range(void *ctx, int64_t b, int64_t e)
-{
-    const unary_job *j = ctx;
-    if (j->dtype == SL_F32)
-        unary_backward_f32(j->op, (const float *)j->x + b, (const float *)j->y + b,
-                           (const float *)j->g + b, (float *)j->out + b, e - b, (float)j->p);
-    else
-        unary_backward_f64(j->op, (const double *)j->x + b, (const double *)j->y + b,
-                           (const double *)j->g + b, (double *)j->out + b, e - b, j->p);
-}
 
 /* What each backward reads besides the gradient: the input x, the output y, or neither. */
 static bool reads_x(unary_op op)
@@ -79,7 +47,7 @@ static bool unary_backward(sl_node *n)
     sl_tensor *x = !gx ? NULL : reads_x(s->op) ? sl__contig(n->op, n->in[0]) : n->in[0];
     if (!x) return false;
     unary_job j = {s->op, gx->dtype, sl_ptr(x), n->out->data, n->grad->data, gx->data, s->p};
-    sl_parallel_for(sl_numel(gx), GRAIN, unary_backward_range, &j);
+    sl_parallel_for(sl_numel(gx), GRAIN, kernels()->unary_backward, &j);
     return true;
 }
 
@@ -92,7 +60,7 @@ static sl_tensor *unary(unary_op op, sl_tensor *a, double p)
     sl_tensor *y = x ? sl__new_like(name, a) : NULL;
     if (!y) return NULL;
     unary_job j = {op, a->dtype, sl_ptr(x), NULL, NULL, y->data, p};
-    sl_parallel_for(sl_numel(y), GRAIN, unary_forward_range, &j);
+    sl_parallel_for(sl_numel(y), GRAIN, kernels()->unary_forward, &j);
     sl_node *n;
     if (!sl_record(&n, name, y, 1, &a, unary_backward, sizeof(unary_saved))) return NULL;
     if (n) *(unary_saved *)n->saved = (unary_saved){op, p};
@@ -123,26 +91,6 @@ sl_tensor *sl_gelu(sl_tensor *a, sl_gelu_approx approx)
 /* ---------------------------------------------------------------- binary (broadcasting) */
 
 typedef struct {
-    binary_op op;
-    sl_dtype dtype;
-    int which;
-} binary_ctx;
-
-static void binary_forward_run(void *vctx, char *const *p, const int64_t *bs, int64_t n)
-{
-    const binary_ctx *c = vctx;
-    if (c->dtype == SL_F32) binary_forward_f32(c->op, p[0], p[1], p[2], bs[1], bs[2], n);
-    else binary_forward_f64(c->op, p[0], p[1], p[2], bs[1], bs[2], n);
-}
-
-static void binary_backward_run(void *vctx, char *const *p, const int64_t *bs, int64_t n)
-{
-    const binary_ctx *c = vctx;
-    if (c->dtype == SL_F32) binary_backward_f32(c->op, c->which, p[0], p[1], p[2], p[3], bs, n);
-    else binary_backward_f64(c->op, c->which, p[0], p[1], p[2], p[3], bs, n);
-}
-
-typedef struct {
     binary_ctx c;
     char *y;
     const char *a, *b;
@@ -154,7 +102,7 @@ static void binary_flat_range(void *vctx, int64_t b, int64_t e)
     const binary_flat_job *j = vctx;
     char *p[3] = {j->y + b * j->es, (char *)j->a + b * j->es, (char *)j->b + b * j->es};
     int64_t bs[3] = {j->es, j->es, j->es};
-    binary_forward_run((void *)&j->c, p, bs, e - b);
+    kernels()->binary_forward((void *)&j->c, p, bs, e - b);
 }
 
 /* y = a op b; dL/da is g * dy/da summed over the dims a was broadcast along (likewise b). */
@@ -168,7 +116,7 @@ static bool binary_backward(sl_node *n)
         if (!gx) return false;
         /* Accumulate straight into the gradient; dims where it has stride 0 are summed. */
         binary_ctx c = {op, y->dtype, which};
-        sl__foreach_broadcast(binary_backward_run, &c, 4,
+        sl__foreach_broadcast(kernels()->binary_backward, &c, 4,
                               (sl_tensor *[]){gx, n->grad, n->in[0], n->in[1]}, y);
     }
     return true;
@@ -191,7 +139,7 @@ static sl_tensor *binary(binary_op op, sl_tensor *a, sl_tensor *b)
         binary_flat_job j = {c, y->data, sl_ptr(a), sl_ptr(b), (int64_t)sl_dtype_size(a->dtype)};
         sl_parallel_for(sl_numel(y), GRAIN, binary_flat_range, &j);
     } else {
-        sl__foreach_broadcast(binary_forward_run, &c, 3, (sl_tensor *[]){y, a, b}, y);
+        sl__foreach_broadcast(kernels()->binary_forward, &c, 3, (sl_tensor *[]){y, a, b}, y);
     }
     sl_node *n;
     if (!sl_record(&n, name, y, 2, (sl_tensor *[]){a, b}, binary_backward, sizeof(binary_op)))

@@ -3,40 +3,18 @@
  *     weight (V, D), indices (...) i32 -> y (..., D)
  *
  * The kernels live in embedding_kernels.h (one type-generic source, made into f32 and f64
- * functions below): the forward copies rows in parallel over the tokens, the backward
- * scatter-adds in parallel over the columns. */
-#include "internal.h"
+ * functions for every SIMD level by embedding_isa.c): the forward copies rows in parallel over
+ * the tokens, the backward scatter-adds in parallel over the columns. */
+#include "embedding.h"
 
 #include "rows.h"
 
-#define SL_KERNELS "embedding_kernels.h"
-#include "instantiate.h"
+/* The running CPU's kernels (embedding_isa.c). */
+static const sl__embedding_kernels *kernels(void) { return SL_ISA_PICK(sl__embedding_kernels); }
 
 typedef struct {
     const int32_t *idx; /* contiguous indices (n) */
 } embedding_saved;
-
-typedef struct {
-    sl_dtype dtype;
-    const void *w, *g;
-    void *y, *dw;
-    int64_t ws0, ws1, n, D;
-    const int32_t *idx;
-} embedding_job;
-
-static void embedding_forward_range(void *ctx, int64_t i0, int64_t i1)
-{
-    const embedding_job *j = ctx;
-    if (j->dtype == SL_F32) embedding_forward_f32(j->w, j->ws0, j->ws1, j->idx, j->y, i0, i1, j->D);
-    else embedding_forward_f64(j->w, j->ws0, j->ws1, j->idx, j->y, i0, i1, j->D);
-}
-
-static void embedding_backward_range(void *ctx, int64_t d0, int64_t d1)
-{
-    const embedding_job *j = ctx;
-    if (j->dtype == SL_F32) embedding_backward_f32(j->idx, j->g, j->dw, j->n, j->D, d0, d1);
-    else embedding_backward_f64(j->idx, j->g, j->dw, j->n, j->D, d0, d1);
-}
 
 /* y[i, :] = weight[idx[i], :], so dweight[v, :] = sum over the tokens i with idx[i] == v of
  * g[i, :]: a scatter-add, parallel over columns. */
@@ -49,7 +27,7 @@ static bool embedding_backward(sl_node *n)
     int64_t D = gw->shape[1], ntok = sl_numel(n->in[1]);
     embedding_job j = {.dtype = gw->dtype, .g = sl_ptr(n->grad), .dw = sl_ptr(gw), .n = ntok,
                        .D = D, .idx = s->idx};
-    sl_parallel_for(D, row_grain(ntok), embedding_backward_range, &j); /* a column is ntok long */
+    sl_parallel_for(D, row_grain(ntok), kernels()->backward, &j); /* a column is ntok long */
     return true;
 }
 
@@ -88,7 +66,7 @@ sl_tensor *sl_embedding(sl_tensor *weight, sl_tensor *indices)
     embedding_job j = {.dtype = weight->dtype, .w = sl_ptr(weight), .y = y->data,
                        .ws0 = weight->strides[0], .ws1 = weight->strides[1], .n = ntok, .D = D,
                        .idx = idx};
-    sl_parallel_for(ntok, row_grain(D), embedding_forward_range, &j);
+    sl_parallel_for(ntok, row_grain(D), kernels()->forward, &j);
     sl_node *n;
     if (!sl_record(&n, op, y, 2, (sl_tensor *[]){weight, indices}, embedding_backward,
                    sizeof(embedding_saved)))

@@ -10,7 +10,6 @@
 #define SL_OPS_GEMM_H
 
 #include "internal.h"
-#include "isa.h"
 
 /* The inner dim is processed in blocks of this many: a packed b can be cut along k at any
  * multiple of it (the packed rows from k0 on are at sl__sgemm_packed_floats(k0, n)). */

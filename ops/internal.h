@@ -7,7 +7,10 @@
  *   - kernels take plain pointers and sizes; write them once over a type T in a kernel header
  *     (ops/<op>_kernels.h), functions named FN(name), and instantiate it for f32 and f64 with
  *     ops/instantiate.h, never by converting through double at run time; where the f32 path
- *     is vectorised by hand, the header branches on T_IS_F32;
+ *     is vectorised by hand, the header branches on T_IS_F32 and uses ops/simd.h;
+ *   - a hot kernel header is instantiated in <op>_isa.c, compiled once per SIMD level
+ *     (tensor/isa.h): <op>.h declares the table of one level's kernels (and the job they
+ *     read), <op>_isa.c defines it, <op>.c calls SL_ISA_PICK's;
  *   - read strided or broadcast operands run by run with sl__foreach_broadcast
  *     (tensor/internal.h) rather than a loop of one's own;
  *   - in the .c file: the kernels' callers, the backward with its math in a comment above it,

@@ -3,16 +3,17 @@
  *     x (..., C), weight (C) or NULL, bias (C) or NULL -> y (..., C)
  *
  * The kernels live in layer_norm_kernels.h (one type-generic source, made into f32 and f64
- * functions below). Rows run in parallel; each row's mean and rstd are computed in double and
- * saved for the backward, which sums the weight and bias gradients per block of rows. */
-#include "internal.h"
+ * functions for every SIMD level by layer_norm_isa.c). Rows run in parallel; each row's mean
+ * and rstd are computed in double and saved for the backward, which sums the weight and bias
+ * gradients per block of rows. */
+#include "layer_norm.h"
 
 #include <math.h>
 
 #include "rows.h"
 
-#define SL_KERNELS "layer_norm_kernels.h"
-#include "instantiate.h"
+/* The running CPU's kernels (layer_norm_isa.c). */
+static const sl__layer_norm_kernels *kernels(void) { return SL_ISA_PICK(sl__layer_norm_kernels); }
 
 enum { MAX_BLOCKS = 64 }; /* row blocks of the weight/bias gradient */
 
@@ -20,50 +21,6 @@ typedef struct {
     sl_tensor *x, *w;    /* contiguous x and weight (w NULL without one) */
     double *mean, *rstd; /* (rows) */
 } layer_norm_saved;
-
-typedef struct {
-    sl_dtype dtype;
-    const void *x, *w, *b, *g;
-    void *y, *dx;
-    double *mean, *rstd;
-    double *dw, *db; /* (blocks, C) partial sums, or NULL */
-    int64_t rows, C, block_rows;
-    double eps;
-} layer_norm_job;
-
-static void layer_norm_forward_range(void *ctx, int64_t r0, int64_t r1)
-{
-    const layer_norm_job *j = ctx;
-    if (j->dtype == SL_F32)
-        layer_norm_forward_f32(j->x, j->w, j->b, j->y, j->mean, j->rstd, r0, r1, j->C, j->eps);
-    else
-        layer_norm_forward_f64(j->x, j->w, j->b, j->y, j->mean, j->rstd, r0, r1, j->C, j->eps);
-}
-
-/* Blocks [k0, k1) of block_rows rows each; block k sums its dw, db into row k of the partials. */
-static void layer_norm_backward_range(void *ctx, int64_t k0, int64_t k1)
-{
-    const layer_norm_job *j = ctx;
-    for (int64_t k = k0; k < k1; k++) {
-        int64_t r0 = k * j->block_rows;
-        int64_t r1 = r0 + j->block_rows < j->rows ? r0 + j->block_rows : j->rows;
-        double *dw = j->dw ? j->dw + k * j->C : NULL, *db = j->db ? j->db + k * j->C : NULL;
-        if (dw) memset(dw, 0, sizeof(double) * (size_t)j->C);
-        if (db) memset(db, 0, sizeof(double) * (size_t)j->C);
-        if (j->dtype == SL_F32)
-            layer_norm_backward_f32(j->x, j->w, j->g, j->mean, j->rstd, j->dx, dw, db, r0, r1,
-                                    j->C);
-        else
-            layer_norm_backward_f64(j->x, j->w, j->g, j->mean, j->rstd, j->dx, dw, db, r0, r1,
-                                    j->C);
-    }
-}
-
-static void add_block_sums(sl_tensor *dst, const double *part, int64_t blocks, int64_t C)
-{
-    if (dst->dtype == SL_F32) add_block_sums_f32(sl_ptr(dst), part, blocks, C);
-    else add_block_sums_f64(sl_ptr(dst), part, blocks, C);
-}
 
 /* y = xhat * w + b with xhat = (x - mean) * rstd over each row of C, so with dxhat = g * w:
  *   dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
@@ -98,9 +55,10 @@ static bool layer_norm_backward(sl_node *n)
         .g = sl_ptr(n->grad), .dx = gx ? sl_ptr(gx) : NULL, .mean = s->mean, .rstd = s->rstd,
         .dw = gw ? part : NULL, .db = gb ? part + (gw ? blocks * C : 0) : NULL,
         .rows = rows, .C = C, .block_rows = block_rows};
-    sl_parallel_for(blocks, 1, layer_norm_backward_range, &j);
-    if (gw) add_block_sums(gw, j.dw, blocks, C);
-    if (gb) add_block_sums(gb, j.db, blocks, C);
+    const sl__layer_norm_kernels *k = kernels();
+    sl_parallel_for(blocks, 1, k->backward, &j);
+    if (gw) k->add_block_sums(gw->dtype, sl_ptr(gw), j.dw, blocks, C);
+    if (gb) k->add_block_sums(gb->dtype, sl_ptr(gb), j.db, blocks, C);
     return true;
 }
 
@@ -142,7 +100,7 @@ sl_tensor *sl_layer_norm(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, doubl
     layer_norm_job j = {.dtype = x->dtype, .x = sl_ptr(xc), .w = wc ? sl_ptr(wc) : NULL,
                        .b = bc ? sl_ptr(bc) : NULL, .y = y->data, .mean = stats,
                        .rstd = stats + rows, .rows = rows, .C = C, .eps = eps};
-    if (C > 0) sl_parallel_for(rows, row_grain(C), layer_norm_forward_range, &j);
+    if (C > 0) sl_parallel_for(rows, row_grain(C), kernels()->forward, &j);
     sl_node *n;
     if (!sl_record(&n, op, y, 3, (sl_tensor *[]){x, weight, bias}, layer_norm_backward,
                    sizeof(layer_norm_saved)))

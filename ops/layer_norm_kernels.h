@@ -1,20 +1,14 @@
-/* ops/layer_norm_kernels.h — the layer norm kernels, written once over a type T and included by
- * layer_norm.c with T = float and with T = double (SUF names them: _f32, _f64). Statistics and
- * gradient sums are in double, over the 8 double lanes of ops/rows.h. The backward kernel
+/* ops/layer_norm_kernels.h — the layer norm kernels, written once over a type T and
+ * instantiated by layer_norm_isa.c for every SIMD level with T = float and with T = double (SUF
+ * names them: _f32, _f64). Statistics and gradient sums are in double, over the 8 double lanes
+ * of ops/simd.h (sl_v8_f64, whose order is the same at every level). The backward kernel
  * ACCUMULATES into dx. */
 #include <tgmath.h>
 
-/* 8 consecutive T's as a vector, and widened to double. */
-typedef T FN(v8) __attribute__((vector_size(8 * sizeof(T))));
-
-static inline FN(v8) FN(ld8)(const T *p)
-{
-    FN(v8) v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline vd8 FN(ld8d)(const T *p) { return __builtin_convertvector(FN(ld8)(p), vd8); }
+#define V8 FN(sl_v8)         /* 8 T's */
+#define LOAD8 FN(sl_v8_load) /* 8 T's from memory */
+#define WIDE8 FN(sl_v8_wide) /* 8 T's from memory, in double */
+#define STORE8 FN(sl_v8_store)
 
 /* Rows [r0, r1) of x (rows, C): y = (x - mean) * rstd * w + b, where the row's mean and
  * rstd = 1 / sqrt(var + eps) are computed in double (two passes, 8 lanes) and saved.
@@ -27,23 +21,23 @@ static void FN(layer_norm_forward)(const T *restrict x, const T *restrict w, con
     for (int64_t r = r0; r < r1; r++) {
         const T *xr = x + r * C;
         T *yr = y + r * C;
-        vd8 s8 = {0}, v8 = {0};
-        for (int64_t j = 0; j < C8; j += 8) s8 += FN(ld8d)(xr + j);
-        double s = hsum8(s8);
+        sl_v8_f64 s8 = {0}, v8 = {0};
+        for (int64_t j = 0; j < C8; j += 8) s8 += WIDE8(xr + j);
+        double s = sl_v8_hsum(s8);
         for (int64_t j = C8; j < C; j++) s += xr[j];
         double m = s / (double)C;
         for (int64_t j = 0; j < C8; j += 8) {
-            vd8 d = FN(ld8d)(xr + j) - m;
+            sl_v8_f64 d = WIDE8(xr + j) - m;
             v8 += d * d;
         }
-        double v = hsum8(v8);
+        double v = sl_v8_hsum(v8);
         for (int64_t j = C8; j < C; j++) v += (xr[j] - m) * (xr[j] - m);
         double rs = 1 / sqrt(v / (double)C + eps);
         for (int64_t j = 0; j < C8; j += 8) {
-            FN(v8) h = __builtin_convertvector((FN(ld8d)(xr + j) - m) * rs, FN(v8));
-            if (w) h *= FN(ld8)(w + j);
-            if (b) h += FN(ld8)(b + j);
-            memcpy(yr + j, &h, sizeof h);
+            V8 h = __builtin_convertvector((WIDE8(xr + j) - m) * rs, V8);
+            if (w) h *= LOAD8(w + j);
+            if (b) h += LOAD8(b + j);
+            STORE8(yr + j, h);
         }
         for (int64_t j = C8; j < C; j++) {
             T h = (T)((xr[j] - m) * rs);
@@ -69,13 +63,13 @@ static void FN(layer_norm_backward)(const T *restrict x, const T *restrict w, co
         double m = mean[r], rs = rstd[r];
         if (dx) {
             T *dxr = dx + r * C;
-            vd8 sd8 = {0}, sdx8 = {0}; /* sums of dxhat and of dxhat * xhat */
+            sl_v8_f64 sd8 = {0}, sdx8 = {0}; /* sums of dxhat and of dxhat * xhat */
             for (int64_t j = 0; j < C8; j += 8) {
-                vd8 dh = w ? FN(ld8d)(gr + j) * FN(ld8d)(w + j) : FN(ld8d)(gr + j);
+                sl_v8_f64 dh = w ? WIDE8(gr + j) * WIDE8(w + j) : WIDE8(gr + j);
                 sd8 += dh;
-                sdx8 += dh * ((FN(ld8d)(xr + j) - m) * rs);
+                sdx8 += dh * ((WIDE8(xr + j) - m) * rs);
             }
-            double sd = hsum8(sd8), sdx = hsum8(sdx8);
+            double sd = sl_v8_hsum(sd8), sdx = sl_v8_hsum(sdx8);
             for (int64_t j = C8; j < C; j++) {
                 double dh = w ? (double)gr[j] * w[j] : gr[j];
                 sd += dh;
@@ -84,11 +78,10 @@ static void FN(layer_norm_backward)(const T *restrict x, const T *restrict w, co
             sd /= (double)C;
             sdx /= (double)C;
             for (int64_t j = 0; j < C8; j += 8) {
-                vd8 dh = w ? FN(ld8d)(gr + j) * FN(ld8d)(w + j) : FN(ld8d)(gr + j);
-                vd8 xh = (FN(ld8d)(xr + j) - m) * rs;
-                FN(v8) d = FN(ld8)(dxr + j) + __builtin_convertvector(rs * (dh - sd - xh * sdx),
-                                                                      FN(v8));
-                memcpy(dxr + j, &d, sizeof d);
+                sl_v8_f64 dh = w ? WIDE8(gr + j) * WIDE8(w + j) : WIDE8(gr + j);
+                sl_v8_f64 xh = (WIDE8(xr + j) - m) * rs;
+                V8 d = LOAD8(dxr + j) + __builtin_convertvector(rs * (dh - sd - xh * sdx), V8);
+                STORE8(dxr + j, d);
             }
             for (int64_t j = C8; j < C; j++) {
                 double dh = w ? (double)gr[j] * w[j] : gr[j];
@@ -97,19 +90,17 @@ static void FN(layer_norm_backward)(const T *restrict x, const T *restrict w, co
         }
         if (dw) {
             for (int64_t j = 0; j < C8; j += 8) {
-                vd8 acc;
-                memcpy(&acc, dw + j, sizeof acc);
-                acc += FN(ld8d)(gr + j) * ((FN(ld8d)(xr + j) - m) * rs);
-                memcpy(dw + j, &acc, sizeof acc);
+                sl_v8_f64 acc = sl_v8_load_f64(dw + j);
+                acc += WIDE8(gr + j) * ((WIDE8(xr + j) - m) * rs);
+                sl_v8_store_f64(dw + j, acc);
             }
             for (int64_t j = C8; j < C; j++) dw[j] += gr[j] * ((xr[j] - m) * rs);
         }
         if (db) {
             for (int64_t j = 0; j < C8; j += 8) {
-                vd8 acc;
-                memcpy(&acc, db + j, sizeof acc);
-                acc += FN(ld8d)(gr + j);
-                memcpy(db + j, &acc, sizeof acc);
+                sl_v8_f64 acc = sl_v8_load_f64(db + j);
+                acc += WIDE8(gr + j);
+                sl_v8_store_f64(db + j, acc);
             }
             for (int64_t j = C8; j < C; j++) db[j] += gr[j];
         }
@@ -126,3 +117,8 @@ static void FN(add_block_sums)(T *restrict dst, const double *restrict part, int
         dst[j] += (T)s;
     }
 }
+
+#undef V8
+#undef LOAD8
+#undef WIDE8
+#undef STORE8

@@ -9,7 +9,7 @@
  * accumulated by gemm (beta = 1) straight into the gradient buffers of x and W, and db is a
  * column sum folded into the pass that applies the activation's derivative. Those per-row
  * epilogues live in linear_kernels.h (one type-generic source, made into f32 and f64 functions
- * here).
+ * for every SIMD level by linear_isa.c; the running CPU's are picked here, ops/linear.h).
  *
  * f32 products run on shortlong's own AVX-512 kernel (ops/gemm.c) where it beats OpenBLAS's
  * (sl__sgemm_enabled): the operand it packs (W^T forward, W for dx, x for dW) is packed once
@@ -24,7 +24,7 @@
  */
 #include "blas.h"
 #include "gemm.h"
-#include "vexp.h"
+#include "linear.h"
 
 #include <limits.h>
 #include <math.h>
@@ -38,60 +38,8 @@ enum {
 _Static_assert(SLAB % SL__SGEMM_KC == 0, "slabs start where a packed operand can be cut");
 #define MIN_CHUNK_FLOPS 4e6 /* below this much work, a parallel chunk costs more than it saves */
 
-/* ---------------------------------------------------------------- GELU, tanh form */
-
-/* gelu(u) = 0.5 u (1 + tanh(z)), z = c (u + k u^3), c = sqrt(2/pi), k = 0.044715. With
- * 1 + tanh(z) = 2 sigmoid(2 z), that is u s with e = e^(-2z), s = 1 / (1 + e): a form without
- * cancellation at either tail. And with 1 - s = e s (no cancellation either):
- *     gelu'(u) = 0.5 (1 + t) + 0.5 u (1 - t^2) c (1 + 3 k u^2)      (t = tanh(z))
- *              = s + 2 c u s (e s) (1 + 3 k u^2),
- * whose second term vanishes at both tails (e = 0: s = 1; e = inf: s = 0), where u^2 may have
- * overflowed: it is dropped there rather than turned into inf * 0. */
-static const double GELU_C = 0.7978845608028654, GELU_K = 0.044715;
-
-static double gelu_f64(double u, double *deriv)
-{
-    double e = exp(-2 * GELU_C * (u + GELU_K * u * u * u)), s = 1 / (1 + e);
-    if (deriv) {
-        *deriv = s;
-        if (e > 0 && e < INFINITY)
-            *deriv += 2 * GELU_C * u * s * (e * s) * (1 + 3 * GELU_K * u * u);
-    }
-    return u * s;
-}
-
-/* f32: vectors of VW floats (ops/vexp.h). */
-typedef sl__vf vf;
-typedef sl__vi vi;
-enum { VW = SL__VW };
-
-/* e = e^(-2 c (u + k u^3)) per lane; s = 1 / (1 + e). */
-static inline vf gelu_e(vf u)
-{
-    const float c2 = (float)(-2 * GELU_C), k = (float)GELU_K;
-    return sl__vexp(c2 * (u + k * u * u * u));
-}
-
-static inline vf gelu_vec(vf u) { return u / (1.0f + gelu_e(u)); }
-
-static inline vf gelu_deriv_vec(vf u)
-{
-    const float c2 = (float)(2 * GELU_C), k3 = (float)(3 * GELU_K);
-    vf e = gelu_e(u), s = 1.0f / (1.0f + e);
-    vf term = c2 * u * s * (e * s) * (1.0f + k3 * u * u);
-    vi mid = (e > 0.0f) & (e < __builtin_inff());
-    return s + (vf)((vi)term & mid);
-}
-
-static inline vf vload(const float *p) { return sl__vload(p); }
-static inline void vstore(float *p, vf v) { sl__vstore(p, v); }
-static inline vf vload_part(const float *p, int64_t n) { return sl__vload_part(p, n, 0); }
-static inline void vstore_part(float *p, vf v, int64_t n) { sl__vstore_part(p, v, n); }
-
-/* ---------------------------------------------------------------- epilogues */
-
-#define SL_KERNELS "linear_kernels.h"
-#include "instantiate.h"
+/* The running CPU's epilogues (linear_isa.c). */
+static const sl__linear_kernels *kernels(void) { return SL_ISA_PICK(sl__linear_kernels); }
 
 /* ---------------------------------------------------------------- gemm */
 
@@ -178,6 +126,7 @@ typedef struct {
     bool gelu;
     char *u, *y;         /* (rows, out): gemm's output (+ bias); y = act(u), or u itself */
     const char *b;       /* (out) or NULL */
+    const sl__linear_kernels *k;
 } forward_job;
 
 /* Rows [r0, r1): gemm, then bias and activation, row by row. */
@@ -188,15 +137,7 @@ static void forward_rows(const forward_job *j, int64_t r0, int64_t r1)
         gemm_rows(j->dtype, &j->x, &j->w, j->wp, j->u, j->out, r0, r1, j->out, j->in, 0.0);
     else memset(j->u + (size_t)(r0 * j->out) * es, 0, (size_t)((r1 - r0) * j->out) * es);
     if (!j->b && !j->gelu) return;
-    for (int64_t r = r0; r < r1; r++) {
-        size_t off = (size_t)(r * j->out) * es;
-        if (j->dtype == SL_F32)
-            forward_row_f32((float *)(j->u + off), (float *)(j->y + off), (const float *)j->b,
-                            j->out, j->gelu);
-        else
-            forward_row_f64((double *)(j->u + off), (double *)(j->y + off), (const double *)j->b,
-                            j->out, j->gelu);
-    }
+    j->k->forward_rows(j->dtype, j->u, j->y, j->b, r0, r1, j->out, j->gelu);
 }
 
 /* Chunks [c0, c1) of j->chunk rows, one gemm call each. */
@@ -227,6 +168,7 @@ typedef struct {
     const float *wp, *xp; /* w and x packed for shortlong's kernel, or NULL (cblas) */
     int64_t xchunk, wchunk, wchunks; /* rows per dx call; dW rows per call, calls per slab */
     char *slabs;   /* (slabs - 1, out, in): dW's share from every slab but the first */
+    const sl__linear_kernels *k;
 } backward_job;
 
 /* Units [u0, u1): du = g * act'(u) and the units' db partial sums. */
@@ -234,22 +176,11 @@ static void du_units(void *ctx, int64_t u0, int64_t u1)
 {
     const backward_job *j = ctx;
     const linear_saved *s = j->s;
-    size_t es = sl_dtype_size(j->dtype);
     for (int64_t unit = u0; unit < u1; unit++) {
         int64_t r0 = unit * BLOCK, r1 = r0 + BLOCK < s->rows ? r0 + BLOCK : s->rows;
         double *db = j->dbp ? j->dbp + unit * s->out : NULL;
         if (db) memset(db, 0, sizeof(double) * (size_t)s->out);
-        for (int64_t r = r0; r < r1; r++) {
-            size_t off = (size_t)(r * s->out) * es;
-            if (j->dtype == SL_F32)
-                backward_row_f32((const float *)(j->g + off),
-                                 s->gelu ? (float *)(s->u + off) : NULL, (float *)(j->du + off),
-                                 db, s->out, s->gelu);
-            else
-                backward_row_f64((const double *)(j->g + off),
-                                 s->gelu ? (double *)(s->u + off) : NULL, (double *)(j->du + off),
-                                 db, s->out, s->gelu);
-        }
+        j->k->backward_rows(j->dtype, j->g, s->u, j->du, db, r0, r1, s->out, s->gelu);
     }
 }
 
@@ -290,12 +221,10 @@ static void add_slabs(void *ctx, int64_t e0, int64_t e1)
 {
     const backward_job *j = ctx;
     int64_t n = j->s->out * j->s->in, slabs = (j->s->rows + SLAB - 1) / SLAB;
-    for (int64_t k = 1; k < slabs; k++) {
-        if (j->dtype == SL_F32)
-            add_f32((float *)j->dw + e0, (const float *)j->slabs + (k - 1) * n + e0, e1 - e0);
-        else
-            add_f64((double *)j->dw + e0, (const double *)j->slabs + (k - 1) * n + e0, e1 - e0);
-    }
+    size_t es = sl_dtype_size(j->dtype);
+    for (int64_t k = 1; k < slabs; k++)
+        j->k->add(j->dtype, j->dw + (size_t)e0 * es, j->slabs + (size_t)((k - 1) * n + e0) * es,
+                  e1 - e0);
 }
 
 /* y = act(u), u = x W^T + b, so with g = dL/dy and du = g * act'(u):
@@ -311,7 +240,8 @@ static bool linear_backward(sl_node *n)
     size_t es = sl_dtype_size(dt);
     int64_t units = (s->rows + BLOCK - 1) / BLOCK;
     backward_job j = {.dtype = dt, .s = s, .g = n->grad->data,
-                      .dx = gx ? sl_ptr(gx) : NULL, .dw = gw ? sl_ptr(gw) : NULL};
+                      .dx = gx ? sl_ptr(gx) : NULL, .dw = gw ? sl_ptr(gw) : NULL,
+                      .k = kernels()};
     j.du = (char *)j.g;
     size_t du_bytes = es * (size_t)(s->rows * s->out);
     if (s->gelu && !(j.du = sl_arena_alloc(sl_arena_current(), du_bytes, 64))) return false;
@@ -404,7 +334,7 @@ sl_tensor *sl_linear(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activa
     if (!y) return NULL;
 
     forward_job j = {.dtype = x->dtype, .rows = rows, .in = in, .out = out, .gelu = gelu,
-                     .y = y->data};
+                     .y = y->data, .k = kernels()};
     sl_tensor *wk = weight, *bk = bias ? sl__contig(OP, bias) : NULL;
     sl_tensor *xk = x_operand(x, rows, in, &j.x);
     if (!xk || (bias && !bk)) return NULL;

@@ -1,19 +1,11 @@
 /* ops/linear_kernels.h — the epilogues of sl_linear (bias, GELU and their backward, run on each
- * row right after or before gemm), written once over a type T and included by linear.c with
- * T = float and with T = double (SUF names them: _f32, _f64; T_IS_F32 says which). The f32 GELU
- * runs on the 16-lane vectors of ops/vexp.h, the f64 one on gelu_f64, both defined in linear.c. */
+ * row right after or before gemm), written once over a type T and instantiated by linear_isa.c
+ * for every SIMD level with T = float and with T = double (SUF names them: _f32, _f64; T_IS_F32
+ * says which). The f32 GELU runs on the vectors of ops/simd.h, the f64 one on gelu_f64, both
+ * defined in linear_isa.c. */
 
-/* The plain loops below run their first n - n % 16 iterations in a loop of their own: a trip
- * count known to be a multiple of 16 is what GCC's -O2 (its "very cheap" vectorizer cost model)
- * needs to vectorize a loop. */
-#define VEC16(n) ((n) & ~(int64_t)15) /* n >= 0 */
-
-/* d += p over n elements. */
-static void FN(add)(T *restrict d, const T *restrict p, int64_t n)
-{
-    for (int64_t e = 0; e < VEC16(n); e++) d[e] += p[e];
-    for (int64_t e = VEC16(n); e < n; e++) d[e] += p[e];
-}
+/* d += p over n elements. (The plain loops are SL_EACH's, which the compiler vectorises.) */
+static void FN(add)(T *restrict d, const T *restrict p, int64_t n) { SL_EACH(n, d[i] += p[i]); }
 
 /* One row of n: u += b (b may be NULL); y = gelu(u) if gelu (y separate), else nothing more. */
 static void FN(forward_row)(T *restrict u, T *restrict y, const T *restrict b, int64_t n,
@@ -23,8 +15,8 @@ static void FN(forward_row)(T *restrict u, T *restrict y, const T *restrict b, i
     if (!gelu) return;
 #if T_IS_F32
     int64_t j = 0;
-    for (; j + VW <= n; j += VW) vstore(y + j, gelu_vec(vload(u + j)));
-    if (j < n) vstore_part(y + j, gelu_vec(vload_part(u + j, n - j)), n - j);
+    for (; j + SL_VF <= n; j += SL_VF) sl_vf_store(y + j, gelu_vec(sl_vf_load(u + j)));
+    if (j < n) sl_vf_store_part(y + j, gelu_vec(sl_vf_load_part(u + j, n - j, 0)), n - j);
 #else
     for (int64_t j = 0; j < n; j++) y[j] = gelu_f64(u[j], NULL);
 #endif
@@ -38,10 +30,13 @@ static void FN(backward_row)(const T *restrict g, const T *restrict u, T *restri
     if (gelu) {
 #if T_IS_F32
         int64_t j = 0;
-        for (; j + VW <= n; j += VW) vstore(du + j, vload(g + j) * gelu_deriv_vec(vload(u + j)));
+        for (; j + SL_VF <= n; j += SL_VF)
+            sl_vf_store(du + j, sl_vf_load(g + j) * gelu_deriv_vec(sl_vf_load(u + j)));
         if (j < n)
-            vstore_part(du + j, vload_part(g + j, n - j) * gelu_deriv_vec(vload_part(u + j, n - j)),
-                        n - j);
+            sl_vf_store_part(du + j,
+                             sl_vf_load_part(g + j, n - j, 0) *
+                                 gelu_deriv_vec(sl_vf_load_part(u + j, n - j, 0)),
+                             n - j);
 #else
         for (int64_t j = 0; j < n; j++) {
             double d;
@@ -52,9 +47,6 @@ static void FN(backward_row)(const T *restrict g, const T *restrict u, T *restri
     }
     if (db) {
         const T *d = gelu ? du : g;
-        for (int64_t j = 0; j < VEC16(n); j++) db[j] += d[j];
-        for (int64_t j = VEC16(n); j < n; j++) db[j] += d[j];
+        SL_EACH(n, db[i] += d[i]);
     }
 }
-
-#undef VEC16

@@ -9,11 +9,10 @@
  *
  * Backward kernels run over the input's shape with the output gradient read through stride-0
  * (broadcast) strides on the reduced dims, and ACCUMULATE into the input's gradient. */
-#include "internal.h"
+#include "reduce.h"
 
 #include <math.h>
 
-typedef enum { R_SUM, R_MEAN, R_VAR, R_MAX, R_MIN, R_ARGMAX, R_ARGMIN, R_COUNT } reduce_op;
 static const char *const reduce_name[] = {"sl_sum", "sl_mean",   "sl_var",   "sl_max",
                                           "sl_min", "sl_argmax", "sl_argmin"};
 _Static_assert(sizeof reduce_name / sizeof *reduce_name == R_COUNT, "a name for every reduction");
@@ -21,18 +20,6 @@ _Static_assert(sizeof reduce_name / sizeof *reduce_name == R_COUNT, "a name for 
 enum { GRAIN = 1 << 15 }; /* elements per parallel chunk, at least */
 
 /* ---------------------------------------------------------------- geometry */
-
-/* Which dims are reduced, the output shape, and the input as rows (kept dims first, reduced
- * dims last, both in their original order). */
-typedef struct {
-    bool reduced[SL_MAX_DIMS];
-    int ndim_out;
-    int64_t shape_out[SL_MAX_DIMS];
-    int64_t n_out, group; /* output elements; input elements per output element (N) */
-    int n_kept;           /* rows.shape[0 .. n_kept) are the kept dims */
-    sl_tensor rows;       /* a header over the input's storage */
-    int64_t flat_strides[SL_MAX_DIMS]; /* the input's row-major strides, permuted like rows */
-} plan;
 
 static bool make_plan(const char *op, const sl_tensor *a, int n_axes, const int *axes,
                       bool keepdim, plan *p)
@@ -82,18 +69,6 @@ static bool make_plan(const char *op, const sl_tensor *a, int n_axes, const int 
     return true;
 }
 
-/* sum_d (i's index along dim d) * strides[d] over dims [first, last) of shape, i row-major. */
-static int64_t unravel_dot(int64_t i, int first, int last, const int64_t *shape,
-                           const int64_t *strides)
-{
-    int64_t off = 0;
-    for (int d = last - 1; d >= first; d--) {
-        off += (i % shape[d]) * strides[d];
-        i /= shape[d];
-    }
-    return off;
-}
-
 /* Strides that read a tensor laid out like the output (contiguous, with or without keepdim)
  * over the input's shape: 0 on the reduced dims. */
 static void output_strides_over_input(const sl_tensor *x, const bool *reduced, int64_t *strides)
@@ -107,58 +82,8 @@ static void output_strides_over_input(const sl_tensor *x, const bool *reduced, i
 
 /* ---------------------------------------------------------------- kernels */
 
-#define SL_KERNELS "reduce_kernels.h"
-#include "instantiate.h"
-
-/* Max, min, argmax, argmin: the first index of the extreme in the row (a NaN counts as it). */
-static bool picks_one(reduce_op op) { return op >= R_MAX; }
-
-typedef struct {
-    reduce_op op;
-    const plan *p;
-    const void *x;   /* (n_out, N) contiguous */
-    void *y;         /* (n_out), i32 for argmax / argmin */
-    double denom;    /* var: N - correction */
-    double *mean;    /* sl_var with a node: the group means, else NULL */
-    int64_t *arg;    /* sl_max / sl_min with a node: each one's flat index in the input */
-} reduce_job;
-
-static void reduce_range(void *ctx, int64_t b, int64_t e)
-{
-    const reduce_job *j = ctx;
-    const plan *p = j->p;
-    int64_t n = p->group;
-    bool f32 = p->rows.dtype == SL_F32;
-    size_t es = sl_dtype_size(p->rows.dtype);
-    for (int64_t o = b; o < e; o++) {
-        const void *row = (const char *)j->x + (size_t)(o * n) * es;
-        const float *xf = row;
-        const double *xd = row;
-        double v;
-        if (picks_one(j->op)) {
-            bool max = j->op == R_MAX || j->op == R_ARGMAX;
-            int64_t i = max ? (f32 ? row_argmax_f32(xf, n) : row_argmax_f64(xd, n))
-                            : (f32 ? row_argmin_f32(xf, n) : row_argmin_f64(xd, n));
-            if (j->op == R_ARGMAX || j->op == R_ARGMIN) { /* one axis: i is the index along it */
-                ((int32_t *)j->y)[o] = (int32_t)i;
-                continue;
-            }
-            v = f32 ? xf[i] : xd[i];
-            if (j->arg)
-                j->arg[o] = unravel_dot(o, 0, p->n_kept, p->rows.shape, p->flat_strides) +
-                            unravel_dot(i, p->n_kept, p->rows.ndim, p->rows.shape, p->flat_strides);
-        } else {
-            v = f32 ? row_sum_f32(xf, n) : row_sum_f64(xd, n);
-            if (j->op != R_SUM) v = n ? v / (double)n : NAN;
-            if (j->op == R_VAR) {
-                if (j->mean) j->mean[o] = v;
-                v = (f32 ? row_sq_dev_f32(xf, n, v) : row_sq_dev_f64(xd, n, v)) / j->denom;
-            }
-        }
-        if (f32) ((float *)j->y)[o] = (float)v;
-        else ((double *)j->y)[o] = v;
-    }
-}
+/* The running CPU's kernels (reduce_isa.c). */
+static const sl__reduce_kernels *kernels(void) { return SL_ISA_PICK(sl__reduce_kernels); }
 
 /* ---------------------------------------------------------------- backward */
 
@@ -213,8 +138,9 @@ static bool reduce_backward(sl_node *n)
     double scale = s->op == R_SUM ? 1.0
                    : s->op == R_MEAN ? 1.0 / (double)group
                                      : 1.0 / (double)(group - s->correction);
-    sl__run_fn fn = s->op == R_VAR ? (f32 ? var_grad_run_f32 : var_grad_run_f64)
-                                   : (f32 ? spread_run_f32 : spread_run_f64);
+    const sl__reduce_kernels *k = kernels();
+    sl__run_fn fn = s->op == R_VAR ? (f32 ? k->var_grad_f32 : k->var_grad_f64)
+                                   : (f32 ? k->spread_f32 : k->spread_f64);
     foreach_over_input(fn, &scale, gx, n->grad, x, s);
     return true;
 }
@@ -267,7 +193,7 @@ static sl_tensor *reduce(reduce_op op, sl_tensor *a, int n_axes, const int *axes
         if (op == R_MAX || op == R_MIN) s->arg = j.arg = tail;
     }
     int64_t grain = p.group ? GRAIN / p.group + 1 : GRAIN;
-    sl_parallel_for(p.n_out, grain, reduce_range, &j);
+    sl_parallel_for(p.n_out, grain, kernels()->rows, &j);
     return y;
 }
 

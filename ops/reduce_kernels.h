@@ -1,7 +1,7 @@
-/* ops/reduce_kernels.h — the reduction kernels, written once over a type T and included by
- * reduce.c with T = float and with T = double (SUF names them: _f32, _f64): per-row helpers over
- * a contiguous row of n elements, and the backward runs (byte strides; operand 0 is the gradient
- * buffer, accumulated into). */
+/* ops/reduce_kernels.h — the reduction kernels, written once over a type T and instantiated by
+ * reduce_isa.c for every SIMD level with T = float and with T = double (SUF names them: _f32,
+ * _f64): per-row helpers over a contiguous row of n elements, and the backward runs (byte
+ * strides; operand 0 is the gradient buffer, accumulated into). */
 
 static double FN(row_sum)(const T *x, int64_t n)
 {

@@ -1,29 +1,55 @@
 /* ops/simd.h — the library's one home for SIMD (not installed): vector types, loads and stores
- * (whole and partial), a splat, a lane select and the vector e^x, on GCC/Clang vector
- * extensions.
+ * (whole and partial), splats, a lane select, the vector e^x, vectors of 8 lanes whose width
+ * does not depend on the level (for sums whose order must not), and SL_EACH, the loop shape the
+ * compiler vectorises; on GCC/Clang vector extensions. Everything is static inline.
  *
- * The width: in a <name>_isa.c file (ops/isa.h) it is the level's register, SL_VEC_BYTES (16,
- * 32 or 64 bytes); elsewhere 64 bytes, which the compiler splits into as many registers of the
- * build's target as it takes. sl_vf has SL_VF lanes of float, sl_vd SL_VD lanes of double, and
+ * The width: in a <name>_isa.c file (tensor/isa.h) it is the level's register, SL_VEC_BYTES
+ * (16, 32 or 64 bytes); elsewhere 64 bytes, which the compiler splits into as many registers of
+ * the build's target as it takes. sl_vf has SL_VF lanes of float, sl_vd SL_VD lanes of double,
  * sl_vi / sl_vl are the integer vectors a comparison of two of them gives (all ones or all
- * zeros per lane). Everything is static inline. */
+ * zeros per lane), and sl_vfd is sl_vf's lanes as doubles (two registers). */
 #ifndef SL_OPS_SIMD_H
 #define SL_OPS_SIMD_H
 
-#include "isa.h"
-
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
-#ifndef SL_VEC_BYTES
+#if !defined(SL_ISA_SUFFIX) || defined(__AVX512F__)
 #define SL_VEC_BYTES 64
+#elif defined(__AVX2__)
+#define SL_VEC_BYTES 32
+#else
+#define SL_VEC_BYTES 16
 #endif
 
 typedef float sl_vf __attribute__((vector_size(SL_VEC_BYTES)));
 typedef int32_t sl_vi __attribute__((vector_size(SL_VEC_BYTES)));
 typedef double sl_vd __attribute__((vector_size(SL_VEC_BYTES)));
 typedef int64_t sl_vl __attribute__((vector_size(SL_VEC_BYTES)));
+typedef double sl_vfd __attribute__((vector_size(2 * SL_VEC_BYTES)));
 enum { SL_VF = SL_VEC_BYTES / 4, SL_VD = SL_VEC_BYTES / 8 };
+
+/* ---------------------------------------------------------------- loops */
+
+/* for (i = 0; i < n; i++) body, as two loops: the first n - n % 16 iterations, then the rest. A
+ * trip count known to be a multiple of 16 is what GCC's -O2 (its "very cheap" cost model) needs
+ * to vectorise a loop; every element gets the same operations either way. */
+#define SL_EACH(n, body)                                                                         \
+    do {                                                                                         \
+        int64_t n16_ = (n) & ~(int64_t)15, i = 0;                                                \
+        for (; i < n16_; i++) {                                                                  \
+            body;                                                                                \
+        }                                                                                        \
+        for (; i < (n); i++) {                                                                   \
+            body;                                                                                \
+        }                                                                                        \
+    } while (0)
+
+/* ---------------------------------------------------------------- float vectors */
 
 static inline sl_vf sl_vf_load(const float *p)
 {
@@ -56,14 +82,17 @@ static inline sl_vf sl_vf_select(sl_vi mask, sl_vf a, sl_vf b)
     return (sl_vf)(((sl_vi)a & mask) | ((sl_vi)b & ~mask));
 }
 
-static inline sl_vd sl_vd_load(const double *p)
+/* Lane numbers 0, 1, ..., SL_VF - 1. */
+static inline sl_vi sl_vi_iota(void)
 {
-    sl_vd v;
-    memcpy(&v, p, sizeof v);
+    sl_vi v;
+    for (int i = 0; i < SL_VF; i++) v[i] = i;
     return v;
 }
 
-static inline void sl_vd_store(double *p, sl_vd v) { memcpy(p, &v, sizeof v); }
+/* The lanes in double, and back (rounded to nearest). */
+static inline sl_vfd sl_vf_widen(sl_vf v) { return __builtin_convertvector(v, sl_vfd); }
+static inline sl_vf sl_vfd_narrow(sl_vfd v) { return __builtin_convertvector(v, sl_vf); }
 
 /* e^z lane by lane, within 2 ulp: e^z = 2^n e^r, n = round(z / ln 2), |r| <= ln2 / 2, e^r by
  * Cephes' expf polynomial. Lanes above 88.376 (where 2^n would leave the exponent range; the
@@ -87,6 +116,129 @@ static inline sl_vf sl_vf_exp(sl_vf z)
     sl_vi y = (sl_vi)(p * (sl_vf)e) & ~small;
     const sl_vi inf = (sl_vi){0} + 0x7f800000;
     return (sl_vf)((y & ~big) | (inf & big));
+}
+
+/* e^x for lanes x <= 0 (a logit minus a maximum or a log-sum-exp over it), cheaper than
+ * sl_vf_exp: within 1.05 ulp, 0 below log(FLT_MIN) and for -inf; NaN stays NaN. The same
+ * reduction and polynomial; nothing checks for overflow, so a lane above 0 is wrong. */
+static inline sl_vf sl_vf_exp_nonpos(sl_vf x)
+{
+    const sl_vi tiny = x < -87.33654f;
+    x = (sl_vf)((sl_vi)x & ~tiny); /* tiny lanes: 0, any finite value would do */
+    sl_vf t = x * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23: rounds to an integer */
+    sl_vf n = t - 12582912.0f;
+    sl_vf r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    sl_vf p = 1.9875691500e-4f * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    sl_vi e = (__builtin_convertvector(n, sl_vi) + 127) << 23; /* 2^n, n in [-126, 0] */
+    sl_vf y = p * (sl_vf)e;
+    return (sl_vf)((sl_vi)y & ~tiny);
+}
+
+/* ---------------------------------------------------------------- double vectors */
+
+static inline sl_vd sl_vd_load(const double *p)
+{
+    sl_vd v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void sl_vd_store(double *p, sl_vd v) { memcpy(p, &v, sizeof v); }
+
+static inline sl_vd sl_vd_splat(double x) { return (sl_vd){0} + x; }
+
+/* e^x lane by lane through libm's exp: f64 is the reference precision. */
+static inline sl_vd sl_vd_exp(sl_vd x)
+{
+    for (int i = 0; i < SL_VD; i++) x[i] = exp(x[i]);
+    return x;
+}
+
+/* ---------------------------------------------------------------- 8 lanes at every level
+ *
+ * Sums in double over 8 lanes, lane k taking elements k, k + 8, ..., then the lanes added
+ * pairwise (sl_v8_hsum): a fixed order, the same at every level and on any thread count, that
+ * the compiler can keep in vector registers, where one running double would serialise a row
+ * on the latency of an add. sl_v8_f32 / sl_v8_f64 are 8 floats / 8 doubles (FN(sl_v8) in a
+ * kernel header over T, and likewise the functions' _f32 / _f64 suffixes). */
+typedef float sl_v8_f32 __attribute__((vector_size(32)));
+typedef double sl_v8_f64 __attribute__((vector_size(64)));
+
+static inline sl_v8_f32 sl_v8_load_f32(const float *p)
+{
+    sl_v8_f32 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline sl_v8_f64 sl_v8_load_f64(const double *p)
+{
+    sl_v8_f64 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void sl_v8_store_f32(float *p, sl_v8_f32 v) { memcpy(p, &v, sizeof v); }
+static inline void sl_v8_store_f64(double *p, sl_v8_f64 v) { memcpy(p, &v, sizeof v); }
+
+/* 8 elements in double. */
+static inline sl_v8_f64 sl_v8_wide_f32(const float *p)
+{
+    return __builtin_convertvector(sl_v8_load_f32(p), sl_v8_f64);
+}
+
+static inline sl_v8_f64 sl_v8_wide_f64(const double *p) { return sl_v8_load_f64(p); }
+
+static inline double sl_v8_hsum(sl_v8_f64 v)
+{
+    return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+}
+
+/* acc + the SL_VF lanes of v in double, lane k of acc taking v's lanes k mod 8: v[k] + v[k + 8]
+ * with 16 lanes, v[k] with 8, v[k] for k < 4 (and 0 for the others) with 4. */
+static inline sl_v8_f64 sl_v8_add_vf(sl_v8_f64 acc, sl_vf v)
+{
+#if SL_VEC_BYTES == 64
+    sl_v8_f64 lo =
+        __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), sl_v8_f64);
+    sl_v8_f64 hi = __builtin_convertvector(
+        __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15), sl_v8_f64);
+    return acc + (lo + hi);
+#elif SL_VEC_BYTES == 32
+    return acc + __builtin_convertvector(v, sl_v8_f64);
+#else
+    return acc + (sl_v8_f64){v[0], v[1], v[2], v[3], 0, 0, 0, 0};
+#endif
+}
+
+/* sqrt lane by lane, correctly rounded (as sqrt() is), in vector instructions where the level
+ * has them: libm's sqrt keeps errno, which stops the compiler vectorising it. */
+static inline sl_v8_f64 sl_v8_sqrt(sl_v8_f64 x)
+{
+#if defined(__AVX512F__)
+    return (sl_v8_f64)_mm512_sqrt_pd((__m512d)x);
+#elif defined(__AVX__)
+    __m256d h[2];
+    memcpy(h, &x, sizeof h);
+    for (int i = 0; i < 2; i++) h[i] = _mm256_sqrt_pd(h[i]);
+    memcpy(&x, h, sizeof h);
+    return x;
+#elif defined(__SSE2__)
+    __m128d h[4];
+    memcpy(h, &x, sizeof h);
+    for (int i = 0; i < 4; i++) h[i] = _mm_sqrt_pd(h[i]);
+    memcpy(&x, h, sizeof h);
+    return x;
+#else
+    for (int k = 0; k < 8; k++) x[k] = sqrt(x[k]);
+    return x;
+#endif
 }
 
 #endif

@@ -8,96 +8,13 @@
  *
  * Numerically stable: the lane's maximum m is subtracted before exp, so exp never overflows
  * and the largest term is exactly 1; the denominators (and the backward's dot products) are
- * summed in double. */
-#include "internal.h"
-
-#include <math.h>
+ * summed in double. The kernels are in softmax_isa.c, compiled for every SIMD level. */
+#include "softmax.h"
 
 enum { GRAIN = 1 << 15 }; /* elements per parallel chunk, at least */
 
-/* ---------------------------------------------------------------- kernels */
-
-/* One lane of L elements, `s` apart. Forward: y = softmax(x) or log_softmax(x). Backward,
- * from the forward output y and the output gradient g, ACCUMULATES into gx:
- *   softmax:     y_k = e^(x_k) / sum_i e^(x_i)   =>  dx_k = y_k (g_k - sum_i g_i y_i)
- *   log_softmax: y_k = x_k - log sum_i e^(x_i)   =>  dx_k = g_k - e^(y_k) sum_i g_i */
-#define SOFTMAX_KERNELS(T, SUF, EXP)                                                             \
-    static T lane_max_##SUF(const T *x, int64_t L, int64_t s)                                    \
-    {                                                                                            \
-        T m = x[0];                                                                              \
-        for (int64_t k = 1; k < L; k++)                                                          \
-            if (x[k * s] > m) m = x[k * s];                                                      \
-        return m;                                                                                \
-    }                                                                                            \
-    static void softmax_lane_##SUF(const T *x, T *y, int64_t L, int64_t s)                       \
-    {                                                                                            \
-        T m = lane_max_##SUF(x, L, s);                                                           \
-        double sum = 0;                                                                          \
-        for (int64_t k = 0; k < L; k++) {                                                        \
-            T e = EXP(x[k * s] - m);                                                             \
-            y[k * s] = e;                                                                        \
-            sum += e;                                                                            \
-        }                                                                                        \
-        for (int64_t k = 0; k < L; k++) y[k * s] = (T)(y[k * s] / sum);                          \
-    }                                                                                            \
-    static void log_softmax_lane_##SUF(const T *x, T *y, int64_t L, int64_t s)                   \
-    {                                                                                            \
-        T m = lane_max_##SUF(x, L, s);                                                           \
-        double sum = 0;                                                                          \
-        for (int64_t k = 0; k < L; k++) sum += EXP(x[k * s] - m);                                \
-        double log_sum = log(sum);                                                               \
-        for (int64_t k = 0; k < L; k++) y[k * s] = (T)((double)(x[k * s] - m) - log_sum);        \
-    }                                                                                            \
-    static void softmax_back_lane_##SUF(const T *y, const T *g, T *gx, int64_t L, int64_t s)     \
-    {                                                                                            \
-        double dot = 0;                                                                          \
-        for (int64_t k = 0; k < L; k++) dot += (double)g[k * s] * y[k * s];                      \
-        for (int64_t k = 0; k < L; k++) gx[k * s] += y[k * s] * (g[k * s] - (T)dot);             \
-    }                                                                                            \
-    static void log_softmax_back_lane_##SUF(const T *y, const T *g, T *gx, int64_t L, int64_t s) \
-    {                                                                                            \
-        double sum = 0;                                                                          \
-        for (int64_t k = 0; k < L; k++) sum += g[k * s];                                         \
-        for (int64_t k = 0; k < L; k++) gx[k * s] += g[k * s] - EXP(y[k * s]) * (T)sum;          \
-    }
-
-SOFTMAX_KERNELS(float, f32, expf)
-SOFTMAX_KERNELS(double, f64, exp)
-#undef SOFTMAX_KERNELS
-
-/* ---------------------------------------------------------------- lanes */
-
-typedef struct {
-    bool log;
-    bool backward;
-    sl_dtype dtype;
-    int64_t L, inner;
-    const void *a, *b; /* forward: x, -;  backward: y, g */
-    void *out;         /* forward: y;     backward: gx */
-} lane_job;
-
-static void lanes_range(void *ctx, int64_t begin, int64_t end)
-{
-    const lane_job *j = ctx;
-    size_t es = sl_dtype_size(j->dtype);
-    for (int64_t l = begin; l < end; l++) {
-        size_t at = (size_t)((l / j->inner) * j->L * j->inner + l % j->inner) * es;
-        const void *a = (const char *)j->a + at, *b = j->b ? (const char *)j->b + at : NULL;
-        void *out = (char *)j->out + at;
-        int64_t L = j->L, s = j->inner;
-        if (j->dtype == SL_F32) {
-            if (!j->backward && !j->log) softmax_lane_f32(a, out, L, s);
-            else if (!j->backward) log_softmax_lane_f32(a, out, L, s);
-            else if (!j->log) softmax_back_lane_f32(a, b, out, L, s);
-            else log_softmax_back_lane_f32(a, b, out, L, s);
-        } else {
-            if (!j->backward && !j->log) softmax_lane_f64(a, out, L, s);
-            else if (!j->backward) log_softmax_lane_f64(a, out, L, s);
-            else if (!j->log) softmax_back_lane_f64(a, b, out, L, s);
-            else log_softmax_back_lane_f64(a, b, out, L, s);
-        }
-    }
-}
+/* The running CPU's kernels (softmax_isa.c). */
+static const sl__softmax_kernels *kernels(void) { return SL_ISA_PICK(sl__softmax_kernels); }
 
 /* Runs the kernels over every lane of a contiguous tensor of t's shape along `axis`. */
 static void run_lanes(lane_job *j, const sl_tensor *t, int axis)
@@ -107,7 +24,7 @@ static void run_lanes(lane_job *j, const sl_tensor *t, int axis)
     j->inner = 1;
     for (int d = axis + 1; d < t->ndim; d++) j->inner *= t->shape[d];
     if (n == 0) return;
-    sl_parallel_for(n / j->L, GRAIN / j->L + 1, lanes_range, j);
+    sl_parallel_for(n / j->L, GRAIN / j->L + 1, kernels()->lanes, j);
 }
 
 /* ---------------------------------------------------------------- the ops */
@@ -117,7 +34,8 @@ typedef struct {
     bool log;
 } softmax_saved;
 
-/* The math is above the kernels; here y is the contiguous forward output and g the gradient. */
+/* The math is above the kernels (softmax_isa.c); here y is the contiguous forward output and g
+ * the gradient. */
 static bool softmax_backward(sl_node *n)
 {
     const softmax_saved *s = n->saved;

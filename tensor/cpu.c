@@ -3,7 +3,7 @@
  * Levels, as the x86-64 micro-architecture levels name them: generic (the baseline the build
  * targets), avx2 (x86-64-v3: AVX2, FMA, F16C, BMI1/2) and avx512 (x86-64-v4: AVX-512 F, CD, BW,
  * DQ, VL). The kernels of each level are compiled into the library whatever the build machine
- * (ops/isa.h); the running CPU is asked once, at first use, and SL_ISA=generic|avx2|avx512 in
+ * (tensor/isa.h); the running CPU is asked once, at first use, and SL_ISA=generic|avx2|avx512 in
  * the environment lowers the level (never raises it past the CPU's). */
 #include "internal.h"
 

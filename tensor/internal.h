@@ -137,6 +137,8 @@ sl__isa_level sl__cpu_isa(void);         /* what the CPU has */
 sl__isa_level sl__isa(void);             /* what kernels run at: the CPU's, lowered by SL_ISA */
 sl__isa_level sl__isa_parse(const char *name); /* "avx2" -> SL__ISA_AVX2; SL__ISA_COUNT if unknown */
 const char *sl__isa_name(sl__isa_level level);
+/* Kernels compiled for every level, and picking the running CPU's: */
+#include "isa.h"
 
 /* ---------------------------------------------------------------- threads */
 /* True while the calling thread runs a pool job (a nested parallel for then runs serially). */

@@ -1,6 +1,6 @@
 /* tensor/tensor.c — tensor headers, creation, element access, printing, broadcasting and the
  * strided iterator that elementwise kernels run on. */
-#include "internal.h"
+#include "accumulate.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -507,48 +507,8 @@ void sl__foreach_broadcast(sl__run_fn fn, void *ctx, int nops, sl_tensor *const 
                 shape_of->shape, fn, ctx);
 }
 
-typedef struct {
-    sl_dtype dtype;
-} acc_ctx;
-
-/* d += s over n contiguous floats. The first n - n % 16 in a loop of their own: a trip count
- * that is a multiple of 16 is what GCC's -O2 needs to vectorise a loop. */
-static void add_run_f32(float *restrict d, const float *restrict s, int64_t n)
-{
-    int64_t n16 = n & ~(int64_t)15;
-    for (int64_t i = 0; i < n16; i++) d[i] += s[i];
-    for (int64_t i = n16; i < n; i++) d[i] += s[i];
-}
-
-static void accumulate_run(void *vctx, char *const *p, const int64_t *bs, int64_t n)
-{
-    const acc_ctx *c = vctx;
-    if (c->dtype == SL_F32) {
-        float *d = (float *)p[0];
-        const float *s = (const float *)p[1];
-        int64_t sd = bs[0] / 4, ss = bs[1] / 4;
-        if (sd == 0) { /* a reduction over a broadcast dim: sum in double */
-            double acc = 0;
-            for (int64_t i = 0; i < n; i++) acc += s[i * ss];
-            *d += (float)acc;
-        } else if (sd == 1 && ss == 1 && (d + n <= s || s + n <= d)) {
-            add_run_f32(d, s, n);
-        } else {
-            for (int64_t i = 0; i < n; i++) d[i * sd] += s[i * ss];
-        }
-    } else {
-        double *d = (double *)p[0];
-        const double *s = (const double *)p[1];
-        int64_t sd = bs[0] / 8, ss = bs[1] / 8;
-        if (sd == 0) {
-            double acc = 0;
-            for (int64_t i = 0; i < n; i++) acc += s[i * ss];
-            *d += acc;
-        } else {
-            for (int64_t i = 0; i < n; i++) d[i * sd] += s[i * ss];
-        }
-    }
-}
+/* The running CPU's accumulation runs (accumulate_isa.c). */
+static sl__run_fn accumulate_run(void) { return SL_ISA_PICK(sl__accumulate_kernels)->run; }
 
 /* A large accumulation that sums nothing (dst broadcasts along no dim of src) between two
  * storages splits over the pool along src's outermost dim of size > 1: each part writes its
@@ -561,7 +521,8 @@ typedef struct {
     size_t es[2];
     int ndim, outer; /* outer: the dim split */
     int64_t shape[SL_MAX_DIMS];
-    acc_ctx c;
+    sl__acc_ctx c;
+    sl__run_fn run;
 } acc_job;
 
 static void accumulate_range(void *ctx, int64_t i0, int64_t i1)
@@ -573,14 +534,14 @@ static void accumulate_range(void *ctx, int64_t i0, int64_t i1)
     char *base[2];
     for (int k = 0; k < 2; k++)
         base[k] = j->base[k] + i0 * j->st[k][j->outer] * (int64_t)j->es[k];
-    sl__foreach(2, base, j->st, j->es, j->ndim, shape, accumulate_run, (void *)&j->c);
+    sl__foreach(2, base, j->st, j->es, j->ndim, shape, j->run, (void *)&j->c);
 }
 
 void sl__accumulate_reduced(sl_tensor *dst, const sl_tensor *src)
 {
     acc_job j = {.base = {sl_ptr(dst), sl_ptr(src)},
                  .es = {sl_dtype_size(dst->dtype), sl_dtype_size(src->dtype)},
-                 .ndim = src->ndim, .outer = -1, .c = {dst->dtype}};
+                 .ndim = src->ndim, .outer = -1, .c = {dst->dtype}, .run = accumulate_run()};
     sl__broadcast_strides(dst, src->ndim, src->shape, j.st[0]);
     memcpy(j.st[1], src->strides, sizeof j.st[1]);
     memcpy(j.shape, src->shape, sizeof j.shape);
@@ -596,8 +557,8 @@ void sl__accumulate_reduced(sl_tensor *dst, const sl_tensor *src)
         sl_parallel_for(src->shape[j.outer], grain, accumulate_range, &j);
         return;
     }
-    sl__foreach(2, j.base, (const int64_t(*)[SL_MAX_DIMS])j.st, j.es, src->ndim, src->shape,
-                accumulate_run, &j.c);
+    sl__foreach(2, j.base, (const int64_t(*)[SL_MAX_DIMS])j.st, j.es, src->ndim, src->shape, j.run,
+                &j.c);
 }
 
 void sl__accumulate(sl_tensor *dst, const sl_tensor *src) { sl__accumulate_reduced(dst, src); }

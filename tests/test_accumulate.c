@@ -24,31 +24,40 @@ static sl_tensor *views_backward(sl_tensor *x, sl_tensor *g, sl_tensor *gz)
 
 START_TEST(view_backwards_values_and_threads)
 {
-    sl_rng r = sl_rng_seed(1);
-    sl_tensor *x = tu_randn(&r, SL_F32, sl_shape(B, T, H, D));
-    sl_tensor *g = sl_rand_normal(&r, SL_F32, sl_shape(B, H, T, D), 0, 1);
-    sl_tensor *gz = sl_rand_normal(&r, SL_F32, sl_shape(B, 50, H, D), 0, 1);
-    int prev = sl_get_num_threads();
-    float *got[2];
-    for (int k = 0; k < 2; k++) {
-        sl_set_num_threads(k + 1);
-        sl_tensor *gx = views_backward(x, g, gz);
-        got[k] = malloc(sizeof(float) * B * T * H * D);
-        ck_assert(sl_copy_out(gx, got[k]));
+    for (int k = 0; k < 2; k++) { /* f32, f64 */
+        sl_dtype dt = k ? SL_F64 : SL_F32;
+        size_t es = sl_dtype_size(dt), bytes = es * B * T * H * D;
+        sl_rng r = sl_rng_seed(1);
+        sl_tensor *x = tu_randn(&r, dt, sl_shape(B, T, H, D));
+        sl_tensor *g = sl_rand_normal(&r, dt, sl_shape(B, H, T, D), 0, 1);
+        sl_tensor *gz = sl_rand_normal(&r, dt, sl_shape(B, 50, H, D), 0, 1);
+        int prev = sl_get_num_threads();
+        char *got[2];
+        for (int th = 0; th < 2; th++) {
+            sl_set_num_threads(th + 1);
+            sl_tensor *gx = views_backward(x, g, gz);
+            got[th] = malloc(bytes);
+            ck_assert(sl_copy_out(gx, got[th]));
+        }
+        sl_set_num_threads(prev);
+        ck_assert(!memcmp(got[0], got[1], bytes));
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++)
+                for (int h = 0; h < H; h++)
+                    for (int d = 0; d < D; d++) {
+                        int64_t at = ((b * T + t) * H + h) * D + d;
+                        double want = sl_get(g, ((b * H + h) * T + t) * D + d);
+                        if (t >= 10 && t < 60) {
+                            double z = sl_get(gz, ((b * 50 + t - 10) * H + h) * D + d);
+                            want = dt == SL_F32 ? (double)((float)want + (float)z) : want + z;
+                        }
+                        double v = dt == SL_F32 ? ((float *)got[0])[at] : ((double *)got[0])[at];
+                        ck_assert_msg(v == want, "%s element %lld: %.17g, want %.17g",
+                                      sl_dtype_name(dt), (long long)at, v, want);
+                    }
+        free(got[0]);
+        free(got[1]);
     }
-    sl_set_num_threads(prev);
-    ck_assert(!memcmp(got[0], got[1], sizeof(float) * B * T * H * D));
-    const float *gp = g->data, *gzp = gz->data;
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++)
-            for (int h = 0; h < H; h++)
-                for (int d = 0; d < D; d++) {
-                    float want = gp[((b * H + h) * T + t) * D + d];
-                    if (t >= 10 && t < 60) want += gzp[((b * 50 + t - 10) * H + h) * D + d];
-                    ck_assert_float_eq(got[0][((b * T + t) * H + h) * D + d], want);
-                }
-    free(got[0]);
-    free(got[1]);
 }
 END_TEST
 
@@ -113,5 +122,6 @@ int main(void)
     tu_add_test(s, tc, view_backwards_values_and_threads);
     tu_add_test(s, tc, broadcast_backward_sums);
     tu_add_test(s, tc, fills);
+    tu_every_isa();
     return tu_run(s);
 }

@@ -233,6 +233,99 @@ START_TEST(large_parallel_matches_serial)
 }
 END_TEST
 
+/* Long runs go through the kernels' vector loops (16 elements at a time, then a tail), short
+ * runs and broadcast operands through their own loops: every element must get what a scalar
+ * loop gives. Checked in both dtypes against loops here, exactly where the kernel's formula
+ * has a single rounding per step (seeded output gradients, zero input gradients), within a few
+ * ulp where a multiply-add may be fused (tanh', sigmoid'). */
+static double at(const sl_tensor *t, int64_t i) { return sl_get(t, i); }
+
+/* v rounded to dt. */
+static double in_dtype(sl_dtype dt, double v) { return dt == SL_F32 ? (double)(float)v : v; }
+
+START_TEST(long_runs_match_scalar_loops)
+{
+    enum { R = 5, C = 37, N = 1037 };
+    for (int k = 0; k < 2; k++) {
+        sl_dtype dt = k ? SL_F64 : SL_F32;
+        sl_rng r = sl_rng_seed(40 + k);
+        sl_tensor *a = tu_randn(&r, dt, sl_shape(R, C));
+        sl_tensor *b = sl_requires_grad(sl_rand_uniform(&r, dt, sl_shape(R, C), 0.5, 2), true);
+        sl_tensor *col = sl_requires_grad(sl_rand_uniform(&r, dt, sl_shape(R, 1), 0.5, 2), true);
+        sl_tensor *g = sl_rand_normal(&r, dt, sl_shape(R, C), 0, 1);
+        binary_fn fns[4] = {sl_add, sl_sub, sl_mul, sl_div};
+        for (int op = 0; op < 4; op++) {
+            /* flat: values, and both gradients through the flat backward */
+            sl_zero_grad(a);
+            sl_zero_grad(b);
+            sl_tensor *y = fns[op](a, b);
+            ck_assert_msg(y && sl_backward_ex(y, g, 0), "%s", sl_error_message());
+            for (int64_t i = 0; i < R * C; i++) {
+                double x = at(a, i), z = at(b, i), gi = at(g, i);
+                double want = op == 0 ? x + z : op == 1 ? x - z : op == 2 ? x * z : x / z;
+                double ga = op < 2 ? gi : op == 2 ? gi * z : gi / z;
+                double gb = op == 0 ? gi : op == 1 ? -gi : op == 2 ? gi * x : -(gi * x / (z * z));
+                if (dt == SL_F32) { /* the same steps in float */
+                    float xf = (float)x, zf = (float)z, gf = (float)gi;
+                    want = op == 0 ? xf + zf : op == 1 ? xf - zf : op == 2 ? xf * zf : xf / zf;
+                    ga = op < 2 ? gf : op == 2 ? gf * zf : gf / zf;
+                    gb = op == 0 ? gf : op == 1 ? -gf : op == 2 ? gf * xf : -(gf * xf / (zf * zf));
+                }
+                ck_assert_msg(at(y, i) == want && at(a->grad, i) == ga && at(b->grad, i) == gb,
+                              "op %d %s element %lld", op, sl_dtype_name(dt), (long long)i);
+            }
+            /* a broadcast operand on either side: runs with stride 0 */
+            sl_tensor *y1 = fns[op](a, col), *y2 = fns[op](col, a);
+            ck_assert(y1 && y2);
+            for (int64_t i = 0; i < R * C; i++) {
+                double x = in_dtype(dt, at(a, i)), c = in_dtype(dt, at(col, i / C));
+                double w1 = op == 0 ? x + c : op == 1 ? x - c : op == 2 ? x * c : x / c;
+                double w2 = op == 0 ? c + x : op == 1 ? c - x : op == 2 ? c * x : c / x;
+                ck_assert_msg(at(y1, i) == in_dtype(dt, w1) && at(y2, i) == in_dtype(dt, w2),
+                              "op %d %s broadcast element %lld", op, sl_dtype_name(dt),
+                              (long long)i);
+            }
+        }
+        /* unary ops, forward and backward from a seeded gradient */
+        sl_tensor *x = tu_randn(&r, dt, sl_shape(N));
+        sl_tensor *gu = sl_rand_normal(&r, dt, sl_shape(N), 0, 1);
+        sl_tensor *xp = sl_requires_grad(sl_rand_uniform(&r, dt, sl_shape(N), 0.5, 2), true);
+        for (int u = 0; u < 8; u++) {
+            sl_tensor *in = u == 5 ? xp : x; /* sqrt: positive */
+            sl_zero_grad(in);
+            sl_tensor *y = u == 0   ? sl_neg(x)
+                           : u == 1 ? sl_add_scalar(x, 0.75)
+                           : u == 2 ? sl_mul_scalar(x, -1.25)
+                           : u == 3 ? sl_relu(x)
+                           : u == 4 ? sl_exp(x)
+                           : u == 5 ? sl_sqrt(xp)
+                           : u == 6 ? sl_tanh(x)
+                                    : sl_sigmoid(x);
+            ck_assert_msg(y && sl_backward_ex(y, gu, 0), "%s", sl_error_message());
+            for (int64_t i = 0; i < N; i++) {
+                double v = at(in, i), gi = at(gu, i), yi = at(y, i), want = 0, gw = 0;
+                switch (u) {
+                case 0: want = -v, gw = -gi; break;
+                case 1: want = in_dtype(dt, v + 0.75), gw = gi; break;
+                case 2: want = in_dtype(dt, v * -1.25), gw = in_dtype(dt, gi * -1.25); break;
+                case 3: want = v > 0 ? v : 0, gw = v > 0 ? gi : 0; break;
+                case 4: want = yi, gw = in_dtype(dt, gi * yi); break;
+                case 5: /* g * 0.5 is exact: one rounding, in the division */
+                    want = in_dtype(dt, sqrt(v)), gw = in_dtype(dt, gi * 0.5 / yi);
+                    break;
+                case 6: want = yi, gw = gi * (1 - yi * yi); break;
+                case 7: want = yi, gw = gi * yi * (1 - yi); break;
+                }
+                double tol = u >= 6 ? (dt == SL_F32 ? 1e-6 : 1e-15) * (1 + fabs(gi)) : 0;
+                ck_assert_msg(yi == want && fabs(at(in->grad, i) - gw) <= tol,
+                              "unary %d %s element %lld: %.17g, want %.17g", u, sl_dtype_name(dt),
+                              (long long)i, at(in->grad, i), gw);
+            }
+        }
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("elementwise");
@@ -259,5 +352,7 @@ int main(void)
     tu_add_test(s, tc, gradcheck_div);
     tu_add_test(s, tc, gradcheck_to_dtype);
     tu_add_test(s, tc, large_parallel_matches_serial);
+    tu_add_test(s, tc, long_runs_match_scalar_loops);
+    tu_every_isa();
     return tu_run(s);
 }

@@ -361,5 +361,6 @@ int main(void)
     tu_add_test(s, tc, long_inner_dim_gradients);
     tu_add_test(s, tc, errors_name_the_shapes);
     tu_add_test(s, tc, gradchecks);
+    tu_every_isa();
     return tu_run(s);
 }

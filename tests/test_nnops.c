@@ -754,5 +754,6 @@ int main(void)
     tu_add_test(s, tc, gradcheck_where);
     tu_add_test(s, tc, masked_fill_values_and_errors);
     tu_add_test(s, tc, gradcheck_masked_fill);
+    tu_every_isa();
     return tu_run(s);
 }

@@ -540,5 +540,6 @@ int main(void)
     tu_add_test(s, tc, nonfinite_gradient_changes_nothing);
     tu_add_test(s, tc, nonfinite_check_names_the_first_element);
     tu_add_test(s, tc, errors);
+    tu_every_isa();
     return tu_run(s);
 }

@@ -651,5 +651,6 @@ int main(void)
     tu_add_test(s, tc, argmax_argmin_record_no_gradient);
     tu_add_test(s, tc, argmax_argmin_errors);
     tu_add_test(s, tc, argmax_argmin_threads);
+    tu_every_isa();
     return tu_run(s);
 }

@@ -256,5 +256,6 @@ int main(void)
     tu_add_test(s, tc, gradcheck_log_softmax);
     tu_add_test(s, tc, backward_accumulates);
     tu_add_test(s, tc, large_parallel_matches_naive);
+    tu_every_isa();
     return tu_run(s);
 }

@@ -115,5 +115,6 @@ int main(void)
     TCase *tc = tcase_create("steady_state");
     tu_fixture(tc, tu_setup, tu_teardown);
     tu_add_test(s, tc, warm_training_step_allocates_nothing);
+    tu_every_isa();
     return tu_run(s);
 }
