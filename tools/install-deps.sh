@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building and testing shortlong needs on Debian 12 / Ubuntu 22.04 or newer:
-# a C compiler and make, CMake, pkg-config, OpenBLAS (with cblas.h) and the Check test framework.
+# a C compiler and make, CMake, pkg-config, OpenBLAS (with cblas.h), the Check test framework,
+# Jansson, and Open MPI (libshortlong_dist, the distributed training library, and its tests).
 # Non-interactive and idempotent: when everything is already installed it changes nothing.
 # Uses sudo only when not run as root.
 set -euo pipefail
 
-packages=(build-essential cmake pkg-config libopenblas-dev check libjansson-dev)
+packages=(build-essential cmake pkg-config libopenblas-dev check libjansson-dev libopenmpi-dev
+          openmpi-bin)
 
 die() { echo "install-deps: error: $*" >&2; exit 1; }
 
