@@ -360,6 +360,7 @@ bool sl_ddp_backward(sl_ddp *d, sl_tensor *loss, double weight)
         if (watch) sl_autograd_remove_observer(&d->obs);
         d->stats.callback_seconds = d->callback_seconds;
         d->stats.launched_early = d->next_start;
+        for (int k = 0; k < d->next_start; k++) d->stats.done_early += bucket_done(d, &d->b[k]);
         if (!ok) d->weight = 0; /* what is not in yet goes in as zeros */
     }
     return finish(d, ok);

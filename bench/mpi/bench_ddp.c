@@ -23,7 +23,7 @@
  * (copies into the buckets, starting and progressing reductions) and the finish (after the
  * backward: the rest of the reduction, waiting for the other ranks, copying back). Then:
  *   hidden = (after - overlap) / comm: the share of the reduction's time the overlap removed
- *   from the step.
+ *   from the step; and how many buckets had been reduced when the backward ended (overlap).
  *
  *     bench_ddp [--steps 10] [--warmup 2] [--bucket-bytes N] [--json] [--dim 256] [--layers 4]
  *               [--heads 8] [--context 256] [--batch 8]
@@ -67,7 +67,7 @@ static int usage(void)
 }
 
 typedef struct {
-    double step, backward, callback, finish;
+    double step, backward, callback, finish, done_early;
 } sample;
 
 int main(int argc, char **argv)
@@ -177,6 +177,7 @@ int main(int argc, char **argv)
                     x.backward = st.backward_seconds;
                     x.callback = st.callback_seconds;
                     x.finish = st.finish_seconds;
+                    x.done_early = st.done_early;
                 }
                 if (!ok || !sl_optim_step(opt, LR)) die("step");
                 sl_arena_set(prev);
@@ -184,22 +185,24 @@ int main(int argc, char **argv)
                 x.step = now() - t0;
             }
             /* the slowest rank's figures */
-            double mine[4] = {x.step, x.backward, x.callback, x.finish}, worst[4];
-            MPI_Allreduce(mine, worst, 4, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+            double mine[5] = {x.step, x.backward, x.callback, x.finish, -x.done_early}, worst[5];
+            MPI_Allreduce(mine, worst, 5, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
             if (it >= warmup)
-                s[mode][it - warmup] = (sample){worst[0], worst[1], worst[2], worst[3]};
+                s[mode][it - warmup] = (sample){worst[0], worst[1], worst[2], worst[3], -worst[4]};
         }
 
-    double med[N_MODES][4];
+    double med[N_MODES][4], done_early = 0;
     for (int mode = 0; mode < N_MODES; mode++) {
-        double v[4][MAX_STEPS];
+        double v[5][MAX_STEPS];
         for (int k = 0; k < steps; k++) {
             v[0][k] = s[mode][k].step;
             v[1][k] = s[mode][k].backward;
             v[2][k] = s[mode][k].callback;
             v[3][k] = s[mode][k].finish;
+            v[4][k] = s[mode][k].done_early;
         }
         for (int f = 0; f < 4; f++) med[mode][f] = 1e3 * median(v[f], steps);
+        if (mode == OVERLAP) done_early = median(v[4], steps);
     }
     sl_ddp_stats st;
     sl_ddp_get_stats(ddp[OVERLAP], &st);
@@ -219,7 +222,7 @@ int main(int argc, char **argv)
                    mode_name[mode], med[mode][0], mode_name[mode], tok / (1e-3 * med[mode][0]),
                    mode_name[mode], med[mode][1], mode_name[mode], med[mode][2], mode_name[mode],
                    med[mode][3]);
-        printf(", \"hidden\": %.3f}\n", hidden);
+        printf(", \"done_early\": %.1f, \"hidden\": %.3f}\n", done_early, hidden);
     } else if (rank == 0) {
         printf("bench_ddp: %d rank(s) x %d thread(s) (rank 0 may use %d CPUs); GPT d_model %lld, "
                "%d layers, %d heads, T %lld, global batch %lld; %lld parameters; %d buckets, "
@@ -235,8 +238,10 @@ int main(int argc, char **argv)
                    mode == COMM ? 0.0 : tok / (1e-3 * med[mode][0]), med[mode][1], med[mode][2],
                    med[mode][3]);
         printf("  the reduction alone (comm): %.2f ms per step; after - overlap = %.2f ms: the "
-               "overlap hides %.0f%% of it\n",
-               med[COMM][0], med[AFTER][0] - med[OVERLAP][0], 100 * hidden);
+               "overlap hides %.0f%% of it; overlap: %.1f of %d buckets reduced before the "
+               "backward ended (median; the slowest rank)\n",
+               med[COMM][0], med[AFTER][0] - med[OVERLAP][0], 100 * hidden, done_early,
+               st.n_buckets);
     }
     for (int k = 0; k < 2; k++) sl_ddp_free(ddp[k]);
     sl_optim_free(opt);

@@ -150,6 +150,7 @@ typedef struct sl_ddp_stats {
     int n_buckets;           /* buckets per step */
     int64_t bytes;           /* bytes reduced per step: gradients and the per-parameter counts */
     int launched_early;      /* buckets started before the backward ended */
+    int done_early;          /* buckets whose reduction was complete when the backward ended */
     double backward_seconds; /* sl_backward, the observer's callbacks included */
     double callback_seconds; /* of which in the callbacks: copies, starting and progressing
                                 reductions */
