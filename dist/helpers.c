@@ -22,8 +22,10 @@ bool sl_dist_sum(MPI_Comm comm, double *vals, int n)
     bool ok = true;
     double stack[SUM_STACK], zeros[SUM_STACK] = {0};
     size_t total = (size_t)n * (size_t)size;
-    double *all = total <= SUM_STACK ? stack : NULL;
-    if (!all && total <= SUM_MAX) all = malloc(sizeof *all * total);
+    if (total > SUM_MAX) /* the same n on every rank: every rank fails here, none waits */
+        return sl_set_error(SL_ERR_ARG, "sl_dist_sum: %d values on %d ranks is more than %d", n,
+                            size, SUM_MAX);
+    double *all = total <= SUM_STACK ? stack : malloc(sizeof *all * total);
     if (!all) { /* cannot take part: end the job rather than leave it waiting */
         int rank;
         MPI_Comm_rank(comm, &rank);

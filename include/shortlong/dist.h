@@ -114,10 +114,12 @@ typedef struct sl_ddp_opts { /* a zero field picks its default */
 /* A data-parallel wrapper around registry ps on communicator comm (MPI_COMM_WORLD, say), which it
  * duplicates, so its messages never meet the caller's. Collective. Checks that every rank's
  * registry has the same parameters (names, shapes, dtype, in the same order) and fails on every
- * rank otherwise, with the first difference in the message. opts may be NULL (defaults). Make it
- * after the model is complete; do not add parameters afterwards. NULL on error (SL_ERR_ARG: MPI
- * not initialised, a bad registry or setting; SL_ERR_STATE: the ranks' registries differ;
- * SL_ERR_OOM). */
+ * rank otherwise, with the first difference in the message. A problem on any rank fails the call
+ * on every rank, with "sl_ddp_new: rank R: <what>" from the lowest such rank R. opts may be NULL
+ * (defaults). Make it after the model is complete; do not add parameters afterwards. NULL on
+ * error: SL_ERR_ARG on the rank whose registry is NULL, empty or differs from rank 0's (and when
+ * MPI is not initialised, without taking part), SL_ERR_OOM on a rank out of memory, SL_ERR_STATE
+ * on the ranks whose own part succeeded. */
 sl_ddp *sl_ddp_new(sl_params *ps, MPI_Comm comm, const sl_ddp_opts *opts);
 /* Collective; frees the wrapper and its communicator (not the registry). NULL is a no-op, on
  * every rank. */
@@ -164,8 +166,9 @@ void sl_ddp_get_stats(const sl_ddp *ddp, sl_ddp_stats *stats);
 
 /* Sums vals[0..n) over the ranks of comm, in place, in rank order (((v_0 + v_1) + v_2) + ...),
  * so every rank gets the same bits, run after run. Collective; n must be the same on every rank.
- * For the global mean loss, pass share_r * local_mean_r. False (SL_ERR_ARG) on n < 0, or vals
- * NULL with n > 0; SL_ERR_OOM past a few thousand values. */
+ * For the global mean loss, pass share_r * local_mean_r. False (SL_ERR_ARG) on n < 0, on more
+ * than 2^20 values over all ranks (n x ranks), or vals NULL with n > 0 (after taking part with
+ * zeros). Out of memory for the gathered values, it ends the job (MPI_Abort). */
 bool sl_dist_sum(MPI_Comm comm, double *vals, int n);
 
 /* Agrees on an error across comm. Collective. true when ok is true on every rank. Otherwise

@@ -539,6 +539,13 @@ static void test_helpers(void)
     OK(sl_dist_sum(MPI_COMM_WORLD, v, 2));
     CHECK(v[0] == want0 && v[1] == want1, "sums %.17g %g, want %.17g %g", v[0], v[1], want0, want1);
     OK(sl_dist_sum(MPI_COMM_WORLD, v, 0));
+    /* too many values or a negative count: false on every rank, before any message */
+    CHECK(!sl_dist_sum(MPI_COMM_WORLD, v, (1 << 20) / size + 1) &&
+              strstr(sl_error_message(), "is more than 1048576"),
+          "'%s'", sl_error_message());
+    CHECK(!sl_dist_sum(MPI_COMM_WORLD, v, -1) && strstr(sl_error_message(), "n = -1"), "'%s'",
+          sl_error_message());
+    sl_error_clear();
     char msg[64] = "x";
     CHECK(sl_dist_agree(MPI_COMM_WORLD, true, "unused", msg, sizeof msg) && !msg[0], "'%s'", msg);
     char why[32];
