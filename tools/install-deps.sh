@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs what building and testing shortlong needs on Debian 12 / Ubuntu 22.04 or newer:
 # a C compiler and make, CMake, pkg-config, OpenBLAS (with cblas.h), the Check test framework,
-# Jansson, and clang with libFuzzer for the fuzz target (fuzz/, cmake -DSL_FUZZ=ON). libFuzzer
-# comes with clang's runtime package: libclang-rt-<version>-dev on Debian 12 (clang 14), part of
+# Jansson, Open MPI (libshortlong_dist, the distributed training library, and its tests), and
+# clang with libFuzzer for the fuzz target (fuzz/, cmake -DSL_FUZZ=ON). libFuzzer comes with
+# clang's runtime package: libclang-rt-<version>-dev on Debian 12 (clang 14), part of
 # libclang-common-<version>-dev (a dependency of clang) on older releases.
 # Non-interactive and idempotent: when everything is already installed it changes nothing.
 # Uses sudo only when not run as root.
 set -euo pipefail
 
-packages=(build-essential cmake pkg-config libopenblas-dev check libjansson-dev clang)
+packages=(build-essential cmake pkg-config libopenblas-dev check libjansson-dev libopenmpi-dev
+          openmpi-bin clang)
 
 die() { echo "install-deps: error: $*" >&2; exit 1; }
 
