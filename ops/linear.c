@@ -244,7 +244,11 @@ static bool linear_backward(sl_node *n)
                       .k = kernels()};
     j.du = (char *)j.g;
     size_t du_bytes = es * (size_t)(s->rows * s->out);
-    if (s->gelu && !(j.du = sl_arena_alloc(sl_arena_current(), du_bytes, 64))) return false;
+    /* dL/du lives only through this backward: the thread's scratch, not the step arena, where
+     * every layer's would stay until the reset */
+    if (s->gelu && !(j.du = sl__scratch(SL__SCRATCH_BACKWARD, du_bytes)))
+        return sl_set_error(SL_ERR_OOM, "%s: out of memory for %zu bytes of dL/du", n->op,
+                            du_bytes);
     if (gb && !(j.dbp = sl_arena_alloc(sl_arena_current(),
                                        sizeof(double) * (size_t)(units * s->out), 64)))
         return false;
