@@ -66,7 +66,7 @@ typedef struct {
  * every parameter are finite: a diverging run stops with the last good checkpoint in place.
  * After stop_on_signals, a SIGINT or SIGTERM ends the run after the current step, with a
  * checkpoint (r->stopped_by says which). Returns the model (free with sl_gpt_free), or NULL
- * after printing why. */
+ * after printing why. Data-parallel on several MPI ranks (dist.h), collectively. */
 sl_gpt *train_run(const train_opts *o, const text *train, const text *val, train_result *r);
 
 /* ---------------------------------------------------------------- runs (run.c) */
@@ -81,8 +81,9 @@ int run_meta(const train_opts *o, int64_t step, const sl_rng *data_rng, sl_meta 
 int resume_merge(train_opts *o, const flag *flags, int nf, int64_t *start);
 
 /* An exclusive lock on "<out>.lock" (created; removed by unlock_output), so that two runs
- * cannot write one output. False after a message: another run holds it, or the file cannot
- * be created (a directory that does not exist or cannot be written: said before training). */
+ * cannot write one output (on several ranks rank 0 takes it; the others return true). False after a
+ * message: another run holds it, or the file cannot be created (a directory that does not exist or
+ * cannot be written: said before training). */
 typedef struct {
     int fd;
     char path[4096];

@@ -4,10 +4,12 @@
  *   gpt eval   --ckpt CKPT [--data FILE] [--lengths 128,256,512] [--stride S]
  *   gpt sample --ckpt CKPT [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K]
  *   gpt experiment [--train FILE --valid FILE] [--methods ...]   (see experiment.c)
+ *   mpirun -np N gpt train ...   data-parallel on N MPI ranks (dist.c)
  *
  * Everything the program does goes through the public API (<shortlong/shortlong.h>): the model
  * is sl_gpt, training uses sl_adamw with a warmup-cosine schedule and gradient clipping, each
  * step runs in a step arena that is reset afterwards, and checkpoints are safetensors files. */
+#include "dist.h"
 #include "gpt.h"
 
 #include <math.h>
@@ -64,7 +66,7 @@ static int cmd_train(int argc, char **argv)
         {"slopes", F_STR, &slopes, "ALiBi's slopes: fixed (the paper's) or learned (default "
                                    "fixed; kept in the checkpoint)"},
         {"context", F_INT, &context, "training length L in bytes (default 128)"},
-        {"batch", F_INT, &batch, "sequences per step (default 16)"},
+        {"batch", F_INT, &batch, "sequences per step, over all ranks (default 16)"},
         {"layers", F_INT, &layers, "transformer blocks (default 4)"},
         {"heads", F_INT, &heads, "attention heads (default 4)"},
         {"kv-heads", F_INT, &kv_heads, "key/value heads for GQA (default: --heads)"},
@@ -76,7 +78,8 @@ static int cmd_train(int argc, char **argv)
         {"clip", F_NUM, &clip, "global gradient-norm clip, 0 = off (default 1.0)"},
         {"dropout", F_NUM, &dropout, "dropout on residual branches (default 0)"},
         {"seed", F_INT, &seed, "initialisation and data-order seed (default 1)"},
-        {"threads", F_INT, &threads, "worker threads (default: SL_NUM_THREADS or all CPUs)"},
+        {"threads", F_INT, &threads, "worker threads, per rank (default: SL_NUM_THREADS or "
+                                     "all CPUs)"},
         {"out", F_STR, &out, "checkpoint to write (default gpt.safetensors; locked while "
                              "training)"},
         {"resume", F_STR, &resume, "training checkpoint to continue: its model and settings are "
@@ -160,11 +163,12 @@ static int cmd_train(int argc, char **argv)
     if (m && r.stopped_by) {
         rc = 128 + r.stopped_by; /* as a shell reports a program a signal ended */
     } else if (m) {
-        fprintf(stderr,
-                "done: %lld steps in %.1f s (%.0f tokens/s); train loss (avg) %.4f, last step "
-                "%.4f; val loss %.4f (ppl %.3f, %.3f bits/byte); saved %s\n",
-                (long long)r.steps, r.seconds, r.tokens_per_s, r.train_loss_avg, r.train_loss,
-                r.val_loss, exp(r.val_loss), r.val_loss / log(2.0), out);
+        if (dist_rank() == 0)
+            fprintf(stderr,
+                    "done: %lld steps in %.1f s (%.0f tokens/s); train loss (avg) %.4f, last step "
+                    "%.4f; val loss %.4f (ppl %.3f, %.3f bits/byte); saved %s\n",
+                    (long long)r.steps, r.seconds, r.tokens_per_s, r.train_loss_avg, r.train_loss,
+                    r.val_loss, exp(r.val_loss), r.val_loss / log(2.0), out);
         rc = 0;
     }
     sl_gpt_free(m);
@@ -418,7 +422,7 @@ static void usage(FILE *to)
             "Run 'gpt <command> --help' for the flags of a command.\n");
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
@@ -431,4 +435,11 @@ int main(int argc, char **argv)
     fprintf(stderr, "gpt: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;
+}
+
+int main(int argc, char **argv)
+{
+    int rc = dist_start(&argc, &argv); /* MPI, when mpirun started this process (dist.c) */
+    if (rc < 0) rc = run(argc, argv);
+    return dist_end(rc);
 }

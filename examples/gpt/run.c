@@ -10,6 +10,7 @@
  * how often: --steps may extend the run (the schedule then decays to the new total, which is
  * said), --eval-every, --eval-tokens, --stop-after, --threads and --out are this session's,
  * and --data / --val may name another file (said, since the data stream then differs). */
+#include "dist.h"
 #include "gpt.h"
 
 #include <errno.h>
@@ -248,6 +249,7 @@ int resume_merge(train_opts *o, const flag *flags, int nf, int64_t *start)
 bool lock_output(const char *out, out_lock *l)
 {
     l->fd = -1;
+    if (dist_rank() != 0) return true; /* rank 0 writes the checkpoints and holds the lock */
     struct stat st;
     if (stat(out, &st) == 0 && S_ISDIR(st.st_mode)) {
         fprintf(stderr, "gpt: --out %s is a directory\n", out);

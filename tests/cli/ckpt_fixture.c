@@ -15,6 +15,12 @@
  *   ckpt_fixture rss FILE CMD [ARGS ...]      runs CMD, writes its peak resident memory in KiB
  *                                             (wait4's ru_maxrss) to FILE and exits with its
  *                                             status
+ *   ckpt_fixture compare A B TOL [TOL_KB]     the GPTs in checkpoints A and B have the same
+ *                                             parameters (names, shapes) and every value of A
+ *                                             is within TOL of B's (absolute), the key biases
+ *                                             within TOL_KB (default TOL: see compare());
+ *                                             prints the largest differences and where they
+ *                                             are; status 1 if one is beyond its tolerance
  *
  * Exit status 0, or 1 with a message. */
 #include <shortlong/shortlong.h>
@@ -22,6 +28,7 @@
 #include <jansson.h>
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,8 +150,65 @@ static int peak_rss(const char *report, char **cmd)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+/* Whether element j of parameter p is a key bias: the exact gradient of a bias added to every
+ * key of a head is zero (the softmax ignores a constant added to all of a query's scores), so
+ * what the backward computes for it is rounding noise, which AdamW, dividing by the gradient's
+ * own root mean square, turns into steps of up to about lr: two runs whose sums round
+ * differently end with key biases apart by up to about lr, not by rounding. */
+static bool is_key_bias(const sl_gpt *m, const sl_param *p, int64_t j)
+{
+    const sl_gpt_config *c = &m->cfg;
+    size_t n = strlen(p->name);
+    int64_t kv = (c->n_kv_heads ? c->n_kv_heads : c->n_heads) * (c->dim / c->n_heads);
+    if (n >= 11 && !strcmp(p->name + n - 11, "attn.k.bias")) return true;
+    return n >= 13 && !strcmp(p->name + n - 13, "attn.qkv.bias") && j >= c->dim && j < c->dim + kv;
+}
+
+typedef struct {
+    double d, a, b;
+    const char *name;
+    int64_t at;
+} worst;
+
+static int compare(const char *a_path, const char *b_path, double tol, double tol_kb)
+{
+    sl_gpt *a = sl_gpt_load(a_path, SL_F32), *b = a ? sl_gpt_load(b_path, SL_F32) : NULL;
+    if (!a || !b) return die("cannot load the checkpoints");
+    int n = sl_params_count(a->params);
+    if (n != sl_params_count(b->params)) return die("the models have different parameters");
+    worst w[2] = {{0, 0, 0, "-", 0}, {0, 0, 0, "-", 0}}; /* the others, the key biases */
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) {
+        const sl_param *pa = sl_params_at(a->params, i), *pb = sl_params_at(b->params, i);
+        int64_t k = sl_numel(pa->value);
+        if (strcmp(pa->name, pb->name) || k != sl_numel(pb->value))
+            return die("the models have different parameters");
+        const float *x = sl_ptr(pa->value), *y = sl_ptr(pb->value);
+        for (int64_t j = 0; j < k; j++) {
+            double d = fabs((double)x[j] - (double)y[j]);
+            worst *v = &w[is_key_bias(a, pa, j)];
+            if (!(d <= v->d)) /* NaN counts as the worst */
+                *v = (worst){isnan(d) ? INFINITY : d, x[j], y[j], pa->name, j};
+        }
+        total += k;
+    }
+    bool ok = w[0].d <= tol && w[1].d <= tol_kb;
+    for (int i = 0; i < 2; i++)
+        printf("ckpt_fixture compare: %s max |a - b| = %.3g at %s[%lld] (%.9g vs %.9g), "
+               "tolerance %.3g%s\n",
+               i ? "key biases:" : "parameters:", w[i].d, w[i].name, (long long)w[i].at, w[i].a,
+               w[i].b, i ? tol_kb : tol, w[i].d <= (i ? tol_kb : tol) ? "" : ": EXCEEDED");
+    printf("ckpt_fixture compare: %lld values, %s\n", (long long)total,
+           ok ? "within the tolerances" : "NOT within the tolerances");
+    sl_gpt_free(a);
+    sl_gpt_free(b);
+    return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
+    if ((argc == 5 || argc == 6) && !strcmp(argv[1], "compare"))
+        return compare(argv[2], argv[3], atof(argv[4]), atof(argv[argc == 6 ? 5 : 4]));
     if (argc >= 4 && !strcmp(argv[1], "rss")) return peak_rss(argv[2], argv + 3);
     if (argc >= 3 && !strcmp(argv[1], "gpt")) return make_gpt(argv[2], argc - 3, argv + 3);
     file f = {0};
@@ -171,7 +235,8 @@ int main(int argc, char **argv)
         fclose(out);
         return truncate(argv[3], (off_t)size + (off_t)bytes) == 0 ? 0 : die("cannot extend");
     }
-    fprintf(stderr, "usage: ckpt_fixture gpt OUT [key=value ...] | set-meta IN OUT KEY VALUE | "
-                    "add-sparse IN OUT NAME BYTES | rss FILE CMD [ARGS ...]\n");
+    fprintf(stderr,
+            "usage: ckpt_fixture gpt OUT [key=value ...] | set-meta IN OUT KEY VALUE | "
+            "add-sparse IN OUT NAME BYTES | rss FILE CMD [ARGS ...] | compare A B TOL [TOL_KB]\n");
     return 2;
 }
