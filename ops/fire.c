@@ -16,7 +16,10 @@
  * fc1 (weight (W, 1), bias (W)) and fc2 (weight (H, W), bias (H)); c, used as |c| (psi(x) =
  * log(|c| x + 1)); and a multiplier m of a fixed initial threshold L0, L = |m| L0; the
  * normaliser is psi(max(p_i, L)) + 1e-6 (SL_FIRE_EPS). Distances are |p_i - j| (keys after
- * the query, which a causal caller masks, get the bias of their distance).
+ * the query, which a causal caller masks, get the bias of their distance). The modules choose
+ * L0 (nn.h: the reference's 512 for a bare attention, context / 4 for the GPT, the ratio of
+ * 512 to the paper's training length of 2048) and keep one FIRE per layer (the paper's FIRE,
+ * not its layer-shared FIRE-S).
  *
  * Forward: f is a ReLU network of one input, so it is piecewise linear in u with a breakpoint
  * at u = -b1_k / w1_k for each hidden unit: the op sorts the breakpoints once per call and

@@ -10,9 +10,13 @@
  * (H, tq, tk) (distance.c); the backward sums the bias gradient per distance first, which
  * makes the parameters' gradients O(H n) after an O(H tq tk) sum.
  *
- * The op takes r1 and r2 themselves; how they stay positive is the caller's choice (the
- * attention module holds their logarithms, nn/attention.c). A causal caller masks the keys
- * after the query; their bias (that of the distance j - p_i) is then never seen. */
+ * The op takes r1 and r2 themselves; how they stay positive is the caller's choice. The
+ * authors clamp the parameters to at least 0.01 in place at every forward (a projection
+ * outside the optimizer); the attention module here learns log r1 and log r2 instead (r =
+ * exp(theta), as it holds learned ALiBi slopes: positive without touching the parameters,
+ * and a step changes r by a ratio), initialised at the authors' r1 ~ U(0, 2), r2 ~ U(0, 1)
+ * clamped at 0.01 (nn/attention.c). A causal caller masks the keys after the query; their bias
+ * (that of the distance j - p_i) is then never seen. */
 #include "distance.h"
 
 #include <math.h>
