@@ -825,6 +825,39 @@ START_TEST(eval_forward_keeps_one_block_at_a_time)
 }
 END_TEST
 
+/* A warm training step of each method after ALiBi (their biases through materialised scores)
+ * allocates nothing from the heap, as ALiBi's does (overfits_one_batch). */
+START_TEST(warm_step_allocates_nothing_for_the_methods_after_alibi)
+{
+    const sl_pos methods[] = {SL_POS_KERPLE, SL_POS_SANDWICH, SL_POS_FIRE, SL_POS_T5};
+    for (int k = 0; k < 4; k++) {
+        sl_gpt_config c = tiny(methods[k]);
+        c.fire_threshold = 3;
+        sl_gpt *m = sl_gpt_new(&c, SL_F32);
+        sl_rng r = sl_rng_seed(80);
+        sl_tensor *idx = random_ids(&r, 2, 8, 11), *tg = random_ids(&r, 2, 8, 11);
+        sl_optim *opt = sl_adamw_new(m->params, NULL);
+        sl_arena *step = sl_arena_new(0), *outer = sl_arena_set(step);
+        uint64_t heap_at_2 = 0;
+        for (int it = 0; it < 6; it++) {
+            if (it == 2) heap_at_2 = sl_heap_allocs();
+            sl_tensor *loss = sl_gpt_loss(m, idx, tg);
+            ck_assert_msg(loss && sl_backward(loss), "%s: %s", sl_pos_name(methods[k]),
+                          sl_error_message());
+            ck_assert(sl_optim_step(opt, 1e-3));
+            sl_params_zero_grad(m->params);
+            sl_arena_reset(step);
+        }
+        ck_assert_msg(sl_heap_allocs() == heap_at_2, "%s: %llu heap allocations in warm steps",
+                      sl_pos_name(methods[k]), (unsigned long long)(sl_heap_allocs() - heap_at_2));
+        sl_arena_set(outer);
+        sl_arena_free(step);
+        sl_optim_free(opt);
+        sl_gpt_free(m);
+    }
+}
+END_TEST
+
 /* ---------------------------------------------------------------- overfit */
 
 /* A 2-layer ALiBi GPT (V 16, C 32, 4 heads) memorises one batch of 2 x 16 random tokens:
@@ -888,6 +921,7 @@ int main(void)
     tu_add_test(s, tc, dropout_only_in_training);
     tu_add_test(s, tc, evaluation_window_and_slope_scale);
     tu_add_test(s, tc, eval_forward_keeps_one_block_at_a_time);
+    tu_add_test(s, tc, warm_step_allocates_nothing_for_the_methods_after_alibi);
     tu_add_test(s, tc, overfits_one_batch);
     TCase *files = tcase_create("files"); /* in a temporary directory */
     tu_fixture(files, setup, teardown);
