@@ -177,7 +177,7 @@ END_TEST
  * without the window. The replacement is deterministic. */
 START_TEST(distant_context_replaced_beyond_the_receptive_field_changes_nothing)
 {
-    enum { L = 8, T = 64, S = 8, SPAN = 1500 };
+    enum { L = 8, T = 64, S = 8, SPAN = 700 };
     text t = corpus(8192);
     bool g = sl_set_grad_enabled(false);
     sl_arena *step = sl_arena_new(0), *prev = sl_arena_set(step);
