@@ -16,7 +16,8 @@
  * Sandwich's and FIRE's biases through scores composed from primitive ops, in `attend_scores`,
  * with the masks as an i32 mask, whose memory is O(Tq Tk) per head, as in the T5 and ALiBi
  * papers; with grad off, a block of queries at a time in a scratch arena, so evaluation at long
- * lengths holds the scores of one block of one layer at a time).  */
+ * lengths holds the scores of one block of one layer at a time).
+ */
 #include "internal.h"
 
 #include <math.h>
@@ -333,10 +334,9 @@ bool sl__attention_config_resolve(const char *op, const sl_attention_config *cfg
     if (c.pos == SL_POS_SANDWICH) {
         if (c.sandwich_dim == 0) c.sandwich_dim = c.dim / c.n_heads;
         if (c.sandwich_dim < 2 || c.sandwich_dim % 2 || c.sandwich_dim > 1 << 16)
-            return sl_set_error(SL_ERR_ARG,
-                                "%s: sandwich_dim %lld must be even and in [2, "
-                                "65536] (0: the head dimension, here %lld)",
-                                op, (long long)c.sandwich_dim, (long long)(c.dim / c.n_heads));
+            return sl_set_error(SL_ERR_ARG, "%s: sandwich_dim %lld must be even and in [2, 65536] "
+                                "(0: the head dimension, here %lld)", op,
+                                (long long)c.sandwich_dim, (long long)(c.dim / c.n_heads));
     }
     if (c.pos == SL_POS_FIRE) {
         if (c.fire_width == 0) c.fire_width = 32;
@@ -349,15 +349,11 @@ bool sl__attention_config_resolve(const char *op, const sl_attention_config *cfg
                                 c.fire_threshold);
     }
     if (c.pos != SL_POS_KERPLE && (c.kerple_log_r1 || c.kerple_log_r2))
-        return sl_set_error(SL_ERR_ARG,
-                            "%s: kerple_log_r1 and kerple_log_r2 are KERPLE's, and "
-                            "pos is %s",
-                            op, sl_pos_name(c.pos));
+        return sl_set_error(SL_ERR_ARG, "%s: kerple_log_r1 and kerple_log_r2 are KERPLE's, "
+                            "and pos is %s", op, sl_pos_name(c.pos));
     if (!c.kerple_log_r1 != !c.kerple_log_r2)
-        return sl_set_error(SL_ERR_ARG,
-                            "%s: give both kerple_log_r1 and kerple_log_r2, or "
-                            "neither",
-                            op);
+        return sl_set_error(SL_ERR_ARG, "%s: give both kerple_log_r1 and kerple_log_r2, or "
+                            "neither", op);
     if (c.window < 0)
         return sl_set_error(SL_ERR_ARG, "%s: window %lld must be >= 0 (0: none)", op,
                             (long long)c.window);

@@ -602,6 +602,22 @@ START_TEST(config_and_mask_errors)
                "sl_attention_new: unknown slopes 7");
     EXPECT_NEW(((sl_attention_config){.pos = SL_POS_ALIBI, .window = -2}),
                "sl_attention_new: window -2 must be >= 0 (0: none)");
+    EXPECT_NEW(((sl_attention_config){.pos = SL_POS_SANDWICH, .sandwich_dim = 5}),
+               "sl_attention_new: sandwich_dim 5 must be even and in [2, 65536] (0: the head "
+               "dimension, here 4)");
+    EXPECT_NEW(((sl_attention_config){.pos = SL_POS_FIRE, .fire_width = 5000}),
+               "sl_attention_new: fire_width 5000 outside [1, 4096]");
+    EXPECT_NEW(((sl_attention_config){.pos = SL_POS_FIRE, .fire_threshold = -3}),
+               "sl_attention_new: fire_threshold -3 must be finite and > 0");
+    sl_tensor *lr = sl_zeros(SL_F64, sl_shape(2));
+    EXPECT_NEW(((sl_attention_config){.pos = SL_POS_KERPLE, .kerple_log_r1 = lr}),
+               "sl_attention_new: give both kerple_log_r1 and kerple_log_r2, or neither");
+    EXPECT_NEW(((sl_attention_config){.pos = SL_POS_T5, .kerple_log_r1 = lr, .kerple_log_r2 = lr}),
+               "sl_attention_new: kerple_log_r1 and kerple_log_r2 are KERPLE's, and pos is t5");
+    EXPECT_NEW(((sl_attention_config){.pos = SL_POS_KERPLE,
+                                      .kerple_log_r1 = lr,
+                                      .kerple_log_r2 = sl_zeros(SL_F64, sl_shape(3))}),
+               "sl_attention_new: kerple_log_r2 f64 [3] is not (H) = f64 [2]");
     EXPECT_NEW(((sl_attention_config){
                    .pos = SL_POS_T5, .bidirectional = true, .t5_buckets = 3, .t5_max_distance = 8}),
                "sl_attention_new: bidirectional T5 splits the buckets in two halves and needs "
