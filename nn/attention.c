@@ -12,11 +12,11 @@
  * Positional methods act in one of three places: on the token embeddings (sinusoidal and
  * learned: the GPT adds them, and attention here is plain, zero slopes), on q and k before the
  * scores (rotary: sl_rotary, then the fused op with zero slopes), or inside the scores (ALiBi in
- * the fused op, with fixed or learned, symmetric or asymmetric slopes; T5's bias through scores
- * composed from primitive ops, in `attend_t5`, with the masks as an i32 mask, whose memory is
- * O(Tq Tk) per head, as in the T5 and ALiBi papers; with grad off, a block of queries at a time
- * in a scratch arena, so evaluation at long lengths holds the scores of one block of one layer
- * at a time).
+ * the fused op, with fixed or learned, symmetric or asymmetric slopes; T5's, KERPLE's,
+ * Sandwich's and FIRE's biases through scores composed from primitive ops, in `attend_scores`,
+ * with the masks as an i32 mask, whose memory is O(Tq Tk) per head, as in the T5 and ALiBi
+ * papers; with grad off, a block of queries at a time in a scratch arena, so evaluation at long
+ * lengths holds the scores of one block of one layer at a time).
  */
 #include "internal.h"
 
@@ -26,8 +26,8 @@
 
 /* ---------------------------------------------------------------- positional methods */
 
-static const char *const pos_names[] = {"none", "alibi", "sinusoidal", "learned", "rotary",
-                                        "t5"};
+static const char *const pos_names[] = {"none", "alibi",  "sinusoidal", "learned", "rotary",
+                                        "t5",   "kerple", "sandwich",   "fire"};
 _Static_assert(sizeof pos_names / sizeof *pos_names == SL_POS_COUNT, "a name for every method");
 
 const char *sl_pos_name(sl_pos pos)
@@ -42,7 +42,7 @@ bool sl_pos_parse(const char *name, sl_pos *out)
             if (out) *out = (sl_pos)i;
             return true;
         }
-    char known[128] = "";
+    char known[160] = "";
     for (int i = 0; i < SL_POS_COUNT; i++)
         snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "",
                  pos_names[i]);
@@ -91,8 +91,8 @@ typedef struct {
     int64_t Tk;
 } mask_arrays;
 
-/* Whether the query at position p of batch row b may see key j (T5's path: causality, the
- * window and the masks, as sl_alibi_opts has them). */
+/* Whether the query at position p of batch row b may see key j (the scores' path: causality,
+ * the window and the masks, as sl_alibi_opts has them). */
 static bool sees(const sl_attention_config *c, const mask_arrays *ma, int64_t b, int64_t p,
                  int64_t j)
 {
@@ -107,8 +107,8 @@ static bool sees(const sl_attention_config *c, const mask_arrays *ma, int64_t b,
  * B' = B with per-row masks, else 1; NULL when nothing is masked. A row that sees no key is
  * left unmasked (its softmax stays finite) and *keep (B', 1, 1, nq, 1), in dtype, is 0 there
  * and 1 elsewhere, to zero its output and gradient; NULL when every row sees a key. */
-static bool t5_mask(const sl_attention_config *c, const mask_arrays *ma, int64_t B, int64_t p0,
-                    int64_t nq, int64_t nk, sl_dtype dtype, sl_tensor **mask, sl_tensor **keep)
+static bool scores_mask(const sl_attention_config *c, const mask_arrays *ma, int64_t B, int64_t p0,
+                        int64_t nq, int64_t nk, sl_dtype dtype, sl_tensor **mask, sl_tensor **keep)
 {
     *mask = *keep = NULL;
     if (c->bidirectional && !c->window && !ma->len && !ma->seg) return true;
@@ -127,12 +127,13 @@ static bool t5_mask(const sl_attention_config *c, const mask_arrays *ma, int64_t
     return true;
 }
 
-/* softmax(q k^T / sqrt(D) + bias, masked) v * keep with T5's bias (H, Tq, Tk), composed from
- * primitive ops (their backwards give the gradient, the table's included). The H query heads
- * are viewed as (Hk, G) groups so that each group's matmul broadcasts against its kv head:
- * query head h = g G + r reads kv head g, as in the fused op. mask and keep may be NULL. */
-static sl_tensor *t5_scores_attend(sl_tensor *q, sl_tensor *k, sl_tensor *v, sl_tensor *bias,
-                                   sl_tensor *mask, sl_tensor *keep)
+/* softmax(q k^T / sqrt(D) + bias, masked) v * keep with a bias (H, Tq, Tk), composed from
+ * primitive ops (their backwards give the gradient, the bias's parameters' included). The H
+ * query heads are viewed as (Hk, G) groups so that each group's matmul broadcasts against its
+ * kv head: query head h = g G + r reads kv head g, as in the fused op. mask and keep may be
+ * NULL. */
+static sl_tensor *scores_attend(sl_tensor *q, sl_tensor *k, sl_tensor *v, sl_tensor *bias,
+                                sl_tensor *mask, sl_tensor *keep)
 {
     int64_t B = q->shape[0], H = q->shape[1], Tq = q->shape[2], D = q->shape[3];
     int64_t Hk = k->shape[1], Tk = k->shape[2], G = H / Hk;
@@ -147,35 +148,65 @@ static sl_tensor *t5_scores_attend(sl_tensor *q, sl_tensor *k, sl_tensor *v, sl_
     return sl_reshape(y, 4, (int64_t[]){B, H, Tq, D});                     // (B, H, Tq, D)
 }
 
-/* T5's bias (H, nq, nk) for nq queries aligned bottom-right to nk keys. */
-static sl_tensor *t5_bias_of(const sl_attention *m, int64_t nq, int64_t nk)
+/* The bias (H, nq, nk) of the scores' methods for nq queries aligned bottom-right to nk keys.
+ *
+ * Which of them a fused, tiled kernel could compute from a per-head table, the way it computes
+ * ALiBi's -m_h (p_i - j) from positions (keeping O(T) memory and giving the table a gradient
+ * by summing dS over each tile's diagonals): T5 (a bucket per distance: the table is the
+ * bucket table read through a distance -> bucket map), KERPLE (-r1 log(1 + r2 d)) and
+ * Sandwich (a fixed function of d) depend on the distance d = |p_i - j| alone, so one table
+ * (H, n) of the n distances, made once per call (n = Tk; what sl_kerple_bias and
+ * sl_sandwich_bias already make, ops/distance.c), is exact, and its gradient (H, n) chains to
+ * the parameters outside the kernel (sl_kerple_bias's backward does exactly that from the
+ * per-distance sums). FIRE cannot be such a table exactly: its normaliser
+ * psi(max(L, p_i)) depends on the query's position, so the queries past the threshold L each
+ * read a different function of distance. It could still run fused and exact with more work per
+ * score: psi(d) from a table of distance, 1 / psi(max(L, p_i)) one number per query row, and
+ * the MLP, which has one input and ReLUs, as at most W + 1 linear pieces per head (what
+ * sl_fire_bias's forward evaluates): a search among W breakpoints and a multiply-add per score,
+ * with a backward that accumulates per piece. A table indexed by (query row, distance) would
+ * be O(T^2) again, and a table of distance alone, exact only while p_i <= L, is FIRE only
+ * inside the training length. */
+static sl_tensor *bias_of(const sl_attention *m, int64_t nq, int64_t nk)
 {
     const sl_attention_config *c = &m->cfg;
-    return c->bidirectional ? sl_t5_bias_bidirectional(m->t5_table, nq, nk, c->t5_max_distance)
-                            : sl_t5_bias(m->t5_table, nq, nk, c->t5_max_distance);
+    switch (c->pos) {
+    case SL_POS_T5:
+        return c->bidirectional ? sl_t5_bias_bidirectional(m->t5_table, nq, nk, c->t5_max_distance)
+                                : sl_t5_bias(m->t5_table, nq, nk, c->t5_max_distance);
+    case SL_POS_KERPLE:
+        return sl_kerple_bias(sl_exp(m->kerple_log_r1), sl_exp(m->kerple_log_r2), nq, nk);
+    case SL_POS_SANDWICH:
+        return sl_sandwich_bias(m->proj->weight->dtype, c->n_heads, c->sandwich_dim, nq, nk);
+    case SL_POS_FIRE: return sl_fire_bias(&m->fire, c->fire_threshold, nq, nk);
+    default: break;
+    }
+    return SL_FAIL(SL_ERR_ARG, "sl_attention_forward: %s has no bias", sl_pos_name(c->pos));
 }
 
-enum { T5_QUERY_BLOCK = 256 }; /* queries per block when nothing needs the scores kept */
+enum { QUERY_BLOCK = 256 }; /* queries per block when nothing needs the scores kept */
 
-/* T5 attention. With grad on, the scores of all queries at once: backward needs them. With grad
- * off (evaluation, decoding), nothing outlives the call but the output, so long inputs go a
- * block of queries at a time through a scratch arena that is reset after each block: memory
- * O(T5_QUERY_BLOCK Tk) per head. Causal: block [i0, end) needs only the keys up to its last
- * query, position Tk - Tq + end - 1; with those keys the block's queries are bottom-right
- * aligned, so each block is the same computation, without the keys the mask would hide.
- * Bidirectional: every block needs every key, and its bias is rows of the whole (H, Tq, Tk)
- * bias, made once (in an arena of its own, freed at the end). The blocks go from the last (the
- * most keys) to the first, so that each block's allocations fit in the scratch blocks the one
- * before it left (growing sizes would add new ones every time). */
-static sl_tensor *attend_t5(const sl_attention *m, sl_tensor *q, sl_tensor *k, sl_tensor *v,
-                            const mask_arrays *ma)
+/* Attention through materialised scores with the method's bias. With grad on, the scores of
+ * all queries at once: backward needs them. With grad off (evaluation, decoding), nothing
+ * outlives the call but the output, so long inputs go a block of queries at a time through a
+ * scratch arena that is reset after each block: memory O(QUERY_BLOCK Tk) per head. Causal:
+ * block [i0, end) needs only the keys up to its last query, position Tk - Tq + end - 1; with
+ * those keys the block's queries are bottom-right aligned, so each block is the same
+ * computation, without the keys the mask would hide (the bias's positions are absolute: key j
+ * is at j, query i at Tk - Tq + i, in every block). Bidirectional: every block needs every
+ * key, and its bias is rows of the whole (H, Tq, Tk) bias, made once (in an arena of its own,
+ * freed at the end). The blocks go from the last (the most keys) to the first, so that each
+ * block's allocations fit in the scratch blocks the one before it left (growing sizes would
+ * add new ones every time). */
+static sl_tensor *attend_scores(const sl_attention *m, sl_tensor *q, sl_tensor *k, sl_tensor *v,
+                                const mask_arrays *ma)
 {
     const sl_attention_config *c = &m->cfg;
     int64_t B = q->shape[0], Tq = q->shape[2], Tk = k->shape[2], off = Tk - Tq;
     sl_tensor *mask, *keep;
-    if (sl_grad_enabled() || Tq <= T5_QUERY_BLOCK)
-        return t5_mask(c, ma, B, off, Tq, Tk, q->dtype, &mask, &keep)
-                   ? t5_scores_attend(q, k, v, t5_bias_of(m, Tq, Tk), mask, keep)
+    if (sl_grad_enabled() || Tq <= QUERY_BLOCK)
+        return scores_mask(c, ma, B, off, Tq, Tk, q->dtype, &mask, &keep)
+                   ? scores_attend(q, k, v, bias_of(m, Tq, Tk), mask, keep)
                    : NULL;
     sl_tensor *y =
         sl__new("sl_attention_forward", q->dtype, 4, (int64_t[]){B, q->shape[1], Tq, v->shape[3]});
@@ -185,16 +216,16 @@ static sl_tensor *attend_t5(const sl_attention *m, sl_tensor *q, sl_tensor *k, s
         return NULL;
     }
     sl_arena *prev = sl_arena_set(hold);
-    sl_tensor *whole = c->bidirectional ? t5_bias_of(m, Tq, Tk) : NULL; // (H, Tq, Tk)
+    sl_tensor *whole = c->bidirectional ? bias_of(m, Tq, Tk) : NULL; // (H, Tq, Tk)
     bool ok = !c->bidirectional || whole;
     sl_arena_set(scratch);
-    for (int64_t end = Tq; ok && end > 0; end -= T5_QUERY_BLOCK) {
-        int64_t i0 = end > T5_QUERY_BLOCK ? end - T5_QUERY_BLOCK : 0, nq = end - i0;
+    for (int64_t end = Tq; ok && end > 0; end -= QUERY_BLOCK) {
+        int64_t i0 = end > QUERY_BLOCK ? end - QUERY_BLOCK : 0, nq = end - i0;
         int64_t keys = c->bidirectional ? Tk : off + end;
-        sl_tensor *bias = whole ? sl_narrow(whole, 1, i0, nq) : t5_bias_of(m, nq, keys);
-        ok = t5_mask(c, ma, B, off + i0, nq, keys, q->dtype, &mask, &keep);
-        sl_tensor *yb = ok ? t5_scores_attend(sl_narrow(q, 2, i0, nq), sl_narrow(k, 2, 0, keys),
-                                              sl_narrow(v, 2, 0, keys), bias, mask, keep)
+        sl_tensor *bias = whole ? sl_narrow(whole, 1, i0, nq) : bias_of(m, nq, keys);
+        ok = scores_mask(c, ma, B, off + i0, nq, keys, q->dtype, &mask, &keep);
+        sl_tensor *yb = ok ? scores_attend(sl_narrow(q, 2, i0, nq), sl_narrow(k, 2, 0, keys),
+                                           sl_narrow(v, 2, 0, keys), bias, mask, keep)
                            : NULL;
         ok = yb && sl_copy_into(sl_narrow(y, 2, i0, nq), yb); // (B, H, nq, Dv)
         sl_arena_reset(scratch);
@@ -218,6 +249,10 @@ static sl_tensor *attend_fused(const sl_attention *m, sl_tensor *q, sl_tensor *k
     sl_tensor *slopes = m->log_slopes ? sl_exp(m->log_slopes) : m->slopes;
     if (c->asymmetric)
         o.slopes_after = m->log_slopes_after ? sl_exp(m->log_slopes_after) : m->slopes_after;
+    if (m->slope_factor != 1) { /* inference-time scaling (sl_gpt_scale_slopes) */
+        slopes = sl_mul_scalar(slopes, m->slope_factor);
+        if (c->asymmetric) o.slopes_after = sl_mul_scalar(o.slopes_after, m->slope_factor);
+    }
     if (!slopes || (c->asymmetric && !o.slopes_after)) return NULL;
     return sl_alibi_attention(q, k, v, slopes, &o);
 }
@@ -249,7 +284,11 @@ static sl_tensor *attend(const sl_attention *m, sl_tensor *q, sl_tensor *k, sl_t
     case SL_POS_LEARNED:
     case SL_POS_ROTARY: /* zero slopes: plain attention */
     case SL_POS_ALIBI: return attend_fused(m, q, k, v, mask);
-    case SL_POS_T5: return read_mask(mask, k->shape[2], &ma) ? attend_t5(m, q, k, v, &ma) : NULL;
+    case SL_POS_T5:
+    case SL_POS_KERPLE:
+    case SL_POS_SANDWICH:
+    case SL_POS_FIRE:
+        return read_mask(mask, k->shape[2], &ma) ? attend_scores(m, q, k, v, &ma) : NULL;
     case SL_POS_COUNT: break;
     }
     return SL_FAIL(SL_ERR_ARG, "sl_attention_forward: unknown positional method %d",
@@ -292,6 +331,29 @@ bool sl__attention_config_resolve(const char *op, const sl_attention_config *cfg
                             "and needs t5_buckets >= 4 (got %d) and t5_max_distance > "
                             "t5_buckets / 4 (got %d)",
                             op, c.t5_buckets, c.t5_max_distance);
+    if (c.pos == SL_POS_SANDWICH) {
+        if (c.sandwich_dim == 0) c.sandwich_dim = c.dim / c.n_heads;
+        if (c.sandwich_dim < 2 || c.sandwich_dim % 2 || c.sandwich_dim > 1 << 16)
+            return sl_set_error(SL_ERR_ARG, "%s: sandwich_dim %lld must be even and in [2, 65536] "
+                                "(0: the head dimension, here %lld)", op,
+                                (long long)c.sandwich_dim, (long long)(c.dim / c.n_heads));
+    }
+    if (c.pos == SL_POS_FIRE) {
+        if (c.fire_width == 0) c.fire_width = 32;
+        if (c.fire_threshold == 0) c.fire_threshold = 512;
+        if (c.fire_width < 1 || c.fire_width > 4096)
+            return sl_set_error(SL_ERR_ARG, "%s: fire_width %d outside [1, 4096]", op,
+                                c.fire_width);
+        if (!(isfinite(c.fire_threshold) && c.fire_threshold > 0))
+            return sl_set_error(SL_ERR_ARG, "%s: fire_threshold %g must be finite and > 0", op,
+                                c.fire_threshold);
+    }
+    if (c.pos != SL_POS_KERPLE && (c.kerple_log_r1 || c.kerple_log_r2))
+        return sl_set_error(SL_ERR_ARG, "%s: kerple_log_r1 and kerple_log_r2 are KERPLE's, "
+                            "and pos is %s", op, sl_pos_name(c.pos));
+    if (!c.kerple_log_r1 != !c.kerple_log_r2)
+        return sl_set_error(SL_ERR_ARG, "%s: give both kerple_log_r1 and kerple_log_r2, or "
+                            "neither", op);
     if (c.window < 0)
         return sl_set_error(SL_ERR_ARG, "%s: window %lld must be >= 0 (0: none)", op,
                             (long long)c.window);
@@ -361,17 +423,73 @@ static sl_tensor *t5_table(sl_params *ps, const char *name, const sl_attention_c
     return w && sl_init_normal(w, rng, 0.02) ? w : NULL;
 }
 
+/* KERPLE's shared parameters must be (H) in the registry's dtype. */
+static bool check_kerple(const sl_params *ps, const sl_attention_config *c)
+{
+    const sl_tensor *t[2] = {c->kerple_log_r1, c->kerple_log_r2};
+    for (int i = 0; c->pos == SL_POS_KERPLE && t[0] && i < 2; i++)
+        if (t[i]->ndim != 1 || t[i]->shape[0] != c->n_heads || t[i]->dtype != sl_params_dtype(ps))
+            return sl_set_error(SL_ERR_ARG, "sl_attention_new: %s %s %s is not (H) = %s [%d]",
+                                i ? "kerple_log_r2" : "kerple_log_r1", sl_dtype_name(t[i]->dtype),
+                                sl_shape_str(t[i]), sl_dtype_name(sl_params_dtype(ps)), c->n_heads);
+    return true;
+}
+
+/* A new parameter "<name>.<leaf>" of the given shape, without weight decay. */
+static sl_tensor *sub_param(sl_params *ps, const char *name, const char *leaf, int ndim,
+                            const int64_t *shape)
+{
+    char sub[2 * SL_PARAM_NAME_MAX];
+    snprintf(sub, sizeof sub, "%s%s%s", name, name[0] ? "." : "", leaf);
+    return sl_params_add(ps, sub, ndim, shape, false);
+}
+
+bool sl__kerple_init(sl_tensor *log_r1, sl_tensor *log_r2, sl_rng *rng)
+{
+    /* The authors' initialisation: r1 ~ U(0, 2), r2 ~ U(0, 1), clamped at 0.01. */
+    for (int64_t h = 0; h < sl_numel(log_r1); h++)
+        sl_set(log_r1, h, log(fmax(2 * sl_rng_uniform(rng), 0.01)));
+    for (int64_t h = 0; h < sl_numel(log_r2); h++)
+        sl_set(log_r2, h, log(fmax(sl_rng_uniform(rng), 0.01)));
+    return true;
+}
+
+/* FIRE's parameters "<name>.fire.*" (see sl_attention.fire), initialised from rng. */
+static bool fire_params(sl_params *ps, const char *name, const sl_attention_config *c, sl_rng *rng,
+                        sl_fire_weights *w)
+{
+    int64_t W = c->fire_width, H = c->n_heads;
+    if (!(w->fc1_weight = sub_param(ps, name, "fire.fc1.weight", 2, (int64_t[]){W, 1})) ||
+        !(w->fc1_bias = sub_param(ps, name, "fire.fc1.bias", 1, (int64_t[]){W})) ||
+        !(w->fc2_weight = sub_param(ps, name, "fire.fc2.weight", 2, (int64_t[]){H, W})) ||
+        !(w->fc2_bias = sub_param(ps, name, "fire.fc2.bias", 1, (int64_t[]){H})) ||
+        !(w->c = sub_param(ps, name, "fire.c", 1, (int64_t[]){1})) ||
+        !(w->l_mult = sub_param(ps, name, "fire.l_mult", 1, (int64_t[]){1})))
+        return false;
+    /* PyTorch's nn.Linear: weight and bias uniform in +-1/sqrt(fan in) */
+    sl_tensor *lin[4] = {w->fc1_weight, w->fc1_bias, w->fc2_weight, w->fc2_bias};
+    for (int i = 0; i < 4; i++) {
+        double bound = 1 / sqrt(i < 2 ? 1.0 : (double)W);
+        for (int64_t e = 0; e < sl_numel(lin[i]); e++)
+            sl_set(lin[i], e, bound * (2 * sl_rng_uniform(rng) - 1));
+    }
+    sl_set(w->c, 0, 0.1);
+    sl_set(w->l_mult, 0, 1.0);
+    return true;
+}
+
 sl_attention *sl_attention_new(sl_params *ps, const char *name, const sl_attention_config *cfg,
                                sl_rng *rng)
 {
     sl_attention_config c;
     if (!sl__attention_config_resolve("sl_attention_new", cfg, &c)) return NULL;
     if (!ps || !name) return SL_FAIL(SL_ERR_ARG, "sl_attention_new: registry or name is NULL");
-    if (!check_t5_table(ps, &c)) return NULL;
+    if (!check_t5_table(ps, &c) || !check_kerple(ps, &c)) return NULL;
     sl_attention *m = sl_arena_alloc(sl_params_arena(ps), sizeof *m, 16);
     if (!m) return NULL;
     memset(m, 0, sizeof *m);
     m->cfg = c;
+    m->slope_factor = 1;
     int64_t C = c.dim, kv = c.n_kv_heads * (C / c.n_heads); /* Hk D */
     if (c.fused_qkv) {
         if (!(m->qkv = sub_linear(ps, name, "qkv", C, C + 2 * kv, rng))) return NULL;
@@ -382,6 +500,16 @@ sl_attention *sl_attention_new(sl_params *ps, const char *name, const sl_attenti
     }
     if (!(m->proj = sub_linear(ps, name, "proj", C, C, rng))) return NULL;
     if (c.pos == SL_POS_T5 && !(m->t5_table = t5_table(ps, name, &c, rng))) return NULL;
+    if (c.pos == SL_POS_KERPLE) {
+        m->kerple_log_r1 = c.kerple_log_r1, m->kerple_log_r2 = c.kerple_log_r2;
+        int64_t H = c.n_heads;
+        if (!m->kerple_log_r1 &&
+            (!(m->kerple_log_r1 = sub_param(ps, name, "kerple_log_r1", 1, &H)) ||
+             !(m->kerple_log_r2 = sub_param(ps, name, "kerple_log_r2", 1, &H)) ||
+             !sl__kerple_init(m->kerple_log_r1, m->kerple_log_r2, rng)))
+            return NULL;
+    }
+    if (c.pos == SL_POS_FIRE && !fire_params(ps, name, &c, rng, &m->fire)) return NULL;
     if (c.slopes == SL_SLOPES_LEARNED)
         return (m->log_slopes = learned_slopes(ps, name, "log_slopes", &c, false)) &&
                        (!c.asymmetric || (m->log_slopes_after = learned_slopes(

@@ -10,9 +10,12 @@
  * drowned by sinusoids of amplitude 1 (on a small byte model, validation loss 2.53 against
  * 1.67 with it after 1000 steps). Learned positions are a table of `context` rows, pos.weight,
  * initialised like the token embedding (and, as in GPT-2, added to it unscaled), that a forward
- * cannot go past. Rotary and ALiBi act inside attention and have no parameters; T5's bias has
- * one table, pos.rel_bias (H, buckets), that every layer shares (T5 shares its position
- * parameters across layers: Raffel et al., section 2.1).
+ * cannot go past. Rotary, ALiBi (with fixed slopes) and Sandwich act inside attention and have
+ * no parameters; T5's bias has one table, pos.rel_bias (H, buckets), that every layer shares
+ * (T5 shares its position parameters across layers: Raffel et al., section 2.1), and KERPLE's
+ * one pair, pos.kerple_log_r1 and pos.kerple_log_r2 (H), shared the same way (the authors' code
+ * gives every layer the same module); FIRE has an MLP, c and a threshold per layer
+ * (blocks.<l>.attn.fire.*: the paper's FIRE, not its layer-shared variant FIRE-S).
  *
  * The model (struct, blocks, parameters, gradients) lives in its registry's arena, so
  * sl_gpt_free is one sl_params_free. Initialisation draws from one RNG seeded with cfg.seed,
@@ -76,10 +79,17 @@ sl_tensor *sl_block_forward_masked(const sl_block *m, sl_tensor *x, sl_kv_cache 
 /* The attention settings of a GPT config. */
 static sl_attention_config attention_config(const sl_gpt_config *c)
 {
-    return (sl_attention_config){.dim = c->dim, .n_heads = c->n_heads,
-                                 .n_kv_heads = c->n_kv_heads, .pos = c->pos,
-                                 .fused_qkv = c->fused_qkv, .t5_buckets = c->t5_buckets,
-                                 .t5_max_distance = c->t5_max_distance, .slopes = c->slopes};
+    return (sl_attention_config){.dim = c->dim,
+                                 .n_heads = c->n_heads,
+                                 .n_kv_heads = c->n_kv_heads,
+                                 .pos = c->pos,
+                                 .fused_qkv = c->fused_qkv,
+                                 .t5_buckets = c->t5_buckets,
+                                 .t5_max_distance = c->t5_max_distance,
+                                 .slopes = c->slopes,
+                                 .sandwich_dim = c->sandwich_dim,
+                                 .fire_width = c->fire_width,
+                                 .fire_threshold = c->fire_threshold};
 }
 
 bool sl__gpt_config_resolve(const char *op, const sl_gpt_config *cfg, sl_gpt_config *out)
@@ -97,11 +107,16 @@ bool sl__gpt_config_resolve(const char *op, const sl_gpt_config *cfg, sl_gpt_con
         return sl_set_error(SL_ERR_ARG, "%s: dim %lld, n_layers %d, n_heads %d, n_kv_heads %d "
                             "and mlp_ratio %d must be >= 1", op, (long long)c.dim, c.n_layers,
                             c.n_heads, cfg->n_kv_heads, cfg->mlp_ratio);
+    if (c.pos == SL_POS_FIRE && c.fire_threshold == 0) c.fire_threshold = (double)c.context / 4;
     sl_attention_config a = attention_config(&c);
     if (!sl__attention_config_resolve(op, &a, &a)) return false;
     c.n_kv_heads = a.n_kv_heads;
     c.t5_buckets = a.t5_buckets;
     c.t5_max_distance = a.t5_max_distance;
+    /* A method's own settings, resolved; those of other methods are 0 (unused). */
+    c.sandwich_dim = c.pos == SL_POS_SANDWICH ? a.sandwich_dim : 0;
+    c.fire_width = c.pos == SL_POS_FIRE ? a.fire_width : 0;
+    c.fire_threshold = c.pos == SL_POS_FIRE ? a.fire_threshold : 0;
     if (!(c.dropout >= 0 && c.dropout < 1))
         return sl_set_error(SL_ERR_ARG, "%s: dropout %g outside [0, 1)", op, c.dropout);
     *out = c;
@@ -132,10 +147,19 @@ static bool build(sl_gpt *m, sl_rng *rng)
                                     (int64_t[]){c->n_heads, c->t5_buckets}, false);
         if (!m->t5_table || !sl_init_normal(m->t5_table, rng, 0.02)) return false;
     }
+    if (c->pos == SL_POS_KERPLE) {
+        int64_t H = c->n_heads;
+        m->kerple_log_r1 = sl_params_add(ps, "pos.kerple_log_r1", 1, &H, false);
+        m->kerple_log_r2 =
+            m->kerple_log_r1 ? sl_params_add(ps, "pos.kerple_log_r2", 1, &H, false) : NULL;
+        if (!m->kerple_log_r2 || !sl__kerple_init(m->kerple_log_r1, m->kerple_log_r2, rng))
+            return false;
+    }
     m->blocks = sl_arena_alloc(sl_params_arena(ps), sizeof *m->blocks * (size_t)c->n_layers, 16);
     if (!m->blocks) return false;
     sl_attention_config ac = attention_config(c);
     ac.t5_table = m->t5_table;
+    ac.kerple_log_r1 = m->kerple_log_r1, ac.kerple_log_r2 = m->kerple_log_r2;
     /* GPT-2: each residual projection's weights scaled by 1/sqrt(2 n_layers), so the residual
      * stream's variance does not grow with depth. */
     double residual_scale = 1 / sqrt(2.0 * c->n_layers);
@@ -175,6 +199,10 @@ bool sl__gpt_each_param(const sl_gpt_config *c, sl__param_visitor fn, void *ctx)
     VISIT("tok.weight", V, C);
     if (c->pos == SL_POS_LEARNED) VISIT("pos.weight", c->context, C);
     if (c->pos == SL_POS_T5) VISIT("pos.rel_bias", H, c->t5_buckets);
+    if (c->pos == SL_POS_KERPLE) {
+        VISIT("pos.kerple_log_r1", H);
+        VISIT("pos.kerple_log_r2", H);
+    }
     for (int l = 0; l < c->n_layers; l++) {
         LAYER("ln1.weight", C);
         LAYER("ln1.bias", C);
@@ -191,6 +219,15 @@ bool sl__gpt_each_param(const sl_gpt_config *c, sl__param_visitor fn, void *ctx)
         }
         LAYER("attn.proj.weight", C, C);
         LAYER("attn.proj.bias", C);
+        if (c->pos == SL_POS_FIRE) {
+            int64_t W = c->fire_width;
+            LAYER("attn.fire.fc1.weight", W, 1);
+            LAYER("attn.fire.fc1.bias", W);
+            LAYER("attn.fire.fc2.weight", H, W);
+            LAYER("attn.fire.fc2.bias", H);
+            LAYER("attn.fire.c", 1);
+            LAYER("attn.fire.l_mult", 1);
+        }
         if (c->pos == SL_POS_ALIBI && c->slopes == SL_SLOPES_LEARNED) LAYER("attn.log_slopes", H);
         LAYER("ln2.weight", C);
         LAYER("ln2.bias", C);
@@ -269,7 +306,10 @@ static sl_tensor *add_positions(const sl_gpt *m, sl_tensor *x, int64_t start)
     case SL_POS_NONE:
     case SL_POS_ALIBI:
     case SL_POS_ROTARY:
-    case SL_POS_T5: return x;
+    case SL_POS_T5:
+    case SL_POS_KERPLE:
+    case SL_POS_SANDWICH:
+    case SL_POS_FIRE: return x;
     case SL_POS_COUNT: break;
     }
     return SL_FAIL(SL_ERR_ARG, "sl_gpt_forward: unknown positional method %d", (int)m->cfg.pos);
@@ -347,4 +387,29 @@ sl_tensor *sl_gpt_loss(sl_gpt *m, sl_tensor *idx, sl_tensor *targets)
                        sl_dtype_name(targets->dtype), sl_shape_str(targets),
                        sl_dtype_name(idx->dtype), sl_shape_str(idx));
     return sl_cross_entropy(sl_gpt_forward(m, idx, NULL), targets, -1);   // 0-d
+}
+
+bool sl_gpt_set_window(sl_gpt *m, int64_t window)
+{
+    if (!m) return sl_set_error(SL_ERR_ARG, "sl_gpt_set_window: model is NULL");
+    if (window < 0)
+        return sl_set_error(SL_ERR_ARG, "sl_gpt_set_window: window %lld must be >= 0 (0: none)",
+                            (long long)window);
+    for (int l = 0; l < m->cfg.n_layers; l++) m->blocks[l]->attn->cfg.window = window;
+    return true;
+}
+
+bool sl_gpt_scale_slopes(sl_gpt *m, double factor)
+{
+    if (!m) return sl_set_error(SL_ERR_ARG, "sl_gpt_scale_slopes: model is NULL");
+    if (m->cfg.pos != SL_POS_ALIBI)
+        return sl_set_error(SL_ERR_ARG,
+                            "sl_gpt_scale_slopes: the model's positions are %s; only "
+                            "ALiBi has slopes",
+                            sl_pos_name(m->cfg.pos));
+    if (!(isfinite(factor) && factor > 0))
+        return sl_set_error(SL_ERR_ARG, "sl_gpt_scale_slopes: factor %g must be finite and > 0",
+                            factor);
+    for (int l = 0; l < m->cfg.n_layers; l++) m->blocks[l]->attn->slope_factor = factor;
+    return true;
 }

@@ -32,6 +32,9 @@ static const struct {
     {"shortlong.dropout", K_DOUBLE, offsetof(sl_gpt_config, dropout)},
     {"shortlong.seed", K_U64, offsetof(sl_gpt_config, seed)},
     {"shortlong.slopes", K_SLOPES, offsetof(sl_gpt_config, slopes)}, /* "fixed" or "learned" */
+    {"shortlong.sandwich_dim", K_I64, offsetof(sl_gpt_config, sandwich_dim)},
+    {"shortlong.fire_width", K_INT, offsetof(sl_gpt_config, fire_width)},
+    {"shortlong.fire_threshold", K_DOUBLE, offsetof(sl_gpt_config, fire_threshold)},
 };
 enum { N_CONFIG_KEYS = sizeof config_keys / sizeof config_keys[0] };
 
@@ -41,7 +44,9 @@ static bool optional_key(int k)
 {
     return !strcmp(config_keys[k].key, "shortlong.t5_buckets") ||
            !strcmp(config_keys[k].key, "shortlong.t5_max_distance") ||
-           !strcmp(config_keys[k].key, "shortlong.slopes"); /* absent: fixed */
+           !strcmp(config_keys[k].key, "shortlong.slopes") || /* absent: fixed */
+           sl__has_prefix(config_keys[k].key, "shortlong.sandwich_") ||
+           sl__has_prefix(config_keys[k].key, "shortlong.fire_");
 }
 
 static void format_key(int k, const sl_gpt_config *c, char *buf, size_t cap)
@@ -97,6 +102,8 @@ static bool architectural_key(int k, const sl_gpt_config *c)
     if (!strcmp(key, "shortlong.seed") || !strcmp(key, "shortlong.dropout")) return false;
     if (!strcmp(key, "shortlong.context")) return c->pos == SL_POS_LEARNED;
     if (sl__has_prefix(key, "shortlong.t5_")) return c->pos == SL_POS_T5;
+    if (sl__has_prefix(key, "shortlong.sandwich_")) return c->pos == SL_POS_SANDWICH;
+    if (sl__has_prefix(key, "shortlong.fire_")) return c->pos == SL_POS_FIRE;
     return true;
 }
 

@@ -11,6 +11,10 @@
 bool sl__attention_config_resolve(const char *op, const sl_attention_config *cfg,
                                   sl_attention_config *out);
 
+/* KERPLE's initial parameters (log r1, log r2, each (H)): the authors' r1 ~ U(0, 2) and
+ * r2 ~ U(0, 1), each at least 0.01, drawn from rng (r1 for every head, then r2). */
+bool sl__kerple_init(sl_tensor *log_r1, sl_tensor *log_r2, sl_rng *rng);
+
 /* A GPT config with its defaults filled in (mlp_ratio 4 and the attention's), every setting
  * checked (context at most SL_GPT_MAX_CONTEXT), or false with a message naming op. */
 bool sl__gpt_config_resolve(const char *op, const sl_gpt_config *cfg, sl_gpt_config *out);

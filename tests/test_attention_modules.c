@@ -134,7 +134,7 @@ END_TEST
 /* ---------------------------------------------------------------- module gradchecks */
 
 /* One small attention per option, f64, gradchecked through x and every parameter (learned
- * slopes and T5's table included). */
+ * slopes, T5's table, KERPLE's and FIRE's parameters included). */
 START_TEST(module_gradcheck_each_option)
 {
     enum { B = 2, T = 6, C = 8, H = 2 };
@@ -161,6 +161,12 @@ START_TEST(module_gradcheck_each_option)
         {{.pos = SL_POS_T5, .bidirectional = true, .t5_buckets = 8, .t5_max_distance = 6}, NULL},
         {{.pos = SL_POS_T5, .bidirectional = true, .t5_buckets = 8, .t5_max_distance = 6}, &both},
         {{.pos = SL_POS_T5, .window = 3, .t5_buckets = 8, .t5_max_distance = 6}, &pad},
+        {{.pos = SL_POS_KERPLE, .bidirectional = true}, &both},
+        {{.pos = SL_POS_KERPLE, .window = 3}, &pad},
+        {{.pos = SL_POS_SANDWICH, .bidirectional = true, .sandwich_dim = 6}, &packed},
+        {{.pos = SL_POS_SANDWICH}, &pad},
+        {{.pos = SL_POS_FIRE, .fire_width = 4, .fire_threshold = 2.5}, &both},
+        {{.pos = SL_POS_FIRE, .bidirectional = true, .fire_width = 3, .fire_threshold = 3.5}, NULL},
         {{.pos = SL_POS_ROTARY, .bidirectional = true, .window = 4}, &both},
         {{.pos = SL_POS_NONE, .bidirectional = true}, &packed},
     };
@@ -320,15 +326,17 @@ START_TEST(t5_masked_path_matches_the_fused_kernel)
 }
 END_TEST
 
-/* The module under each positional method that sees only distances (ALiBi, T5, rotary, none):
+/* The module under each positional method that sees only distances (ALiBi, T5, rotary, none,
+ * KERPLE, Sandwich; not FIRE, whose normaliser is the query's absolute position):
  * a padded batch gives, at each row's real positions, what the sequence gives alone; two
  * documents packed into one row with segment ids give what each gives alone. Through blocks
  * (sl_block_forward_masked), bidirectional and causal. */
 START_TEST(padding_and_packing_equal_separate_sequences)
 {
     enum { C = 8, T = 13 };
-    const sl_pos methods[] = {SL_POS_ALIBI, SL_POS_T5, SL_POS_ROTARY, SL_POS_NONE};
-    for (int mi = 0; mi < 4; mi++)
+    const sl_pos methods[] = {SL_POS_ALIBI, SL_POS_T5,     SL_POS_ROTARY,
+                              SL_POS_NONE,  SL_POS_KERPLE, SL_POS_SANDWICH};
+    for (int mi = 0; mi < 6; mi++)
         for (int bidir = 0; bidir < 2; bidir++) {
             sl_rng r = sl_rng_seed(8);
             sl_params *ps = sl_params_new(SL_F64);
@@ -385,13 +393,15 @@ START_TEST(padding_and_packing_equal_separate_sequences)
 END_TEST
 
 /* Decoding with a KV cache and a window (and padding lengths in positions) equals a full
- * recompute, token by token and in chunks, for ALiBi (fused), T5 (masked scores) and rotary. */
+ * recompute, token by token and in chunks, for ALiBi (fused), T5, KERPLE, Sandwich and FIRE
+ * (masked scores; FIRE with a threshold of 20, so that most queries are past it) and rotary. */
 START_TEST(kv_cache_with_a_window_equals_full_recompute)
 {
     enum { C = 8, T = 150 };
-    const sl_pos methods[] = {SL_POS_ALIBI, SL_POS_T5, SL_POS_ROTARY};
+    const sl_pos methods[] = {SL_POS_ALIBI,  SL_POS_T5,       SL_POS_ROTARY,
+                              SL_POS_KERPLE, SL_POS_SANDWICH, SL_POS_FIRE};
     const int64_t chunks[] = {1, 1, 7, 64, 1, 40, 36};
-    for (int mi = 0; mi < 3; mi++)
+    for (int mi = 0; mi < 6; mi++)
         for (int lp = 0; lp < 2; lp++) {
             sl_rng r = sl_rng_seed(10);
             sl_params *ps = sl_params_new(SL_F64);
@@ -402,6 +412,7 @@ START_TEST(kv_cache_with_a_window_equals_full_recompute)
                                      .window = 9,
                                      .t5_buckets = 8,
                                      .t5_max_distance = 6,
+                                     .fire_threshold = 20,
                                      .fused_qkv = true};
             sl_attention *m = sl_attention_new(ps, "a", &c, &r);
             randomize(ps, &r, 0.5);
@@ -425,6 +436,43 @@ START_TEST(kv_cache_with_a_window_equals_full_recompute)
             }
             ck_assert_int_eq(at, T);
             sl_set_grad_enabled(prev);
+            sl_params_free(ps);
+        }
+}
+END_TEST
+
+/* The scores' path in query blocks (grad off, more queries than a block) equals the whole
+ * scores (grad on), for each method with a bias, causal and bidirectional, with and without a
+ * window and padding: each block's bias sits at the block's absolute positions. */
+START_TEST(scores_in_query_blocks_equal_the_whole_scores)
+{
+    enum { B = 2, T = 300, C = 8 }; /* blocks [44, 300) and [0, 44) */
+    const sl_pos methods[] = {SL_POS_T5, SL_POS_KERPLE, SL_POS_SANDWICH, SL_POS_FIRE};
+    int32_t len[B] = {T, 220};
+    sl_attention_mask pad = {.lengths = lengths_of(B, len)};
+    for (int mi = 0; mi < 4; mi++)
+        for (int v = 0; v < 4; v++) {
+            sl_rng r = sl_rng_seed(90 + mi);
+            sl_params *ps = sl_params_new(SL_F64);
+            sl_attention_config c = {.dim = C,
+                                     .n_heads = 2,
+                                     .pos = methods[mi],
+                                     .bidirectional = v & 1,
+                                     .window = v & 2 ? 70 : 0,
+                                     .fire_threshold = 100,
+                                     .fused_qkv = true};
+            sl_attention *m = sl_attention_new(ps, "a", &c, &r);
+            ck_assert_msg(m, "%s", sl_error_message());
+            randomize(ps, &r, 0.5);
+            sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(B, T, C));
+            const sl_attention_mask *mask = v == 3 ? &pad : NULL;
+            sl_tensor *whole = sl_attention_forward_masked(m, x, NULL, mask);
+            bool prev = sl_set_grad_enabled(false);
+            sl_tensor *blocks = sl_attention_forward_masked(m, x, NULL, mask);
+            sl_set_grad_enabled(prev);
+            ck_assert_msg(whole && blocks, "%s", sl_error_message());
+            double d = tu_max_rel_diff(blocks, whole);
+            ck_assert_msg(d <= 1e-13, "%s variant %d: %g", sl_pos_name(methods[mi]), v, d);
             sl_params_free(ps);
         }
 }
@@ -554,6 +602,22 @@ START_TEST(config_and_mask_errors)
                "sl_attention_new: unknown slopes 7");
     EXPECT_NEW(((sl_attention_config){.pos = SL_POS_ALIBI, .window = -2}),
                "sl_attention_new: window -2 must be >= 0 (0: none)");
+    EXPECT_NEW(((sl_attention_config){.pos = SL_POS_SANDWICH, .sandwich_dim = 5}),
+               "sl_attention_new: sandwich_dim 5 must be even and in [2, 65536] (0: the head "
+               "dimension, here 4)");
+    EXPECT_NEW(((sl_attention_config){.pos = SL_POS_FIRE, .fire_width = 5000}),
+               "sl_attention_new: fire_width 5000 outside [1, 4096]");
+    EXPECT_NEW(((sl_attention_config){.pos = SL_POS_FIRE, .fire_threshold = -3}),
+               "sl_attention_new: fire_threshold -3 must be finite and > 0");
+    sl_tensor *lr = sl_zeros(SL_F64, sl_shape(2));
+    EXPECT_NEW(((sl_attention_config){.pos = SL_POS_KERPLE, .kerple_log_r1 = lr}),
+               "sl_attention_new: give both kerple_log_r1 and kerple_log_r2, or neither");
+    EXPECT_NEW(((sl_attention_config){.pos = SL_POS_T5, .kerple_log_r1 = lr, .kerple_log_r2 = lr}),
+               "sl_attention_new: kerple_log_r1 and kerple_log_r2 are KERPLE's, and pos is t5");
+    EXPECT_NEW(((sl_attention_config){.pos = SL_POS_KERPLE,
+                                      .kerple_log_r1 = lr,
+                                      .kerple_log_r2 = sl_zeros(SL_F64, sl_shape(3))}),
+               "sl_attention_new: kerple_log_r2 f64 [3] is not (H) = f64 [2]");
     EXPECT_NEW(((sl_attention_config){
                    .pos = SL_POS_T5, .bidirectional = true, .t5_buckets = 3, .t5_max_distance = 8}),
                "sl_attention_new: bidirectional T5 splits the buckets in two halves and needs "
@@ -613,6 +677,7 @@ int main(void)
     tu_add_test(s, tc, t5_masked_path_matches_the_fused_kernel);
     tu_add_test(s, tc, padding_and_packing_equal_separate_sequences);
     tu_add_test(s, tc, kv_cache_with_a_window_equals_full_recompute);
+    tu_add_test(s, tc, scores_in_query_blocks_equal_the_whole_scores);
     tu_add_test(s, tc, gpt_learned_slopes_checkpoint_round_trip);
     tu_add_test(s, tc, config_and_mask_errors);
     return tu_run(s);

@@ -67,9 +67,9 @@ START_TEST(config_errors_are_clear)
     ck_assert_ptr_null(sl_gpt_new(&c, SL_F32));
     ck_assert_str_eq(sl_error_message(), "sl_gpt_new: dropout 1 outside [0, 1)");
     sl_error_clear();
-    c = tiny((sl_pos)7);
+    c = tiny((sl_pos)99);
     ck_assert_ptr_null(sl_gpt_new(&c, SL_F32));
-    ck_assert_str_eq(sl_error_message(), "sl_gpt_new: unknown positional method 7");
+    ck_assert_str_eq(sl_error_message(), "sl_gpt_new: unknown positional method 99");
     sl_error_clear();
     c = tiny(SL_POS_ALIBI);
     ck_assert_ptr_null(sl_gpt_new(&c, SL_I32));
@@ -432,14 +432,17 @@ START_TEST(kv_cache_decoding_matches_full_recompute_past_context)
 }
 END_TEST
 
-/* Sinusoidal, rotary and T5 run past the context of 8 (T5 with 8 buckets up to distance 6, so
- * the 20 positions reach the clamped last bucket); learned runs up to its table of 20. */
+/* Sinusoidal, rotary, T5, KERPLE, Sandwich and FIRE run past the context of 8 (T5 with 8
+ * buckets up to distance 6, so the 20 positions reach the clamped last bucket; FIRE's default
+ * threshold, 8 / 4 = 2, so that most queries are normalised by their own position); learned
+ * runs up to its table of 20. */
 START_TEST(kv_cache_decoding_every_method)
 {
-    const sl_pos methods[] = {SL_POS_SINUSOIDAL, SL_POS_ROTARY, SL_POS_T5, SL_POS_LEARNED};
-    for (int k = 0; k < 4; k++) {
+    const sl_pos methods[] = {SL_POS_SINUSOIDAL, SL_POS_ROTARY,   SL_POS_T5,  SL_POS_LEARNED,
+                              SL_POS_KERPLE,     SL_POS_SANDWICH, SL_POS_FIRE};
+    for (int k = 0; k < 7; k++) {
         sl_gpt_config c = tiny(methods[k]);
-        c.n_heads = 4, c.n_kv_heads = k == 2 ? 2 : 0, c.dim = 16;
+        c.n_heads = 4, c.n_kv_heads = k == 2 || k == 6 ? 2 : 0, c.dim = 16;
         if (methods[k] == SL_POS_T5) c.t5_buckets = 8, c.t5_max_distance = 6;
         if (methods[k] == SL_POS_LEARNED) c.context = 20;
         check_incremental(c, SL_F32, 1e-5);
@@ -461,7 +464,10 @@ START_TEST(positional_parameters)
         c = tiny((sl_pos)p);
         sl_gpt *m = sl_gpt_new(&c, SL_F32);
         ck_assert_msg(m != NULL, "%s: %s", sl_pos_name((sl_pos)p), sl_error_message());
-        int extra = p == SL_POS_LEARNED || p == SL_POS_T5;
+        int extra = p == SL_POS_LEARNED || p == SL_POS_T5 ? 1
+                    : p == SL_POS_KERPLE                  ? 2
+                    : p == SL_POS_FIRE                    ? 6 * c.n_layers
+                                                          : 0;
         ck_assert_int_eq(sl_params_count(m->params), base + extra);
         ck_assert_int_eq(m->cfg.t5_buckets, 32); /* resolved defaults */
         ck_assert_int_eq(m->cfg.t5_max_distance, 128);
@@ -478,6 +484,35 @@ START_TEST(positional_parameters)
             for (int l = 0; l < c.n_layers; l++)
                 ck_assert_ptr_eq(m->blocks[l]->attn->t5_table, pp->value);
             ck_assert_int_eq(sl_params_numel(m->params), numel + 2 * 32);
+        } else if (p == SL_POS_KERPLE) { /* one pair that every layer shares */
+            ck_assert_str_eq(sl_params_at(m->params, 1)->name, "pos.kerple_log_r1");
+            ck_assert_str_eq(sl_params_at(m->params, 2)->name, "pos.kerple_log_r2");
+            for (int l = 0; l < c.n_layers; l++) {
+                ck_assert_ptr_eq(m->blocks[l]->attn->kerple_log_r1, m->kerple_log_r1);
+                ck_assert_ptr_eq(m->blocks[l]->attn->kerple_log_r2, m->kerple_log_r2);
+            }
+            for (int h = 0; h < 2; h++) { /* r1 in [0.01, 2), r2 in [0.01, 1) */
+                double r1 = exp(sl_get(m->kerple_log_r1, h)), r2 = exp(sl_get(m->kerple_log_r2, h));
+                ck_assert(r1 >= 0.01 - 1e-7 && r1 < 2 && r2 >= 0.01 - 1e-7 && r2 < 1);
+            }
+            ck_assert(!sl_params_at(m->params, 1)->decay && !sl_params_at(m->params, 2)->decay);
+            ck_assert_int_eq(sl_params_numel(m->params), numel + 2 * 2);
+        } else if (p == SL_POS_FIRE) { /* per layer: W = 32 hidden units, c, the threshold */
+            ck_assert_int_eq(m->cfg.fire_width, 32);
+            ck_assert_double_eq(m->cfg.fire_threshold, 2.0); /* context 8 / 4 */
+            const sl_fire_weights *f = &m->blocks[1]->attn->fire;
+            ck_assert_ptr_eq(sl_params_find(m->params, "blocks.1.attn.fire.fc2.weight"),
+                             f->fc2_weight);
+            ck_assert(f->fc1_weight->shape[0] == 32 && f->fc1_weight->shape[1] == 1);
+            ck_assert(f->fc2_weight->shape[0] == 2 && f->fc2_weight->shape[1] == 32);
+            ck_assert_double_eq_tol(sl_get(f->c, 0), 0.1, 1e-7);
+            ck_assert_double_eq(sl_get(f->l_mult, 0), 1);
+            for (int64_t k = 0; k < 32; k++) { /* nn.Linear's bounds: 1 and 1/sqrt(32) */
+                ck_assert(fabs(sl_get(f->fc1_weight, k)) <= 1);
+                ck_assert(fabs(sl_get(f->fc2_weight, k)) <= 1 / sqrt(32.0));
+            }
+            ck_assert_int_eq(sl_params_numel(m->params),
+                             numel + c.n_layers * (32 + 32 + 2 * 32 + 2 + 1 + 1));
         } else {
             ck_assert_ptr_null(m->pos);
             ck_assert_ptr_null(m->t5_table);
@@ -555,22 +590,29 @@ END_TEST
 
 /* The loss's gradient against finite differences for each method that brings parameters or
  * acts inside the model: sinusoidal, learned, rotary (with GQA), T5 (small buckets, so several
- * are exercised by 6 positions; untied head). */
+ * are exercised by 6 positions; untied head), KERPLE, Sandwich, FIRE (a threshold of 2.5, so
+ * that half the queries are past it; 5 hidden units, GQA). */
 START_TEST(every_method_gradcheck_f64)
 {
-    const sl_pos methods[] = {SL_POS_SINUSOIDAL, SL_POS_LEARNED, SL_POS_ROTARY, SL_POS_T5};
-    for (int k = 0; k < 4; k++) {
+    const sl_pos methods[] = {SL_POS_SINUSOIDAL, SL_POS_LEARNED,  SL_POS_ROTARY, SL_POS_T5,
+                              SL_POS_KERPLE,     SL_POS_SANDWICH, SL_POS_FIRE};
+    for (int k = 0; k < 7; k++) {
         sl_gpt_config c = tiny(methods[k]);
         c.vocab_size = 7, c.n_heads = 2, c.context = 6;
-        c.n_kv_heads = methods[k] == SL_POS_ROTARY ? 1 : 0;
+        c.n_kv_heads = methods[k] == SL_POS_ROTARY || methods[k] == SL_POS_FIRE ? 1 : 0;
         c.tie_embeddings = methods[k] != SL_POS_T5;
         c.t5_buckets = 4, c.t5_max_distance = 4;
+        c.fire_width = 5, c.fire_threshold = 2.5;
+        if (k >= 4)
+            c.n_layers = 1; /* the new methods: one layer (the modules' own gradchecks
+                               and the ops' cover the rest) keeps the check quick */
         sl_gpt *m = sl_gpt_new(&c, SL_F64);
         ck_assert_msg(m != NULL, "%s", sl_error_message());
         randomize(m, 20 + k, 0.5);
         sl_rng r = sl_rng_seed(30 + k);
         loss_ctx ctx = {m, random_ids(&r, 2, 6, 7), random_ids(&r, 2, 6, 7)};
         sl_tensor *in[64];
+        ck_assert_int_le(sl_params_count(m->params), 64);
         int n = sl_params_count(m->params);
         for (int i = 0; i < n; i++) in[i] = sl_params_at(m->params, i)->value;
         tu_gradcheck(run_loss, n, in, &ctx);
@@ -586,6 +628,7 @@ START_TEST(checkpoint_round_trip_every_method)
     for (int p = 0; p < SL_POS_COUNT; p++) {
         sl_gpt_config c = tiny((sl_pos)p);
         c.t5_buckets = 12, c.t5_max_distance = 40;
+        c.sandwich_dim = 6, c.fire_width = 3, c.fire_threshold = 1.25;
         sl_gpt *m = sl_gpt_new(&c, SL_F32);
         randomize(m, 40 + p, 0.3);
         const char *path = at("pos.safetensors");
@@ -602,6 +645,9 @@ START_TEST(checkpoint_round_trip_every_method)
         ck_assert_int_eq(l->cfg.pos, p);
         ck_assert_int_eq(l->cfg.t5_buckets, 12);
         ck_assert_int_eq(l->cfg.t5_max_distance, 40);
+        ck_assert_int_eq(l->cfg.sandwich_dim, p == SL_POS_SANDWICH ? 6 : 0);
+        ck_assert_int_eq(l->cfg.fire_width, p == SL_POS_FIRE ? 3 : 0);
+        ck_assert_double_eq(l->cfg.fire_threshold, p == SL_POS_FIRE ? 1.25 : 0);
         ck_assert_int_eq(sl_params_count(l->params), sl_params_count(m->params));
         sl_rng r = sl_rng_seed(50);
         sl_tensor *idx = random_ids(&r, 1, 8, 11);
@@ -675,6 +721,76 @@ END_TEST
  * own and keeps only the block's output: the logits are bitwise those of a forward with grad,
  * and the caller's arena ends up holding a few (B, T, C) tensors and the logits, however many
  * layers there are, where a forward with grad keeps every block's intermediates. */
+/* The evaluation-time settings. sl_gpt_scale_slopes: factor 1 changes nothing, bitwise; another
+ * factor equals slopes multiplied by hand (fixed ones; learned ones through their logarithm).
+ * sl_gpt_set_window: a window wider than the input changes nothing, bitwise; a window of 1
+ * leaves each query its own key only, so position i's logits are those of token i alone, for
+ * the fused path and the scores' (T5, KERPLE, FIRE). */
+START_TEST(evaluation_window_and_slope_scale)
+{
+    sl_rng r = sl_rng_seed(70);
+    sl_tensor *idx = random_ids(&r, 2, 12, 11);
+    bool prev = sl_set_grad_enabled(false);
+    for (int learned = 0; learned < 2; learned++) {
+        sl_gpt_config c = tiny(SL_POS_ALIBI);
+        c.slopes = learned ? SL_SLOPES_LEARNED : SL_SLOPES_FIXED;
+        sl_gpt *m = sl_gpt_new(&c, SL_F64);
+        randomize(m, 71, 0.4);
+        sl_tensor *base = sl_gpt_forward(m, idx, NULL);
+        ck_assert(sl_gpt_scale_slopes(m, 1));
+        ck_assert(tu_max_abs_diff(sl_gpt_forward(m, idx, NULL), base) == 0);
+        ck_assert(sl_gpt_scale_slopes(m, 0.25));
+        sl_tensor *scaled = sl_gpt_forward(m, idx, NULL);
+        ck_assert_double_gt(tu_max_abs_diff(scaled, base), 1e-6);
+        ck_assert(sl_gpt_scale_slopes(m, 1));
+        for (int l = 0; l < c.n_layers; l++) {
+            sl_attention *a = m->blocks[l]->attn;
+            for (int h = 0; h < c.n_heads; h++)
+                if (learned) sl_set(a->log_slopes, h, sl_get(a->log_slopes, h) + log(0.25));
+                else sl_set(a->slopes, h, 0.25 * sl_get(a->slopes, h));
+        }
+        ck_assert_double_le(tu_max_rel_diff(sl_gpt_forward(m, idx, NULL), scaled), 1e-13);
+        ck_assert(!sl_gpt_scale_slopes(m, 0));
+        ck_assert_str_eq(sl_error_message(),
+                         "sl_gpt_scale_slopes: factor 0 must be finite and > 0");
+        sl_error_clear();
+        sl_gpt_free(m);
+    }
+    const sl_pos methods[] = {SL_POS_NONE, SL_POS_ALIBI, SL_POS_T5, SL_POS_KERPLE, SL_POS_FIRE};
+    for (int k = 0; k < 5; k++) {
+        sl_gpt_config c = tiny(methods[k]);
+        c.fire_threshold = 3;
+        sl_gpt *m = sl_gpt_new(&c, SL_F64);
+        randomize(m, 72 + k, 0.4);
+        sl_tensor *base = sl_gpt_forward(m, idx, NULL);
+        ck_assert(sl_gpt_set_window(m, 12));
+        ck_assert(tu_max_abs_diff(sl_gpt_forward(m, idx, NULL), base) == 0);
+        ck_assert(sl_gpt_set_window(m, 1));
+        sl_tensor *one = sl_gpt_forward(m, idx, NULL);
+        ck_assert(sl_gpt_set_window(m, 0));
+        for (int64_t t = 0; t < 12; t++) {
+            sl_tensor *alone = sl_gpt_forward(m, sl_contiguous(sl_narrow(idx, 1, t, 1)), NULL);
+            double d = tu_max_rel_diff(sl_narrow(one, 1, t, 1), alone);
+            ck_assert_msg(d <= 1e-13, "%s, position %lld: %g", sl_pos_name(methods[k]),
+                          (long long)t, d);
+        }
+        if (methods[k] != SL_POS_ALIBI) {
+            ck_assert(!sl_gpt_scale_slopes(m, 0.5));
+            ck_assert_ptr_nonnull(strstr(sl_error_message(), "only ALiBi has slopes"));
+            sl_error_clear();
+        }
+        sl_gpt_free(m);
+    }
+    sl_gpt_config c = tiny(SL_POS_ALIBI);
+    sl_gpt *m = sl_gpt_new(&c, SL_F32);
+    ck_assert(!sl_gpt_set_window(m, -1));
+    ck_assert_str_eq(sl_error_message(), "sl_gpt_set_window: window -1 must be >= 0 (0: none)");
+    sl_error_clear();
+    sl_gpt_free(m);
+    sl_set_grad_enabled(prev);
+}
+END_TEST
+
 START_TEST(eval_forward_keeps_one_block_at_a_time)
 {
     const sl_pos methods[] = {SL_POS_ALIBI, SL_POS_ROTARY, SL_POS_T5, SL_POS_SINUSOIDAL};
@@ -707,6 +823,39 @@ START_TEST(eval_forward_keeps_one_block_at_a_time)
                       sl_pos_name(methods[i]), used[1]);
         ck_assert_msg(used[0] > (size_t)L * 6 * act, "%s: only %zu bytes with grad",
                       sl_pos_name(methods[i]), used[0]);
+        sl_gpt_free(m);
+    }
+}
+END_TEST
+
+/* A warm training step of each method after ALiBi (their biases through materialised scores)
+ * allocates nothing from the heap, as ALiBi's does (overfits_one_batch). */
+START_TEST(warm_step_allocates_nothing_for_the_methods_after_alibi)
+{
+    const sl_pos methods[] = {SL_POS_KERPLE, SL_POS_SANDWICH, SL_POS_FIRE, SL_POS_T5};
+    for (int k = 0; k < 4; k++) {
+        sl_gpt_config c = tiny(methods[k]);
+        c.fire_threshold = 3;
+        sl_gpt *m = sl_gpt_new(&c, SL_F32);
+        sl_rng r = sl_rng_seed(80);
+        sl_tensor *idx = random_ids(&r, 2, 8, 11), *tg = random_ids(&r, 2, 8, 11);
+        sl_optim *opt = sl_adamw_new(m->params, NULL);
+        sl_arena *step = sl_arena_new(0), *outer = sl_arena_set(step);
+        uint64_t heap_at_2 = 0;
+        for (int it = 0; it < 6; it++) {
+            if (it == 2) heap_at_2 = sl_heap_allocs();
+            sl_tensor *loss = sl_gpt_loss(m, idx, tg);
+            ck_assert_msg(loss && sl_backward(loss), "%s: %s", sl_pos_name(methods[k]),
+                          sl_error_message());
+            ck_assert(sl_optim_step(opt, 1e-3));
+            sl_params_zero_grad(m->params);
+            sl_arena_reset(step);
+        }
+        ck_assert_msg(sl_heap_allocs() == heap_at_2, "%s: %llu heap allocations in warm steps",
+                      sl_pos_name(methods[k]), (unsigned long long)(sl_heap_allocs() - heap_at_2));
+        sl_arena_set(outer);
+        sl_arena_free(step);
+        sl_optim_free(opt);
         sl_gpt_free(m);
     }
 }
@@ -773,7 +922,9 @@ int main(void)
     tu_add_test(s, tc, learned_positions_stop_at_the_table);
     tu_add_test(s, tc, every_method_gradcheck_f64);
     tu_add_test(s, tc, dropout_only_in_training);
+    tu_add_test(s, tc, evaluation_window_and_slope_scale);
     tu_add_test(s, tc, eval_forward_keeps_one_block_at_a_time);
+    tu_add_test(s, tc, warm_step_allocates_nothing_for_the_methods_after_alibi);
     tu_add_test(s, tc, overfits_one_batch);
     TCase *files = tcase_create("files"); /* in a temporary directory */
     tu_fixture(files, setup, teardown);

@@ -423,12 +423,49 @@ static void naive_rope(double *v, int D, int p)
     }
 }
 
+/* The bias the module's method adds to the score of query position i and key j, from its
+ * parameters, in the papers' words: T5's bucket (32 buckets, distance 128); KERPLE's
+ * -r1 log(1 + r2 (i - j)), r = exp of the parameters; Sandwich's sinusoidal inner product
+ * (dimension D) less D/2 over 8h/H; FIRE's MLP of log(c (i - j) + 1) / log(c max(i, L) + 1),
+ * each unit written out. 0 for the others. */
+static double naive_bias(const sl_attention *m, int h, int i, int j)
+{
+    const sl_attention_config *c = &m->cfg;
+    int H = c->n_heads;
+    switch (c->pos) {
+    case SL_POS_T5: return sl_get(m->t5_table, h * 32 + t5_bucket_of(i - j, 32, 128));
+    case SL_POS_KERPLE:
+        return -exp(sl_get(m->kerple_log_r1, h)) *
+               log(1 + exp(sl_get(m->kerple_log_r2, h)) * (i - j));
+    case SL_POS_SANDWICH: {
+        int D = (int)(c->dim / H);
+        double s = 0;
+        for (int k = 1; k <= D / 2; k++) {
+            double w = pow(10000.0, -2.0 * k / D);
+            s += sin(i * w) * sin(j * w) + cos(i * w) * cos(j * w);
+        }
+        return (s - D / 2.0) / (8.0 * (h + 1) / H);
+    }
+    case SL_POS_FIRE: {
+        const sl_fire_weights *f = &m->fire;
+        double cc = fabs(sl_get(f->c, 0)), L = fabs(sl_get(f->l_mult, 0)) * c->fire_threshold;
+        double u = log(cc * (i - j) + 1) / (log(cc * fmax(i, L) + 1) + 1e-6);
+        double out = sl_get(f->fc2_bias, h);
+        for (int k = 0; k < c->fire_width; k++)
+            out += sl_get(f->fc2_weight, h * c->fire_width + k) *
+                   fmax(0, sl_get(f->fc1_weight, k) * u + sl_get(f->fc1_bias, k));
+        return out;
+    }
+    default: return 0;
+    }
+}
+
 /* Causal attention in naive double loops, from the module's weights: x (B, T, C) -> (B, T, C).
  * W (F, C), bw (F) are the q | k | v projections stacked (F = C + 2 Hk D). pos picks the
- * positional method that acts here: ALiBi's slopes, rotary q and k, or T5's bias from t5
- * (H, 32 buckets, distance 128); the others attend without positions. */
+ * positional method that acts here: ALiBi's slopes, rotary q and k, or the bias of T5, KERPLE,
+ * Sandwich or FIRE (naive_bias); the others attend without positions. */
 static void naive_attention(const double *x, int B, int T, int C, int H, int Hk, sl_pos pos,
-                            const double *t5, const double *W, const double *bw,
+                            const sl_attention *mod, const double *W, const double *bw,
                             const double *Wp, const double *bp, double *out)
 {
     int D = C / H, F = C + 2 * Hk * D;
@@ -455,7 +492,7 @@ static void naive_attention(const double *x, int B, int T, int C, int H, int Hk,
                     double s = 0;
                     for (int d = 0; d < D; d++) s += q[d] * k[d];
                     p[j] = s / sqrt(D) - m * (i - j);
-                    if (pos == SL_POS_T5) p[j] += t5[h * 32 + t5_bucket_of(i - j, 32, 128)];
+                    p[j] += naive_bias(mod, h, i, j);
                     if (p[j] > mx) mx = p[j];
                 }
                 for (int j = 0; j <= i; j++) sum += (p[j] = exp(p[j] - mx));
@@ -514,7 +551,8 @@ START_TEST(attention_values_and_gradchecks)
                 sl_attention *m = sl_attention_new(ps, "attn", &cfg, &r);
                 ck_assert_msg(m != NULL, "%s", sl_error_message());
                 bool t5 = pos == SL_POS_T5;
-                ck_assert_int_eq(sl_params_count(ps), (fused ? 4 : 8) + t5);
+                int extra = t5 + 2 * (pos == SL_POS_KERPLE) + 6 * (pos == SL_POS_FIRE);
+                ck_assert_int_eq(sl_params_count(ps), (fused ? 4 : 8) + extra);
                 if (t5) {
                     ck_assert_str_eq(sl_params_at(ps, sl_params_count(ps) - 1)->name,
                                      "attn.rel_bias");
@@ -534,14 +572,13 @@ START_TEST(attention_values_and_gradchecks)
                 ck_assert_msg(y != NULL, "%s", sl_error_message());
                 double *W, *bw, want[B * T * C];
                 stacked_qkv(m, &W, &bw);
-                naive_attention(vals(x), B, T, C, H, (int)Hk, (sl_pos)pos,
-                                t5 ? vals(m->t5_table) : NULL, W, bw, vals(m->proj->weight),
-                                vals(m->proj->bias), want);
+                naive_attention(vals(x), B, T, C, H, (int)Hk, (sl_pos)pos, m, W, bw,
+                                vals(m->proj->weight), vals(m->proj->bias), want);
                 for (int i = 0; i < B * T * C; i++)
                     ck_assert_msg(fabs(sl_get(y, i) - want[i]) < 1e-12,
                                   "fused %d, Hk %lld, %s: element %d: %.15g vs %.15g", fused,
                                   (long long)Hk, sl_pos_name(pos), i, sl_get(y, i), want[i]);
-                sl_tensor *in[10] = {x};
+                sl_tensor *in[16] = {x};
                 for (int i = 0; i < sl_params_count(ps); i++) in[1 + i] = sl_params_at(ps, i)->value;
                 tu_gradcheck(run_attention, 1 + sl_params_count(ps), in, m);
                 sl_params_free(ps);
@@ -676,16 +713,19 @@ START_TEST(pos_names_parse)
     ck_assert(sl_pos_parse("none", &p) && p == SL_POS_NONE);
     ck_assert_str_eq(sl_pos_name(SL_POS_ALIBI), "alibi");
     ck_assert_str_eq(sl_pos_name(SL_POS_NONE), "none");
-    const char *names[] = {"none", "alibi", "sinusoidal", "learned", "rotary", "t5"};
-    ck_assert_int_eq(SL_POS_COUNT, 6);
+    const char *names[] = {"none", "alibi",  "sinusoidal", "learned", "rotary",
+                           "t5",   "kerple", "sandwich",   "fire"};
+    ck_assert_int_eq(SL_POS_COUNT, 9);
     for (int i = 0; i < SL_POS_COUNT; i++) {
         ck_assert_str_eq(sl_pos_name((sl_pos)i), names[i]);
         ck_assert(sl_pos_parse(names[i], &p) && p == (sl_pos)i);
     }
     ck_assert_str_eq(sl_pos_name(SL_POS_COUNT), "?");
     ck_assert(!sl_pos_parse("rope-ish", &p));
-    ck_assert_str_eq(sl_error_message(), "sl_pos_parse: unknown positional method 'rope-ish' "
-                                         "(known: none, alibi, sinusoidal, learned, rotary, t5)");
+    ck_assert_str_eq(sl_error_message(),
+                     "sl_pos_parse: unknown positional method 'rope-ish' "
+                     "(known: none, alibi, sinusoidal, learned, rotary, t5, kerple, "
+                     "sandwich, fire)");
     sl_error_clear();
 }
 END_TEST

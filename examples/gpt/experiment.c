@@ -1,16 +1,30 @@
-/* examples/gpt/experiment.c — the ALiBi paper's Figure 1 in miniature.
+/* examples/gpt/experiment.c — the extrapolation study: the ALiBi paper's Figure 1 in miniature,
+ * and the instruments that say where each method's perplexity past L comes from.
  *
- *   gpt experiment [--train FILE --valid FILE] [--methods alibi,sinusoidal,...] [--context L]
- *                  [--multiples 1,2,4,8,16] [--out-dir DIR] [model and training flags]
+ *   gpt experiment [--train FILE --valid FILE] [--methods alibi,kerple,...] [--seeds 1,2,3]
+ *                  [--context L] [--multiples 1,2,4,8,16] [--out-dir DIR] [budget flags]
  *
- * Trains one model per positional method on the same text with the same config, steps, batch
- * and seed at training length L, then evaluates each at L, 2L, 4L, ... with non-overlapping
- * windows (the paper's protocol) and with sliding windows (stride L/2 by default). It records
- * each method's training throughput and peak memory, and the paper's cost comparison: ALiBi
- * trained at L and evaluated at 2L against sinusoidal trained at 2L and evaluated at 2L.
- * Writes DIR/results.csv, DIR/results.md and DIR/figure.svg (perplexity against evaluation
- * length, log axes, one line per method). */
-#include "gpt.h"
+ * Trains one model per method and seed on the same text with the same config, steps, batch
+ * and data order (the seed sets both the initialisation and the data order) at training
+ * length L, records each run's training throughput and peak memory, then evaluates each model
+ * at L, 2L, 4L, ... with:
+ *   - non-overlapping windows (the paper's protocol), with the loss by position in the window;
+ *   - sliding windows (stride L/2 by default);
+ *   - the same-tokens protocol: windows that score only their last S bytes, placed so that
+ *     every length scores the same bytes (eval.c);
+ *   - the distant-context ablation: the same tokens with the input more than k L before each
+ *     window's first scored byte replaced by other text of the corpus;
+ *   - for ALiBi (fixed and learned slopes): the sliding-window control, attention limited to
+ *     L in every layer, and inference-time slope scaling by L / T (position interpolation);
+ * and optionally the paper's cost comparison (--cost 1: sinusoidal trained at 2L, with the
+ * first seed). Means over the seeds are reported with their min-max spread (figures: bands;
+ * summary.csv also has the standard deviation). After the first run it prints the expected
+ * time of the rest; --estimate N instead trains every method N steps, evaluates it fully and
+ * prints what the whole budget would take on this machine.
+ *
+ * Writes DIR/results.csv (every measurement), summary.csv (over seeds), per_position.csv,
+ * cost.csv, results.md and the figures (report.c, figures.c). */
+#include "experiment.h"
 
 #include <errno.h>
 #include <math.h>
@@ -19,275 +33,392 @@
 #include <string.h>
 #include <sys/stat.h>
 
-enum { MAX_METHODS = 16, MAX_MULT = 16 };
-
-typedef struct {
+/* The methods of the full comparison, in the figures' order: the paper's six, learned ALiBi
+ * slopes, and the methods after ALiBi. */
+static const struct {
+    const char *name;
     sl_pos pos;
-    int64_t train_len;
-    train_result tr;
-    double ppl[MAX_MULT], sppl[MAX_MULT]; /* NAN: not available (n/a) */
-    char note[MAX_MULT][160];
-} run;
+    sl_slopes slopes;
+} known_methods[] = {
+    {"alibi", SL_POS_ALIBI, SL_SLOPES_FIXED},
+    {"alibi-learned", SL_POS_ALIBI, SL_SLOPES_LEARNED},
+    {"sinusoidal", SL_POS_SINUSOIDAL, SL_SLOPES_FIXED},
+    {"rotary", SL_POS_ROTARY, SL_SLOPES_FIXED},
+    {"t5", SL_POS_T5, SL_SLOPES_FIXED},
+    {"learned", SL_POS_LEARNED, SL_SLOPES_FIXED},
+    {"none", SL_POS_NONE, SL_SLOPES_FIXED},
+    {"kerple", SL_POS_KERPLE, SL_SLOPES_FIXED},
+    {"sandwich", SL_POS_SANDWICH, SL_SLOPES_FIXED},
+    {"fire", SL_POS_FIRE, SL_SLOPES_FIXED},
+};
+enum { N_KNOWN = sizeof known_methods / sizeof *known_methods };
 
-static int parse_methods(const char *s, sl_pos *out, int cap)
+static void known_list(char *buf, size_t cap)
 {
-    int n = 0;
-    char buf[256];
-    snprintf(buf, sizeof buf, "%s", s);
-    for (char *tok = strtok(buf, ","); tok && n < cap; tok = strtok(NULL, ",")) {
-        if (!sl_pos_parse(tok, &out[n])) {
-            sl_error_clear();
-            fprintf(stderr, "gpt: unknown method '%s' in --methods (known: %s)\n", tok, pos_list());
-            return -1;
-        }
-        n++;
-    }
-    return n;
+    buf[0] = '\0';
+    for (int i = 0; i < N_KNOWN; i++)
+        snprintf(buf + strlen(buf), cap - strlen(buf), "%s%s", i ? ", " : "",
+                 known_methods[i].name);
 }
 
-/* Trains at length L and evaluates at each multiple of the experiment's L. */
-static bool train_and_eval(run *r, const train_opts *base, int64_t L, int64_t Lbase,
-                           const int64_t *mult, int n_mult, int64_t stride, int64_t span,
-                           const text *tr, const text *va)
+static void add_method(experiment *e, int k)
 {
-    train_opts o = *base;
-    o.cfg.context = L;
-    o.cfg.pos = r->pos;
-    r->train_len = L;
-    fprintf(stderr, "\n== %s, trained at L = %lld\n", sl_pos_name(r->pos), (long long)L);
-    sl_gpt *m = train_run(&o, tr, va, &r->tr);
+    method *m = &e->methods[e->n_methods++];
+    snprintf(m->name, sizeof m->name, "%s", known_methods[k].name);
+    m->pos = known_methods[k].pos;
+    m->slopes = known_methods[k].slopes;
+    m->train_len = e->L;
+    m->cost_only = false;
+}
+
+static bool parse_methods(experiment *e, const char *s)
+{
+    char buf[512], known[256];
+    snprintf(buf, sizeof buf, "%s", s);
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        int k = 0;
+        while (k < N_KNOWN && strcmp(tok, known_methods[k].name)) k++;
+        if (k == N_KNOWN) {
+            known_list(known, sizeof known);
+            fprintf(stderr, "gpt: unknown method '%s' in --methods (known: %s)\n", tok, known);
+            return false;
+        }
+        for (int i = 0; i < e->n_methods; i++)
+            if (!strcmp(e->methods[i].name, tok)) {
+                fprintf(stderr, "gpt: method '%s' given twice in --methods\n", tok);
+                return false;
+            }
+        if (e->n_methods == MAX_METHODS) {
+            fprintf(stderr, "gpt: at most %d methods\n", MAX_METHODS);
+            return false;
+        }
+        add_method(e, k);
+    }
+    return e->n_methods > 0;
+}
+
+/* ---------------------------------------------------------------- measurements */
+
+static row *new_row(experiment *e, int mi, int si, int ti, const char *protocol,
+                    const char *variant)
+{
+    if (e->n_rows == e->cap_rows) {
+        int cap = e->cap_rows ? 2 * e->cap_rows : 256;
+        row *r = realloc(e->rows, sizeof *r * (size_t)cap);
+        if (!r) return NULL;
+        e->rows = r, e->cap_rows = cap;
+    }
+    row *r = &e->rows[e->n_rows++];
+    memset(r, 0, sizeof *r);
+    *r = (row){.method = mi,
+               .seed = si,
+               .mult = ti,
+               .eval_len = e->mult[ti] * e->L,
+               .protocol = protocol,
+               .nll = NAN};
+    snprintf(r->variant, sizeof r->variant, "%s", variant);
+    return r;
+}
+
+static bool add_pos(experiment *e, const pos_row *p)
+{
+    if (e->n_pos == e->cap_pos) {
+        int cap = e->cap_pos ? 2 * e->cap_pos : 1024;
+        pos_row *n = realloc(e->pos, sizeof *n * (size_t)cap);
+        if (!n) return false;
+        e->pos = n, e->cap_pos = cap;
+    }
+    e->pos[e->n_pos++] = *p;
+    return true;
+}
+
+/* Records the score of one evaluation (or why there is none: the pending error). */
+static void record(row *r, bool ok, const score *s)
+{
+    if (ok) {
+        r->nll = s->nll, r->n = s->n;
+    } else {
+        snprintf(r->note, sizeof r->note, "%s", sl_error_message());
+        sl_error_clear();
+    }
+}
+
+/* The per-position sums of one length, bucketed, into e->pos. */
+static bool bucket_positions(experiment *e, int mi, int si, int64_t T, const pos_loss *pl)
+{
+    int64_t edges[1024];
+    int n = pos_buckets(T, e->per_octave, edges, 1024);
+    for (int b = 0; b + 1 < n; b++) {
+        double s = 0;
+        int64_t c = 0;
+        for (int64_t i = edges[b]; i < edges[b + 1]; i++) s += pl->sum[i], c += pl->count[i];
+        pos_row p = {mi, si, T, edges[b], edges[b + 1], c, c ? s / (double)c : NAN};
+        if (c && !add_pos(e, &p)) return false;
+    }
+    return true;
+}
+
+/* Every protocol at every length for one trained model. Grad off; step is the scratch arena. */
+static bool evaluate(experiment *e, int mi, int si, sl_gpt *m, const text *va, sl_arena *step)
+{
+    const method *me = &e->methods[mi];
+    int64_t L = e->L;
+    bool alibi = me->pos == SL_POS_ALIBI && !me->cost_only;
+    for (int ti = 0; ti < e->n_mult; ti++) {
+        int64_t T = e->mult[ti] * L;
+        if (T > e->span) {
+            row *r = new_row(e, mi, si, ti, "nonoverlap", "full");
+            if (!r) return false;
+            snprintf(r->note, sizeof r->note, "longer than the %lld evaluated bytes",
+                     (long long)e->span);
+            continue;
+        }
+        pos_loss pl = {0};
+        if (e->positions && !me->cost_only) {
+            pl = (pos_loss){calloc((size_t)T, sizeof(double)), calloc((size_t)T, sizeof(int64_t)),
+                            T};
+            if (!pl.sum || !pl.count) return free(pl.sum), free(pl.count), false;
+        }
+        score s;
+        row *r = new_row(e, mi, si, ti, "nonoverlap", "full");
+        if (!r) return false;
+        r->window = r->stride = r->scored = T;
+        bool ok = eval_nonoverlap_pos(m, va, T, e->span, step, &s, pl.sum ? &pl : NULL);
+        record(r, ok, &s);
+        if (ok && pl.sum && !bucket_positions(e, mi, si, T, &pl)) ok = false;
+        free(pl.sum), free(pl.count);
+        if (!ok) continue; /* a method that cannot run at T (learned positions past L) */
+        if (me->cost_only) continue;
+        int64_t st = e->stride < T ? e->stride : T;
+        if (e->sliding) {
+            if (!(r = new_row(e, mi, si, ti, "sliding", "full"))) return false;
+            r->window = T, r->stride = r->scored = st;
+            record(r, eval_sliding(m, va, T, st, e->span, step, &s), &s);
+        }
+        const same_plan *p = &e->plan;
+        bool same = p->S && T >= p->S && T <= p->Tmax;
+        if (same) {
+            if (!(r = new_row(e, mi, si, ti, "same_tokens", "full"))) return false;
+            r->window = T, r->stride = r->scored = p->S;
+            record(r, eval_same_tokens(m, va, T, p, -1, e->span, step, &s, NULL), &s);
+        }
+        for (int k = 0; same && k < e->n_distant; k++) {
+            int64_t keep = e->distant[k] * L;
+            if (T - p->S <= keep) continue; /* nothing that far back */
+            char v[32];
+            snprintf(v, sizeof v, "beyond_%lldL", (long long)e->distant[k]);
+            if (!(r = new_row(e, mi, si, ti, "same_tokens", v))) return false;
+            r->window = T, r->stride = r->scored = p->S;
+            record(r, eval_same_tokens(m, va, T, p, keep, e->span, step, &s, NULL), &s);
+        }
+        if (alibi && e->window_control) { /* attention limited to L in every layer */
+            if (!sl_gpt_set_window(m, L)) return false;
+            if (!(r = new_row(e, mi, si, ti, "nonoverlap", "attn_window_L"))) return false;
+            r->window = r->stride = r->scored = T;
+            record(r, eval_nonoverlap(m, va, T, e->span, step, &s), &s);
+            if (same) {
+                if (!(r = new_row(e, mi, si, ti, "same_tokens", "attn_window_L"))) return false;
+                r->window = T, r->stride = r->scored = p->S;
+                record(r, eval_same_tokens(m, va, T, p, -1, e->span, step, &s, NULL), &s);
+            }
+            if (!sl_gpt_set_window(m, 0)) return false;
+        }
+        if (alibi && e->slope_scaling && T > L) { /* slopes times L / T */
+            if (!sl_gpt_scale_slopes(m, (double)L / (double)T)) return false;
+            if (!(r = new_row(e, mi, si, ti, "nonoverlap", "slopes_L_over_T"))) return false;
+            r->window = r->stride = r->scored = T;
+            record(r, eval_nonoverlap(m, va, T, e->span, step, &s), &s);
+            if (same) {
+                if (!(r = new_row(e, mi, si, ti, "same_tokens", "slopes_L_over_T"))) return false;
+                r->window = T, r->stride = r->scored = p->S;
+                record(r, eval_same_tokens(m, va, T, p, -1, e->span, step, &s, NULL), &s);
+            }
+            if (!sl_gpt_scale_slopes(m, 1)) return false;
+        }
+    }
+    return true;
+}
+
+/* The base training options of every run. */
+typedef struct {
+    train_opts base;
+    int64_t steps;
+} budget;
+
+/* Trains method mi with seed si (steps of training: the budget's, or `steps` when > 0) and
+ * evaluates it (unless eval is false); adds its cost. */
+static bool run_one(experiment *e, int mi, int si, const budget *b, int64_t steps, const text *tr,
+                    const text *va, bool eval)
+{
+    const method *me = &e->methods[mi];
+    train_opts o = b->base;
+    o.cfg.context = me->train_len;
+    o.cfg.pos = me->pos;
+    o.cfg.slopes = me->slopes;
+    o.cfg.seed = (uint64_t)e->seeds[si];
+    if (steps > 0) {
+        o.steps = steps;
+        if (o.warmup > steps / 2) o.warmup = steps / 2;
+    }
+    fprintf(stderr, "\n== %s, seed %lld, trained at L = %lld\n", me->name, (long long)e->seeds[si],
+            (long long)me->train_len);
+    cost_row *c = &e->costs[e->n_costs];
+    memset(c, 0, sizeof *c);
+    c->method = mi, c->seed = si;
+    sl_gpt *m = train_run(&o, tr, va, &c->tr);
     if (!m) return false;
+    c->params = sl_params_numel(m->params);
+    e->n_costs++;
+    if (!eval) {
+        sl_gpt_free(m);
+        return true;
+    }
+    double t0 = now();
     sl_arena *step = sl_arena_new(0), *prev = sl_arena_set(step);
     bool g = sl_set_grad_enabled(false);
     m->train = false;
-    for (int i = 0; i < n_mult; i++) {
-        int64_t T = mult[i] * Lbase, st = stride ? stride : Lbase / 2;
-        score a, b;
-        r->ppl[i] = r->sppl[i] = NAN;
-        r->note[i][0] = '\0';
-        if (T > span) {
-            snprintf(r->note[i], sizeof r->note[i], "longer than the %lld evaluated bytes",
-                     (long long)span);
-            continue;
-        }
-        if (!eval_nonoverlap(m, va, T, span, step, &a) ||
-            !eval_sliding(m, va, T, st < T ? st : T, span, step, &b)) {
-            snprintf(r->note[i], sizeof r->note[i], "%s", sl_error_message());
-            sl_error_clear();
-            sl_arena_reset(step);
-            continue;
-        }
-        r->ppl[i] = exp(a.nll);
-        r->sppl[i] = exp(b.nll);
-        fprintf(stderr, "   eval at %5lld (%gL): ppl %8.4f   sliding ppl %8.4f\n", (long long)T,
-                (double)T / (double)L, r->ppl[i], r->sppl[i]);
-    }
+    int first = e->n_rows;
+    bool ok = step && evaluate(e, mi, si, m, va, step);
     sl_set_grad_enabled(g);
     sl_arena_set(prev);
     sl_arena_free(step);
     sl_gpt_free(m);
-    return true;
+    c->eval_seconds = now() - t0;
+    for (int i = first; i < e->n_rows; i++) {
+        const row *r = &e->rows[i];
+        if (strcmp(r->variant, "full") && strcmp(r->protocol, "nonoverlap")) continue;
+        if (isnan(r->nll))
+            fprintf(stderr, "   %-11s %-16s %6lld: n/a (%s)\n", r->protocol, r->variant,
+                    (long long)r->eval_len, r->note);
+        else
+            fprintf(stderr, "   %-11s %-16s %6lld: ppl %8.4f\n", r->protocol, r->variant,
+                    (long long)r->eval_len, exp(r->nll));
+    }
+    fprintf(stderr, "   train %.1f s (%.0f tokens/s, peak %.1f MiB), eval %.1f s\n", c->tr.seconds,
+            c->tr.tokens_per_s, (double)c->tr.peak_bytes / (1 << 20), c->eval_seconds);
+    if (!ok) fail("evaluation failed");
+    return ok;
 }
 
-/* ---------------------------------------------------------------- output */
-
-static void fmt_ppl(double v, char *buf, size_t cap)
+/* --estimate N: every method trained N steps (its throughput) and evaluated fully (its
+ * evaluation time), projected onto the budget's steps and the seeds. */
+static int estimate(experiment *e, const budget *b, int64_t n_steps, const text *tr, const text *va)
 {
-    if (isnan(v)) snprintf(buf, cap, "n/a");
-    else snprintf(buf, cap, "%.3f", v);
-}
-
-static bool write_csv(const char *path, const run *runs, int n, const int64_t *mult, int n_mult,
-                      int64_t L, int64_t stride)
-{
-    FILE *f = fopen(path, "w");
-    if (!f) return false;
-    fprintf(f, "method,train_len,eval_len,multiple,protocol,stride,ppl,bits_per_byte,"
-               "train_tokens_per_s,train_seconds,peak_mib,note\n");
-    for (int r = 0; r < n; r++)
-        for (int i = 0; i < n_mult; i++)
-            for (int p = 0; p < 2; p++) {
-                double v = p ? runs[r].sppl[i] : runs[r].ppl[i];
-                int64_t T = mult[i] * L;
-                fprintf(f, "%s,%lld,%lld,%g,%s,%lld,", sl_pos_name(runs[r].pos),
-                        (long long)runs[r].train_len, (long long)T,
-                        (double)T / (double)runs[r].train_len, p ? "sliding" : "nonoverlap",
-                        (long long)(p ? (stride ? stride : L / 2) : T));
-                if (isnan(v)) fprintf(f, ",,");
-                else fprintf(f, "%.6f,%.6f,", v, log2(v));
-                fprintf(f, "%.1f,%.2f,%.2f,\"%s\"\n", runs[r].tr.tokens_per_s,
-                        runs[r].tr.seconds, (double)runs[r].tr.peak_bytes / (1 << 20),
-                        runs[r].note[i]);
-            }
-    return fclose(f) == 0;
-}
-
-static void md_table(FILE *f, const run *runs, int n, const int64_t *mult, int n_mult, int64_t L,
-                     bool sliding)
-{
-    fprintf(f, "| method |");
-    for (int i = 0; i < n_mult; i++) fprintf(f, " %lld (%lldL) |", (long long)(mult[i] * L),
-                                             (long long)mult[i]);
-    fprintf(f, "\n|---|");
-    for (int i = 0; i < n_mult; i++) fprintf(f, "---|");
-    fprintf(f, "\n");
-    for (int r = 0; r < n; r++) {
-        if (runs[r].train_len != L) continue;
-        fprintf(f, "| %s |", sl_pos_name(runs[r].pos));
-        for (int i = 0; i < n_mult; i++) {
-            char b[32];
-            fmt_ppl(sliding ? runs[r].sppl[i] : runs[r].ppl[i], b, sizeof b);
-            fprintf(f, " %s |", b);
-        }
-        fprintf(f, "\n");
+    double total = 0;
+    int runs = 0;
+    char buf[32];
+    printf("# estimate: %lld steps of each method measured, projected onto %lld steps, %d "
+           "seeds, %d threads\n%-16s %12s %10s %10s %10s\n",
+           (long long)n_steps, (long long)b->steps, e->n_seeds, sl_get_num_threads(), "method",
+           "tokens/s", "train", "eval", "per run");
+    for (int mi = 0; mi < e->n_methods; mi++) {
+        int before = e->n_costs;
+        if (!run_one(e, mi, 0, b, n_steps, tr, va, !e->methods[mi].cost_only)) return 1;
+        const cost_row *c = &e->costs[before];
+        double train =
+            (double)(b->steps * b->base.batch * e->methods[mi].train_len) / c->tr.tokens_per_s;
+        double run = train + c->eval_seconds;
+        int n = e->methods[mi].cost_only ? 1 : e->n_seeds; /* the cost run: the first seed */
+        total += run * n, runs += n;
+        fmt_duration(run, buf, sizeof buf);
+        printf("%-16s %12.0f %9.0fs %9.0fs %10s\n", e->methods[mi].name, c->tr.tokens_per_s, train,
+               c->eval_seconds, buf);
     }
-}
-
-static bool write_md(const char *path, const run *runs, int n, int n_main, const int64_t *mult,
-                     int n_mult, int64_t L, int64_t stride, const char *command)
-{
-    FILE *f = fopen(path, "w");
-    if (!f) return false;
-    fprintf(f, "# Extrapolation: perplexity against evaluation length\n\n");
-    fprintf(f, "Command: `%s`\n\n", command);
-    fprintf(f, "Trained at L = %lld bytes. Perplexity per byte (lower is better); n/a where a "
-               "method cannot run at that length.\n\n", (long long)L);
-    fprintf(f, "## Non-overlapping windows (the paper's protocol)\n\n");
-    md_table(f, runs, n_main, mult, n_mult, L, false);
-    fprintf(f, "\n## Sliding windows (stride %lld)\n\n", (long long)(stride ? stride : L / 2));
-    md_table(f, runs, n_main, mult, n_mult, L, true);
-    fprintf(f, "\n## Training cost\n\n| method | train L | tokens/s | seconds | peak memory (MiB) "
-               "| speed vs sinusoidal |\n|---|---|---|---|---|---|\n");
-    double sin_speed = NAN;
-    for (int r = 0; r < n_main; r++)
-        if (!strcmp(sl_pos_name(runs[r].pos), "sinusoidal")) sin_speed = runs[r].tr.tokens_per_s;
-    for (int r = 0; r < n; r++) {
-        char ratio[32] = "";
-        if (!isnan(sin_speed) && runs[r].train_len == L)
-            snprintf(ratio, sizeof ratio, "%.2fx", runs[r].tr.tokens_per_s / sin_speed);
-        fprintf(f, "| %s | %lld | %.0f | %.1f | %.1f | %s |\n", sl_pos_name(runs[r].pos),
-                (long long)runs[r].train_len, runs[r].tr.tokens_per_s, runs[r].tr.seconds,
-                (double)runs[r].tr.peak_bytes / (1 << 20), ratio);
-    }
-    if (n > n_main) {
-        /* The cost comparison: ALiBi at L evaluated at 2L vs sinusoidal trained at 2L. */
-        const run *a = NULL, *s = &runs[n - 1];
-        for (int r = 0; r < n_main; r++)
-            if (!strcmp(sl_pos_name(runs[r].pos), "alibi")) a = &runs[r];
-        int i2 = -1;
-        for (int i = 0; i < n_mult; i++)
-            if (mult[i] == 2) i2 = i;
-        if (a && i2 >= 0) {
-            char pa[32], ps[32];
-            fmt_ppl(a->ppl[i2], pa, sizeof pa);
-            fmt_ppl(s->ppl[i2], ps, sizeof ps); /* both evaluated at 2L */
-            fprintf(f, "\n## Train short, test long: the cost comparison\n\n"
-                       "| model | trained at | evaluated at | ppl | train seconds | peak memory (MiB) |\n"
-                       "|---|---|---|---|---|---|\n");
-            fprintf(f, "| alibi | %lld | %lld | %s | %.1f | %.1f |\n", (long long)L,
-                    (long long)(2 * L), pa, a->tr.seconds, (double)a->tr.peak_bytes / (1 << 20));
-            fprintf(f, "| sinusoidal | %lld | %lld | %s | %.1f | %.1f |\n", (long long)(2 * L),
-                    (long long)(2 * L), ps, s->tr.seconds, (double)s->tr.peak_bytes / (1 << 20));
-        }
-    }
-    return fclose(f) == 0;
-}
-
-/* A line chart in plain SVG: log2 x (evaluation length), log y (perplexity). */
-static bool write_svg(const char *path, const run *runs, int n_main, const int64_t *mult,
-                      int n_mult, int64_t L)
-{
-    static const char *colors[] = {"#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd",
-                                   "#8c564b", "#e377c2", "#7f7f7f"};
-    const double W = 720, H = 440, x0 = 70, x1 = 560, y0 = 390, y1 = 40;
-    double lo = INFINITY, hi = -INFINITY;
-    for (int r = 0; r < n_main; r++)
-        for (int i = 0; i < n_mult; i++)
-            if (!isnan(runs[r].ppl[i])) {
-                lo = fmin(lo, runs[r].ppl[i]);
-                hi = fmax(hi, runs[r].ppl[i]);
-            }
-    if (!isfinite(lo)) lo = 1, hi = 10;
-    double ylo = log(lo) - 0.05, yhi = log(hi) + 0.05;
-    double xlo = log2((double)(mult[0] * L)), xhi = log2((double)(mult[n_mult - 1] * L));
-    if (xhi <= xlo) xhi = xlo + 1;
-#define PX(v) (x0 + (x1 - x0) * (log2(v) - xlo) / (xhi - xlo))
-#define PY(v) (y0 - (y0 - y1) * (log(v) - ylo) / (yhi - ylo))
-    FILE *f = fopen(path, "w");
-    if (!f) return false;
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-               "font-family=\"sans-serif\" font-size=\"13\">\n<rect width=\"100%%\" "
-               "height=\"100%%\" fill=\"white\"/>\n", W, H);
-    fprintf(f, "<text x=\"%.0f\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">Perplexity "
-               "vs evaluation length (trained at L = %lld, non-overlapping)</text>\n",
-            (x0 + x1) / 2, (long long)L);
-    fprintf(f, "<path d=\"M%.1f %.1f V%.1f H%.1f\" stroke=\"black\" fill=\"none\"/>\n", x0, y1,
-            y0, x1);
-    for (int i = 0; i < n_mult; i++) {
-        double v = (double)(mult[i] * L), x = PX(v);
-        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n"
-                   "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%lld</text>\n",
-                x, y1, x, y0, x, y0 + 18, (long long)(mult[i] * L));
-    }
-    /* y ticks: 6 values spread on the log scale */
-    for (int k = 0; k <= 5; k++) {
-        double v = exp(ylo + (yhi - ylo) * k / 5.0), y = PY(v);
-        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/>\n"
-                   "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.3g</text>\n",
-                x0, y, x1, y, x0 - 6, y + 4, v);
-    }
-    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">evaluation length (bytes, "
-               "log scale)</text>\n", (x0 + x1) / 2, H - 12);
-    fprintf(f, "<text x=\"18\" y=\"%.0f\" text-anchor=\"middle\" transform=\"rotate(-90 18 "
-               "%.0f)\">perplexity per byte (log scale)</text>\n", (y0 + y1) / 2, (y0 + y1) / 2);
-    for (int r = 0; r < n_main; r++) {
-        const char *c = colors[r % 8];
-        bool pen = false;
-        fprintf(f, "<path fill=\"none\" stroke=\"%s\" stroke-width=\"2\" d=\"", c);
-        for (int i = 0; i < n_mult; i++) {
-            if (isnan(runs[r].ppl[i])) {
-                pen = false;
-                continue;
-            }
-            fprintf(f, "%s%.1f %.1f ", pen ? "L" : "M", PX((double)(mult[i] * L)),
-                    PY(runs[r].ppl[i]));
-            pen = true;
-        }
-        fprintf(f, "\"/>\n");
-        for (int i = 0; i < n_mult; i++)
-            if (!isnan(runs[r].ppl[i]))
-                fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"%s\"/>\n",
-                        PX((double)(mult[i] * L)), PY(runs[r].ppl[i]), c);
-        fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" "
-                   "stroke-width=\"3\"/><text x=\"%.0f\" y=\"%.0f\">%s</text>\n",
-                x1 + 20, y1 + 20 + 22.0 * r, x1 + 44, y1 + 20 + 22.0 * r, c, x1 + 50,
-                y1 + 24 + 22.0 * r, sl_pos_name(runs[r].pos));
-    }
-#undef PX
-#undef PY
-    fprintf(f, "</svg>\n");
-    return fclose(f) == 0;
+    fmt_duration(total, buf, sizeof buf);
+    printf("expected total: %s for %d runs (on this machine, as loaded as it is now)\n", buf, runs);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- the command */
 
+/* "1,2,3" into out (positive integers, increasing when `increasing`); the count or -1. */
+static int int_list(const char *flag_name, const char *s, int64_t *out, int cap, bool increasing)
+{
+    int n = parse_int_list(s, out, cap);
+    for (int i = 1; n > 0 && increasing && i < n; i++)
+        if (out[i] <= out[i - 1]) n = -1;
+    if (n <= 0)
+        fprintf(stderr,
+                "gpt: --%s takes %d or fewer positive integers separated by commas%s, "
+                "got '%s'\n",
+                flag_name, cap, increasing ? ", increasing" : "", s);
+    return n;
+}
+
+/* Which instruments: a comma list of sliding, same, distant, window, slopes, position. */
+static bool parse_instruments(experiment *e, const char *s)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", s);
+    e->sliding = e->positions = e->window_control = e->slope_scaling = false;
+    bool same = false, distant = false;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        if (!strcmp(tok, "sliding")) e->sliding = true;
+        else if (!strcmp(tok, "same")) same = true;
+        else if (!strcmp(tok, "distant")) distant = true;
+        else if (!strcmp(tok, "window")) e->window_control = true;
+        else if (!strcmp(tok, "slopes")) e->slope_scaling = true;
+        else if (!strcmp(tok, "position")) e->positions = true;
+        else if (strcmp(tok, "none")) {
+            fprintf(stderr,
+                    "gpt: unknown instrument '%s' in --instruments (known: sliding, same, "
+                    "distant, window, slopes, position, none)\n",
+                    tok);
+            return false;
+        }
+    }
+    if (!same) e->plan.S = 0;
+    if (!distant) e->n_distant = 0;
+    return true;
+}
+
 int cmd_experiment(int argc, char **argv)
 {
     const char *train_path = NULL, *valid_path = NULL, *methods_s = NULL, *mult_s = "1,2,4,8,16",
-               *out_dir = "experiment";
-    int64_t context = 128, batch = 16, layers = 4, heads = 4, dim = 128, steps = 500,
-            warmup = 50, seed = 1, threads = 0, stride = 0, eval_tokens = 65536, cost = 1;
+               *out_dir = "experiment", *seeds_s = NULL, *distant_s = "1",
+               *instruments_s = "sliding,same,distant,window,slopes,position";
+    int64_t context = 128, batch = 16, layers = 4, heads = 4, dim = 128, steps = 500, warmup = 50,
+            seed = 1, threads = 0, stride = 0, eval_tokens = 65536, cost = 1, score_last = 0,
+            same_bytes = 8192, per_octave = 4, estimate_steps = 0;
     double lr = 2e-3, wd = 0.1;
+    char methods_help[400], known[256];
+    known_list(known, sizeof known);
+    snprintf(methods_help, sizeof methods_help, "comma-separated methods (default: all: %s)",
+             known);
     flag flags[] = {
         {"train", F_STR, &train_path, "training text (default: the built-in corpus)"},
         {"valid", F_STR, &valid_path, "evaluation text (default: the built-in validation part)"},
-        {"methods", F_STR, &methods_s, "comma-separated positional methods (default: all)"},
+        {"methods", F_STR, &methods_s, methods_help},
+        {"seeds", F_STR, &seeds_s,
+         "comma-separated seeds, one run of every method each "
+         "(default: --seed)"},
+        {"seed", F_INT, &seed, "the seed when --seeds is not given (default 1)"},
         {"multiples", F_STR, &mult_s, "evaluation lengths as multiples of L (default 1,2,4,8,16)"},
         {"context", F_INT, &context, "training length L (default 128)"},
         {"stride", F_INT, &stride, "sliding-window stride (default L/2)"},
         {"eval-tokens", F_INT, &eval_tokens, "bytes evaluated per length (default 65536)"},
-        {"cost", F_INT, &cost, "1: also train sinusoidal at 2L for the cost comparison (default)"},
-        {"out-dir", F_STR, &out_dir, "where results.csv, results.md, figure.svg go (experiment)"},
+        {"score-last", F_INT, &score_last,
+         "same-tokens protocol: bytes scored per window "
+         "(default L/2)"},
+        {"same-bytes", F_INT, &same_bytes,
+         "same-tokens protocol: bytes scored per length "
+         "(default 8192)"},
+        {"distant", F_STR, &distant_s,
+         "distant-context ablation: replace the input more than "
+         "k L back, for each k (default 1)"},
+        {"instruments", F_STR, &instruments_s,
+         "any of sliding, same, distant, window, slopes, "
+         "position, or none (default: all)"},
+        {"buckets-per-octave", F_INT, &per_octave,
+         "per-position buckets per doubling "
+         "(default 4; 0: every position)"},
+        {"cost", F_INT, &cost,
+         "1: also train sinusoidal at 2L (first seed) for the paper's "
+         "cost comparison (default 1)"},
+        {"estimate", F_INT, &estimate_steps,
+         "N: train each method N steps, evaluate it, print "
+         "the expected time of the whole budget and stop"},
+        {"out-dir", F_STR, &out_dir, "where the CSV, tables and figures go (experiment)"},
         {"batch", F_INT, &batch, "sequences per step (default 16)"},
         {"layers", F_INT, &layers, "transformer blocks (default 4)"},
         {"heads", F_INT, &heads, "attention heads (default 4)"},
@@ -296,126 +427,162 @@ int cmd_experiment(int argc, char **argv)
         {"lr", F_NUM, &lr, "peak learning rate (default 2e-3)"},
         {"warmup", F_INT, &warmup, "warmup steps (default 50)"},
         {"weight-decay", F_NUM, &wd, "AdamW weight decay (default 0.1)"},
-        {"seed", F_INT, &seed, "seed shared by every model (default 1)"},
         {"threads", F_INT, &threads, "worker threads"},
     };
     int nf = sizeof flags / sizeof *flags;
     int parsed = parse_flags(argc, argv, flags, nf);
     if (parsed != PARSE_OK) return usage_exit(parsed, "gpt experiment [flags]", flags, nf);
-    sl_pos methods[MAX_METHODS];
-    int n_methods = 0;
-    if (methods_s) {
-        if ((n_methods = parse_methods(methods_s, methods, MAX_METHODS)) <= 0) return 2;
-    } else {
-        for (int p = 0; p < SL_POS_COUNT && p < MAX_METHODS; p++) methods[n_methods++] = (sl_pos)p;
-    }
-    int64_t mult[MAX_MULT];
-    int n_mult = parse_int_list(mult_s, mult, MAX_MULT);
-    if (n_mult <= 0) {
-        fprintf(stderr, "gpt: --multiples takes positive integers separated by commas\n");
-        return 2;
-    }
-    for (int i = 1; i < n_mult; i++)
-        if (mult[i] <= mult[i - 1]) {
-            fprintf(stderr, "gpt: --multiples must increase\n");
-            return 2;
-        }
     if (!check_range("context", context, 2, 1 << 16) || !check_range("batch", batch, 1, 4096) ||
         !check_range("layers", layers, 1, 64) || !check_range("heads", heads, 1, 256) ||
         !check_range("dim", dim, 1, 1 << 14) || !check_range("steps", steps, 1, 1 << 30) ||
         !check_range("warmup", warmup, 0, 1 << 30) || !check_range("threads", threads, 0, 256) ||
         !check_range("stride", stride, 0, 1 << 30) || !check_range("cost", cost, 0, 1) ||
-        !check_range("eval-tokens", eval_tokens, 2, INT64_C(1) << 40))
+        !check_range("eval-tokens", eval_tokens, 2, INT64_C(1) << 40) ||
+        !check_range("score-last", score_last, 0, context) ||
+        !check_range("same-bytes", same_bytes, 1, INT64_C(1) << 40) ||
+        !check_range("buckets-per-octave", per_octave, 0, 64) ||
+        !check_range("estimate", estimate_steps, 0, 1 << 30) ||
+        !check_range("seed", seed, 0, INT64_MAX))
         return 2;
     if (!check_number("lr", lr, 0, false, INFINITY) ||
         !check_number("weight-decay", wd, 0, true, INFINITY))
         return 2;
-    if (threads) sl_set_num_threads((int)threads);
-    if (mkdir(out_dir, 0777) != 0 && errno != EEXIST) {
-        fprintf(stderr, "gpt: cannot create '%s': %s\n", out_dir, strerror(errno));
-        return 1;
+    experiment *e = calloc(1, sizeof *e);
+    if (!e) return fprintf(stderr, "gpt: out of memory\n"), 1;
+    int rc = 2;
+    text tr = {0}, va = {0};
+    e->L = context;
+    e->per_octave = (int)per_octave;
+    if (methods_s) {
+        if (!parse_methods(e, methods_s)) goto out;
+    } else {
+        for (int k = 0; k < N_KNOWN; k++) add_method(e, k);
     }
-    text tr, va;
+    if ((e->n_mult = int_list("multiples", mult_s, e->mult, MAX_MULT, true)) <= 0) goto out;
+    if (seeds_s) {
+        if ((e->n_seeds = int_list("seeds", seeds_s, e->seeds, MAX_SEEDS, false)) <= 0) goto out;
+    } else {
+        e->seeds[0] = seed, e->n_seeds = 1;
+    }
+    if ((e->n_distant = int_list("distant", distant_s, e->distant, MAX_K, true)) <= 0) goto out;
+    e->plan.S = score_last ? score_last : (context / 2 ? context / 2 : 1);
+    e->plan.max_scored = same_bytes;
+    if (!parse_instruments(e, instruments_s)) goto out;
+    if (cost) {
+        method *m = &e->methods[e->n_methods++];
+        *m = (method){.pos = SL_POS_SINUSOIDAL, .train_len = 2 * context, .cost_only = true};
+        snprintf(m->name, sizeof m->name, "sinusoidal-2L");
+    }
+    if (threads) sl_set_num_threads((int)threads);
+    rc = 1;
+    if (!estimate_steps && mkdir(out_dir, 0777) != 0 && errno != EEXIST) {
+        fprintf(stderr, "gpt: cannot create '%s': %s\n", out_dir, strerror(errno));
+        goto out;
+    }
     char err[512];
     if (train_path || valid_path) {
         if (!train_path || !valid_path) {
             fprintf(stderr, "gpt: give both --train and --valid, or neither\n");
-            return 2;
+            rc = 2;
+            goto out;
         }
-        if (!text_read(&tr, train_path, err, sizeof err)) {
+        if (!text_read(&tr, train_path, err, sizeof err) ||
+            !text_read(&va, valid_path, err, sizeof err)) {
             fprintf(stderr, "gpt: %s\n", err);
-            return 1;
-        }
-        if (!text_read(&va, valid_path, err, sizeof err)) {
-            fprintf(stderr, "gpt: %s\n", err);
-            text_free(&tr);
-            return 1;
+            goto out;
         }
     } else {
         text_builtin(&tr, 0, 2 << 20);
         text_builtin(&va, 1, 256 << 10);
+        if (!tr.bytes || !va.bytes) {
+            fprintf(stderr, "gpt: out of memory\n");
+            goto out;
+        }
     }
-    int64_t span = va.n - 1 < eval_tokens ? va.n - 1 : eval_tokens;
-
-    /* The command line, for the report. */
-    char command[1024] = "gpt experiment";
-    for (int i = 0; i < argc; i++) {
-        size_t n = strlen(command);
-        snprintf(command + n, sizeof command - n, " %s", argv[i]);
+    e->span = va.n - 1 < eval_tokens ? va.n - 1 : eval_tokens;
+    e->stride = stride ? stride : (context / 2 ? context / 2 : 1);
+    for (int i = 0; i < e->n_mult; i++)
+        if (e->mult[i] * context <= e->span) e->plan.Tmax = e->mult[i] * context;
+    if (e->plan.S && e->plan.S > e->mult[0] * context) e->plan.S = e->mult[0] * context;
+    snprintf(e->command, sizeof e->command, "gpt experiment");
+    for (int i = 0; i < argc; i++)
+        snprintf(e->command + strlen(e->command), sizeof e->command - strlen(e->command), " %s",
+                 argv[i]);
+    snprintf(e->settings, sizeof e->settings,
+             "%lld layers, width %lld, %lld heads; %lld steps of %lld x %lld bytes, lr %g, "
+             "warmup %lld, weight decay %g; trained on %s, evaluated on the first %lld bytes "
+             "of %s; %d threads",
+             (long long)layers, (long long)dim, (long long)heads, (long long)steps,
+             (long long)batch, (long long)context, lr, (long long)warmup, wd, tr.source,
+             (long long)e->span, va.source, sl_get_num_threads());
+    budget b = {.steps = steps};
+    b.base = (train_opts){.cfg = {.vocab_size = 256,
+                                  .dim = dim,
+                                  .n_layers = (int)layers,
+                                  .n_heads = (int)heads,
+                                  .mlp_ratio = 4,
+                                  .tie_embeddings = true,
+                                  .fused_qkv = true},
+                          .batch = batch,
+                          .steps = steps,
+                          .warmup = warmup,
+                          .eval_every = 0,
+                          .eval_tokens = eval_tokens < 65536 ? eval_tokens : 65536,
+                          .lr = lr,
+                          .min_lr_frac = 0.1,
+                          .weight_decay = wd,
+                          .clip = 1.0,
+                          .quiet = false};
+    if (estimate_steps) {
+        rc = estimate(e, &b, estimate_steps, &tr, &va);
+        goto out;
     }
-    train_opts base = {
-        .cfg = {.vocab_size = 256, .dim = dim, .n_layers = (int)layers, .n_heads = (int)heads,
-                .mlp_ratio = 4, .tie_embeddings = true, .fused_qkv = true,
-                .seed = (uint64_t)seed},
-        .batch = batch, .steps = steps, .warmup = warmup, .eval_every = 0,
-        .eval_tokens = eval_tokens < 65536 ? eval_tokens : 65536, .lr = lr, .min_lr_frac = 0.1,
-        .weight_decay = wd, .clip = 1.0};
-    run runs[MAX_METHODS + 1];
-    memset(runs, 0, sizeof runs);
-    int n_runs = 0, rc = 0;
+    int n_runs = 0, done = 0;
+    for (int mi = 0; mi < e->n_methods; mi++) n_runs += e->methods[mi].cost_only ? 1 : e->n_seeds;
     double t0 = now();
-    for (int k = 0; k < n_methods; k++) {
-        runs[n_runs].pos = methods[k];
-        if (!train_and_eval(&runs[n_runs], &base, context, context, mult, n_mult, stride, span,
-                            &tr, &va)) {
-            rc = 1;
-            goto out;
+    for (int si = 0; si < e->n_seeds; si++)
+        for (int mi = 0; mi < e->n_methods; mi++) {
+            if (e->methods[mi].cost_only && si) continue;
+            if (!run_one(e, mi, si, &b, 0, &tr, &va, true)) goto out;
+            done++;
+            double per = (now() - t0) / done;
+            char a[32], c[32];
+            fmt_duration(per, a, sizeof a);
+            fmt_duration(per * (n_runs - done), c, sizeof c);
+            if (done == 1)
+                fprintf(stderr,
+                        "   expected: about %s per run, so %s more for the other %d "
+                        "runs (methods on materialised scores, t5, kerple, sandwich, fire, "
+                        "take longer; --estimate measures each)\n",
+                        a, c, n_runs - 1);
+            else if (done < n_runs)
+                fprintf(stderr, "   run %d of %d done; at %s per run so far, %s to go\n", done,
+                        n_runs, a, c);
         }
-        n_runs++;
-    }
-    int n_main = n_runs;
-    sl_pos sinusoidal;
-    if (cost && sl_pos_parse("sinusoidal", &sinusoidal)) {
-        /* Sinusoidal trained at 2L, evaluated at multiples of L (so its "1" column is L). */
-        runs[n_runs].pos = sinusoidal;
-        if (!train_and_eval(&runs[n_runs], &base, 2 * context, context, mult, n_mult, stride,
-                            span, &tr, &va)) {
-            rc = 1;
-            goto out;
-        }
-        n_runs++;
-    }
+    e->seconds = now() - t0;
     sl_error_clear();
-    char path[1024];
-    snprintf(path, sizeof path, "%s/results.csv", out_dir);
-    bool ok = write_csv(path, runs, n_runs, mult, n_mult, context, stride);
-    snprintf(path, sizeof path, "%s/results.md", out_dir);
-    ok = ok && write_md(path, runs, n_runs, n_main, mult, n_mult, context, stride, command);
-    snprintf(path, sizeof path, "%s/figure.svg", out_dir);
-    ok = ok && write_svg(path, runs, n_main, mult, n_mult, context);
-    if (!ok) {
+    if (!write_report(e, out_dir) || !write_figures(e, out_dir)) {
         fprintf(stderr, "gpt: cannot write the results under '%s': %s\n", out_dir, strerror(errno));
-        rc = 1;
-    } else {
-        fprintf(stderr, "\nexperiment done in %.0f s; wrote %s/results.csv, results.md, figure.svg\n",
-                now() - t0, out_dir);
-        snprintf(path, sizeof path, "%s/results.md", out_dir);
-        FILE *f = fopen(path, "r");
-        for (int c; f && (c = fgetc(f)) != EOF;) putchar(c);
-        if (f) fclose(f);
+        goto out;
     }
+    char took[32];
+    fmt_duration(e->seconds, took, sizeof took);
+    fprintf(stderr,
+            "\nexperiment done in %s; wrote %s/results.csv, summary.csv, per_position.csv, "
+            "cost.csv, results.md, figure.svg, same_tokens.svg, per_position.svg, "
+            "distant_context.svg, cost.svg\n",
+            took, out_dir);
+    char path[1100];
+    snprintf(path, sizeof path, "%s/results.md", out_dir);
+    FILE *f = fopen(path, "r");
+    for (int c; f && (c = fgetc(f)) != EOF;) putchar(c);
+    if (f) fclose(f);
+    rc = 0;
 out:
     text_free(&tr);
     text_free(&va);
+    free(e->rows);
+    free(e->pos);
+    free(e);
     return rc;
 }

@@ -103,10 +103,48 @@ typedef struct {
     int64_t n;  /* bytes scored */
 } score;
 
+/* Per-position sums: sum[i] and count[i] of the losses of the predictions at window position
+ * i (made with i + 1 bytes of context), i < cap; the caller zeroes them. */
+typedef struct {
+    double *sum;
+    int64_t *count;
+    int64_t cap;
+} pos_loss;
+
 /* Non-overlapping windows of T over the first span + 1 bytes: every prediction counts (the
  * paper's main protocol). Grad mode must be off; `step` is reset between batches. */
 bool eval_nonoverlap(sl_gpt *m, const text *t, int64_t T, int64_t span, sl_arena *step,
                      score *out);
+/* The same, adding each prediction's loss into pl (NULL: not) by its position in the window. */
+bool eval_nonoverlap_pos(sl_gpt *m, const text *t, int64_t T, int64_t span, sl_arena *step,
+                         score *out, pos_loss *pl);
+/* The edges of the per-position buckets of a window of T: edges[0] = 0 < edges[1] < ... <
+ * edges[n - 1] = T, bucket b holding positions [edges[b], edges[b + 1]); log-spaced, the
+ * distinct values of round(2^(q / per_octave)) (so 1, 2, ..., 8 are buckets of one position,
+ * then they widen: per_octave 4 gives 10, 11, 13, 16, 19, 23, 27, 32, ...), or one position
+ * per bucket with per_octave 0. Returns n (at most cap). */
+int pos_buckets(int64_t T, int per_octave, int64_t *edges, int cap);
+
+/* The same-tokens protocol: windows that score only their last S predictions, placed so that
+ * every length T in [S, Tmax] scores the same bytes. Window k (k = 0 .. K - 1) of length T
+ * starts at Tmax - T + k S and scores the bytes at text offsets Tmax - S + 1 + k S ..
+ * Tmax + k S; its stride is S and its window T. */
+typedef struct {
+    int64_t S;          /* predictions scored per window */
+    int64_t Tmax;       /* the longest length evaluated: where the first scored block ends */
+    int64_t max_scored; /* at most this many bytes scored (0: as many as the span holds) */
+} same_plan;
+/* K, the windows per length (0 if the first span + 1 bytes hold none). */
+int64_t same_tokens_windows(const same_plan *p, int64_t span);
+/* The loss of those K S bytes with windows of length T (S <= T <= Tmax). keep >= 0: the
+ * distant-context ablation, every input byte more than keep before the first scored position
+ * of its window (window positions [0, T - S - keep)) replaced by the bytes at the same place
+ * half the text away (circularly: deterministic, real text of the corpus, never the window's
+ * own bytes; the text needs 2 (T + 1) bytes); so each scored prediction keeps at least its
+ * keep + 1 nearest bytes. keep < 0: nothing replaced. targets (NULL: not wanted) receives the
+ * text offset of each scored byte, K S of them, in order. */
+bool eval_same_tokens(sl_gpt *m, const text *t, int64_t T, const same_plan *p, int64_t keep,
+                      int64_t span, sl_arena *step, score *out, int64_t *targets);
 /* Sliding windows of T moved by `stride`: the first window scores all its predictions, each
  * later one only its last `stride`, so every scored byte has at least T - stride context. */
 bool eval_sliding(sl_gpt *m, const text *t, int64_t T, int64_t stride, int64_t span,

@@ -1,7 +1,8 @@
 /* examples/gpt/main.c — a byte-level GPT: train short, evaluate long, sample.
  *
  *   gpt train  [--data FILE] [--val FILE] [--pos METHOD] [--context L] ... [--out CKPT]
- *   gpt eval   --ckpt CKPT [--data FILE] [--lengths 128,256,512] [--stride S]
+ *   gpt eval   --ckpt CKPT [--data FILE] [--lengths 128,256,512] [--stride S] [--score-last S]
+ *              [--distant 1,2] [--window W] [--slope-scale X|auto] [--per-position CSV]
  *   gpt sample --ckpt CKPT [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K]
  *   gpt experiment [--train FILE --valid FILE] [--methods ...]   (see experiment.c)
  *   mpirun -np N gpt train ...   data-parallel on N MPI ranks (dist.c)
@@ -12,6 +13,7 @@
 #include "dist.h"
 #include "gpt.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -182,16 +184,57 @@ unlock:
 
 /* ---------------------------------------------------------------- eval */
 
+/* Writes the per-position losses of one length as CSV rows (length, bucket, n, nll, ppl). */
+static void write_positions(FILE *f, int64_t T, const pos_loss *pl, int per_octave)
+{
+    int64_t edges[4096];
+    int n = pos_buckets(T, per_octave, edges, 4096);
+    for (int b = 0; b + 1 < n; b++) {
+        double s = 0;
+        int64_t c = 0;
+        for (int64_t i = edges[b]; i < edges[b + 1] && i < pl->cap; i++)
+            s += pl->sum[i], c += pl->count[i];
+        if (c)
+            fprintf(f, "%lld,%lld,%lld,%lld,%.6f,%.6f\n", (long long)T, (long long)edges[b],
+                    (long long)edges[b + 1], (long long)c, s / (double)c, exp(s / (double)c));
+    }
+}
+
 static int cmd_eval(int argc, char **argv)
 {
-    const char *ckpt = NULL, *data = NULL, *lengths_s = NULL;
-    int64_t stride = 0, max_tokens = 65536, threads = 0;
+    const char *ckpt = NULL, *data = NULL, *lengths_s = NULL, *distant_s = NULL, *slope_s = NULL,
+               *positions = NULL;
+    int64_t stride = 0, max_tokens = 65536, threads = 0, score_last = -1, same_bytes = 16384,
+            window = 0, per_octave = 4;
     flag flags[] = {
         {"ckpt", F_STR, &ckpt, "checkpoint written by gpt train (required)"},
         {"data", F_STR, &data, "text to evaluate on (default: the built-in validation text)"},
         {"lengths", F_STR, &lengths_s, "comma-separated window lengths (default L,2L,4L,8L)"},
         {"stride", F_INT, &stride, "sliding-window stride (default: half of each length)"},
         {"max-tokens", F_INT, &max_tokens, "bytes evaluated per length (default 65536)"},
+        {"score-last", F_INT, &score_last,
+         "same-tokens protocol: score the last S predictions "
+         "of each window, the same bytes at every length "
+         "(default L/2, at most the shortest length; 0: off)"},
+        {"same-bytes", F_INT, &same_bytes,
+         "bytes the same-tokens protocol scores at most "
+         "(default 16384)"},
+        {"distant", F_STR, &distant_s,
+         "k1,k2,...: also same tokens with the input more than "
+         "k L before each window's first scored byte replaced by "
+         "text from half the file away"},
+        {"window", F_INT, &window,
+         "attention window for every layer (0: none; L: the "
+         "sliding-window control)"},
+        {"slope-scale", F_STR, &slope_s,
+         "ALiBi: multiply the slopes by X, or 'auto' for L/T at "
+         "each length T > L (position interpolation)"},
+        {"per-position", F_STR, &positions,
+         "write the non-overlapping loss by position in the "
+         "window to this CSV file"},
+        {"buckets-per-octave", F_INT, &per_octave,
+         "per-position buckets: log-spaced, this many "
+         "per doubling (default 4; 0: every position)"},
         {"threads", F_INT, &threads, "worker threads"},
     };
     int nf = sizeof flags / sizeof *flags;
@@ -203,14 +246,41 @@ static int cmd_eval(int argc, char **argv)
     if (parsed != PARSE_OK) return usage_exit(parsed, "gpt eval --ckpt CKPT [flags]", flags, nf);
     if (!check_range("stride", stride, 0, INT64_C(1) << 40) ||
         !check_range("max-tokens", max_tokens, 2, INT64_C(1) << 40) ||
+        !check_range("score-last", score_last, -1, INT64_C(1) << 30) ||
+        !check_range("same-bytes", same_bytes, 1, INT64_C(1) << 40) ||
+        !check_range("window", window, 0, INT64_C(1) << 40) ||
+        !check_range("buckets-per-octave", per_octave, 0, 64) ||
         !check_range("threads", threads, 0, 256))
         return 2;
+    int64_t distant[16];
+    int nd = 0;
+    if (distant_s && (nd = parse_int_list(distant_s, distant, 16)) <= 0) {
+        fprintf(stderr, "gpt: --distant takes positive integers separated by commas, got '%s'\n",
+                distant_s);
+        return 2;
+    }
+    double slope_scale = 1;
+    bool slope_auto = slope_s && !strcmp(slope_s, "auto");
+    if (slope_s && !slope_auto) {
+        char *end;
+        slope_scale = strtod(slope_s, &end);
+        if (!*slope_s || *end || !(isfinite(slope_scale) && slope_scale > 0)) {
+            fprintf(stderr, "gpt: --slope-scale takes a number > 0 or 'auto', got '%s'\n", slope_s);
+            return 2;
+        }
+    }
     if (threads) sl_set_num_threads((int)threads);
     sl_gpt *m = sl_gpt_load(ckpt, SL_F32);
     if (!m) return fail("cannot load the checkpoint");
     int64_t lengths[64];
     int nl;
     int64_t L = m->cfg.context;
+    if (slope_s && m->cfg.pos != SL_POS_ALIBI) {
+        fprintf(stderr, "gpt: --slope-scale needs an ALiBi model; %s has %s positions\n", ckpt,
+                sl_pos_name(m->cfg.pos));
+        sl_gpt_free(m);
+        return 2;
+    }
     if (lengths_s) {
         nl = parse_int_list(lengths_s, lengths, 64);
         if (nl <= 0) {
@@ -246,16 +316,72 @@ static int cmd_eval(int argc, char **argv)
         return 1;
     }
     int64_t span = t.n - 1 < max_tokens ? t.n - 1 : max_tokens;
+    /* The same-tokens plan: S scored per window, the longest length that fits as Tmax. */
+    same_plan plan = {0, 0, same_bytes};
+    int64_t shortest = INT64_MAX;
+    for (int i = 0; i < nl; i++) {
+        if (lengths[i] <= span && lengths[i] > plan.Tmax) plan.Tmax = lengths[i];
+        if (lengths[i] < shortest) shortest = lengths[i];
+    }
+    plan.S = score_last >= 0 ? score_last : (L / 2 > 0 ? L / 2 : 1);
+    if (score_last < 0 && plan.S > shortest) plan.S = shortest;
+    if (plan.S > shortest) {
+        fprintf(stderr, "gpt: --score-last %lld is longer than the shortest length %lld\n",
+                (long long)plan.S, (long long)shortest);
+        text_free(&t);
+        sl_gpt_free(m);
+        return 2;
+    }
+    int64_t K = plan.S ? same_tokens_windows(&plan, span) : 0;
+    FILE *pf = NULL;
+    if (positions && !(pf = fopen(positions, "w"))) {
+        fprintf(stderr, "gpt: cannot write '%s': %s\n", positions, strerror(errno));
+        text_free(&t);
+        sl_gpt_free(m);
+        return 1;
+    }
+    if (pf) fprintf(pf, "length,pos_lo,pos_hi,n,nll,ppl\n");
+    if (window && !sl_gpt_set_window(m, window)) {
+        fail("cannot set the window");
+        if (pf) fclose(pf);
+        text_free(&t);
+        sl_gpt_free(m);
+        return 1;
+    }
     printf("# gpt eval: %s (pos %s%s, trained at L = %lld) on %s, first %lld bytes\n", ckpt,
            sl_pos_name(m->cfg.pos), m->cfg.slopes == SL_SLOPES_LEARNED ? ", learned slopes" : "",
            (long long)L, t.source, (long long)span);
-    printf("%8s %8s %12s %10s %8s %12s %10s\n", "length", "x L", "ppl", "bits/byte", "stride",
+    if (window) printf("# attention window %lld in every layer\n", (long long)window);
+    if (slope_s)
+        printf("# ALiBi slopes scaled by %s\n",
+               slope_auto ? "L / T at each length T > L" : slope_s);
+    printf("# nonoverlap: window T, stride T, every prediction scored (the paper's protocol)\n"
+           "# sliding: window T, the stride below; the first window scores all, the others "
+           "their last stride\n");
+    if (K)
+        printf("# same-tok: window T, stride %lld, the last %lld predictions scored: the same "
+               "%lld bytes at every length (offsets %lld .. %lld)\n",
+               (long long)plan.S, (long long)plan.S, (long long)(K * plan.S),
+               (long long)(plan.Tmax - plan.S + 1), (long long)(plan.Tmax + (K - 1) * plan.S));
+    for (int k = 0; k < nd && K; k++)
+        printf("# beyond-%lldL: same-tok with the input more than %lld bytes before each "
+               "window's first scored byte replaced by text from half the file away\n",
+               (long long)distant[k], (long long)(distant[k] * L));
+    printf("%8s %8s %12s %10s %8s %12s %10s", "length", "x L", "ppl", "bits/byte", "stride",
            "sliding ppl", "bits/byte");
+    if (K) printf(" %12s %10s", "same-tok ppl", "bits/byte");
+    for (int k = 0; k < nd && K; k++) {
+        char h[32];
+        snprintf(h, sizeof h, "beyond-%lldL", (long long)distant[k]);
+        printf(" %12s", h);
+    }
+    printf("\n");
     sl_arena *step = sl_arena_new(0);
     sl_arena *prev = sl_arena_set(step);
     bool g = sl_set_grad_enabled(false);
     m->train = false;
     int rc = 0;
+    pos_loss pl = {0};
     for (int i = 0; i < nl; i++) {
         int64_t T = lengths[i], st = stride ? stride : (T / 2 ? T / 2 : 1);
         if (T > span) {
@@ -265,9 +391,27 @@ static int cmd_eval(int argc, char **argv)
             continue;
         }
         if (st > T) st = T;
-        score a, b;
-        if (!eval_nonoverlap(m, &t, T, span, step, &a) ||
-            !eval_sliding(m, &t, T, st, span, step, &b)) {
+        if (slope_s && !sl_gpt_scale_slopes(m, slope_auto ? (T > L ? (double)L / (double)T : 1)
+                                                          : slope_scale)) {
+            rc = fail("cannot scale the slopes");
+            break;
+        }
+        if (pf) {
+            free(pl.sum), free(pl.count);
+            pl = (pos_loss){calloc((size_t)T, sizeof(double)), calloc((size_t)T, sizeof(int64_t)),
+                            T};
+            if (!pl.sum || !pl.count) {
+                rc = 1, fprintf(stderr, "gpt: out of memory\n");
+                break;
+            }
+        }
+        score a, b, c = {NAN, 0}, dk[16];
+        bool ok = eval_nonoverlap_pos(m, &t, T, span, step, &a, pf ? &pl : NULL) &&
+                  eval_sliding(m, &t, T, st, span, step, &b) &&
+                  (!K || eval_same_tokens(m, &t, T, &plan, -1, span, step, &c, NULL));
+        for (int k = 0; ok && K && k < nd; k++)
+            ok = eval_same_tokens(m, &t, T, &plan, distant[k] * L, span, step, &dk[k], NULL);
+        if (!ok) {
             /* e.g. a learned-position model asked past its table: say so and go on */
             printf("%8lld %8.2f %12s %10s %8s %12s %10s   (%s)\n", (long long)T,
                    (double)T / (double)L, "n/a", "n/a", "", "n/a", "n/a", sl_error_message());
@@ -275,11 +419,16 @@ static int cmd_eval(int argc, char **argv)
             sl_arena_reset(step);
             continue;
         }
-        printf("%8lld %8.2f %12.4f %10.4f %8lld %12.4f %10.4f\n", (long long)T,
-               (double)T / (double)L, exp(a.nll), a.nll / log(2.0), (long long)st, exp(b.nll),
-               b.nll / log(2.0));
+        printf("%8lld %8.2f %12.4f %10.4f %8lld %12.4f %10.4f", (long long)T, (double)T / (double)L,
+               exp(a.nll), a.nll / log(2.0), (long long)st, exp(b.nll), b.nll / log(2.0));
+        if (K) printf(" %12.4f %10.4f", exp(c.nll), c.nll / log(2.0));
+        for (int k = 0; k < nd && K; k++) printf(" %12.4f", exp(dk[k].nll));
+        printf("\n");
+        if (pf) write_positions(pf, T, &pl, (int)per_octave);
         fflush(stdout);
     }
+    free(pl.sum), free(pl.count);
+    if (pf && fclose(pf) != 0) rc = 1, fprintf(stderr, "gpt: cannot write '%s'\n", positions);
     sl_set_grad_enabled(g);
     sl_arena_set(prev);
     sl_arena_free(step);

@@ -136,9 +136,16 @@ typedef enum sl_pos {
     SL_POS_ROTARY,     /* RoPE: q and k rotated by position (sl_rotary, base SL_ROTARY_BASE) */
     SL_POS_T5,         /* T5's learned bias per head and distance bucket (sl_t5_bias), added to
                           the scores; scores materialised, O(T^2) memory */
+    /* The methods after ALiBi, biases added to materialised scores as T5's is: */
+    SL_POS_KERPLE,   /* KERPLE's log kernel -r1_h log(1 + r2_h |p_i - j|) (sl_kerple_bias),
+                        r1 = exp(theta1), r2 = exp(theta2) learned per head */
+    SL_POS_SANDWICH, /* Sandwich's parameter-free bias from sinusoidal inner products
+                        (sl_sandwich_bias) */
+    SL_POS_FIRE,     /* FIRE: an MLP of the distance normalised by the query's position
+                        (sl_fire_bias), learned per layer */
     SL_POS_COUNT
 } sl_pos;
-/* "none", "alibi", "sinusoidal", "learned", "rotary", "t5" */
+/* "none", "alibi", "sinusoidal", "learned", "rotary", "t5", "kerple", "sandwich", "fire" */
 const char *sl_pos_name(sl_pos pos);
 bool sl_pos_parse(const char *name, sl_pos *out);
 
@@ -185,6 +192,18 @@ typedef struct sl_attention_config {
                             "<name>.log_slopes_after" when learned. See "Choosing ALiBi's slopes
                             for an encoder" below. */
     double slope_scale;  /* multiplies the initial slopes (0: 1, the paper's); > 1 is steeper */
+    /* KERPLE only (SL_POS_KERPLE): */
+    sl_tensor *kerple_log_r1, *kerple_log_r2; /* (H) each: shared parameters holding log r1 and
+                            log r2 (the GPT shares one pair across its layers, as the authors'
+                            code does); both NULL: the module registers "<name>.kerple_log_r1"
+                            and "<name>.kerple_log_r2", r1 ~ U(0, 2) and r2 ~ U(0, 1) as the
+                            authors initialise them, each at least 0.01 (their clamp) */
+    /* Sandwich only (SL_POS_SANDWICH): */
+    int64_t sandwich_dim; /* d', the sinusoids' dimension, even (0: the head dimension D) */
+    /* FIRE only (SL_POS_FIRE): */
+    int fire_width;        /* W, the MLP's hidden units (0: 32, the paper's) */
+    double fire_threshold; /* L0 > 0, the threshold's initial value in positions (0: 512, the
+                              reference implementation's); the learned threshold is |m| L0 */
 } sl_attention_config;
 
 /* Per-call masks of a (self-)attention over x (B, T, C), in absolute positions (with a KV
@@ -226,6 +245,14 @@ typedef struct sl_attention {
     sl_tensor *log_slopes;   /* learned: the parameter "<name>.log_slopes" (H), m = exp(it) */
     sl_tensor *log_slopes_after; /* learned and asymmetric: "<name>.log_slopes_after" (H) */
     sl_tensor *t5_table;     /* T5: (H, buckets), normal(0, 0.02) when the module's own */
+    sl_tensor *kerple_log_r1, *kerple_log_r2; /* KERPLE: (H) each, shared or the module's own */
+    sl_fire_weights fire; /* FIRE: "<name>.fire.fc1.weight" (W, 1) and ".fc1.bias" (W),
+                             ".fc2.weight" (H, W) and ".fc2.bias" (H), initialised as PyTorch's
+                             nn.Linear is (uniform in +-1/sqrt(fan in)); ".c" (1) = 0.1 and
+                             ".l_mult" (1) = 1, the reference's; no weight decay */
+    double slope_factor;  /* ALiBi: multiplies the slopes at every call (1 after
+                             sl_attention_new; sl_gpt_scale_slopes sets it): inference-time
+                             slope scaling, nothing is retrained */
 } sl_attention;
 /* Errors (NULL): the config's (every setting is checked, with its name); slopes, asymmetric or
  * slope_scale with another method than ALiBi; asymmetric without bidirectional. */
@@ -320,6 +347,10 @@ typedef struct sl_gpt_config {
     double dropout;
     uint64_t seed;       /* initialisation */
     sl_slopes slopes;    /* ALiBi: fixed (the paper's) or learned per layer (checkpointed) */
+    int64_t sandwich_dim;  /* Sandwich: d' (0: the head dimension) */
+    int fire_width;        /* FIRE: the MLP's hidden units (0: 32) */
+    double fire_threshold; /* FIRE: the threshold's initial value L0 (0: context / 4, the ratio of
+                              the reference's 512 to the paper's training length of 2048) */
 } sl_gpt_config;
 
 typedef struct sl_gpt {
@@ -328,6 +359,8 @@ typedef struct sl_gpt {
     sl_embedding_module *tok; /* tok.weight (vocab, C) */
     sl_embedding_module *pos; /* learned: pos.weight (context, C); NULL otherwise */
     sl_tensor *t5_table; /* T5: pos.rel_bias (H, buckets), shared by every layer; else NULL */
+    sl_tensor *kerple_log_r1, *kerple_log_r2; /* KERPLE: pos.kerple_log_r1 and _r2 (H), shared
+                                                 by every layer; else NULL */
     sl_block **blocks;
     sl_layer_norm_module *ln_f;
     sl_linear_module *head; /* NULL when tied */
@@ -351,6 +384,22 @@ sl_kv_cache **sl_gpt_kv_caches_new(const sl_gpt *m, int64_t batch, int64_t capac
 /* Mean next-token cross-entropy of idx (B, T) against targets (B, T) (a 0-d tensor); targets
  * equal to -1 are ignored (padding). */
 sl_tensor *sl_gpt_loss(sl_gpt *m, sl_tensor *idx, sl_tensor *targets);
+
+/* Evaluation-time settings of a built or loaded model (what the checkpoint holds is unchanged;
+ * they hold until set again). For the instruments of the gpt program's eval and experiment.
+ *
+ * Every layer's attention sees only the keys at distance < window from the query (the
+ * attention config's window: O(T W) in the fused kernel; the scores' methods mask the rest);
+ * 0 removes the window. With window L an ALiBi model is the sliding-window control: if it
+ * matches the full model at long lengths, the full model's gain past L does not come from
+ * context farther than L (n_layers (L - 1) with the layers stacked). Errors (false): NULL,
+ * window < 0. */
+bool sl_gpt_set_window(sl_gpt *m, int64_t window);
+/* Every layer's ALiBi slopes, fixed or learned, are multiplied by factor at each call (factor 1
+ * restores them, bitwise): inference-time slope scaling, position interpolation for ALiBi
+ * (Al-Khateeb et al., 2023), with factor L_train / L_eval. Errors (false): NULL, a method other
+ * than ALiBi, factor not finite and > 0. */
+bool sl_gpt_scale_slopes(sl_gpt *m, double factor);
 
 /* ---------------------------------------------------------------- optimizers (optim.c) */
 

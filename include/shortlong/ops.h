@@ -380,6 +380,49 @@ int sl_t5_bucket_bidirectional(int64_t n, int n_buckets, int max_distance);
  * table; errors as sl_t5_bias, with the buckets checked as sl_t5_bucket_bidirectional's. */
 sl_tensor *sl_t5_bias_bidirectional(sl_tensor *table, int64_t tq, int64_t tk, int max_distance);
 
+/* ------------------------------------ methods after ALiBi (kerple.c, sandwich.c, fire.c) */
+
+/* The biases below are (H, tq, tk) tensors to add to the scaled scores q . k / sqrt(D), like
+ * sl_t5_bias's, for tq queries aligned bottom-right to tk keys (query row i at position
+ * p_i = tk - tq + i). Each is defined for keys on both sides of the query (a causal caller
+ * masks the keys after it). Results do not depend on the thread count. */
+
+/* KERPLE's logarithmic bias (Chi et al., NeurIPS 2022):
+ *     bias[h,i,j] = -r1[h] log(1 + r2[h] |p_i - j|)
+ * r1, r2: (H), one float dtype, the output's; positive in the paper (the caller keeps them so:
+ * nn's KERPLE holds their logarithms). Differentiable in r1 and r2 (the bias gradient is summed
+ * per distance in double first). Errors (NULL): shapes, dtypes, tq or tk < 1, a non-finite
+ * value or r2 < 0 (SL_ERR_ARG, naming the head). */
+sl_tensor *sl_kerple_bias(sl_tensor *r1, sl_tensor *r2, int64_t tq, int64_t tk);
+
+/* Sandwich's parameter-free bias (Chi et al., ACL 2023): the inner product of two sinusoidal
+ * position embeddings of dimension dim, less its value at distance 0, scaled per head:
+ *     bias[h,i,j] = (sum_{k=1}^{dim/2} cos((p_i - j) w_k) - dim/2) H / (8 (h + 1)),
+ *     w_k = 10000^(-2k/dim), h = 0 .. H - 1
+ * (so 0 at distance 0, negative elsewhere), computed in double. A new tensor without grad.
+ * Errors (NULL): a non-float dtype, n_heads < 1, dim odd or < 2, tq or tk < 1. */
+sl_tensor *sl_sandwich_bias(sl_dtype dtype, int n_heads, int64_t dim, int64_t tq, int64_t tk);
+
+/* FIRE (Li et al., ICLR 2024): a learned function of the distance normalised by the query's
+ * position,
+ *     bias[h,i,j] = f_h(u),  u = psi(|p_i - j|) / (psi(max(p_i, L)) + SL_FIRE_EPS),
+ *     psi(x) = log(|c| x + 1),  L = |l_mult| l_init,
+ *     f(u) = fc2_weight relu(fc1_weight u + fc1_bias) + fc2_bias        (an MLP, 1 -> W -> H)
+ * as the paper's reference implementation computes it. Differentiable in every weight. */
+#define SL_FIRE_EPS 1e-6
+typedef struct sl_fire_weights {
+    sl_tensor *fc1_weight; /* (W, 1) */
+    sl_tensor *fc1_bias;   /* (W) */
+    sl_tensor *fc2_weight; /* (H, W) */
+    sl_tensor *fc2_bias;   /* (H) */
+    sl_tensor *c;          /* (1) */
+    sl_tensor *l_mult;     /* (1): the threshold is |l_mult| l_init positions */
+} sl_fire_weights;
+/* The weights share one float dtype, the output's. Errors (NULL): a weight of the wrong shape
+ * or dtype (all six named), a non-finite c or l_mult, l_init not finite and >= 0, tq < 1 or
+ * tq > tk (every query position must be >= 0). */
+sl_tensor *sl_fire_bias(const sl_fire_weights *w, double l_init, int64_t tq, int64_t tk);
+
 #ifdef __cplusplus
 }
 #endif
