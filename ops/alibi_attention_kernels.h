@@ -572,6 +572,28 @@ static void FN(row_dots)(const attn_job *j, int64_t r0, int64_t r1)
  *     P = exp(q k^T scale + bias - lse), dV += P^T dO, dP = dO v^T, dS = P (dP - D),
  *     dK += scale dS^T q
  * Keys past the row's key length get no gradient. */
+/* Query tile qt of row b against the key tile already in t (t->j0, t->nk, t->col_seg), for the
+ * backward tasks that walk query tiles per key tile: sets t's query fields and returns the
+ * tile's valid rows, or 0 when it has none or no query segment meets a key segment. */
+static inline int FN(query_tile)(const attn_job *j, int64_t b, int64_t qt, const int32_t *krange,
+                                 FN(tile) *t)
+{
+    const int64_t i0 = qt * TILE, p0 = j->off + i0;
+    const int bq = valid_queries(j, b, p0, (int)(j->Tq - i0 < TILE ? j->Tq - i0 : TILE));
+    if (bq <= 0) return 0;
+    bool uniform = true;
+    if (krange) {
+        const int32_t *qrange = j->segq_range + 2 * (b * j->nqt + qt);
+        if (segs_disjoint(qrange, krange)) return 0;
+        uniform = segs_uniform(qrange, krange);
+        t->row_seg = j->seg_q + b * j->Tq + i0;
+    }
+    t->p0 = p0;
+    t->nq = bq;
+    t->full = tile_full(j, t->j0, t->nk, p0, bq, t->nk, uniform);
+    return bq;
+}
+
 static void FN(kv_grad_task)(const attn_job *j, int64_t b, int64_t g, int64_t kt, char *scratch)
 {
     FN(tiles) w;
@@ -599,19 +621,9 @@ static void FN(kv_grad_task)(const attn_job *j, int64_t b, int64_t g, int64_t kt
         t.nk = bk;
         t.col_seg = w.colseg;
         for (int64_t qt = (plo - j->off) / TILE; qt <= (phi - 1 - j->off) / TILE; qt++) {
-            const int64_t i0 = qt * TILE, p0 = j->off + i0, row0 = (b * j->H + h) * j->Tq + i0;
-            const int bq = valid_queries(j, b, p0, (int)(j->Tq - i0 < TILE ? j->Tq - i0 : TILE));
+            const int bq = FN(query_tile)(j, b, qt, krange, &t);
             if (bq <= 0) continue;
-            bool uniform = true;
-            if (krange) {
-                const int32_t *qrange = j->segq_range + 2 * (b * j->nqt + qt);
-                if (segs_disjoint(qrange, krange)) continue;
-                uniform = segs_uniform(qrange, krange);
-                t.row_seg = j->seg_q + b * j->Tq + i0;
-            }
-            t.p0 = p0;
-            t.nq = bq;
-            t.full = tile_full(j, j0, bk, p0, bq, bk, uniform);
+            const int64_t i0 = qt * TILE, row0 = (b * j->H + h) * j->Tq + i0;
             const T *q = (const T *)j->q + b * j->qs[0] + h * j->qs[1] + i0 * j->qs[2];
             const T *go = (const T *)j->dout + row0 * Dv;
             FN(gemm_set)(bq, bk, (int)D, q, j->qs[2], 1, w.bt, TILE, w.s, TILE);
@@ -743,21 +755,9 @@ static void FN(group_grad_task)(const attn_job *j, int64_t b, int64_t g, char *s
             t.nk = bk;
             t.col_seg = w.colseg;
             for (int64_t qt = (plo - j->off) / TILE; qt <= (phi - 1 - j->off) / TILE; qt++) {
-                const int64_t i0 = qt * TILE, p0 = j->off + i0;
-                const int64_t row0 = (b * j->H + h) * j->Tq + i0;
-                const int bq =
-                    valid_queries(j, b, p0, (int)(j->Tq - i0 < TILE ? j->Tq - i0 : TILE));
+                const int bq = FN(query_tile)(j, b, qt, krange, &t);
                 if (bq <= 0) continue;
-                bool uniform = true;
-                if (krange) {
-                    const int32_t *qrange = j->segq_range + 2 * (b * j->nqt + qt);
-                    if (segs_disjoint(qrange, krange)) continue;
-                    uniform = segs_uniform(qrange, krange);
-                    t.row_seg = j->seg_q + b * j->Tq + i0;
-                }
-                t.p0 = p0;
-                t.nq = bq;
-                t.full = tile_full(j, j0, bk, p0, bq, bk, uniform);
+                const int64_t i0 = qt * TILE, row0 = (b * j->H + h) * j->Tq + i0;
                 const T *q = (const T *)j->q + b * j->qs[0] + h * j->qs[1] + i0 * j->qs[2];
                 const T *go = (const T *)j->dout + row0 * Dv;
                 FN(gemm_set)(bq, bk, (int)D, q, j->qs[2], 1, w.bt, TILE, w.s, TILE);
