@@ -236,9 +236,10 @@ static sl_tensor *attend_scores(const sl_attention *m, sl_tensor *q, sl_tensor *
     return ok ? y : NULL;
 }
 
-/* The fused kernel with the module's slopes (exp of the parameters when learned) and options. */
-static sl_tensor *attend_fused(const sl_attention *m, sl_tensor *q, sl_tensor *k, sl_tensor *v,
-                               const sl_attention_mask *mask)
+/* The fused kernel's options and slopes (exp of the parameters when learned) for the module;
+ * NULL if making the slopes failed. */
+static sl_tensor *fused_args(const sl_attention *m, const sl_attention_mask *mask,
+                             sl_alibi_opts *opts)
 {
     const sl_attention_config *c = &m->cfg;
     sl_alibi_opts o = {.bidirectional = c->bidirectional, .window = c->window};
@@ -254,7 +255,16 @@ static sl_tensor *attend_fused(const sl_attention *m, sl_tensor *q, sl_tensor *k
         if (c->asymmetric) o.slopes_after = sl_mul_scalar(o.slopes_after, m->slope_factor);
     }
     if (!slopes || (c->asymmetric && !o.slopes_after)) return NULL;
-    return sl_alibi_attention(q, k, v, slopes, &o);
+    *opts = o;
+    return slopes;
+}
+
+static sl_tensor *attend_fused(const sl_attention *m, sl_tensor *q, sl_tensor *k, sl_tensor *v,
+                               const sl_attention_mask *mask)
+{
+    sl_alibi_opts o;
+    sl_tensor *slopes = fused_args(m, mask, &o);
+    return slopes ? sl_alibi_attention(q, k, v, slopes, &o) : NULL;
 }
 
 /* mask's tensors as arrays in the current arena (checked by check_mask). */
@@ -633,6 +643,17 @@ sl_tensor *sl_attention_forward_masked(const sl_attention *m, sl_tensor *x, sl_k
         return SL_FAIL(SL_ERR_STATE, "sl_attention_forward: a KV cache needs grad mode off "
                        "(sl_set_grad_enabled(false)): cache writes are not recorded for backward");
     if (!check_mask(mask, x->shape[0], (cache ? cache->len : 0) + x->shape[1])) return NULL;
+    if (c->fused_qkv && !cache && (c->pos == SL_POS_ALIBI || c->pos == SL_POS_NONE ||
+                                   c->pos == SL_POS_SINUSOIDAL || c->pos == SL_POS_LEARNED)) {
+        /* the fused kernel on the heads where the projection puts them: no split, no merge */
+        sl_alibi_opts o;
+        sl_tensor *qkv = sl_linear_forward(m->qkv, x); // (B, T, C + 2 Hk D)
+        sl_tensor *slopes = qkv ? fused_args(m, mask, &o) : NULL;
+        sl_tensor *y = slopes ? sl_alibi_attention_packed(qkv, c->n_heads, c->n_kv_heads,
+                                                          slopes, &o)
+                              : NULL;       // (B, T, C)
+        return sl_linear_forward(m->proj, y);
+    }
     sl_tensor *q, *k, *v; // (B, T, C), (B, T, Hk D), (B, T, Hk D)
     if (c->fused_qkv) {
         sl_tensor *qkv = sl_linear_forward(m->qkv, x); // (B, T, C + 2 Hk D)

@@ -24,6 +24,11 @@
  * visible key gets the output 0 and the log-sum-exp +inf, which makes its probabilities, and so
  * every gradient through it, exactly 0 in backward.
  *
+ * Layouts. The kernels read q, k, v and write the output and the gradients through strides
+ * per (batch, head, position), so sl_alibi_attention_packed runs on the heads as one Linear
+ * packs them, (B, T, (H + 2 Hk) D), and writes its output (B, T, H Dv) and qkv's gradient
+ * where the heads lie: the split and merge views, and their copies in backward, never exist.
+ *
  * The tile products (alibi_attention_kernels.h) are register-blocked loops on GCC/Clang vector
  * types, AVX-512 when the build targets it: tiles this small run faster in registers here than
  * through calls to a BLAS (BENCHMARKS.md compares the rates). Tiles live in each thread's
@@ -145,6 +150,10 @@ static void row_dots_range(void *ctx, int64_t r0, int64_t r1)
 
 typedef struct {
     attn_job job; /* the forward's, lse included */
+    /* sl_alibi_attention_packed: input 0 is qkv, whose gradient holds dq, dk, dv at these
+     * element offsets (the job's dqs, dks, dvs are its strides), the slopes inputs 1 and 2 */
+    bool packed;
+    int64_t dk_at, dv_at;
 } attn_saved;
 
 /* Whether the backward runs as one pass over (batch, kv head) (group_grad_task: five tile
@@ -195,12 +204,23 @@ static bool attention_backward(sl_node *n)
     attn_job j = s->job;
     sl_dtype dt = n->out->dtype;
     sl_tensor *g[5] = {NULL, NULL, NULL, NULL, NULL}; /* dq, dk, dv, dslopes, dslopes_after */
-    for (int i = 0; i < n->n_in; i++)
-        if (n->in[i] && n->in[i]->requires_grad && !(g[i] = sl_input_grad(n, i))) return false;
-    j.dout = n->grad->data;
-    j.dq = g[0] ? sl_ptr(g[0]) : NULL;
-    j.dk = g[1] ? sl_ptr(g[1]) : NULL;
-    j.dv = g[2] ? sl_ptr(g[2]) : NULL;
+    const int first_slope = s->packed ? 1 : 3;
+    for (int i = 0; i < n->n_in; i++) {
+        int slot = i < first_slope ? i : 3 + i - first_slope;
+        if (n->in[i] && n->in[i]->requires_grad && !(g[slot] = sl_input_grad(n, i))) return false;
+    }
+    j.dout = sl_ptr(n->grad);
+    if (s->packed && g[0]) { /* one gradient, qkv's, holds all three */
+        char *base = sl_ptr(g[0]);
+        size_t es = sl_dtype_size(dt);
+        j.dq = base;
+        j.dk = base + es * (size_t)s->dk_at;
+        j.dv = base + es * (size_t)s->dv_at;
+    } else {
+        j.dq = g[0] ? sl_ptr(g[0]) : NULL;
+        j.dk = g[1] ? sl_ptr(g[1]) : NULL;
+        j.dv = g[2] ? sl_ptr(g[2]) : NULL;
+    }
 
     sl_arena *a = sl_arena_current();
     int64_t rows = j.B * j.H * j.Tq;
@@ -218,8 +238,8 @@ static bool attention_backward(sl_node *n)
     if (single_pass(&j)) {
         if (!run_phase(&j, PHASE_GROUP_GRAD, dt)) return false;
     } else {
-        if ((g[1] || g[2]) && !run_phase(&j, PHASE_KV_GRAD, dt)) return false;
-        if ((g[0] || want_slopes) && !run_phase(&j, PHASE_Q_GRAD, dt)) return false;
+        if ((j.dk || j.dv) && !run_phase(&j, PHASE_KV_GRAD, dt)) return false;
+        if ((j.dq || want_slopes) && !run_phase(&j, PHASE_Q_GRAD, dt)) return false;
     }
     if (g[3]) add_slope_grads(&j, 0, g[3]);
     if (g[4]) add_slope_grads(&j, 1, g[4]); /* asym: a slopes_after input is there */
@@ -228,7 +248,7 @@ static bool attention_backward(sl_node *n)
 
 /* ---------------------------------------------------------------- the op */
 
-static const char *const OP = "sl_alibi_attention";
+static const char *const OP = "sl_alibi_attention", *const PACKED_OP = "sl_alibi_attention_packed";
 
 static bool check_4d(const char *name, const sl_tensor *t, const char *dims)
 {
@@ -241,20 +261,21 @@ static bool check_4d(const char *name, const sl_tensor *t, const char *dims)
     return true;
 }
 
-static bool check_slopes(const char *name, const sl_tensor *s, const sl_tensor *q)
+/* s is [H] f32 or f64; `of` says what H was read from ("q [2,8,16,64]"). */
+static bool check_slopes(const char *op, const char *name, const sl_tensor *s, int64_t H,
+                         const char *of)
 {
     if (s->dtype != SL_F32 && s->dtype != SL_F64)
-        return sl_set_error(SL_ERR_DTYPE, "%s: %s must be f32 or f64, got %s %s", OP, name,
+        return sl_set_error(SL_ERR_DTYPE, "%s: %s must be f32 or f64, got %s %s", op, name,
                             sl_dtype_name(s->dtype), sl_shape_str(s));
-    if (s->ndim != 1 || s->shape[0] != q->shape[1])
-        return sl_set_error(SL_ERR_SHAPE, "%s: %s %s for q %s: need one per head, [%lld]", OP, name,
-                            sl_shape_str(s), sl_shape_str(q), (long long)q->shape[1]);
+    if (s->ndim != 1 || s->shape[0] != H)
+        return sl_set_error(SL_ERR_SHAPE, "%s: %s %s for %s: need one per head, [%lld]", op, name,
+                            sl_shape_str(s), of, (long long)H);
     return true;
 }
 
 /* The shape, dtype and option checks, in the order the header lists them. */
-static bool check_args(const sl_tensor *q, const sl_tensor *k, const sl_tensor *v,
-                       const sl_tensor *slopes, bool causal, double scale)
+static bool check_args(const sl_tensor *q, const sl_tensor *k, const sl_tensor *v, bool causal)
 {
     if (!check_4d("q", q, "[B,H,Tq,D]") || !check_4d("k", k, "[B,Hk,Tk,D]") ||
         !check_4d("v", v, "[B,Hk,Tk,Dv]"))
@@ -280,25 +301,23 @@ static bool check_args(const sl_tensor *q, const sl_tensor *k, const sl_tensor *
                             "%s: q %s and k %s: causal attention needs Tq <= Tk (%lld queries, "
                             "%lld keys)",
                             OP, qs, ks, (long long)q->shape[2], (long long)k->shape[2]);
-    if (slopes && !check_slopes("slopes", slopes, q)) return false;
-    if (!isfinite(scale))
-        return sl_set_error(SL_ERR_ARG, "%s: scale %g is not finite", OP, scale);
     return true;
 }
 
 /* An option's tensor: NULL (absent) for NULL or SL_NONE; false if it is a released tensor. */
-static bool opt_tensor(sl_tensor *t, const char *name, sl_tensor **out)
+static bool opt_tensor(const char *op, sl_tensor *t, const char *name, sl_tensor **out)
 {
     *out = t == SL_NONE ? NULL : t;
-    return !*out || sl__check_live(OP, *out, name);
+    return !*out || sl__check_live(op, *out, name);
 }
 
 /* An i32 option of the given shape (1-D [n0] when n1 < 0, else [n0, n1]), copied row-major into
  * the current arena, so that backward reads the values the forward used (NULL: absent). */
-static bool int_option(sl_tensor *t, const char *name, int64_t n0, int64_t n1, int32_t **out)
+static bool int_option(const char *op, sl_tensor *t, const char *name, int64_t n0, int64_t n1,
+                       int32_t **out)
 {
     *out = NULL;
-    if (!opt_tensor(t, name, &t)) return false;
+    if (!opt_tensor(op, t, name, &t)) return false;
     if (!t) return true;
     bool fits = n1 < 0 ? t->ndim == 1 && t->shape[0] == n0
                        : t->ndim == 2 && t->shape[0] == n0 && t->shape[1] == n1;
@@ -307,7 +326,7 @@ static bool int_option(sl_tensor *t, const char *name, int64_t n0, int64_t n1, i
         if (n1 < 0) snprintf(want, sizeof want, "[%lld]", (long long)n0);
         else snprintf(want, sizeof want, "[%lld,%lld]", (long long)n0, (long long)n1);
         return sl_set_error(t->dtype != SL_I32 ? SL_ERR_DTYPE : SL_ERR_SHAPE,
-                            "%s: %s must be i32 %s, got %s %s", OP, name, want,
+                            "%s: %s must be i32 %s, got %s %s", op, name, want,
                             sl_dtype_name(t->dtype), sl_shape_str(t));
     }
     *out = sl_arena_alloc(sl_arena_current(), sizeof(int32_t) * (size_t)sl_numel(t), 64);
@@ -315,11 +334,11 @@ static bool int_option(sl_tensor *t, const char *name, int64_t n0, int64_t n1, i
 }
 
 /* Lengths must be >= 0; one past Tk counts as Tk (every key, every query row valid). */
-static bool check_lengths(int32_t *len, const char *name, int64_t B, int64_t Tk)
+static bool check_lengths(const char *op, int32_t *len, const char *name, int64_t B, int64_t Tk)
 {
     for (int64_t b = 0; len && b < B; b++) {
         if (len[b] < 0)
-            return sl_set_error(SL_ERR_ARG, "%s: %s[%lld] is %d; it must be >= 0", OP, name,
+            return sl_set_error(SL_ERR_ARG, "%s: %s[%lld] is %d; it must be >= 0", op, name,
                                 (long long)b, len[b]);
         if (len[b] > Tk) len[b] = (int32_t)Tk;
     }
@@ -346,28 +365,28 @@ static int32_t *tile_ranges(const int32_t *seg, int64_t B, int64_t T)
 }
 
 /* The masks of the options into the job: lengths, segments (with their tile ranges), window. */
-static bool job_masks(attn_job *j, const sl_alibi_opts *o)
+static bool job_masks(const char *op, attn_job *j, const sl_alibi_opts *o)
 {
     int32_t *len_k, *len_q, *seg_k, *seg_q;
     if (o->window < 0)
-        return sl_set_error(SL_ERR_ARG, "%s: window %lld must be >= 0 (0: no window)", OP,
+        return sl_set_error(SL_ERR_ARG, "%s: window %lld must be >= 0 (0: no window)", op,
                             (long long)o->window);
-    if (!int_option(o->key_lengths, "key_lengths", j->B, -1, &len_k) ||
-        !int_option(o->query_lengths, "query_lengths", j->B, -1, &len_q) ||
-        !int_option(o->key_segments, "key_segments", j->B, j->Tk, &seg_k) ||
-        !int_option(o->query_segments, "query_segments", j->B, j->Tq, &seg_q))
+    if (!int_option(op, o->key_lengths, "key_lengths", j->B, -1, &len_k) ||
+        !int_option(op, o->query_lengths, "query_lengths", j->B, -1, &len_q) ||
+        !int_option(op, o->key_segments, "key_segments", j->B, j->Tk, &seg_k) ||
+        !int_option(op, o->query_segments, "query_segments", j->B, j->Tq, &seg_q))
         return false;
-    if (!check_lengths(len_k, "key_lengths", j->B, j->Tk) ||
-        !check_lengths(len_q, "query_lengths", j->B, j->Tk))
+    if (!check_lengths(op, len_k, "key_lengths", j->B, j->Tk) ||
+        !check_lengths(op, len_q, "query_lengths", j->B, j->Tk))
         return false;
     if (seg_q && !seg_k)
-        return sl_set_error(SL_ERR_ARG, "%s: query_segments without key_segments", OP);
+        return sl_set_error(SL_ERR_ARG, "%s: query_segments without key_segments", op);
     if (seg_k && !seg_q) { /* each query takes the segment of the key at its position */
         if (j->off < 0)
             return sl_set_error(SL_ERR_ARG,
                                 "%s: key_segments without query_segments needs "
                                 "Tq <= Tk (%lld queries, %lld keys)",
-                                OP, (long long)j->Tq, (long long)j->Tk);
+                                op, (long long)j->Tq, (long long)j->Tk);
         seg_q = sl_arena_alloc(sl_arena_current(), sizeof(int32_t) * (size_t)(j->B * j->Tq), 64);
         if (!seg_q) return false;
         for (int64_t b = 0; b < j->B; b++)
@@ -387,9 +406,10 @@ static bool job_masks(attn_job *j, const sl_alibi_opts *o)
 
 /* t itself when its last dim is contiguous (the kernels take any other strides), else a
  * contiguous copy. */
-static sl_tensor *rows_contiguous(sl_tensor *t)
+static sl_tensor *rows_contiguous(const char *op, sl_tensor *t)
 {
-    return t->shape[3] == 1 || t->strides[3] == 1 ? t : sl__contig(OP, t);
+    int d = t->ndim - 1;
+    return t->shape[d] == 1 || t->strides[d] == 1 ? t : sl__contig(op, t);
 }
 
 /* The slopes as doubles in the current arena: from the tensor, or the paper's when NULL. */
@@ -401,30 +421,63 @@ static double *slope_values(const sl_tensor *slopes, int64_t H)
     return m;
 }
 
-sl_tensor *sl_alibi_attention(sl_tensor *q, sl_tensor *k, sl_tensor *v, sl_tensor *slopes,
-                              const sl_alibi_opts *opts)
+/* Strides (b, head, position) of a contiguous (B, heads, T, d) tensor. */
+static void heads_apart(int64_t heads, int64_t T, int64_t d, int64_t s[3])
 {
-    SL_CHECK_TENSOR(OP, q);
-    SL_CHECK_TENSOR(OP, k);
-    SL_CHECK_TENSOR(OP, v);
-    SL_CHECK_OPTIONAL(OP, slopes);
-    slopes = sl__opt(slopes); /* NULL: the paper's */
+    s[0] = heads * T * d;
+    s[1] = T * d;
+    s[2] = d;
+}
+
+/* Strides (b, head, position) of heads of d elements side by side in rows of `row` elements of a
+ * contiguous (B, T, row) tensor. */
+static void heads_packed(int64_t T, int64_t d, int64_t row, int64_t s[3])
+{
+    s[0] = T * row;
+    s[1] = d;
+    s[2] = row;
+}
+
+/* What the two entry points hand the common part: the inputs as (b, head, position, d) (q, k, v:
+ * views when packed, with the strides the kernels read), what the node records, and for packed
+ * calls the qkv tensor (rows contiguous) and the output's shape. */
+typedef struct {
+    const char *op;
+    sl_tensor *q, *k, *v;
+    sl_tensor *packed; /* qkv as read (rows contiguous), or NULL */
+    sl_tensor *in[5];  /* the recorded inputs */
+    int n_in;
+} call;
+
+/* The options, the output, the forward and the node, for either entry point; the shapes are
+ * checked. */
+static sl_tensor *attend(call *c, sl_tensor *slopes, const sl_alibi_opts *opts)
+{
+    const char *op = c->op;
+    sl_tensor *q = c->q, *k = c->k, *v = c->v;
     sl_alibi_opts o = opts ? *opts : (sl_alibi_opts){0};
-    if (!check_args(q, k, v, slopes, !o.bidirectional, o.scale)) return NULL;
+    const int64_t B = q->shape[0], H = q->shape[1], Tq = q->shape[2], D = q->shape[3];
+    const int64_t Hk = k->shape[1], Tk = k->shape[2], Dv = v->shape[3];
+    char of[96];
+    if (c->packed)
+        snprintf(of, sizeof of, "qkv %s of %lld heads", sl_shape_str(c->packed), (long long)H);
+    else
+        snprintf(of, sizeof of, "q %s", sl_shape_str(q));
+    if (slopes && !check_slopes(op, "slopes", slopes, H, of)) return NULL;
     sl_tensor *after;
-    if (!opt_tensor(o.slopes_after, "slopes_after", &after)) return NULL;
+    if (!opt_tensor(op, o.slopes_after, "slopes_after", &after)) return NULL;
     if (after && !o.bidirectional)
         return SL_FAIL(SL_ERR_ARG,
                        "%s: slopes_after needs bidirectional attention (causal "
                        "attention masks every key after its query)",
-                       OP);
-    if (after && !check_slopes("slopes_after", after, q)) return NULL;
-
-    const int64_t B = q->shape[0], H = q->shape[1], Tq = q->shape[2], D = q->shape[3];
-    const int64_t Hk = k->shape[1], Tk = k->shape[2], Dv = v->shape[3];
-    sl_tensor *in[5] = {q, k, v, slopes, after};
+                       op);
+    if (after && !check_slopes(op, "slopes_after", after, H, of)) return NULL;
+    if (!isfinite(o.scale))
+        return SL_FAIL(SL_ERR_ARG, "%s: scale %g is not finite", op, o.scale);
+    if (slopes || after) c->in[c->n_in++] = slopes; /* NULL: the paper's, with slopes_after */
+    if (after) c->in[c->n_in++] = after;
     bool need_grad = false;
-    for (int i = 0; i < 5; i++) need_grad |= in[i] && in[i]->requires_grad;
+    for (int i = 0; i < c->n_in; i++) need_grad |= c->in[i] && c->in[i]->requires_grad;
     need_grad &= sl_grad_enabled();
 
     sl_arena *a = sl_arena_current();
@@ -435,40 +488,120 @@ sl_tensor *sl_alibi_attention(sl_tensor *q, sl_tensor *k, sl_tensor *v, sl_tenso
         .causal = !o.bidirectional, .asym = after != NULL,
         .scale = o.scale != 0 ? o.scale : 1 / sqrt((double)D),
     };
-    if (!job_masks(&j, &o)) return NULL;
-    sl_tensor *qc = rows_contiguous(q), *kc = rows_contiguous(k), *vc = rows_contiguous(v);
-    sl_tensor *out = qc && kc && vc ? sl__new(OP, q->dtype, 4, (int64_t[]){B, H, Tq, Dv}) : NULL;
+    if (!job_masks(op, &j, &o)) return NULL;
+    sl_tensor *out = c->packed ? sl__new(op, q->dtype, 3, (int64_t[]){B, Tq, H * Dv})
+                               : sl__new(op, q->dtype, 4, (int64_t[]){B, H, Tq, Dv});
     double *m = out ? slope_values(slopes, H) : NULL;
     double *m_after = m && after ? slope_values(after, H) : m;
     if (!m_after) return NULL;
     j.slopes = m;
     j.slopes_after = m_after;
-    j.q = sl_ptr(qc);
-    j.k = sl_ptr(kc);
-    j.v = sl_ptr(vc);
+    j.q = sl_ptr(q);
+    j.k = sl_ptr(k);
+    j.v = sl_ptr(v);
     for (int d = 0; d < 3; d++) {
-        j.qs[d] = qc->strides[d];
-        j.ks[d] = kc->strides[d];
-        j.vs[d] = vc->strides[d];
+        j.qs[d] = q->strides[d];
+        j.ks[d] = k->strides[d];
+        j.vs[d] = v->strides[d];
     }
+    int64_t dk_at = 0, dv_at = 0;
+    if (c->packed) { /* the output's heads side by side, the gradients where qkv's heads lie */
+        const int64_t row = c->packed->shape[2];
+        heads_packed(Tq, Dv, H * Dv, j.os);
+        heads_packed(Tq, D, row, j.dqs);
+        heads_packed(Tk, D, row, j.dks);
+        heads_packed(Tk, Dv, row, j.dvs);
+        dk_at = H * D;
+        dv_at = (H + Hk) * D;
+    } else {
+        heads_apart(H, Tq, Dv, j.os);
+        heads_apart(H, Tq, D, j.dqs);
+        heads_apart(Hk, Tk, D, j.dks);
+        heads_apart(Hk, Tk, Dv, j.dvs);
+    }
+    memcpy(j.dos, j.os, sizeof j.dos); /* dL/dout: a contiguous gradient of out's shape */
     j.o = out->data;
     if (need_grad && !(j.lse = sl_arena_alloc(a, sl_dtype_size(q->dtype) * (size_t)(B * H * Tq), 64)))
         return NULL;
     if (!run_phase(&j, PHASE_FORWARD, q->dtype)) return NULL;
 
     sl_node *n;
-    if (!sl_record(&n, OP, out,
-                   after    ? 5
-                   : slopes ? 4
-                            : 3,
-                   in, attention_backward, sizeof(attn_saved)))
+    if (!sl_record(&n, op, out, c->n_in, c->in, attention_backward, sizeof(attn_saved)))
         return NULL;
     if (!n) return out;
-    ((attn_saved *)n->saved)->job = j;
+    attn_saved *sv = n->saved;
+    sv->job = j;
+    sv->packed = c->packed != NULL;
+    sv->dk_at = dk_at;
+    sv->dv_at = dv_at;
     /* what backward reads: q, k, v (or the copies read in their place) and the output; the
      * slopes, lengths and segment ids were copied above */
-    if (!sl_save_for_backward(n, qc) || !sl_save_for_backward(n, kc) ||
-        !sl_save_for_backward(n, vc) || !sl_save_for_backward(n, out))
-        return NULL;
-    return out;
+    bool kept = c->packed ? sl_save_for_backward(n, c->packed)
+                          : sl_save_for_backward(n, q) && sl_save_for_backward(n, k) &&
+                                sl_save_for_backward(n, v);
+    return kept && sl_save_for_backward(n, out) ? out : NULL;
+}
+
+sl_tensor *sl_alibi_attention(sl_tensor *q, sl_tensor *k, sl_tensor *v, sl_tensor *slopes,
+                              const sl_alibi_opts *opts)
+{
+    SL_CHECK_TENSOR(OP, q);
+    SL_CHECK_TENSOR(OP, k);
+    SL_CHECK_TENSOR(OP, v);
+    SL_CHECK_OPTIONAL(OP, slopes);
+    slopes = sl__opt(slopes); /* NULL: the paper's */
+    bool causal = !(opts && opts->bidirectional);
+    if (!check_args(q, k, v, causal)) return NULL;
+    call c = {.op = OP, .in = {q, k, v}, .n_in = 3};
+    c.q = rows_contiguous(OP, q);
+    c.k = rows_contiguous(OP, k);
+    c.v = rows_contiguous(OP, v);
+    if (!c.q || !c.k || !c.v) return NULL;
+    return attend(&c, slopes, opts);
+}
+
+/* A view (B, heads, T, d) of the heads at column `col` of qkv (B, T, row), rows contiguous. */
+static sl_tensor *heads_view(const sl_tensor *qkv, int64_t heads, int64_t d, int64_t col)
+{
+    sl_tensor *t = sl__alias(PACKED_OP, qkv);
+    if (!t) return NULL;
+    t->ndim = 4;
+    int64_t shape[4] = {qkv->shape[0], heads, qkv->shape[1], d};
+    int64_t strides[4] = {qkv->strides[0], d, qkv->strides[1], 1};
+    memcpy(t->shape, shape, sizeof shape);
+    memcpy(t->strides, strides, sizeof strides);
+    t->offset = qkv->offset + col;
+    return t;
+}
+
+sl_tensor *sl_alibi_attention_packed(sl_tensor *qkv, int n_heads, int n_kv_heads,
+                                     sl_tensor *slopes, const sl_alibi_opts *opts)
+{
+    const char *op = PACKED_OP;
+    SL_CHECK_TENSOR(op, qkv);
+    SL_CHECK_OPTIONAL(op, slopes);
+    slopes = sl__opt(slopes);
+    if (n_kv_heads == 0) n_kv_heads = n_heads;
+    if (n_heads < 1 || n_kv_heads < 1 || n_heads % n_kv_heads)
+        return SL_FAIL(SL_ERR_ARG,
+                       "%s: n_heads %d, n_kv_heads %d: both must be >= 1 and n_heads a multiple "
+                       "of n_kv_heads",
+                       op, n_heads, n_kv_heads);
+    if (!sl__check_float(op, qkv)) return NULL;
+    const int64_t parts = (int64_t)n_heads + 2 * (int64_t)n_kv_heads;
+    if (qkv->ndim != 3 || qkv->shape[0] < 1 || qkv->shape[1] < 1 || qkv->shape[2] < 1 ||
+        qkv->shape[2] % parts)
+        return SL_FAIL(SL_ERR_SHAPE,
+                       "%s: qkv %s must be 3-D [B,T,(H + 2 Hk) D], non-empty, its last dim a "
+                       "multiple of %lld (%d query heads and twice %d kv heads)",
+                       op, sl_shape_str(qkv), (long long)parts, n_heads, n_kv_heads);
+    const int64_t D = qkv->shape[2] / parts;
+    call c = {.op = op, .in = {qkv}, .n_in = 1};
+    sl_tensor *p = sl__contig(op, qkv); /* rows of (H + 2 Hk) D, one after the other */
+    c.packed = p;
+    c.q = p ? heads_view(p, n_heads, D, 0) : NULL;
+    c.k = p ? heads_view(p, n_kv_heads, D, n_heads * D) : NULL;
+    c.v = p ? heads_view(p, n_kv_heads, D, (n_heads + n_kv_heads) * D) : NULL;
+    if (!c.q || !c.k || !c.v) return NULL;
+    return attend(&c, slopes, opts);
 }

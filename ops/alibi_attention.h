@@ -31,16 +31,28 @@ typedef struct {
     const int32_t *seg_q, *seg_k; /* (B, Tq), (B, Tk), or both NULL: no segments */
     const int32_t *segq_range;    /* (B, nqt, 2): min and max of seg_q over each query tile */
     const int32_t *segk_range;    /* (B, nkt, 2): the same over each key tile */
+    /* Tensors as (b, head, position, d): element 0 and the element strides of the first three
+     * dims (the last is contiguous), so that heads may lie side by side in rows of (B, T, .):
+     * sl_alibi_attention_packed reads q, k, v and writes out, dq, dk, dv there. */
     const void *q, *k, *v;
     int64_t qs[3], ks[3], vs[3];
-    void *o;            /* (B, H, Tq, Dv) */
-    void *lse;          /* (B, H, Tq), or NULL when nothing will run backward */
-    const void *dout;   /* (B, H, Tq, Dv): dL/dout */
-    void *drow;         /* (B, H, Tq): D_i = dO_i . O_i */
-    void *dq, *dk, *dv; /* gradients to accumulate into (contiguous), NULL if not wanted */
+    void *o; /* (B, H, Tq, Dv) at os */
+    int64_t os[3];
+    void *lse;        /* (B, H, Tq) contiguous, or NULL when nothing will run backward */
+    const void *dout; /* dL/dout, (B, H, Tq, Dv) at dos */
+    int64_t dos[3];
+    void *drow;         /* (B, H, Tq) contiguous: D_i = dO_i . O_i */
+    void *dq, *dk, *dv; /* gradients to accumulate into, at dqs, dks, dvs; NULL if not wanted */
+    int64_t dqs[3], dks[3], dvs[3];
     double *dslope_part; /* (H, B, nqt): per-task shares of dL/dslope, or NULL; asym: then
                             (H, B, nqt) shares of dL/dslope_after */
 } attn_job;
+
+/* The offset of element (b, h, i, 0) of a tensor at strides s. */
+static inline int64_t at3(const int64_t s[3], int64_t b, int64_t h, int64_t i)
+{
+    return b * s[0] + h * s[1] + i * s[2];
+}
 
 /* ---------------------------------------------------------------- which tiles run
  *

@@ -465,14 +465,20 @@ static void FN(fill_colseg)(ISEG *colseg, const int32_t *seg, int n)
     for (int c = 0; c < TILE; c++) colseg[c] = c < n ? (ISEG)seg[c] : 0;
 }
 
-/* Rows [r0, r1) of the output block at row0: zeros, with lse +inf (no gradient). */
-static void FN(zero_rows)(const attn_job *j, int64_t row0, int r0, int r1)
+/* Rows i0 + [r0, r1) of head h, batch b: output zeros, lse +inf (no gradient). */
+static void FN(zero_rows)(const attn_job *j, int64_t b, int64_t h, int64_t i0, int r0, int r1)
 {
-    T *o = (T *)j->o + row0 * j->Dv;
+    const int64_t row0 = (b * j->H + h) * j->Tq + i0;
     for (int r = r0; r < r1; r++) {
-        memset(o + r * j->Dv, 0, sizeof(T) * (size_t)j->Dv);
+        memset((T *)j->o + at3(j->os, b, h, i0 + r), 0, sizeof(T) * (size_t)j->Dv);
         if (j->lse) ((T *)j->lse)[row0 + r] = (T)INFINITY;
     }
+}
+
+/* y_r += a x_r for n rows of len elements: x's rows len apart, y's ld apart. */
+static void FN(add_rows)(int n, int64_t len, T a, const T *x, T *y, int64_t ld)
+{
+    for (int r = 0; r < n; r++) FN(axpby)(len, a, x + r * len, 1, y + r * ld);
 }
 
 /* ---------------------------------------------------------------- forward */
@@ -492,7 +498,7 @@ static void FN(forward_task)(const attn_job *j, int64_t b, int64_t h, int64_t qt
     int64_t klo, khi;
     key_span(j, b, p0, bq, &klo, &khi);
     if (bq <= 0 || klo >= khi) {
-        FN(zero_rows)(j, row0, 0, rows);
+        FN(zero_rows)(j, b, h, i0, 0, rows);
         return;
     }
     const T *q = (const T *)j->q + b * j->qs[0] + h * j->qs[1] + i0 * j->qs[2];
@@ -538,19 +544,19 @@ static void FN(forward_task)(const attn_job *j, int64_t b, int64_t h, int64_t qt
         FN(gemm_acc)(bq, (int)Dv, bk, w.s, 1, TILE, vj, j->vs[2], w.acc, Dv);
     }
     if (first) { /* every key tile was in other segments */
-        FN(zero_rows)(j, row0, 0, rows);
+        FN(zero_rows)(j, b, h, i0, 0, rows);
         return;
     }
-    T *o = (T *)j->o + row0 * Dv;
+    T *o = (T *)j->o + at3(j->os, b, h, i0);
     for (int r = 0; r < bq; r++) {
         if (w.l[r] == 0) { /* no visible key */
-            FN(zero_rows)(j, row0, r, r + 1);
+            FN(zero_rows)(j, b, h, i0, r, r + 1);
             continue;
         }
-        FN(axpby)(Dv, (T)(1 / w.l[r]), w.acc + r * Dv, 0, o + r * Dv);
+        FN(axpby)(Dv, (T)(1 / w.l[r]), w.acc + r * Dv, 0, o + r * j->os[2]);
         if (j->lse) ((T *)j->lse)[row0 + r] = (T)(w.m[r] + log(w.l[r]));
     }
-    FN(zero_rows)(j, row0, bq, rows);
+    FN(zero_rows)(j, b, h, i0, bq, rows);
 }
 
 /* ---------------------------------------------------------------- backward */
@@ -558,11 +564,13 @@ static void FN(forward_task)(const attn_job *j, int64_t b, int64_t h, int64_t qt
 /* D_i = sum_d dO_id O_id for rows [r0, r1) of (B * H * Tq), in double. */
 static void FN(row_dots)(const attn_job *j, int64_t r0, int64_t r1)
 {
-    const T *o = j->o, *go = j->dout;
     T *drow = (T *)j->drow;
     for (int64_t r = r0; r < r1; r++) {
+        const int64_t i = r % j->Tq, b = r / j->Tq / j->H, h = r / j->Tq % j->H;
+        const T *o = (const T *)j->o + at3(j->os, b, h, i);
+        const T *go = (const T *)j->dout + at3(j->dos, b, h, i);
         double s = 0;
-        for (int64_t d = 0; d < j->Dv; d++) s += (double)go[r * j->Dv + d] * o[r * j->Dv + d];
+        for (int64_t d = 0; d < j->Dv; d++) s += (double)go[d] * o[d];
         drow[r] = (T)s;
     }
 }
@@ -625,26 +633,20 @@ static void FN(kv_grad_task)(const attn_job *j, int64_t b, int64_t g, int64_t kt
             if (bq <= 0) continue;
             const int64_t i0 = qt * TILE, row0 = (b * j->H + h) * j->Tq + i0;
             const T *q = (const T *)j->q + b * j->qs[0] + h * j->qs[1] + i0 * j->qs[2];
-            const T *go = (const T *)j->dout + row0 * Dv;
+            const T *go = (const T *)j->dout + at3(j->dos, b, h, i0);
+            const int64_t lgo = j->dos[2];
             FN(gemm_set)(bq, bk, (int)D, q, j->qs[2], 1, w.bt, TILE, w.s, TILE);
             FN(probabilities_rows)(j, w.s, &t, (const T *)j->lse + row0);
-            if (want_v) FN(gemm_acc)(bk, (int)Dv, bq, w.s, 1, TILE, go, Dv, w.acc2, Dv);
+            if (want_v) FN(gemm_acc)(bk, (int)Dv, bq, w.s, 1, TILE, go, lgo, w.acc2, Dv);
             if (!want_k) continue;
-            FN(gemm_set)(bq, bk, (int)Dv, go, Dv, 1, w.bt2, TILE, w.dp, TILE);
+            FN(gemm_set)(bq, bk, (int)Dv, go, lgo, 1, w.bt2, TILE, w.dp, TILE);
             FN(score_grads_rows)(&t, w.s, w.dp, (const T *)j->drow + row0);
             FN(gemm_acc)(bk, (int)D, bq, w.dp, 1, TILE, q, j->qs[2], w.acc, D);
         }
     }
-    const int64_t krow = (b * j->Hk + g) * j->Tk + j0;
-    const T scale = (T)j->scale;
-    if (want_k) {
-        T *dk = (T *)j->dk + krow * D;
-        FN(axpby)(bk * D, scale, w.acc, 1, dk);
-    }
-    if (want_v) {
-        T *dv = (T *)j->dv + krow * Dv;
-        FN(axpby)(bk * Dv, 1, w.acc2, 1, dv);
-    }
+    if (want_k)
+        FN(add_rows)(bk, D, (T)j->scale, w.acc, (T *)j->dk + at3(j->dks, b, g, j0), j->dks[2]);
+    if (want_v) FN(add_rows)(bk, Dv, 1, w.acc2, (T *)j->dv + at3(j->dvs, b, g, j0), j->dvs[2]);
 }
 
 /* Pass 2: dQ of query tile qt of head h, batch b, and this tile's shares of dL/dm_h (and
@@ -676,7 +678,7 @@ static void FN(q_grad_task)(const attn_job *j, int64_t b, int64_t h, int64_t qt,
         t.col_seg = w.colseg;
 
         FN(pack_t)(w.bt, q, j->qs[2], bq, (int)D);
-        FN(pack_t)(w.bt2, (const T *)j->dout + row0 * Dv, Dv, bq, (int)Dv);
+        FN(pack_t)(w.bt2, (const T *)j->dout + at3(j->dos, b, h, i0), j->dos[2], bq, (int)Dv);
         for (int c = 0; c < TILE; c++) { /* lse and D along the tile's columns, 0 past bq */
             w.m[c] = c < bq ? ((const T *)j->lse)[row0 + c] : 0;
             w.alpha[c] = c < bq ? ((const T *)j->drow)[row0 + c] : 0;
@@ -702,11 +704,8 @@ static void FN(q_grad_task)(const attn_job *j, int64_t b, int64_t h, int64_t qt,
             FN(score_grads_keys)(j, w.s, w.dp, &t, w.m, w.alpha, want_slope, dm);
             if (j->dq) FN(gemm_acc)(bq, (int)D, bk, w.dp, 1, TILE, kj, j->ks[2], w.acc, D);
         }
-        if (j->dq) {
-            T *dq = (T *)j->dq + row0 * D;
-            const T scale = (T)j->scale;
-            FN(axpby)(bq * D, scale, w.acc, 1, dq);
-        }
+        if (j->dq)
+            FN(add_rows)(bq, D, (T)j->scale, w.acc, (T *)j->dq + at3(j->dqs, b, h, i0), j->dqs[2]);
     }
     if (want_slope) j->dslope_part[slot] = dm[0];
     if (want_slope && j->asym) j->dslope_part[j->H * j->B * j->nqt + slot] = dm[1];
@@ -759,12 +758,13 @@ static void FN(group_grad_task)(const attn_job *j, int64_t b, int64_t g, char *s
                 if (bq <= 0) continue;
                 const int64_t i0 = qt * TILE, row0 = (b * j->H + h) * j->Tq + i0;
                 const T *q = (const T *)j->q + b * j->qs[0] + h * j->qs[1] + i0 * j->qs[2];
-                const T *go = (const T *)j->dout + row0 * Dv;
+                const T *go = (const T *)j->dout + at3(j->dos, b, h, i0);
+                const int64_t lgo = j->dos[2];
                 FN(gemm_set)(bq, bk, (int)D, q, j->qs[2], 1, w.bt, TILE, w.s, TILE);
                 FN(probabilities_rows)(j, w.s, &t, (const T *)j->lse + row0);
-                if (want_v) FN(gemm_acc)(bk, (int)Dv, bq, w.s, 1, TILE, go, Dv, w.acc2, Dv);
+                if (want_v) FN(gemm_acc)(bk, (int)Dv, bq, w.s, 1, TILE, go, lgo, w.acc2, Dv);
                 if (!want_k && !want_q && !want_slope) continue;
-                FN(gemm_set)(bq, bk, (int)Dv, go, Dv, 1, w.bt2, TILE, w.dp, TILE);
+                FN(gemm_set)(bq, bk, (int)Dv, go, lgo, 1, w.bt2, TILE, w.dp, TILE);
                 if (want_slope) memset(dm, 0, sizeof dm);
                 const T *dr = (const T *)j->drow + row0;
                 if (t.full && want_slope)
@@ -792,15 +792,14 @@ static void FN(group_grad_task)(const attn_job *j, int64_t b, int64_t g, char *s
                 }
             }
         }
-        const int64_t krow = (b * j->Hk + g) * j->Tk + j0;
-        if (want_k) FN(axpby)(bk * D, 1, w.acc, 1, (T *)j->dk + krow * D);
-        if (want_v) FN(axpby)(bk * Dv, 1, w.acc2, 1, (T *)j->dv + krow * Dv);
+        if (want_k) FN(add_rows)(bk, D, 1, w.acc, (T *)j->dk + at3(j->dks, b, g, j0), j->dks[2]);
+        if (want_v)
+            FN(add_rows)(bk, Dv, 1, w.acc2, (T *)j->dv + at3(j->dvs, b, g, j0), j->dvs[2]);
     }
     if (want_q)
-        for (int64_t h = g * G; h < (g + 1) * G; h++) {
-            const int64_t row0 = (b * j->H + h) * j->Tq;
-            FN(axpby)(j->Tq * D, 1, dqs + (h - g * G) * j->Tq * D, 1, (T *)j->dq + row0 * D);
-        }
+        for (int64_t h = g * G; h < (g + 1) * G; h++)
+            FN(add_rows)((int)j->Tq, D, 1, dqs + (h - g * G) * j->Tq * D,
+                         (T *)j->dq + at3(j->dqs, b, h, 0), j->dqs[2]);
 }
 
 #undef VL

@@ -325,6 +325,21 @@ typedef struct sl_alibi_opts {
 sl_tensor *sl_alibi_attention(sl_tensor *q, sl_tensor *k, sl_tensor *v, sl_tensor *slopes,
                               const sl_alibi_opts *opts);
 
+/* sl_alibi_attention on heads packed side by side, as one Linear makes them for
+ * self-attention: qkv (B, T, (H + 2 Hk) D) holds, along its last dim, the H query heads, then the
+ * Hk key heads, then the Hk value heads, D elements each; the result is (B, T, H D), the heads'
+ * outputs side by side (what the output projection reads). It equals splitting qkv with
+ * sl_narrow, sl_reshape and sl_permute into q (B, H, T, D), k and v (B, Hk, T, D), calling
+ * sl_alibi_attention and merging the heads back (to the last bit, the gradients too when qkv's
+ * starts at zero; tests/test_attention_packed.c), without the copies that
+ * splitting and merging cost in forward and backward: the kernel reads the heads where they lie
+ * and writes the output and qkv's gradient in place. n_kv_heads 0 means n_heads; slopes and
+ * opts as for sl_alibi_attention (Tq = Tk = T). Differentiable in qkv, slopes and
+ * opts->slopes_after. Errors (NULL) as sl_alibi_attention's, named
+ * "sl_alibi_attention_packed", and a last dim that is not a multiple of H + 2 Hk. */
+sl_tensor *sl_alibi_attention_packed(sl_tensor *qkv, int n_heads, int n_kv_heads,
+                                     sl_tensor *slopes, const sl_alibi_opts *opts);
+
 /* ------------------------------------------------- positional methods (rotary.c, relbias.c) */
 
 #define SL_ROTARY_BASE 10000.0 /* the frequency base of sinusoidal and rotary positions */
