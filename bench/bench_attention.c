@@ -3,6 +3,9 @@
  * For each sequence length T, causal, q, k, v f32 (B, H, T, D) with default slopes, four
  * variants measured in the same run, rep by rep in turn so that they share the machine's load:
  *   fused     sl_alibi_attention, forward and forward + backward (dq, dk, dv);
+ *   packed    sl_alibi_attention_packed on one qkv (B, T, 3 H D) leaf, out (B, T, H D): the
+ *             heads read and their gradients written where a Linear puts them (the model's
+ *             path); the same FLOPs;
  *   nobias    the same kernel with zero slopes (the kernel then skips the bias): ALiBi's cost;
  *   composed  the same math from primitive ops through autograd, scores materialised:
  *             softmax(masked_fill(scale q k^T + bias, j > i, -inf)) v, with the (H, T, T) bias
@@ -32,15 +35,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { MAX_REPS = 51, N_VARIANTS = 4 };
-typedef enum { FUSED, NOBIAS, COMPOSED, SGEMM } variant;
-static const char *const variant_name[N_VARIANTS] = {"fused", "nobias", "composed", "sgemm"};
+enum { MAX_REPS = 51, N_VARIANTS = 5 };
+typedef enum { FUSED, PACKED, NOBIAS, COMPOSED, SGEMM } variant;
+static const char *const variant_name[N_VARIANTS] = {"fused", "packed", "nobias", "composed",
+                                                     "sgemm"};
 
 _Static_assert(MAX_REPS <= BENCH_MAX_SAMPLES, "median() takes every rep");
 
 typedef struct {
     int64_t B, H, T, D;
     sl_tensor *q, *k, *v, *gout; /* (B, H, T, D) f32; q, k, v leaves requiring grad */
+    sl_tensor *qkv, *gout_packed; /* (B, T, 3 H D) leaf, (B, T, H D) */
     sl_tensor *zero_slopes;      /* [H] */
     sl_tensor *bias, *mask;      /* composed only: (H, T, T) f32, (T, T) i32 */
     sl_arena *step[N_VARIANTS];  /* one per variant, reset every iteration */
@@ -65,14 +70,16 @@ static bool attention_iteration(bench *b, variant v, double *t_fwd, double *t_fb
     sl_zero_grad(b->q);
     sl_zero_grad(b->k);
     sl_zero_grad(b->v);
+    sl_zero_grad(b->qkv);
     sl_arena_reset(b->step[v]);
     sl_arena *prev = sl_arena_set(b->step[v]);
     sl_tensor *slopes = v == NOBIAS ? b->zero_slopes : SL_NONE; /* SL_NONE: the paper's */
     double t0 = now();
-    sl_tensor *out =
-        v == COMPOSED ? composed(b) : sl_alibi_attention(b->q, b->k, b->v, slopes, NULL);
+    sl_tensor *out = v == COMPOSED ? composed(b)
+                     : v == PACKED ? sl_alibi_attention_packed(b->qkv, (int)b->H, 0, slopes, NULL)
+                                   : sl_alibi_attention(b->q, b->k, b->v, slopes, NULL);
     double t1 = now();
-    bool ok = out && sl_backward_ex(out, b->gout, 0);
+    bool ok = out && sl_backward_ex(out, v == PACKED ? b->gout_packed : b->gout, 0);
     double t2 = now();
     sl_arena_set(prev);
     *t_fwd = t1 - t0;
@@ -303,8 +310,10 @@ int main(int argc, char **argv)
         b.v = sl_requires_grad(sl_rand_normal(&rng, SL_F32, sl_shape(B, H, T, D), 0, 1), true);
         b.gout = sl_rand_normal(&rng, SL_F32, sl_shape(B, H, T, D), 0, 1);
         b.zero_slopes = sl_zeros(SL_F32, sl_shape(H));
+        b.qkv = sl_requires_grad(sl_rand_normal(&rng, SL_F32, sl_shape(B, T, 3 * H * D), 0, 1), true);
+        b.gout_packed = sl_rand_normal(&rng, SL_F32, sl_shape(B, T, H * D), 0, 1);
         result res[N_VARIANTS];
-        bool ok = b.q && b.k && b.v && b.gout && b.zero_slopes &&
+        bool ok = b.q && b.k && b.v && b.gout && b.zero_slopes && b.qkv && b.gout_packed &&
                   measure(&b, reps, limit_gib * (1 << 30), res);
         if (ok && json) print_json(&b, res);
         else if (ok) print_table(&b, res);

@@ -146,6 +146,95 @@ static void row_dots_range(void *ctx, int64_t r0, int64_t r1)
     c->k->row_dots(c->job, r0, r1);
 }
 
+/* ---------------------------------------------------------------- rows, head by head
+ *
+ * The tiles read rows of q, k, v and dO. When a tensor's rows are not contiguous (heads side by
+ * side in rows of (B, T, .), as sl_alibi_attention_packed reads them or a permuted view has
+ * them), consecutive positions of one head lie a whole row apart: (H + 2 Hk) D elements for a
+ * packed qkv, a stride that maps a tile's rows to a few sets of the L1 cache and defeats the
+ * prefetchers, so that the tiles' copies and products wait on memory (the packed layout ran
+ * 1.3-1.5x slower than head-major inputs at the GPT's shape, BENCHMARKS.md). Such inputs are
+ * copied head by head into the calling thread's scratch first, in one streaming pass split over
+ * the pool, O(B T (H + 2 Hk) D) against the kernels' O(B H T^2 D). */
+
+typedef struct {
+    const char *src; /* element (0, 0, 0, 0) */
+    int64_t s[3];    /* its element strides (batch, head, position) */
+    char *dst;       /* (B, heads, T, d), contiguous */
+    int64_t heads, T, d;
+    size_t es;
+} relayout;
+
+/* Copies n bytes, a multiple of 4, in 32-byte pieces (fixed-size memcpy compiles to one load and
+ * one store): rows are a head dim long (128 bytes for 32 floats), too short for a call to
+ * memcpy per row to pay. */
+static inline void copy_row(char *restrict dst, const char *restrict src, size_t n)
+{
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        char piece[32];
+        memcpy(piece, src + i, 32);
+        memcpy(dst + i, piece, 32);
+    }
+    for (; i < n; i += 4) memcpy(dst + i, src + i, 4);
+}
+
+static void relayout_range(void *ctx, int64_t u0, int64_t u1)
+{
+    const relayout *r = ctx;
+    const size_t row = r->es * (size_t)r->d;
+    for (int64_t u = u0; u < u1; u++) { /* u = b heads + h */
+        const char *src =
+            r->src + r->es * (size_t)(u / r->heads * r->s[0] + u % r->heads * r->s[1]);
+        char *dst = r->dst + row * (size_t)(u * r->T);
+        for (int64_t t = 0; t < r->T; t++)
+            copy_row(dst + row * (size_t)t, src + r->es * (size_t)(t * r->s[2]), row);
+    }
+}
+
+typedef struct {
+    const void **p; /* a job's pointer and strides, repointed at the copy */
+    int64_t *s;
+    int64_t heads, T, d;
+} rows_of;
+
+/* Copies the tensors whose rows are not contiguous into one scratch buffer, head-major, and
+ * points the job at the copies. */
+static bool contiguous_rows(const attn_job *j, rows_of *t, int n, size_t es)
+{
+    size_t need = 0;
+    for (int i = 0; i < n; i++)
+        if (t[i].s[2] != t[i].d && t[i].T > 1)
+            need += (es * (size_t)(j->B * t[i].heads * t[i].T * t[i].d) + 63) & ~(size_t)63;
+    if (!need) return true;
+    char *buf = sl__scratch(SL__SCRATCH_ROWS, need);
+    if (!buf)
+        return sl_set_error(SL_ERR_OOM, "sl_alibi_attention: out of memory for %zu bytes of rows",
+                            need);
+    for (int i = 0; i < n; i++) {
+        if (t[i].s[2] == t[i].d || t[i].T <= 1) continue;
+        relayout r = {.src = *t[i].p, .s = {t[i].s[0], t[i].s[1], t[i].s[2]}, .dst = buf,
+                      .heads = t[i].heads, .T = t[i].T, .d = t[i].d, .es = es};
+        sl_parallel_for(j->B * t[i].heads, 1, relayout_range, &r);
+        *t[i].p = buf;
+        t[i].s[0] = t[i].heads * t[i].T * t[i].d;
+        t[i].s[1] = t[i].T * t[i].d;
+        t[i].s[2] = t[i].d;
+        buf += (es * (size_t)(j->B * t[i].heads * t[i].T * t[i].d) + 63) & ~(size_t)63;
+    }
+    return true;
+}
+
+/* q, k, v with contiguous rows for the kernels (and dO too when dout is set). */
+static bool inputs_for_tiles(attn_job *j, size_t es)
+{
+    rows_of t[4] = {{&j->q, j->qs, j->H, j->Tq, j->D},
+                    {&j->k, j->ks, j->Hk, j->Tk, j->D},
+                    {&j->v, j->vs, j->Hk, j->Tk, j->Dv},
+                    {&j->dout, j->dos, j->H, j->Tq, j->Dv}};
+    return contiguous_rows(j, t, j->dout ? 4 : 3, es);
+}
+
 /* ---------------------------------------------------------------- backward */
 
 typedef struct {
@@ -210,6 +299,7 @@ static bool attention_backward(sl_node *n)
         if (n->in[i] && n->in[i]->requires_grad && !(g[slot] = sl_input_grad(n, i))) return false;
     }
     j.dout = sl_ptr(n->grad);
+    if (!inputs_for_tiles(&j, sl_dtype_size(dt))) return false;
     if (s->packed && g[0]) { /* one gradient, qkv's, holds all three */
         char *base = sl_ptr(g[0]);
         size_t es = sl_dtype_size(dt);
@@ -523,7 +613,9 @@ static sl_tensor *attend(call *c, sl_tensor *slopes, const sl_alibi_opts *opts)
     j.o = out->data;
     if (need_grad && !(j.lse = sl_arena_alloc(a, sl_dtype_size(q->dtype) * (size_t)(B * H * Tq), 64)))
         return NULL;
-    if (!run_phase(&j, PHASE_FORWARD, q->dtype)) return NULL;
+    attn_job run = j; /* the saved job reads the inputs where they are; this one may not */
+    if (!inputs_for_tiles(&run, sl_dtype_size(q->dtype)) || !run_phase(&run, PHASE_FORWARD, q->dtype))
+        return NULL;
 
     sl_node *n;
     if (!sl_record(&n, op, out, c->n_in, c->in, attention_backward, sizeof(attn_saved)))
