@@ -124,6 +124,9 @@ static inline bool tile_full_n(const attn_job *j, int64_t j0, int nk, int64_t p0
 #define tile_full(j, j0, nk, p0, nq, along, uniform)                                               \
     tile_full_n((j), (j0), (nk), (p0), (nq), (along), (uniform), VL)
 
+/* Which terms of a tile product are zeros to skip (alibi_attention_kernels.h, FN(band)). */
+enum { BAND_NONE, BAND_BELOW, BAND_ABOVE };
+
 /* One SIMD level's kernels for one dtype (alibi_attention_kernels.h). Tasks index (batch, head,
  * query tile) or (batch, kv head, key tile); scratch holds scratch_bytes(D, Dv) bytes of the
  * calling thread's tiles. */

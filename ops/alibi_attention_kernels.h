@@ -82,31 +82,49 @@ FN(gemm_block)(bool add, int mr, int nv, int K, const T *restrict a, int64_t ars
         for (int n = 0; n < nv; n++) FN(vstore)(c + r * ldc + n * VL, acc[r][n]);
 }
 
-/* C (M, N) = A (M, K) B (K, N), or += when add, where A(m, k) = a[m * ars + k * acs] (A or a
- * transposed view), B and C row-major with leading dims ldb and ldc. Blocks of MR rows x NV
- * vectors, then single vectors, then scalars for the last N % VL columns. */
-static inline __attribute__((always_inline)) void
-FN(gemm)(bool add, int M, int N, int K, const T *restrict a, int64_t ars, int64_t acs,
-         const T *restrict b, int64_t ldb, T *restrict c, int64_t ldc)
+/* Causal tiles: which terms of a product are zeros that need no multiplying. In a tile that
+ * straddles the causal diagonal, the probabilities and score gradients of pairs whose key is
+ * after the query are exactly 0, so for A's rows m .. m + mr - 1 only part of the inner dim
+ * contributes: BAND_BELOW, k < m + mr + d (rows are queries, k keys, d = p0 - j0); BAND_ABOVE,
+ * k >= m - d (rows are keys, k queries). On the diagonal tile (d = 0) that halves the work of
+ * the products whose inner dim runs along the masked side. */
+static inline void FN(band)(int band, int64_t d, int m, int mr, int K, int *k0, int *k1)
 {
-    int n = 0;
+    int64_t lo = 0, hi = K;
+    if (band == BAND_BELOW && m + mr + d < hi) hi = m + mr + d;
+    if (band == BAND_ABOVE && m - d > lo) lo = m - d;
+    *k0 = (int)(lo < hi ? lo : 0);
+    *k1 = (int)(lo < hi ? hi : 0);
+}
+
+/* C (M, N) = A (M, K) B (K, N), or += when add, where A(m, k) = a[m * ars + k * acs] (A or a
+ * transposed view), B and C row-major with leading dims ldb and ldc; terms outside the band
+ * are skipped (they are zeros). Blocks of MR rows x NV vectors, then single vectors, then
+ * scalars for the last N % VL columns. */
+static inline __attribute__((always_inline)) void
+FN(gemm)(bool add, int band, int64_t d, int M, int N, int K, const T *restrict a, int64_t ars,
+         int64_t acs, const T *restrict b, int64_t ldb, T *restrict c, int64_t ldc)
+{
+    int n = 0, k0, k1;
+#define BLOCK(mr, nv)                                                                             \
+    (FN(band)(band, d, m, mr, K, &k0, &k1),                                                      \
+     FN(gemm_block)(add, mr, nv, k1 - k0, a + m * ars + k0 * acs, ars, acs, b + k0 * ldb + n,     \
+                    ldb, c + m * ldc + n, ldc))
     for (; n + NV * VL <= N; n += NV * VL) {
         int m = 0;
-        for (; m + MR <= M; m += MR)
-            FN(gemm_block)(add, MR, NV, K, a + m * ars, ars, acs, b + n, ldb, c + m * ldc + n, ldc);
-        for (; m < M; m++)
-            FN(gemm_block)(add, 1, NV, K, a + m * ars, ars, acs, b + n, ldb, c + m * ldc + n, ldc);
+        for (; m + MR <= M; m += MR) BLOCK(MR, NV);
+        for (; m < M; m++) BLOCK(1, NV);
     }
     for (; n + VL <= N; n += VL) {
         int m = 0;
-        for (; m + MR <= M; m += MR)
-            FN(gemm_block)(add, MR, 1, K, a + m * ars, ars, acs, b + n, ldb, c + m * ldc + n, ldc);
-        for (; m < M; m++)
-            FN(gemm_block)(add, 1, 1, K, a + m * ars, ars, acs, b + n, ldb, c + m * ldc + n, ldc);
+        for (; m + MR <= M; m += MR) BLOCK(MR, 1);
+        for (; m < M; m++) BLOCK(1, 1);
     }
+#undef BLOCK
     for (int m = 0; n < N && m < M; m++) {
         if (!add) memset(c + m * ldc + n, 0, sizeof(T) * (size_t)(N - n));
-        for (int k = 0; k < K; k++) {
+        FN(band)(band, d, m, 1, K, &k0, &k1);
+        for (int k = k0; k < k1; k++) {
             T s = a[m * ars + k * acs];
             for (int j = n; j < N; j++) c[m * ldc + j] += s * b[k * ldb + j];
         }
@@ -116,13 +134,22 @@ FN(gemm)(bool add, int M, int N, int K, const T *restrict a, int64_t ars, int64_
 static void FN(gemm_set)(int M, int N, int K, const T *restrict a, int64_t ars, int64_t acs,
                          const T *restrict b, int64_t ldb, T *restrict c, int64_t ldc)
 {
-    FN(gemm)(false, M, N, K, a, ars, acs, b, ldb, c, ldc);
+    FN(gemm)(false, BAND_NONE, 0, M, N, K, a, ars, acs, b, ldb, c, ldc);
 }
 
-static void FN(gemm_acc)(int M, int N, int K, const T *restrict a, int64_t ars, int64_t acs,
-                         const T *restrict b, int64_t ldb, T *restrict c, int64_t ldc)
+/* The same with the inner dim cut to the band, setting c or adding to it. */
+static void FN(gemm_band_set)(int band, int64_t d, int M, int N, int K, const T *restrict a,
+                              int64_t ars, int64_t acs, const T *restrict b, int64_t ldb,
+                              T *restrict c, int64_t ldc)
 {
-    FN(gemm)(true, M, N, K, a, ars, acs, b, ldb, c, ldc);
+    FN(gemm)(false, band, d, M, N, K, a, ars, acs, b, ldb, c, ldc);
+}
+
+static void FN(gemm_band_acc)(int band, int64_t d, int M, int N, int K, const T *restrict a,
+                              int64_t ars, int64_t acs, const T *restrict b, int64_t ldb,
+                              T *restrict c, int64_t ldc)
+{
+    FN(gemm)(true, band, d, M, N, K, a, ars, acs, b, ldb, c, ldc);
 }
 
 /* dst (n, TILE) = src (rows, n)^T, src rows ld apart: a tile of q, k, v or dO laid out for
@@ -533,15 +560,17 @@ static void FN(forward_task)(const attn_job *j, int64_t b, int64_t h, int64_t qt
         const T *kj = k + j0 * j->ks[2], *vj = v + j0 * j->vs[2];
         FN(gemm_set)(bk, bq, (int)D, kj, j->ks[2], 1, w.bt, TILE, w.s, TILE);
         FN(online_softmax)(j, w.s, &t, w.m, w.l, w.alpha);
+        const int band = j->causal ? BAND_BELOW : BAND_NONE; /* rows: queries; k: keys */
         if (first) { /* the first tile sets the accumulator */
-            FN(gemm_set)(bq, (int)Dv, bk, w.s, 1, TILE, vj, j->vs[2], w.acc, Dv);
+            FN(gemm_band_set)(band, p0 - j0, bq, (int)Dv, bk, w.s, 1, TILE, vj, j->vs[2], w.acc,
+                              Dv);
             first = false;
             continue;
         }
         for (int r = 0; r < bq; r++)
             if (w.alpha[r] != 1)
                 FN(axpby)(Dv, w.alpha[r], w.acc + r * Dv, 0, w.acc + r * Dv);
-        FN(gemm_acc)(bq, (int)Dv, bk, w.s, 1, TILE, vj, j->vs[2], w.acc, Dv);
+        FN(gemm_band_acc)(band, p0 - j0, bq, (int)Dv, bk, w.s, 1, TILE, vj, j->vs[2], w.acc, Dv);
     }
     if (first) { /* every key tile was in other segments */
         FN(zero_rows)(j, b, h, i0, 0, rows);
@@ -637,11 +666,14 @@ static void FN(kv_grad_task)(const attn_job *j, int64_t b, int64_t g, int64_t kt
             const int64_t lgo = j->dos[2];
             FN(gemm_set)(bq, bk, (int)D, q, j->qs[2], 1, w.bt, TILE, w.s, TILE);
             FN(probabilities_rows)(j, w.s, &t, (const T *)j->lse + row0);
-            if (want_v) FN(gemm_acc)(bk, (int)Dv, bq, w.s, 1, TILE, go, lgo, w.acc2, Dv);
+            const int band = j->causal ? BAND_ABOVE : BAND_NONE; /* rows: keys; k: queries */
+            const int64_t d = t.p0 - j0;
+            if (want_v)
+                FN(gemm_band_acc)(band, d, bk, (int)Dv, bq, w.s, 1, TILE, go, lgo, w.acc2, Dv);
             if (!want_k) continue;
             FN(gemm_set)(bq, bk, (int)Dv, go, lgo, 1, w.bt2, TILE, w.dp, TILE);
             FN(score_grads_rows)(&t, w.s, w.dp, (const T *)j->drow + row0);
-            FN(gemm_acc)(bk, (int)D, bq, w.dp, 1, TILE, q, j->qs[2], w.acc, D);
+            FN(gemm_band_acc)(band, d, bk, (int)D, bq, w.dp, 1, TILE, q, j->qs[2], w.acc, D);
         }
     }
     if (want_k)
@@ -702,7 +734,9 @@ static void FN(q_grad_task)(const attn_job *j, int64_t b, int64_t h, int64_t qt,
             FN(gemm_set)(bk, bq, (int)Dv, v + j0 * j->vs[2], j->vs[2], 1, w.bt2, TILE, w.dp,
                          TILE);
             FN(score_grads_keys)(j, w.s, w.dp, &t, w.m, w.alpha, want_slope, dm);
-            if (j->dq) FN(gemm_acc)(bq, (int)D, bk, w.dp, 1, TILE, kj, j->ks[2], w.acc, D);
+            if (j->dq) /* rows: queries; k: keys */
+                FN(gemm_band_acc)(j->causal ? BAND_BELOW : BAND_NONE, p0 - j0, bq, (int)D, bk,
+                                  w.dp, 1, TILE, kj, j->ks[2], w.acc, D);
         }
         if (j->dq)
             FN(add_rows)(bq, D, (T)j->scale, w.acc, (T *)j->dq + at3(j->dqs, b, h, i0), j->dqs[2]);
@@ -762,7 +796,12 @@ static void FN(group_grad_task)(const attn_job *j, int64_t b, int64_t g, char *s
                 const int64_t lgo = j->dos[2];
                 FN(gemm_set)(bq, bk, (int)D, q, j->qs[2], 1, w.bt, TILE, w.s, TILE);
                 FN(probabilities_rows)(j, w.s, &t, (const T *)j->lse + row0);
-                if (want_v) FN(gemm_acc)(bk, (int)Dv, bq, w.s, 1, TILE, go, lgo, w.acc2, Dv);
+                const int64_t d = t.p0 - j0; /* the tile's diagonal offset, for the bands */
+                const int above = j->causal ? BAND_ABOVE : BAND_NONE,
+                          below = j->causal ? BAND_BELOW : BAND_NONE;
+                if (want_v)
+                    FN(gemm_band_acc)(above, d, bk, (int)Dv, bq, w.s, 1, TILE, go, lgo, w.acc2,
+                                      Dv);
                 if (!want_k && !want_q && !want_slope) continue;
                 FN(gemm_set)(bq, bk, (int)Dv, go, lgo, 1, w.bt2, TILE, w.dp, TILE);
                 if (want_slope) memset(dm, 0, sizeof dm);
@@ -775,10 +814,12 @@ static void FN(group_grad_task)(const attn_job *j, int64_t b, int64_t g, char *s
                     FN(scaled_grads_body)(false, true, &t, w.s, w.dp, dr, (T)j->scale, asym, dm);
                 else
                     FN(scaled_grads_body)(false, false, &t, w.s, w.dp, dr, (T)j->scale, asym, dm);
-                if (want_k) FN(gemm_acc)(bk, (int)D, bq, w.dp, 1, TILE, q, j->qs[2], w.acc, D);
+                if (want_k)
+                    FN(gemm_band_acc)(above, d, bk, (int)D, bq, w.dp, 1, TILE, q, j->qs[2], w.acc,
+                                      D);
                 if (want_q) {
                     T *dq = dqs + ((h - g * G) * j->Tq + i0) * D;
-                    FN(gemm_acc)(bq, (int)D, bk, w.dp, TILE, 1, k, j->ks[2], dq, D);
+                    FN(gemm_band_acc)(below, d, bq, (int)D, bk, w.dp, TILE, 1, k, j->ks[2], dq, D);
                 }
                 if (want_slope) {
                     const int64_t slot = (h * j->B + b) * j->nqt + qt;
