@@ -165,7 +165,9 @@ typedef struct sl_attention_config {
     int n_heads;        /* H; C % H == 0 */
     int n_kv_heads;     /* Hk; H % Hk == 0 (0 means H) */
     sl_pos pos;
-    bool fused_qkv;     /* one (C + 2 Hk D) x C projection instead of three */
+    bool fused_qkv;     /* one (C + 2 Hk D) x C projection instead of three; with ALiBi, NoPE,
+                           sinusoidal or learned positions and no KV cache, attention then runs
+                           on its output as it is (sl_alibi_attention_packed): no head copies */
     /* T5 only (SL_POS_T5): */
     int t5_buckets;      /* buckets per head (0: 32) */
     int t5_max_distance; /* distances from here on share the last bucket (0: 128) */

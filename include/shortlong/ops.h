@@ -312,11 +312,13 @@ typedef struct sl_alibi_opts {
  *     slopes_after is given): learnable slopes.
  *   - opts NULL: causal, scale 1/sqrt(D), no masks.
  * q, k, v share a float dtype, the output's; any strides (views such as a [B,T,H,D] tensor
- * permuted to [B,H,T,D] are read in place when their last dim is contiguous). Differentiable in
- * q, k, v, slopes and opts->slopes_after. Memory: besides the output, one log-sum-exp per query
- * row (kept for backward), a copy of the lengths and segment ids, and a few tiles of scratch
- * per thread; nothing of size Tq x Tk, forward or backward. Results do not depend on the
- * thread count, and repeat bitwise.
+ * permuted to [B,H,T,D] are taken as they are; a tensor whose positions are not contiguous rows
+ * is copied head by head into the calling thread's scratch before the tiles read it, O(B T H D),
+ * since the tiles would otherwise wait on memory). Differentiable in q, k, v, slopes and
+ * opts->slopes_after. Memory: besides the output, one log-sum-exp per query row (kept for
+ * backward), a copy of the lengths and segment ids, those head-major copies, and a few tiles of
+ * scratch per thread; nothing of size Tq x Tk, forward or backward. Results do not depend on
+ * the thread count, and repeat bitwise.
  * Errors (NULL): dtypes that differ or are not float, shapes that do not fit (named, e.g.
  * "sl_alibi_attention: q [2,8,16,64] and k [2,3,16,64]: 8 query heads are not a multiple of 3
  * kv heads"), Tq > Tk in causal mode, slopes or slopes_after of the wrong length or dtype, a
