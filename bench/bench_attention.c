@@ -6,6 +6,9 @@
  *   packed    sl_alibi_attention_packed on one qkv (B, T, 3 H D) leaf, out (B, T, H D): the
  *             heads read and their gradients written where a Linear puts them (the model's
  *             path); the same FLOPs;
+ *   views     the same from the same leaf through views, as a model without the packed op
+ *             would do it: sl_narrow, sl_reshape and sl_permute to (B, H, T, D) heads,
+ *             sl_alibi_attention, and sl_permute + sl_reshape (a copy) back to (B, T, H D);
  *   nobias    the same kernel with zero slopes (the kernel then skips the bias): ALiBi's cost;
  *   composed  the same math from primitive ops through autograd, scores materialised:
  *             softmax(masked_fill(scale q k^T + bias, j > i, -inf)) v, with the (H, T, T) bias
@@ -35,10 +38,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { MAX_REPS = 51, N_VARIANTS = 5 };
-typedef enum { FUSED, PACKED, NOBIAS, COMPOSED, SGEMM } variant;
-static const char *const variant_name[N_VARIANTS] = {"fused", "packed", "nobias", "composed",
-                                                     "sgemm"};
+enum { MAX_REPS = 51, N_VARIANTS = 6 };
+typedef enum { FUSED, PACKED, VIEWS, NOBIAS, COMPOSED, SGEMM } variant;
+static const char *const variant_name[N_VARIANTS] = {"fused",  "packed",   "views",
+                                                     "nobias", "composed", "sgemm"};
 
 _Static_assert(MAX_REPS <= BENCH_MAX_SAMPLES, "median() takes every rep");
 
@@ -64,6 +67,20 @@ static sl_tensor *composed(bench *b)
     return sl_matmul(p, b->v);                                          // (B, H, T, D)
 }
 
+/* The packed variant's math through views of the heads. */
+static sl_tensor *by_views(bench *b)
+{
+    int64_t B = b->B, T = b->T, C = b->H * b->D;
+    sl_tensor *h[3];
+    for (int i = 0; i < 3; i++) {
+        sl_tensor *x = sl_reshape(sl_narrow(b->qkv, 2, i * C, C), 4,
+                                  (int64_t[]){B, T, b->H, b->D});
+        h[i] = sl_permute(x, (int[]){0, 2, 1, 3});
+    }
+    sl_tensor *y = sl_alibi_attention(h[0], h[1], h[2], SL_NONE, NULL);
+    return sl_reshape(sl_permute(y, (int[]){0, 2, 1, 3}), 3, (int64_t[]){B, T, C});
+}
+
 /* One forward + backward in the variant's step arena. */
 static bool attention_iteration(bench *b, variant v, double *t_fwd, double *t_fb)
 {
@@ -77,9 +94,10 @@ static bool attention_iteration(bench *b, variant v, double *t_fwd, double *t_fb
     double t0 = now();
     sl_tensor *out = v == COMPOSED ? composed(b)
                      : v == PACKED ? sl_alibi_attention_packed(b->qkv, (int)b->H, 0, slopes, NULL)
+                     : v == VIEWS  ? by_views(b)
                                    : sl_alibi_attention(b->q, b->k, b->v, slopes, NULL);
     double t1 = now();
-    bool ok = out && sl_backward_ex(out, v == PACKED ? b->gout_packed : b->gout, 0);
+    bool ok = out && sl_backward_ex(out, v == PACKED || v == VIEWS ? b->gout_packed : b->gout, 0);
     double t2 = now();
     sl_arena_set(prev);
     *t_fwd = t1 - t0;
