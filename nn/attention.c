@@ -645,9 +645,11 @@ sl_tensor *sl_attention_forward_masked(const sl_attention *m, sl_tensor *x, sl_k
     if (!check_mask(mask, x->shape[0], (cache ? cache->len : 0) + x->shape[1])) return NULL;
     if (c->fused_qkv && !cache && (c->pos == SL_POS_ALIBI || c->pos == SL_POS_NONE ||
                                    c->pos == SL_POS_SINUSOIDAL || c->pos == SL_POS_LEARNED)) {
-        /* the fused kernel on the heads where the projection puts them: no split, no merge */
+        /* the projection writes the heads head by head, where the fused kernel reads them in
+         * place: no split, no merge, no copy */
         sl_alibi_opts o;
-        sl_tensor *qkv = sl_linear_forward(m->qkv, x); // (B, T, C + 2 Hk D)
+        sl_tensor *qkv = sl_linear_heads(x, m->qkv->weight, m->qkv->bias ? m->qkv->bias : SL_NONE,
+                                         D); // (B, H + 2 Hk, T, D)
         sl_tensor *slopes = qkv ? fused_args(m, mask, &o) : NULL;
         sl_tensor *y = slopes ? sl_alibi_attention_packed(qkv, c->n_heads, c->n_kv_heads,
                                                           slopes, &o)

@@ -595,7 +595,15 @@ static sl_tensor *attend(call *c, sl_tensor *slopes, const sl_alibi_opts *opts)
         j.vs[d] = v->strides[d];
     }
     int64_t dk_at = 0, dv_at = 0;
-    if (c->packed) { /* the output's heads side by side, the gradients where qkv's heads lie */
+    if (c->packed && c->packed->ndim == 4) { /* heads major: (B, H + 2 Hk, T, D) */
+        heads_packed(Tq, Dv, H * Dv, j.os);
+        const int64_t P = c->packed->shape[1];
+        heads_apart(P, Tq, D, j.dqs);
+        heads_apart(P, Tk, D, j.dks);
+        heads_apart(P, Tk, Dv, j.dvs);
+        dk_at = H * Tk * D;
+        dv_at = (H + Hk) * Tk * D;
+    } else if (c->packed) { /* the output's heads side by side, the gradients where qkv's lie */
         const int64_t row = c->packed->shape[2];
         heads_packed(Tq, Dv, H * Dv, j.os);
         heads_packed(Tq, D, row, j.dqs);
@@ -666,6 +674,16 @@ static sl_tensor *heads_view(const sl_tensor *qkv, int64_t heads, int64_t d, int
     return t;
 }
 
+/* A view (B, heads, T, d) of heads [h0, h0 + heads) of a contiguous (B, P, T, d). */
+static sl_tensor *heads_slice(const sl_tensor *qkv, int64_t heads, int64_t h0)
+{
+    sl_tensor *t = sl__alias(PACKED_OP, qkv);
+    if (!t) return NULL;
+    t->shape[1] = heads;
+    t->offset = qkv->offset + h0 * qkv->strides[1];
+    return t;
+}
+
 sl_tensor *sl_alibi_attention_packed(sl_tensor *qkv, int n_heads, int n_kv_heads,
                                      sl_tensor *slopes, const sl_alibi_opts *opts)
 {
@@ -681,6 +699,24 @@ sl_tensor *sl_alibi_attention_packed(sl_tensor *qkv, int n_heads, int n_kv_heads
                        op, n_heads, n_kv_heads);
     if (!sl__check_float(op, qkv)) return NULL;
     const int64_t parts = (int64_t)n_heads + 2 * (int64_t)n_kv_heads;
+    call c = {.op = op, .in = {qkv}, .n_in = 1};
+    if (qkv->ndim == 4) { /* heads major, as sl_linear_heads makes them */
+        for (int d = 0; d < 4; d++)
+            if (qkv->shape[d] < 1)
+                return SL_FAIL(SL_ERR_SHAPE, "%s: qkv %s is empty", op, sl_shape_str(qkv));
+        if (qkv->shape[1] != parts)
+            return SL_FAIL(SL_ERR_SHAPE,
+                           "%s: qkv %s [B,H + 2 Hk,T,D] must have %lld heads (%d query heads "
+                           "and twice %d kv heads)",
+                           op, sl_shape_str(qkv), (long long)parts, n_heads, n_kv_heads);
+        sl_tensor *p = sl__contig(op, qkv);
+        c.packed = p;
+        c.q = p ? heads_slice(p, n_heads, 0) : NULL;
+        c.k = p ? heads_slice(p, n_kv_heads, n_heads) : NULL;
+        c.v = p ? heads_slice(p, n_kv_heads, n_heads + n_kv_heads) : NULL;
+        if (!c.q || !c.k || !c.v) return NULL;
+        return attend(&c, slopes, opts);
+    }
     if (qkv->ndim != 3 || qkv->shape[0] < 1 || qkv->shape[1] < 1 || qkv->shape[2] < 1 ||
         qkv->shape[2] % parts)
         return SL_FAIL(SL_ERR_SHAPE,
@@ -688,7 +724,6 @@ sl_tensor *sl_alibi_attention_packed(sl_tensor *qkv, int n_heads, int n_kv_heads
                        "multiple of %lld (%d query heads and twice %d kv heads)",
                        op, sl_shape_str(qkv), (long long)parts, n_heads, n_kv_heads);
     const int64_t D = qkv->shape[2] / parts;
-    call c = {.op = op, .in = {qkv}, .n_in = 1};
     sl_tensor *p = sl__contig(op, qkv); /* rows of (H + 2 Hk) D, one after the other */
     c.packed = p;
     c.q = p ? heads_view(p, n_heads, D, 0) : NULL;

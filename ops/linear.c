@@ -126,6 +126,7 @@ typedef struct {
     bool gelu;
     char *u, *y;         /* (rows, out): gemm's output (+ bias); y = act(u), or u itself */
     const char *b;       /* (out) or NULL */
+    int64_t T, hd;       /* sl_linear_heads: y is (B, out / hd, T, hd); hd 0: y is (rows, out) */
     const sl__linear_kernels *k;
 } forward_job;
 
@@ -148,6 +149,43 @@ static void forward_chunks(void *ctx, int64_t c0, int64_t c1)
         forward_rows(j, c * j->chunk, (c + 1) * j->chunk < j->rows ? (c + 1) * j->chunk : j->rows);
 }
 
+/* dst[i] = src[i] + b[i] (b NULL: 0) for n elements of type T. */
+#define ADD_BIAS(T, dst, src, b, n)                                                                \
+    do {                                                                                           \
+        T *d_ = (T *)(dst);                                                                        \
+        const T *s_ = (const T *)(src), *b_ = (const T *)(b);                                      \
+        for (int64_t i_ = 0; i_ < (n); i_++) d_[i_] = s_[i_] + (b_ ? b_[i_] : 0);                  \
+    } while (0)
+
+/* sl_linear_heads, chunks [c0, c1): each chunk's gemm into the worker's scratch, then every row's
+ * out / hd heads, the bias added, to their places in (B, out / hd, T, hd). */
+static void forward_heads_chunks(void *ctx, int64_t c0, int64_t c1, int worker)
+{
+    (void)worker;
+    const forward_job *j = ctx;
+    const size_t es = sl_dtype_size(j->dtype);
+    const int64_t P = j->out / j->hd;
+    char *tmp = sl__scratch(SL__SCRATCH_FORWARD, es * (size_t)(j->chunk * j->out));
+    if (!tmp) return; /* reserved at the job's start: not reached */
+    for (int64_t c = c0; c < c1; c++) {
+        int64_t r0 = c * j->chunk, r1 = r0 + j->chunk < j->rows ? r0 + j->chunk : j->rows;
+        mat x = j->x; /* NoTrans (x_operand): rows r0 .. from x.p */
+        x.p += (size_t)(r0 * x.ld) * es;
+        if (j->in > 0) gemm_rows(j->dtype, &x, &j->w, j->wp, tmp, j->out, 0, r1 - r0, j->out, j->in, 0.0);
+        else memset(tmp, 0, es * (size_t)((r1 - r0) * j->out));
+        for (int64_t r = r0; r < r1; r++) {
+            const int64_t b = r / j->T, t = r % j->T;
+            for (int64_t p = 0; p < P; p++) {
+                char *dst = j->y + es * (size_t)(((b * P + p) * j->T + t) * j->hd);
+                const char *src = tmp + es * (size_t)((r - r0) * j->out + p * j->hd);
+                const char *bias = j->b ? j->b + es * (size_t)(p * j->hd) : NULL;
+                if (j->dtype == SL_F32) ADD_BIAS(float, dst, src, bias, j->hd);
+                else ADD_BIAS(double, dst, src, bias, j->hd);
+            }
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- backward */
 
 typedef struct {
@@ -155,7 +193,31 @@ typedef struct {
     char *u;      /* (rows, out) pre-activation, GELU only */
     int64_t rows, in, out;
     bool gelu;
+    int64_t T, hd; /* sl_linear_heads: dL/dy comes as (B, out / hd, T, hd); hd 0: (rows, out) */
 } linear_saved;
+
+typedef struct {
+    const linear_saved *s;
+    sl_dtype dtype;
+    const char *g; /* (B, P, T, hd) */
+    char *rows;    /* (rows, out) */
+} heads_job;
+
+/* Units [u0, u1) of (B, P): head p of batch b's T rows of hd into their columns of rows. */
+static void heads_to_rows(void *ctx, int64_t u0, int64_t u1)
+{
+    const heads_job *h = ctx;
+    const linear_saved *s = h->s;
+    const size_t es = sl_dtype_size(h->dtype), n = es * (size_t)s->hd;
+    const int64_t P = s->out / s->hd;
+    for (int64_t u = u0; u < u1; u++) {
+        const int64_t b = u / P, p = u % P;
+        const char *src = h->g + n * (size_t)(u * s->T);
+        char *dst = h->rows + es * (size_t)(b * s->T * s->out + p * s->hd);
+        for (int64_t t = 0; t < s->T; t++)
+            memcpy(dst + es * (size_t)(t * s->out), src + n * (size_t)t, n);
+    }
+}
 
 typedef struct {
     sl_dtype dtype;
@@ -242,8 +304,16 @@ static bool linear_backward(sl_node *n)
     backward_job j = {.dtype = dt, .s = s, .g = n->grad->data,
                       .dx = gx ? sl_ptr(gx) : NULL, .dw = gw ? sl_ptr(gw) : NULL,
                       .k = kernels()};
-    j.du = (char *)j.g;
     size_t du_bytes = es * (size_t)(s->rows * s->out);
+    if (s->hd) { /* dL/dy head by head: back to rows, in the thread's scratch (no GELU here) */
+        heads_job h = {s, dt, j.g, sl__scratch(SL__SCRATCH_BACKWARD, du_bytes)};
+        if (!h.rows)
+            return sl_set_error(SL_ERR_OOM, "%s: out of memory for %zu bytes of dL/dy", n->op,
+                                du_bytes);
+        sl_parallel_for(s->rows / s->T * (s->out / s->hd), 1, heads_to_rows, &h);
+        j.g = h.rows;
+    }
+    j.du = (char *)j.g;
     /* dL/du lives only through this backward: the thread's scratch, not the step arena, where
      * every layer's would stay until the reset */
     if (s->gelu && !(j.du = sl__scratch(SL__SCRATCH_BACKWARD, du_bytes)))
@@ -304,41 +374,41 @@ static sl_tensor *x_operand(sl_tensor *x, int64_t rows, int64_t in, mat *m)
     return c && as_mat(sl_ptr(c), rows, in, in, 1, m) ? c : NULL;
 }
 
-sl_tensor *sl_linear(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activation act)
+/* sl_linear, and sl_linear_heads when hd > 0 (x 3-D, act none: checked by the caller). */
+static sl_tensor *linear(const char *op, sl_tensor *x, sl_tensor *weight, sl_tensor *bias,
+                         sl_activation act, int64_t hd)
 {
-    SL_CHECK_TENSOR(OP, x);
-    SL_CHECK_TENSOR(OP, weight);
-    SL_CHECK_OPTIONAL(OP, bias);
-    bias = sl__opt(bias);
-    if (act != SL_ACT_NONE && act != SL_ACT_GELU_TANH)
-        return SL_FAIL(SL_ERR_ARG, "sl_linear: unknown activation %d", (int)act);
-    if (!sl__check_float(OP, x) || !sl__check_same_dtype(OP, x, weight) ||
-        (bias && !sl__check_same_dtype(OP, x, bias)))
+    if (!sl__check_float(op, x) || !sl__check_same_dtype(op, x, weight) ||
+        (bias && !sl__check_same_dtype(op, x, bias)))
         return NULL;
     if (weight->ndim != 2)
-        return SL_FAIL(SL_ERR_SHAPE, "sl_linear: weight must be 2-D (out, in), got %s",
+        return SL_FAIL(SL_ERR_SHAPE, "%s: weight must be 2-D (out, in), got %s", op,
                        sl_shape_str(weight));
     int64_t out = weight->shape[0], in = weight->shape[1];
     if (x->ndim < 1 || x->shape[x->ndim - 1] != in)
-        return SL_FAIL(SL_ERR_SHAPE, "sl_linear: input %s does not end in %lld features "
-                       "(weight %s)", sl_shape_str(x), (long long)in, sl_shape_str(weight));
+        return SL_FAIL(SL_ERR_SHAPE, "%s: input %s does not end in %lld features (weight %s)", op,
+                       sl_shape_str(x), (long long)in, sl_shape_str(weight));
     if (bias && (bias->ndim != 1 || bias->shape[0] != out))
-        return SL_FAIL(SL_ERR_SHAPE,
-                       "sl_linear: bias %s does not match weight %s (expected [%lld])",
+        return SL_FAIL(SL_ERR_SHAPE, "%s: bias %s does not match weight %s (expected [%lld])", op,
                        sl_shape_str(bias), sl_shape_str(weight), (long long)out);
+    if (hd && out % hd)
+        return SL_FAIL(SL_ERR_SHAPE, "%s: weight %s: %lld outputs are not a multiple of head_dim "
+                       "%lld", op, sl_shape_str(weight), (long long)out, (long long)hd);
     int64_t rows = sl__shape_numel(x->ndim - 1, x->shape);
     if (rows > INT_MAX || in > INT_MAX || out > INT_MAX)
-        return SL_FAIL(SL_ERR_SHAPE, "sl_linear: input %s @ weight %s has a dim past BLAS's int "
-                       "range", sl_shape_str(x), sl_shape_str(weight));
+        return SL_FAIL(SL_ERR_SHAPE, "%s: input %s @ weight %s has a dim past BLAS's int range",
+                       op, sl_shape_str(x), sl_shape_str(weight));
     int64_t shape[SL_MAX_DIMS];
     memcpy(shape, x->shape, sizeof shape);
     shape[x->ndim - 1] = out;
     bool gelu = act == SL_ACT_GELU_TANH;
-    sl_tensor *y = sl__new(OP, x->dtype, x->ndim, shape);
+    sl_tensor *y = hd ? sl__new(op, x->dtype, 4,
+                                (int64_t[]){x->shape[0], out / hd, x->shape[1], hd})
+                      : sl__new(op, x->dtype, x->ndim, shape);
     if (!y) return NULL;
 
     forward_job j = {.dtype = x->dtype, .rows = rows, .in = in, .out = out, .gelu = gelu,
-                     .y = y->data, .k = kernels()};
+                     .y = y->data, .T = hd ? x->shape[1] : 0, .hd = hd, .k = kernels()};
     sl_tensor *wk = weight, *bk = bias ? sl__contig(OP, bias) : NULL;
     sl_tensor *xk = x_operand(x, rows, in, &j.x);
     if (!xk || (bias && !bk)) return NULL;
@@ -353,19 +423,48 @@ sl_tensor *sl_linear(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activa
     if (gelu && !(j.u = sl_arena_alloc(y->arena, u_bytes, 64))) return NULL;
     j.wp = in > 0 ? packed_b(x->dtype, &j.w, in, out) : NULL;
     j.chunk = chunk_rows(2.0 * (double)(in * out) + 1);
-    if (out > 0) sl_parallel_for((rows + j.chunk - 1) / j.chunk, 1, forward_chunks, &j);
+    int64_t chunks = (rows + j.chunk - 1) / j.chunk;
+    if (out > 0 && hd)
+        sl__parallel_for_w(chunks, 1, forward_heads_chunks, &j, SL__SCRATCH_FORWARD,
+                           sl_dtype_size(x->dtype) * (size_t)(j.chunk * out));
+    else if (out > 0)
+        sl_parallel_for(chunks, 1, forward_chunks, &j);
 
     sl_node *n;
     sl_tensor *ins[3] = {x, weight, bias};
-    if (!sl_record(&n, OP, y, bias ? 3 : 2, ins, linear_backward, sizeof(linear_saved)))
+    if (!sl_record(&n, op, y, bias ? 3 : 2, ins, linear_backward, sizeof(linear_saved)))
         return NULL;
     if (n)
         *(linear_saved *)n->saved =
-            (linear_saved){j.x, j.w, gelu ? j.u : NULL, rows, in, out, gelu};
+            (linear_saved){j.x, j.w, gelu ? j.u : NULL, rows, in, out, gelu, j.T, hd};
     /* dx reads W, dW reads x (as forward read them: the inputs or their copies); the saved
      * pre-activation is the op's own */
     if ((weight->requires_grad && !sl_save_for_backward(n, xk)) ||
         (x->requires_grad && !sl_save_for_backward(n, wk)))
         return NULL;
     return y;
+}
+
+sl_tensor *sl_linear(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activation act)
+{
+    SL_CHECK_TENSOR(OP, x);
+    SL_CHECK_TENSOR(OP, weight);
+    SL_CHECK_OPTIONAL(OP, bias);
+    if (act != SL_ACT_NONE && act != SL_ACT_GELU_TANH)
+        return SL_FAIL(SL_ERR_ARG, "sl_linear: unknown activation %d", (int)act);
+    return linear(OP, x, weight, sl__opt(bias), act, 0);
+}
+
+sl_tensor *sl_linear_heads(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, int64_t head_dim)
+{
+    static const char *const op = "sl_linear_heads";
+    SL_CHECK_TENSOR(op, x);
+    SL_CHECK_TENSOR(op, weight);
+    SL_CHECK_OPTIONAL(op, bias);
+    if (head_dim < 1)
+        return SL_FAIL(SL_ERR_ARG, "%s: head_dim %lld must be >= 1", op, (long long)head_dim);
+    if (x->ndim != 3 || x->shape[0] < 1 || x->shape[1] < 1)
+        return SL_FAIL(SL_ERR_SHAPE, "%s: input %s must be 3-D (B, T, in), non-empty", op,
+                       sl_shape_str(x));
+    return linear(op, x, weight, sl__opt(bias), SL_ACT_NONE, head_dim);
 }

@@ -157,6 +157,7 @@ typedef enum {
     SL__SCRATCH_SPARE_GRADS,/* and the gradient buffers it has finished with */
     SL__SCRATCH_BACKWARD,  /* an op's temporary during its backward (linear's dL/du) */
     SL__SCRATCH_ROWS,      /* attention's inputs laid out head by head (ops/alibi_attention.c) */
+    SL__SCRATCH_FORWARD,   /* an op's temporary during its forward (linear's heads' rows) */
     SL__SCRATCH_SLOTS
 } sl__scratch_slot;
 void *sl__scratch(sl__scratch_slot slot, size_t bytes);

@@ -3,8 +3,9 @@
  * views (sl_narrow, sl_reshape, sl_permute), sl_alibi_attention, and merging them back
  * (sl_permute, sl_reshape): the same kernel reading and writing other addresses, so the output
  * and every gradient (qkv's, the slopes') are compared bitwise, in f32 and f64, with GQA/MQA,
- * odd lengths, both directions and every option. Then an f64 gradcheck, thread counts, and the
- * errors. */
+ * odd lengths, both directions and every option. Then an f64 gradcheck, thread counts,
+ * sl_linear_heads (against sl_linear split into heads) feeding the heads-major (4-D) layout
+ * (against the 3-D one), and the errors. */
 #include "testutil.h"
 
 #include <string.h>
@@ -218,6 +219,126 @@ START_TEST(thread_counts_agree_bitwise)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- heads-major qkv */
+
+/* sl_linear_heads against sl_linear, split by views and made contiguous: the same numbers,
+ * forward and every gradient, in f32 and f64, with and without bias, several row chunks, a
+ * strided input. */
+START_TEST(linear_heads_equals_linear_then_split)
+{
+    static const struct {
+        int64_t B, T, in, out, hd;
+        bool bias, strided;
+    } cs[] = {{3, 100, 24, 48, 8, true, false},
+              {4, 300, 64, 96, 32, true, false}, /* 1200 rows: several gemm chunks */
+              {2, 7, 5, 6, 3, false, true},
+              {1, 1, 4, 4, 4, true, true}};
+    for (size_t i = 0; i < sizeof cs / sizeof *cs; i++)
+        for (int f = 0; f < 2; f++) {
+            sl_dtype dt = f ? SL_F64 : SL_F32;
+            sl_rng r = sl_rng_seed(70 + i);
+            int64_t B = cs[i].B, T = cs[i].T, P = cs[i].out / cs[i].hd, hd = cs[i].hd;
+            sl_tensor *x0 = tu_randn(&r, dt, sl_shape(B, T, cs[i].in));
+            sl_tensor *w0 = tu_randn(&r, dt, sl_shape(cs[i].out, cs[i].in));
+            sl_tensor *b0 = tu_randn(&r, dt, sl_shape(cs[i].out));
+            sl_tensor *g = tu_randn(&r, dt, sl_shape(B, P, T, hd));
+            sl_tensor *leaf[2][3];
+            sl_tensor *y[2];
+            for (int k = 0; k < 2; k++) {
+                sl_tensor *xc = tu_cast_leaf(x0, dt);
+                leaf[k][0] = sl_requires_grad(cs[i].strided ? tu_noncontig(xc) : xc, true);
+                leaf[k][1] = sl_requires_grad(tu_cast_leaf(w0, dt), true);
+                leaf[k][2] = cs[i].bias ? sl_requires_grad(tu_cast_leaf(b0, dt), true) : SL_NONE;
+                sl_tensor *x = leaf[k][0];
+                if (k == 0) {
+                    y[k] = sl_linear_heads(x, leaf[k][1], leaf[k][2], hd);
+                } else {
+                    sl_tensor *l = sl_linear(x, leaf[k][1], leaf[k][2], SL_ACT_NONE);
+                    l = sl_reshape(l, 4, (int64_t[]){B, T, P, hd});
+                    y[k] = sl_contiguous(sl_permute(l, (int[]){0, 2, 1, 3}));
+                }
+                ck_assert_msg(y[k] && sl_backward_ex(y[k], g, 0), "%s", sl_error_message());
+            }
+            pcase c = {.B = B, .T = T, .H = P, .Hk = 0, .D = hd};
+            same_bits("sl_linear_heads output", &c, dt, y[0], y[1]);
+            same_bits("sl_linear_heads dx", &c, dt, leaf[0][0]->grad, leaf[1][0]->grad);
+            same_bits("sl_linear_heads dW", &c, dt, leaf[0][1]->grad, leaf[1][1]->grad);
+            if (cs[i].bias)
+                same_bits("sl_linear_heads db", &c, dt, leaf[0][2]->grad, leaf[1][2]->grad);
+        }
+}
+END_TEST
+
+static sl_tensor *call_linear_heads(sl_tensor *const *in, int n, void *user)
+{
+    (void)n;
+    return sl_linear_heads(in[0], in[1], in[2], *(const int64_t *)user);
+}
+
+/* The projection made head by head into the 4-D packed attention, against the 3-D packed path
+ * on sl_linear's output: the same output and the same gradients of x, W and b. */
+typedef struct {
+    int H, Hk;
+    int64_t D;
+    bool heads;
+} proj_ctx;
+
+static sl_tensor *project_attend(sl_tensor *const *in, int n, void *user)
+{
+    (void)n;
+    const proj_ctx *p = user;
+    sl_tensor *qkv = p->heads ? sl_linear_heads(in[0], in[1], in[2], p->D)
+                              : sl_linear(in[0], in[1], in[2], SL_ACT_NONE);
+    return sl_alibi_attention_packed(qkv, p->H, p->Hk, SL_NONE, NULL);
+}
+
+START_TEST(heads_major_qkv_equals_rows)
+{
+    static const proj_ctx ps[] = {{8, 8, 32, false}, {6, 2, 8, false}, {4, 1, 5, false}};
+    for (size_t i = 0; i < sizeof ps / sizeof *ps; i++)
+        for (int f = 0; f < 2; f++) {
+            sl_dtype dt = f ? SL_F64 : SL_F32;
+            sl_rng r = sl_rng_seed(90 + i);
+            int64_t B = 2, T = 130, C = 24, W = (ps[i].H + 2 * ps[i].Hk) * ps[i].D;
+            sl_tensor *x0 = tu_randn(&r, dt, sl_shape(B, T, C));
+            sl_tensor *w0 = tu_randn(&r, dt, sl_shape(W, C));
+            sl_tensor *b0 = tu_randn(&r, dt, sl_shape(W));
+            sl_tensor *g = tu_randn(&r, dt, sl_shape(B, T, ps[i].H * ps[i].D));
+            sl_tensor *in[2][3], *y[2];
+            for (int k = 0; k < 2; k++) {
+                proj_ctx p = ps[i];
+                p.heads = k == 0;
+                in[k][0] = sl_requires_grad(tu_cast_leaf(x0, dt), true);
+                in[k][1] = sl_requires_grad(tu_cast_leaf(w0, dt), true);
+                in[k][2] = sl_requires_grad(tu_cast_leaf(b0, dt), true);
+                y[k] = project_attend(in[k], 3, &p);
+                ck_assert_msg(y[k] && sl_backward_ex(y[k], g, 0), "%s", sl_error_message());
+            }
+            pcase c = {.B = B, .T = T, .H = ps[i].H, .Hk = ps[i].Hk, .D = ps[i].D};
+            same_bits("heads-major output", &c, dt, y[0], y[1]);
+            for (int e = 0; e < 3; e++)
+                same_bits(e == 0 ? "heads-major dx" : e == 1 ? "heads-major dW" : "heads-major db",
+                          &c, dt, in[0][e]->grad, in[1][e]->grad);
+        }
+}
+END_TEST
+
+START_TEST(heads_major_gradchecks_f64)
+{
+    sl_rng r = sl_rng_seed(31);
+    int64_t hd = 3;
+    sl_tensor *in[3] = {sl_requires_grad(tu_randn(&r, SL_F64, sl_shape(2, 5, 4)), true),
+                        sl_requires_grad(tu_randn(&r, SL_F64, sl_shape(6, 4)), true),
+                        sl_requires_grad(tu_randn(&r, SL_F64, sl_shape(6)), true)};
+    tu_gradcheck(call_linear_heads, 3, in, &hd);
+    proj_ctx p = {2, 1, 2, true}; /* (2 + 2) heads of 2 */
+    sl_tensor *pin[3] = {sl_requires_grad(tu_randn(&r, SL_F64, sl_shape(2, 6, 3)), true),
+                         sl_requires_grad(tu_randn(&r, SL_F64, sl_shape(8, 3)), true),
+                         sl_requires_grad(tu_randn(&r, SL_F64, sl_shape(8)), true)};
+    tu_gradcheck(project_attend, 3, pin, &p);
+}
+END_TEST
+
 START_TEST(errors_name_the_op_and_shapes)
 {
     sl_tensor *x = sl_zeros(SL_F32, sl_shape(2, 5, 30));
@@ -248,6 +369,19 @@ START_TEST(errors_name_the_op_and_shapes)
            "sl_alibi_attention_packed: window -1 must be >= 0 (0: no window)");
     EXPECT(sl_alibi_attention_packed(NULL, 6, 2, SL_NONE, NULL), SL_ERR_ARG,
            "sl_alibi_attention_packed: argument 'qkv' is NULL");
+    EXPECT(sl_alibi_attention_packed(sl_zeros(SL_F32, sl_shape(2, 5, 4, 8)), 2, 2, SL_NONE, NULL),
+           SL_ERR_SHAPE,
+           "sl_alibi_attention_packed: qkv [2,5,4,8] [B,H + 2 Hk,T,D] must have 6 heads (2 query "
+           "heads and twice 2 kv heads)");
+    sl_tensor *w = sl_zeros(SL_F32, sl_shape(30, 8));
+    EXPECT(sl_linear_heads(sl_zeros(SL_F32, sl_shape(4, 8)), w, SL_NONE, 5), SL_ERR_SHAPE,
+           "sl_linear_heads: input [4,8] must be 3-D (B, T, in), non-empty");
+    EXPECT(sl_linear_heads(sl_zeros(SL_F32, sl_shape(2, 4, 8)), w, SL_NONE, 0), SL_ERR_ARG,
+           "sl_linear_heads: head_dim 0 must be >= 1");
+    EXPECT(sl_linear_heads(sl_zeros(SL_F32, sl_shape(2, 4, 8)), w, SL_NONE, 7), SL_ERR_SHAPE,
+           "sl_linear_heads: weight [30,8]: 30 outputs are not a multiple of head_dim 7");
+    EXPECT(sl_linear_heads(sl_zeros(SL_F32, sl_shape(2, 4, 9)), w, SL_NONE, 5), SL_ERR_SHAPE,
+           "sl_linear_heads: input [2,4,9] does not end in 8 features (weight [30,8])");
 #undef EXPECT
 }
 END_TEST
@@ -262,6 +396,9 @@ int main(void)
     tu_add_test(s, tc, strided_qkv_is_read_as_its_values);
     tu_add_test(s, tc, gradcheck_f64);
     tu_add_test(s, tc, thread_counts_agree_bitwise);
+    tu_add_test(s, tc, linear_heads_equals_linear_then_split);
+    tu_add_test(s, tc, heads_major_qkv_equals_rows);
+    tu_add_test(s, tc, heads_major_gradchecks_f64);
     tu_add_test(s, tc, errors_name_the_op_and_shapes);
     tu_every_isa();
     return tu_run(s);

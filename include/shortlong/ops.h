@@ -141,6 +141,16 @@ typedef enum sl_activation {
  * not weight's in, a bias that is not [out], an unknown activation. */
 sl_tensor *sl_linear(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activation act);
 
+/* sl_linear (no activation) with its outputs split into heads of head_dim: x (B, T, in) ->
+ * (B, out / head_dim, T, head_dim), y[b, p, t, d] = (x W^T + b)[b, t, p head_dim + d]. The same
+ * numbers as sl_linear followed by sl_reshape to (B, T, P, head_dim), sl_permute {0, 2, 1, 3}
+ * and sl_contiguous (to the last bit, the gradients too), without the copies: each block of
+ * rows goes from gemm to its heads' places while in cache, and backward takes dL/dy head by head.
+ * A fused q/k/v projection made so feeds sl_alibi_attention_packed in the layout its tiles read
+ * in place. Errors (NULL) as sl_linear's, named "sl_linear_heads", and x not 3-D, head_dim < 1,
+ * or out not a multiple of head_dim. */
+sl_tensor *sl_linear_heads(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, int64_t head_dim);
+
 /* ---------------------------------------------------------------- shape (shape.c) */
 
 /* A view when the strides allow it, else a copy. One entry may be -1 (inferred). */
@@ -337,8 +347,10 @@ sl_tensor *sl_alibi_attention(sl_tensor *q, sl_tensor *k, sl_tensor *v, sl_tenso
  * splitting and merging cost in forward and backward: the kernel reads the heads where they lie
  * and writes the output and qkv's gradient in place. n_kv_heads 0 means n_heads; slopes and
  * opts as for sl_alibi_attention (Tq = Tk = T). Differentiable in qkv, slopes and
- * opts->slopes_after. Errors (NULL) as sl_alibi_attention's, named
- * "sl_alibi_attention_packed", and a last dim that is not a multiple of H + 2 Hk. */
+ * opts->slopes_after. qkv may also be 4-D heads-major, (B, H + 2 Hk, T, D), as sl_linear_heads
+ * makes it: then the tiles read each head's rows where they lie, with no copy at all. Errors
+ * (NULL) as sl_alibi_attention's, named "sl_alibi_attention_packed", and a last dim that is not
+ * a multiple of H + 2 Hk (3-D) or a head count that is not H + 2 Hk (4-D). */
 sl_tensor *sl_alibi_attention_packed(sl_tensor *qkv, int n_heads, int n_kv_heads,
                                      sl_tensor *slopes, const sl_alibi_opts *opts);
 
