@@ -165,20 +165,6 @@ typedef struct {
     size_t es;
 } relayout;
 
-/* Copies n bytes, a multiple of 4, in 32-byte pieces (fixed-size memcpy compiles to one load and
- * one store): rows are a head dim long (128 bytes for 32 floats), too short for a call to
- * memcpy per row to pay. */
-static inline void copy_row(char *restrict dst, const char *restrict src, size_t n)
-{
-    size_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        char piece[32];
-        memcpy(piece, src + i, 32);
-        memcpy(dst + i, piece, 32);
-    }
-    for (; i < n; i += 4) memcpy(dst + i, src + i, 4);
-}
-
 static void relayout_range(void *ctx, int64_t u0, int64_t u1)
 {
     const relayout *r = ctx;
@@ -188,7 +174,7 @@ static void relayout_range(void *ctx, int64_t u0, int64_t u1)
             r->src + r->es * (size_t)(u / r->heads * r->s[0] + u % r->heads * r->s[1]);
         char *dst = r->dst + row * (size_t)(u * r->T);
         for (int64_t t = 0; t < r->T; t++)
-            copy_row(dst + row * (size_t)t, src + r->es * (size_t)(t * r->s[2]), row);
+            sl__copy_row(dst + row * (size_t)t, src + r->es * (size_t)(t * r->s[2]), row);
     }
 }
 

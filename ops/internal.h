@@ -22,4 +22,20 @@
 #include "../autograd/internal.h"
 #include <shortlong/ops.h>
 
+#include <string.h>
+
+/* Copies n bytes, a multiple of 4, in 32-byte pieces (a fixed-size memcpy compiles to one load
+ * and one store): for rows a head dim long (128 bytes for 32 floats), too short for a call to
+ * memcpy per row to pay. */
+static inline void sl__copy_row(char *restrict dst, const char *restrict src, size_t n)
+{
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        char piece[32];
+        memcpy(piece, src + i, 32);
+        memcpy(dst + i, piece, 32);
+    }
+    for (; i < n; i += 4) memcpy(dst + i, src + i, 4);
+}
+
 #endif

@@ -149,12 +149,24 @@ static void forward_chunks(void *ctx, int64_t c0, int64_t c1)
         forward_rows(j, c * j->chunk, (c + 1) * j->chunk < j->rows ? (c + 1) * j->chunk : j->rows);
 }
 
-/* dst[i] = src[i] + b[i] (b NULL: 0) for n elements of type T. */
+/* dst = src + b (b NULL: a copy of src) over n elements of type T, in 32-byte vectors and a
+ * tail (the library builds at -O2, where GCC leaves such loops scalar). */
 #define ADD_BIAS(T, dst, src, b, n)                                                                \
     do {                                                                                           \
+        typedef T v_ __attribute__((vector_size(32)));                                             \
+        const int64_t lanes_ = (int64_t)(32 / sizeof(T));                                          \
         T *d_ = (T *)(dst);                                                                        \
         const T *s_ = (const T *)(src), *b_ = (const T *)(b);                                      \
-        for (int64_t i_ = 0; i_ < (n); i_++) d_[i_] = s_[i_] + (b_ ? b_[i_] : 0);                  \
+        int64_t i_ = 0;                                                                            \
+        for (; b_ && i_ + lanes_ <= (n); i_ += lanes_) {                                           \
+            v_ x_, y_;                                                                             \
+            memcpy(&x_, s_ + i_, sizeof x_);                                                       \
+            memcpy(&y_, b_ + i_, sizeof y_);                                                       \
+            x_ += y_;                                                                              \
+            memcpy(d_ + i_, &x_, sizeof x_);                                                       \
+        }                                                                                          \
+        if (!b_) sl__copy_row((char *)d_, (const char *)s_, sizeof(T) * (size_t)(n));             \
+        for (; b_ && i_ < (n); i_++) d_[i_] = s_[i_] + b_[i_];                                     \
     } while (0)
 
 /* sl_linear_heads, chunks [c0, c1): each chunk's gemm into the worker's scratch, then every row's
@@ -173,16 +185,15 @@ static void forward_heads_chunks(void *ctx, int64_t c0, int64_t c1, int worker)
         x.p += (size_t)(r0 * x.ld) * es;
         if (j->in > 0) gemm_rows(j->dtype, &x, &j->w, j->wp, tmp, j->out, 0, r1 - r0, j->out, j->in, 0.0);
         else memset(tmp, 0, es * (size_t)((r1 - r0) * j->out));
-        for (int64_t r = r0; r < r1; r++) {
-            const int64_t b = r / j->T, t = r % j->T;
-            for (int64_t p = 0; p < P; p++) {
+        for (int64_t p = 0; p < P; p++) /* each head's rows one after the other in its plane */
+            for (int64_t r = r0; r < r1; r++) {
+                const int64_t b = r / j->T, t = r % j->T;
                 char *dst = j->y + es * (size_t)(((b * P + p) * j->T + t) * j->hd);
                 const char *src = tmp + es * (size_t)((r - r0) * j->out + p * j->hd);
                 const char *bias = j->b ? j->b + es * (size_t)(p * j->hd) : NULL;
                 if (j->dtype == SL_F32) ADD_BIAS(float, dst, src, bias, j->hd);
                 else ADD_BIAS(double, dst, src, bias, j->hd);
             }
-        }
     }
 }
 
@@ -203,19 +214,26 @@ typedef struct {
     char *rows;    /* (rows, out) */
 } heads_job;
 
-/* Units [u0, u1) of (B, P): head p of batch b's T rows of hd into their columns of rows. */
+enum { HEAD_ROWS = 8 }; /* rows per block of heads_to_rows: a block of out's rows stays in L1 */
+
+/* Blocks [u0, u1) of HEAD_ROWS positions of one batch row: every head's hd columns of them, from
+ * the heads' planes (B, P, T, hd) into rows (rows, out), a block of whole rows at a time (rows
+ * written one head at a time would be 128-byte pieces a row apart, which miss). */
 static void heads_to_rows(void *ctx, int64_t u0, int64_t u1)
 {
     const heads_job *h = ctx;
     const linear_saved *s = h->s;
     const size_t es = sl_dtype_size(h->dtype), n = es * (size_t)s->hd;
-    const int64_t P = s->out / s->hd;
+    const int64_t P = s->out / s->hd, per_b = (s->T + HEAD_ROWS - 1) / HEAD_ROWS;
     for (int64_t u = u0; u < u1; u++) {
-        const int64_t b = u / P, p = u % P;
-        const char *src = h->g + n * (size_t)(u * s->T);
-        char *dst = h->rows + es * (size_t)(b * s->T * s->out + p * s->hd);
-        for (int64_t t = 0; t < s->T; t++)
-            memcpy(dst + es * (size_t)(t * s->out), src + n * (size_t)t, n);
+        const int64_t b = u / per_b, t0 = u % per_b * HEAD_ROWS;
+        const int64_t t1 = t0 + HEAD_ROWS < s->T ? t0 + HEAD_ROWS : s->T;
+        for (int64_t p = 0; p < P; p++) {
+            const char *src = h->g + n * (size_t)((b * P + p) * s->T);
+            char *dst = h->rows + es * (size_t)(b * s->T * s->out + p * s->hd);
+            for (int64_t t = t0; t < t1; t++)
+                sl__copy_row(dst + es * (size_t)(t * s->out), src + n * (size_t)t, n);
+        }
     }
 }
 
@@ -310,7 +328,8 @@ static bool linear_backward(sl_node *n)
         if (!h.rows)
             return sl_set_error(SL_ERR_OOM, "%s: out of memory for %zu bytes of dL/dy", n->op,
                                 du_bytes);
-        sl_parallel_for(s->rows / s->T * (s->out / s->hd), 1, heads_to_rows, &h);
+        sl_parallel_for(s->rows / s->T * ((s->T + HEAD_ROWS - 1) / HEAD_ROWS), 16, heads_to_rows,
+                        &h);
         j.g = h.rows;
     }
     j.du = (char *)j.g;
