@@ -515,12 +515,12 @@ static void heads_packed(int64_t T, int64_t d, int64_t row, int64_t s[3])
 }
 
 /* What the two entry points hand the common part: the inputs as (b, head, position, d) (q, k, v:
- * views when packed, with the strides the kernels read), what the node records, and for packed
- * calls the qkv tensor (rows contiguous) and the output's shape. */
+ * views of qkv when packed, with the strides the kernels read), what the node records, and for
+ * packed calls the contiguous qkv the views are of. */
 typedef struct {
     const char *op;
     sl_tensor *q, *k, *v;
-    sl_tensor *packed; /* qkv as read (rows contiguous), or NULL */
+    sl_tensor *packed; /* qkv as read (contiguous), or NULL */
     sl_tensor *in[5];  /* the recorded inputs */
     int n_in;
 } call;
@@ -581,22 +581,15 @@ static sl_tensor *attend(call *c, sl_tensor *slopes, const sl_alibi_opts *opts)
         j.vs[d] = v->strides[d];
     }
     int64_t dk_at = 0, dv_at = 0;
-    if (c->packed && c->packed->ndim == 4) { /* heads major: (B, H + 2 Hk, T, D) */
+    if (c->packed) {
+        /* the output's heads side by side; qkv (contiguous) and its gradient share one layout,
+         * so dq, dk, dv lie where the views q, k, v do */
         heads_packed(Tq, Dv, H * Dv, j.os);
-        const int64_t P = c->packed->shape[1];
-        heads_apart(P, Tq, D, j.dqs);
-        heads_apart(P, Tk, D, j.dks);
-        heads_apart(P, Tk, Dv, j.dvs);
-        dk_at = H * Tk * D;
-        dv_at = (H + Hk) * Tk * D;
-    } else if (c->packed) { /* the output's heads side by side, the gradients where qkv's lie */
-        const int64_t row = c->packed->shape[2];
-        heads_packed(Tq, Dv, H * Dv, j.os);
-        heads_packed(Tq, D, row, j.dqs);
-        heads_packed(Tk, D, row, j.dks);
-        heads_packed(Tk, Dv, row, j.dvs);
-        dk_at = H * D;
-        dv_at = (H + Hk) * D;
+        memcpy(j.dqs, j.qs, sizeof j.dqs);
+        memcpy(j.dks, j.ks, sizeof j.dks);
+        memcpy(j.dvs, j.vs, sizeof j.dvs);
+        dk_at = k->offset - q->offset;
+        dv_at = v->offset - q->offset;
     } else {
         heads_apart(H, Tq, Dv, j.os);
         heads_apart(H, Tq, D, j.dqs);

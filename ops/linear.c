@@ -154,19 +154,21 @@ static void forward_chunks(void *ctx, int64_t c0, int64_t c1)
 #define ADD_BIAS(T, dst, src, b, n)                                                                \
     do {                                                                                           \
         typedef T v_ __attribute__((vector_size(32)));                                             \
-        const int64_t lanes_ = (int64_t)(32 / sizeof(T));                                          \
         T *d_ = (T *)(dst);                                                                        \
         const T *s_ = (const T *)(src), *b_ = (const T *)(b);                                      \
-        int64_t i_ = 0;                                                                            \
-        for (; b_ && i_ + lanes_ <= (n); i_ += lanes_) {                                           \
-            v_ x_, y_;                                                                             \
-            memcpy(&x_, s_ + i_, sizeof x_);                                                       \
-            memcpy(&y_, b_ + i_, sizeof y_);                                                       \
-            x_ += y_;                                                                              \
-            memcpy(d_ + i_, &x_, sizeof x_);                                                       \
+        if (!b_) {                                                                                 \
+            sl__copy_row((char *)d_, (const char *)s_, sizeof(T) * (size_t)(n));                   \
+        } else {                                                                                   \
+            int64_t i_ = 0;                                                                        \
+            for (; i_ + (int64_t)(32 / sizeof(T)) <= (n); i_ += (int64_t)(32 / sizeof(T))) {       \
+                v_ x_, y_;                                                                         \
+                memcpy(&x_, s_ + i_, sizeof x_);                                                   \
+                memcpy(&y_, b_ + i_, sizeof y_);                                                   \
+                x_ += y_;                                                                          \
+                memcpy(d_ + i_, &x_, sizeof x_);                                                   \
+            }                                                                                      \
+            for (; i_ < (n); i_++) d_[i_] = s_[i_] + b_[i_];                                       \
         }                                                                                          \
-        if (!b_) sl__copy_row((char *)d_, (const char *)s_, sizeof(T) * (size_t)(n));             \
-        for (; b_ && i_ < (n); i_++) d_[i_] = s_[i_] + b_[i_];                                     \
     } while (0)
 
 /* sl_linear_heads, chunks [c0, c1): each chunk's gemm into the worker's scratch, then every row's
@@ -183,7 +185,8 @@ static void forward_heads_chunks(void *ctx, int64_t c0, int64_t c1, int worker)
         int64_t r0 = c * j->chunk, r1 = r0 + j->chunk < j->rows ? r0 + j->chunk : j->rows;
         mat x = j->x; /* NoTrans (x_operand): rows r0 .. from x.p */
         x.p += (size_t)(r0 * x.ld) * es;
-        if (j->in > 0) gemm_rows(j->dtype, &x, &j->w, j->wp, tmp, j->out, 0, r1 - r0, j->out, j->in, 0.0);
+        if (j->in > 0)
+            gemm_rows(j->dtype, &x, &j->w, j->wp, tmp, j->out, 0, r1 - r0, j->out, j->in, 0.0);
         else memset(tmp, 0, es * (size_t)((r1 - r0) * j->out));
         for (int64_t p = 0; p < P; p++) /* each head's rows one after the other in its plane */
             for (int64_t r = r0; r < r1; r++) {
