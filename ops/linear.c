@@ -124,7 +124,8 @@ typedef struct {
     const float *wp;     /* w^T packed for shortlong's kernel, or NULL (cblas) */
     int64_t rows, in, out, chunk;
     bool gelu;
-    char *u, *y;         /* (rows, out): gemm's output (+ bias); y = act(u), or u itself */
+    char *y;             /* (rows, out): gemm's output, + bias, then act() applied in place */
+    char *d;             /* (rows, out): gelu'(pre-activation), for backward; NULL if not kept */
     const char *b;       /* (out) or NULL */
     int64_t T, hd;       /* sl_linear_heads: y is (B, out / hd, T, hd); hd 0: y is (rows, out) */
     const sl__linear_kernels *k;
@@ -135,10 +136,10 @@ static void forward_rows(const forward_job *j, int64_t r0, int64_t r1)
 {
     size_t es = sl_dtype_size(j->dtype);
     if (j->in > 0)
-        gemm_rows(j->dtype, &j->x, &j->w, j->wp, j->u, j->out, r0, r1, j->out, j->in, 0.0);
-    else memset(j->u + (size_t)(r0 * j->out) * es, 0, (size_t)((r1 - r0) * j->out) * es);
+        gemm_rows(j->dtype, &j->x, &j->w, j->wp, j->y, j->out, r0, r1, j->out, j->in, 0.0);
+    else memset(j->y + (size_t)(r0 * j->out) * es, 0, (size_t)((r1 - r0) * j->out) * es);
     if (!j->b && !j->gelu) return;
-    j->k->forward_rows(j->dtype, j->u, j->y, j->b, r0, r1, j->out, j->gelu);
+    j->k->forward_rows(j->dtype, j->y, j->d, j->b, r0, r1, j->out, j->gelu);
 }
 
 /* Chunks [c0, c1) of j->chunk rows, one gemm call each. */
@@ -204,7 +205,7 @@ static void forward_heads_chunks(void *ctx, int64_t c0, int64_t c1, int worker)
 
 typedef struct {
     mat x, w;     /* as forward used them (copies if they had to be) */
-    char *u;      /* (rows, out) pre-activation, GELU only */
+    char *d;      /* (rows, out) gelu'(pre-activation), GELU only */
     int64_t rows, in, out;
     bool gelu;
     int64_t T, hd; /* sl_linear_heads: dL/dy comes as (B, out / hd, T, hd); hd 0: (rows, out) */
@@ -263,7 +264,7 @@ static void du_units(void *ctx, int64_t u0, int64_t u1)
         int64_t r0 = unit * BLOCK, r1 = r0 + BLOCK < s->rows ? r0 + BLOCK : s->rows;
         double *db = j->dbp ? j->dbp + unit * s->out : NULL;
         if (db) memset(db, 0, sizeof(double) * (size_t)s->out);
-        j->k->backward_rows(j->dtype, j->g, s->u, j->du, db, r0, r1, s->out, s->gelu);
+        j->k->backward_rows(j->dtype, j->g, s->d, j->du, db, r0, r1, s->out, s->gelu);
     }
 }
 
@@ -440,9 +441,12 @@ static sl_tensor *linear(const char *op, sl_tensor *x, sl_tensor *weight, sl_ten
         as_mat(sl_ptr(wk), in, out, 1, in, &j.w);
     }
     j.b = bk ? sl_ptr(bk) : NULL;
-    j.u = y->data;
-    size_t u_bytes = sl_dtype_size(x->dtype) * (size_t)(rows * out);
-    if (gelu && !(j.u = sl_arena_alloc(y->arena, u_bytes, 64))) return NULL;
+    /* GELU's derivative is computed with the activation, from the same exponential, and kept
+     * for backward (which then only multiplies) when the op will be recorded */
+    bool recording = sl_grad_enabled() && (x->requires_grad || weight->requires_grad ||
+                                            (bias && bias->requires_grad));
+    size_t d_bytes = sl_dtype_size(x->dtype) * (size_t)(rows * out);
+    if (gelu && recording && !(j.d = sl_arena_alloc(y->arena, d_bytes, 64))) return NULL;
     j.wp = in > 0 ? packed_b(x->dtype, &j.w, in, out) : NULL;
     j.chunk = chunk_rows(2.0 * (double)(in * out) + 1);
     int64_t chunks = (rows + j.chunk - 1) / j.chunk;
@@ -458,9 +462,9 @@ static sl_tensor *linear(const char *op, sl_tensor *x, sl_tensor *weight, sl_ten
         return NULL;
     if (n)
         *(linear_saved *)n->saved =
-            (linear_saved){j.x, j.w, gelu ? j.u : NULL, rows, in, out, gelu, j.T, hd};
+            (linear_saved){j.x, j.w, j.d, rows, in, out, gelu, j.T, hd};
     /* dx reads W, dW reads x (as forward read them: the inputs or their copies); the saved
-     * pre-activation is the op's own */
+     * derivative is the op's own */
     if ((weight->requires_grad && !sl_save_for_backward(n, xk)) ||
         (x->requires_grad && !sl_save_for_backward(n, wk)))
         return NULL;
