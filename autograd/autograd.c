@@ -228,8 +228,9 @@ static void keep_spare(sl_tensor *g)
     spare[n_spare++] = g;
 }
 
-/* A zeroed contiguous buffer for t's gradient from the spares, or NULL if none fits. */
-static sl_tensor *reuse_spare(const sl_tensor *t)
+/* A contiguous buffer for t's gradient from the spares (zeroed if zero), or NULL if none
+ * fits. */
+static sl_tensor *reuse_spare(const sl_tensor *t, bool zero)
 {
     int64_t n = sl_numel(t);
     for (size_t i = n_spare; i-- > 0;) {
@@ -244,32 +245,73 @@ static sl_tensor *reuse_spare(const sl_tensor *t)
         memcpy(v->shape, t->shape, sizeof v->shape);
         sl__contiguous_strides(v->ndim, v->shape, v->strides);
         v->offset = 0;
-        memset(v->data, 0, (size_t)n * sl_dtype_size(v->dtype));
+        if (zero) memset(v->data, 0, (size_t)n * sl_dtype_size(v->dtype));
         return v;
     }
     return NULL;
 }
 
-static sl_tensor *grad_buffer(sl_tensor *t)
+/* The gradient buffer of t, made if it has none yet: zeroed, or (zero false: the caller
+ * overwrites it) with whatever the memory held, and then *made is set. */
+static sl_tensor *grad_buffer(sl_tensor *t, bool zero, bool *made)
 {
     sl_tensor **slot = t->node ? &t->node->grad : &t->grad;
-    if (!*slot && recycling && t->node) *slot = reuse_spare(t);
+    if (*slot) return *slot;
+    if (recycling && t->node) *slot = reuse_spare(t, zero);
     if (!*slot) {
         sl_arena *prev = sl_arena_set(t->arena);
-        *slot = sl_zeros(t->dtype, t->ndim, t->shape);
+        *slot = zero ? sl_zeros(t->dtype, t->ndim, t->shape) : sl_empty(t->dtype, t->ndim, t->shape);
         sl_arena_set(prev);
     }
+#ifndef NDEBUG
+    /* debug builds: an unzeroed buffer holds NaN, so an element its backward fails to write
+     * shows up in every gradient test */
+    if (*slot && !zero) memset((*slot)->data, 0xff, (size_t)sl_numel(*slot) * sl_dtype_size(t->dtype));
+#endif
+    *made = *slot != NULL;
     return *slot;
+}
+
+/* Input i of node, if it takes a gradient. */
+static sl_tensor *grad_input(sl_node *node, int i)
+{
+    if (!node || i < 0 || i >= node->n_in) return NULL;
+    sl_tensor *t = node->in[i];
+    return t && t->requires_grad ? t : NULL;
 }
 
 sl_tensor *sl_input_grad(sl_node *node, int i)
 {
-    if (!node || i < 0 || i >= node->n_in) return NULL;
-    sl_tensor *t = node->in[i];
-    if (!t || !t->requires_grad) return NULL;
-    sl_tensor *g = grad_buffer(t);
-    sl__bump(g); /* the caller writes it */
+    sl_tensor *t = grad_input(node, i);
+    bool made = false;
+    sl_tensor *g = t ? grad_buffer(t, true, &made) : NULL;
+    if (g) sl__bump(g); /* the caller writes it */
     return g;
+}
+
+sl_tensor *sl_input_grad_overwrite(sl_node *node, int i, bool *overwrite)
+{
+    bool made = false;
+    sl_tensor *t = grad_input(node, i);
+    sl_tensor *g = t ? grad_buffer(t, false, &made) : NULL;
+    if (overwrite) *overwrite = made;
+    if (g) sl__bump(g);
+    return g;
+}
+
+bool sl_input_grad_pass(sl_node *node, int i)
+{
+    sl_tensor *t = grad_input(node, i), *g = node ? node->grad : NULL;
+    if (!t || !t->node || t->node->grad || !g || !recycling || node->grad_passed ||
+        g->dtype != t->dtype || g->arena != t->arena || !sl__same_shape(g, t) ||
+        !sl_is_contiguous(g) || g->offset != 0)
+        return false;
+    for (int k = 0; k < node->n_in; k++) /* x + x: both would write one buffer */
+        if (k != i && node->in[k] && node->in[k]->node == t->node) return false;
+    t->node->grad = g; /* the engine then leaves it out of the spares (run_backward) */
+    node->grad_passed = true;
+    sl__bump(g);
+    return true;
 }
 
 /* ---------------------------------------------------------------- topological order */
@@ -381,8 +423,9 @@ static bool run_backward(sl_node **order, size_t count, bool retain)
             NOTIFY(node_begin, n);
             ok = n->backward(n);
             NOTIFY(node_end, n);
-            if (ok) keep_spare(n->grad);
+            if (ok && !n->grad_passed) keep_spare(n->grad);
             n->grad = NULL;
+            n->grad_passed = false;
             if (!retain) n->consumed = true;
             if (!ok) /* drop the partial sums still waiting, so a retry starts clean */
                 while (k-- > 0) order[k]->grad = NULL;
@@ -430,7 +473,8 @@ bool sl_backward_ex(sl_tensor *out, const sl_tensor *grad_out, int flags)
         if (!kept_unchanged(order[k])) return false;
     NOTIFY(backward_begin, out);
     /* Seed. */
-    sl_tensor *g = grad_buffer(out);
+    bool made;
+    sl_tensor *g = grad_buffer(out, true, &made);
     bool ok = g != NULL;
     if (ok && grad_out) {
         sl__accumulate(g, grad_out);

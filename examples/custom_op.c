@@ -85,7 +85,9 @@ static sl_tensor *as_contiguous(sl_tensor *t) { return sl_contiguous(t); }
 
 /* node->in[0] and node->in[1] are the contiguous x and c that the forward recorded; node->grad
  * is dL/dy (contiguous, y's shape). sl_input_grad gives each input's gradient buffer (zeroed
- * the first time), to accumulate into; ask only for inputs that require grad. */
+ * the first time), to accumulate into; ask only for inputs that require grad. (A backward
+ * that writes every element anyway can skip that zeroing: sl_input_grad_overwrite says when
+ * the buffer is new, to be stored into; autograd.h.) */
 static bool sqdist_backward(sl_node *node)
 {
     sl_tensor *x = node->in[0], *c = node->in[1];

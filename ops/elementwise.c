@@ -105,15 +105,42 @@ static void binary_flat_range(void *vctx, int64_t b, int64_t e)
     kernels()->binary_forward((void *)&j->c, p, bs, e - b);
 }
 
-/* y = a op b; dL/da is g * dy/da summed over the dims a was broadcast along (likewise b). */
+typedef struct {
+    char *dst;
+    const char *src;
+    size_t es;
+} copy_job;
+
+static void copy_range(void *ctx, int64_t e0, int64_t e1)
+{
+    const copy_job *j = ctx;
+    memcpy(j->dst + (size_t)e0 * j->es, j->src + (size_t)e0 * j->es,
+           (size_t)(e1 - e0) * j->es);
+}
+
+/* y = a op b; dL/da is g * dy/da summed over the dims a was broadcast along (likewise b).
+ * Where that is g itself (a + b, a - b: a's, when a has y's shape), a's gradient is g's own
+ * buffer, handed over uncopied when nothing else has reached it yet (sl_input_grad_pass), and
+ * b's of a + b is a copy of g when it is the first to reach it. */
 static bool binary_backward(sl_node *n)
 {
     binary_op op = *(const binary_op *)n->saved;
     sl_tensor *y = n->out;
     for (int which = 0; which < 2; which++) {
         if (!n->in[which]->requires_grad) continue;
-        sl_tensor *gx = sl_input_grad(n, which);
+        bool identity = (op == B_ADD || (op == B_SUB && which == 0)) &&
+                        sl__same_shape(n->in[which], y);
+        if (identity && sl_input_grad_pass(n, which)) continue;
+        bool fresh = false;
+        sl_tensor *gx = identity && sl_is_contiguous(n->grad)
+                            ? sl_input_grad_overwrite(n, which, &fresh)
+                            : sl_input_grad(n, which);
         if (!gx) return false;
+        if (fresh) {
+            copy_job j = {sl_ptr(gx), sl_ptr(n->grad), sl_dtype_size(y->dtype)};
+            sl_parallel_for(sl_numel(gx), GRAIN, copy_range, &j);
+            continue;
+        }
         /* Accumulate straight into the gradient; dims where it has stride 0 are summed. */
         binary_ctx c = {op, y->dtype, which};
         sl__foreach_broadcast(kernels()->binary_backward, &c, 4,

@@ -6,8 +6,9 @@
  * one (rows, in) @ (in, out) gemm (x read in place when its rows are evenly strided), W goes to
  * gemm as transposed, uncopied, and the bias and activation run on each block of rows right
  * after gemm wrote it, while it is in cache. Backward makes no view gradients: dx and dW are
- * accumulated by gemm (beta = 1) straight into the gradient buffers of x and W, and db is a
- * column sum folded into the pass that applies the activation's derivative. Those per-row
+ * accumulated by gemm (beta = 1) straight into the gradient buffers of x and W (dx with beta =
+ * 0 into a new, unzeroed buffer when x's gradient starts there: sl_input_grad_overwrite), and
+ * db is a column sum folded into the pass that applies the activation's derivative. Those per-row
  * epilogues live in linear_kernels.h (one type-generic source, made into f32 and f64 functions
  * for every SIMD level by linear_isa.c; the running CPU's are picked here, ops/linear.h).
  *
@@ -248,6 +249,7 @@ typedef struct {
     char *du;      /* (rows, out): g * act'(u), or g itself without an activation */
     double *dbp;   /* (units, out) partial sums of du, or NULL */
     char *dx, *dw; /* gradient buffers, contiguous (rows, in) and (out, in), or NULL */
+    double dx_beta; /* 1: dx accumulates; 0: dx is new (sl_input_grad_overwrite) */
     mat dum, wm;   /* du as a NoTrans (rows, out) operand; w as the (out, in) operand */
     const float *wp, *xp; /* w and x packed for shortlong's kernel, or NULL (cblas) */
     int64_t xchunk, wchunk, wchunks; /* rows per dx call; dW rows per call, calls per slab */
@@ -275,7 +277,8 @@ static void dx_chunks(void *ctx, int64_t c0, int64_t c1)
     const linear_saved *s = j->s;
     for (int64_t c = c0; c < c1; c++) {
         int64_t r0 = c * j->xchunk, r1 = r0 + j->xchunk < s->rows ? r0 + j->xchunk : s->rows;
-        gemm_rows(j->dtype, &j->dum, &j->wm, j->wp, j->dx, s->in, r0, r1, s->in, s->out, 1.0);
+        gemm_rows(j->dtype, &j->dum, &j->wm, j->wp, j->dx, s->in, r0, r1, s->in, s->out,
+                  j->dx_beta);
     }
 }
 
@@ -317,7 +320,8 @@ static bool linear_backward(sl_node *n)
 {
     const linear_saved *s = n->saved;
     sl_tensor *gx = NULL, *gw = NULL, *gb = NULL;
-    if (n->in[0]->requires_grad && !(gx = sl_input_grad(n, 0))) return false;
+    bool dx_new = false; /* dx is written by gemm with beta 0, so a new buffer is not zeroed */
+    if (n->in[0]->requires_grad && !(gx = sl_input_grad_overwrite(n, 0, &dx_new))) return false;
     if (n->in[1]->requires_grad && !(gw = sl_input_grad(n, 1))) return false;
     if (n->n_in > 2 && n->in[2]->requires_grad && !(gb = sl_input_grad(n, 2))) return false;
     sl_dtype dt = n->out->dtype;
@@ -325,7 +329,9 @@ static bool linear_backward(sl_node *n)
     int64_t units = (s->rows + BLOCK - 1) / BLOCK;
     backward_job j = {.dtype = dt, .s = s, .g = n->grad->data,
                       .dx = gx ? sl_ptr(gx) : NULL, .dw = gw ? sl_ptr(gw) : NULL,
-                      .k = kernels()};
+                      .dx_beta = dx_new ? 0.0 : 1.0, .k = kernels()};
+    if (dx_new && s->out == 0) /* no product writes dx: it is 0 */
+        memset(j.dx, 0, es * (size_t)(s->rows * s->in));
     size_t du_bytes = es * (size_t)(s->rows * s->out);
     if (s->hd) { /* dL/dy head by head: back to rows, in the thread's scratch (no GELU here) */
         heads_job h = {s, dt, j.g, sl__scratch(SL__SCRATCH_BACKWARD, du_bytes)};

@@ -2,6 +2,7 @@
  * and gradcheck's own ability to catch a wrong or non-deterministic backward. */
 #include "testutil.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -177,6 +178,159 @@ START_TEST(custom_op_passes_gradcheck)
     sl_tensor *w = tu_randn(&r, SL_F64, sl_shape(3));
     sl_tensor *in[] = {x, w};
     tu_gradcheck(cube_times, 2, in, NULL);
+}
+END_TEST
+
+/* twice(x) = 2 x, whose backward stores rather than adds when its input's gradient starts
+ * there (sl_input_grad_overwrite); `partial` makes it store only element 0 then (a bug). The
+ * flags it was handed are logged. */
+static bool overwrite_seen[8];
+static int overwrite_calls;
+
+static bool twice_backward(sl_node *n)
+{
+    bool fresh = true;
+    sl_tensor *gx = sl_input_grad_overwrite(n, 0, &fresh);
+    if (!gx) return false;
+    if (overwrite_calls < 8) overwrite_seen[overwrite_calls] = fresh;
+    overwrite_calls++;
+    bool partial = *(const bool *)n->saved;
+    for (int64_t i = 0; i < sl_numel(gx); i++) {
+        if (fresh && partial && i > 0) break;
+        double g = 2 * sl_get(n->grad, i);
+        sl_set(gx, i, fresh ? g : sl_get(gx, i) + g);
+    }
+    return true;
+}
+
+static sl_tensor *twice(sl_tensor *x, bool partial)
+{
+    sl_tensor *y = sl_empty(x->dtype, x->ndim, x->shape);
+    if (!y) return NULL;
+    for (int64_t i = 0; i < sl_numel(x); i++) sl_set(y, i, 2 * sl_get(x, i));
+    sl_node *n;
+    if (!sl_record(&n, "twice", y, 1, &x, twice_backward, sizeof(bool))) return NULL;
+    if (n) *(bool *)n->saved = partial;
+    return y;
+}
+
+/* twice on a leaf, on an intermediate used twice, and as one of two consumers. */
+static sl_tensor *twice_fan_in(sl_tensor *const *in, int n, void *u)
+{
+    sl_tensor *h = sl_mul(in[0], in[1]);
+    return sl_mul(sl_add(twice(h, false), sl_mul(twice(h, false), h)), twice(in[0], false));
+}
+
+START_TEST(overwrite_buffer_is_new_once_then_accumulates)
+{
+    double xv[] = {1, -2, 3}, g[] = {0.5, 4, -1};
+    sl_tensor *x = sl_requires_grad(sl_from_data(SL_F64, sl_shape(3), xv), true);
+    sl_tensor *gy = sl_from_data(SL_F64, sl_shape(3), g);
+    overwrite_calls = 0;
+    ck_assert(sl_backward_ex(twice(x, false), gy, 0)); /* a leaf without a gradient: new */
+    ck_assert(sl_backward_ex(twice(x, false), gy, 0)); /* the second backward adds to it */
+    ck_assert_int_eq(overwrite_calls, 2);
+    ck_assert(overwrite_seen[0] && !overwrite_seen[1]);
+    for (int i = 0; i < 3; i++) ck_assert(sl_get(x->grad, i) == 4 * g[i]);
+    /* An intermediate read by two twice nodes: the first backward to reach it stores, the
+     * second adds; x's gradient is 2 * 2 * 3 * g. */
+    sl_zero_grad(x);
+    overwrite_calls = 0;
+    sl_tensor *h = sl_mul(x, sl_full(SL_F64, sl_shape(3), 3.0));
+    ck_assert(sl_backward_ex(sl_add(twice(h, false), twice(h, false)), gy, 0));
+    ck_assert_int_eq(overwrite_calls, 2);
+    ck_assert(overwrite_seen[0] && !overwrite_seen[1]);
+    for (int i = 0; i < 3; i++) ck_assert(sl_get(x->grad, i) == 12 * g[i]);
+    /* and through gradcheck, in f64, with fan-in */
+    sl_rng r = sl_rng_seed(11);
+    sl_tensor *in[] = {tu_randn(&r, SL_F64, sl_shape(2, 3)), tu_randn(&r, SL_F64, sl_shape(2, 3))};
+    tu_gradcheck(twice_fan_in, 2, in, NULL);
+}
+END_TEST
+
+#ifndef NDEBUG
+START_TEST(overwrite_buffer_is_nan_in_debug_builds)
+{
+    /* a backward that leaves elements of a new buffer unwritten yields NaN there, not zeros */
+    sl_tensor *x = sl_requires_grad(sl_zeros(SL_F32, sl_shape(4)), true);
+    ck_assert(sl_backward_ex(twice(x, true), sl_ones(SL_F32, sl_shape(4)), 0));
+    ck_assert(sl_get(x->grad, 0) == 2);
+    for (int i = 1; i < 4; i++) ck_assert(isnan(sl_get(x->grad, i)));
+}
+END_TEST
+#endif
+
+/* probe(x) = x, whose backward logs where its output's gradient lives and where it wrote. */
+static const void *probe_grad_at[4], *probe_wrote_at[4];
+
+static bool probe_backward(sl_node *n)
+{
+    int id = *(const int *)n->saved;
+    sl_tensor *gx = sl_input_grad(n, 0);
+    if (!gx) return false;
+    probe_grad_at[id] = sl_ptr(n->grad);
+    probe_wrote_at[id] = sl_ptr(gx);
+    for (int64_t i = 0; i < sl_numel(gx); i++) sl_set(gx, i, sl_get(gx, i) + sl_get(n->grad, i));
+    return true;
+}
+
+static sl_tensor *probe(sl_tensor *x, int id)
+{
+    sl_tensor *y = sl_empty(x->dtype, x->ndim, x->shape);
+    if (!y || !sl_copy_into(y, x)) return NULL;
+    sl_node *n;
+    if (!sl_record(&n, "probe", y, 1, &x, probe_backward, sizeof(int))) return NULL;
+    if (n) *(int *)n->saved = id;
+    return y;
+}
+
+START_TEST(add_hands_its_gradient_to_an_input_uncopied)
+{
+    double xv[] = {1, -2, 3, 0.25}, g[] = {0.5, 4, -1, 2};
+    sl_tensor *x = sl_requires_grad(sl_from_data(SL_F64, sl_shape(4), xv), true);
+    /* w = probe0(probe1(x) + probe2(x)): the add's output gradient is the buffer probe0 wrote;
+     * probe1 (the add's first input) reads that very buffer, probe2 a copy of it */
+    memset(probe_grad_at, 0, sizeof probe_grad_at);
+    sl_tensor *w = probe(sl_add(probe(x, 1), probe(x, 2)), 0);
+    ck_assert(sl_backward_ex(w, sl_from_data(SL_F64, sl_shape(4), g), 0));
+    ck_assert_ptr_eq(probe_grad_at[1], probe_wrote_at[0]);
+    ck_assert_ptr_ne(probe_grad_at[2], probe_wrote_at[0]);
+    for (int i = 0; i < 4; i++) ck_assert(sl_get(x->grad, i) == 2 * g[i]);
+    /* a - b hands a its gradient too; b gets -g */
+    sl_zero_grad(x);
+    w = probe(sl_sub(probe(x, 1), sl_mul(probe(x, 2), sl_full(SL_F64, sl_shape(4), 3.0))), 0);
+    ck_assert(sl_backward_ex(w, sl_from_data(SL_F64, sl_shape(4), g), 0));
+    ck_assert_ptr_eq(probe_grad_at[1], probe_wrote_at[0]);
+    for (int i = 0; i < 4; i++) ck_assert(sl_get(x->grad, i) == -2 * g[i]);
+    /* x + x: one buffer for both inputs would double-write; refused, the sum still 2 g */
+    sl_zero_grad(x);
+    sl_tensor *p = probe(x, 1);
+    w = probe(sl_add(p, p), 0);
+    ck_assert(sl_backward_ex(w, sl_from_data(SL_F64, sl_shape(4), g), 0));
+    ck_assert_ptr_ne(probe_grad_at[1], probe_wrote_at[0]);
+    for (int i = 0; i < 4; i++) ck_assert(sl_get(x->grad, i) == 2 * g[i]);
+}
+END_TEST
+
+/* The patterns an addition's pass-through meets: a residual read again after the add, the
+ * input read again before it, broadcasting, the same tensor twice, a - b, f32 rounding aside. */
+static sl_tensor *residual_patterns(sl_tensor *const *in, int n, void *u)
+{
+    sl_tensor *x = in[0], *y = in[1], *b = in[2];
+    sl_tensor *h = sl_mul(x, y);
+    sl_tensor *r = sl_add(h, x);          /* h passed; x a leaf: its own buffer */
+    sl_tensor *s = sl_add(sl_mul(r, h), r); /* r read by the mul (runs after the add) */
+    sl_tensor *t = sl_sub(s, sl_add(r, b)); /* broadcast b (3); s passed */
+    sl_tensor *v = sl_add(t, t);          /* the same tensor twice */
+    return sl_mul(sl_add(sl_tanh(v), h), y);
+}
+
+START_TEST(add_pass_through_gradients_are_right)
+{
+    sl_rng r = sl_rng_seed(12);
+    sl_tensor *in[] = {tu_randn(&r, SL_F64, sl_shape(2, 3)), tu_randn(&r, SL_F64, sl_shape(2, 3)),
+                       tu_randn(&r, SL_F64, sl_shape(3))};
+    tu_gradcheck(residual_patterns, 3, in, NULL);
 }
 END_TEST
 
@@ -473,6 +627,12 @@ int main(void)
     tu_add_test(s, tc, no_grad_records_nothing_and_holds_no_memory);
     tu_add_test(s, tc, detach_stops_gradient);
     tu_add_test(s, tc, custom_op_passes_gradcheck);
+    tu_add_test(s, tc, overwrite_buffer_is_new_once_then_accumulates);
+#ifndef NDEBUG
+    tu_add_test(s, tc, overwrite_buffer_is_nan_in_debug_builds);
+#endif
+    tu_add_test(s, tc, add_hands_its_gradient_to_an_input_uncopied);
+    tu_add_test(s, tc, add_pass_through_gradients_are_right);
     tu_add_test(s, tc, gradcheck_catches_wrong_backward);
     tu_add_test(s, tc, gradcheck_argument_errors);
     tu_add_test(s, tc, gradcheck_leaves_caller_grads_alone);

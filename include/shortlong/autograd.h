@@ -133,6 +133,7 @@ struct sl_node {
     uint32_t kept_version[SL_MAX_SAVED];
     uint32_t visit;          /* internal: topological sort */
     bool consumed;           /* internal: a backward ran through it without SL_RETAIN_GRAPH */
+    bool grad_passed;        /* internal: its backward gave its gradient buffer to an input */
 };
 
 /* For op writers. If grad mode is on and any input requires grad, records `out` as made by op
@@ -157,6 +158,19 @@ bool sl_save_for_backward(sl_node *node, sl_tensor *t);
  * node->in[i]->requires_grad first and skip inputs that do not (this returns NULL for them);
  * for the others NULL means OOM, with the error set: return false. */
 sl_tensor *sl_input_grad(sl_node *node, int i);
+/* For backward functions that STORE every element of input i's gradient (a gemm with beta 0,
+ * a copy) when nothing has reached it yet: as sl_input_grad, but a buffer made by this call is
+ * not zeroed first, and *overwrite says which case it is. *overwrite true: the buffer is new
+ * and holds garbage (NaN in builds without NDEBUG, so a missed element shows in gradchecks):
+ * write every element. False: it holds earlier contributions: accumulate, as always. */
+sl_tensor *sl_input_grad_overwrite(sl_node *node, int i, bool *overwrite);
+/* For backward functions whose gradient for input i is exactly the output's gradient,
+ * unchanged (an addition's): makes node->grad itself input i's gradient buffer, with nothing
+ * copied, when input i is an intermediate with no gradient yet in this pass and of the same
+ * dtype, shape and arena; returns true then, and the function must not write input i's
+ * gradient. False: nothing happened; accumulate into sl_input_grad(node, i) as usual. At most
+ * one input per node is passed; node->grad's values stay readable for the other inputs. */
+bool sl_input_grad_pass(sl_node *node, int i);
 
 /* ---------------------------------------------------------------- gradcheck */
 
