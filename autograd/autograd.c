@@ -208,8 +208,6 @@ static bool kept_unchanged(const sl_node *n)
     return true;
 }
 
-/* The gradient buffer of t: its node's (intermediate) or its own (leaf), made on first use in
- * the tensor's own arena. */
 /* Spare gradient buffers, during a backward: the gradient of a node's output is dead once the
  * node's backward has run (every consumer of the output ran before it), so its storage is kept
  * here and handed to the next intermediate gradient of the same dtype, element count and arena.
@@ -251,8 +249,9 @@ static sl_tensor *reuse_spare(const sl_tensor *t, bool zero)
     return NULL;
 }
 
-/* The gradient buffer of t, made if it has none yet: zeroed, or (zero false: the caller
- * overwrites it) with whatever the memory held, and then *made is set. */
+/* The gradient buffer of t: its node's (intermediate) or its own (leaf), made on first use in
+ * the tensor's own arena (or from the spares): zeroed, or (zero false: the caller overwrites
+ * it) with whatever the memory held; *made is set when this call made it. */
 static sl_tensor *grad_buffer(sl_tensor *t, bool zero, bool *made)
 {
     sl_tensor **slot = t->node ? &t->node->grad : &t->grad;
@@ -260,13 +259,14 @@ static sl_tensor *grad_buffer(sl_tensor *t, bool zero, bool *made)
     if (recycling && t->node) *slot = reuse_spare(t, zero);
     if (!*slot) {
         sl_arena *prev = sl_arena_set(t->arena);
-        *slot = zero ? sl_zeros(t->dtype, t->ndim, t->shape) : sl_empty(t->dtype, t->ndim, t->shape);
+        *slot = (zero ? sl_zeros : sl_empty)(t->dtype, t->ndim, t->shape);
         sl_arena_set(prev);
     }
 #ifndef NDEBUG
     /* debug builds: an unzeroed buffer holds NaN, so an element its backward fails to write
      * shows up in every gradient test */
-    if (*slot && !zero) memset((*slot)->data, 0xff, (size_t)sl_numel(*slot) * sl_dtype_size(t->dtype));
+    if (*slot && !zero)
+        memset((*slot)->data, 0xff, (size_t)sl_numel(*slot) * sl_dtype_size(t->dtype));
 #endif
     *made = *slot != NULL;
     return *slot;
