@@ -4,9 +4,11 @@
  * A job is a range [0, n) cut into chunks; every participant takes chunks from one atomic
  * counter until none are left, so uneven chunks balance themselves. Participant 0 is the
  * thread that started the job, 1 .. n - 1 the workers; a task learns which one runs it.
- * Workers block on a condition variable between jobs and never spin, which matters on small
- * machines: a spinning worker steals the core that the next matrix product or the main thread
- * needs.
+ * Between jobs a worker first watches for the next one for a few tens of microseconds (a
+ * step's jobs come that close: waking a blocked thread costs about 10 us on a VM, per job),
+ * then blocks on a condition variable; the caller waits for the workers the same way. The
+ * watch is bounded (SL_POOL_SPIN_US, default SPIN_US; 0: block at once), so a worker never
+ * holds a core for long that the next matrix product or another process needs.
  *
  * Scratch. Every thread that runs shortlong code (the pool's workers and any caller) owns a
  * few buffers, one per sl__scratch_slot, kept between calls and grown on demand: a kernel's
@@ -18,6 +20,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { MAX_THREADS = 256 };
@@ -27,8 +30,8 @@ typedef struct {
     pthread_cond_t work_cv, done_cv;
     pthread_t threads[MAX_THREADS];
     int n_threads;      /* participants, caller included */
-    uint64_t generation; /* bumped for each job */
-    int active;         /* workers still inside the current job */
+    atomic_uint_fast64_t generation; /* bumped for each job (under mu; read outside it too) */
+    atomic_int active;  /* workers still inside the current job (written under mu) */
     bool stop;
     /* the current job */
     sl__task_fn fn;
@@ -49,6 +52,48 @@ static pthread_mutex_t job_mu = PTHREAD_MUTEX_INITIALIZER;
 static int requested;          /* 0: not decided yet; job_mu */
 static atomic_int n_threads_now; /* 0 until the pool has started */
 static _Thread_local bool in_pool;
+
+enum { SPIN_US = 50 }; /* how long a waiting thread watches before it blocks, by default */
+
+static int64_t spin_ns(void)
+{
+    static atomic_int_fast64_t ns = -1; /* a benign race: every thread reads the same */
+    int64_t v = atomic_load(&ns);
+    if (v < 0) {
+        const char *e = getenv("SL_POOL_SPIN_US");
+        long us = e && *e ? strtol(e, NULL, 10) : SPIN_US;
+        v = us < 0 ? 0 : us > 100000 ? 100000000 : (int64_t)us * 1000;
+        atomic_store(&ns, v);
+    }
+    return v;
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* Watches, for at most spin_ns(), until done(arg) holds; whether it does. */
+static bool spin_until(bool (*done)(uint64_t), uint64_t arg)
+{
+    const int64_t limit = spin_ns();
+    if (limit <= 0) return done(arg);
+    const int64_t t0 = now_ns();
+    for (;;) {
+        for (int i = 0; i < 64; i++) {
+            if (done(arg)) return true;
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        }
+        if (now_ns() - t0 > limit) return done(arg);
+    }
+}
+
+static bool job_after(uint64_t seen) { return atomic_load(&pool.generation) != seen; }
+static bool workers_done(uint64_t unused) { return (void)unused, atomic_load(&pool.active) == 0; }
 
 bool sl__in_pool(void) { return in_pool; }
 
@@ -87,7 +132,10 @@ static void *worker(void *arg)
         pthread_mutex_unlock(&pool.mu);
         run_chunks(w->index);
         pthread_mutex_lock(&pool.mu);
-        if (--pool.active == 0) pthread_cond_signal(&pool.done_cv);
+        if (atomic_fetch_sub(&pool.active, 1) == 1) pthread_cond_signal(&pool.done_cv);
+        pthread_mutex_unlock(&pool.mu);
+        spin_until(job_after, seen); /* the next job often follows within microseconds */
+        pthread_mutex_lock(&pool.mu);
     }
     pthread_mutex_unlock(&pool.mu);
     return NULL;
@@ -215,6 +263,7 @@ static void run_job(int64_t n, int64_t grain, int64_t chunk, sl__task_fn fn, voi
     run_chunks(0);
     in_pool = false;
 
+    spin_until(workers_done, 0);
     pthread_mutex_lock(&pool.mu);
     while (pool.active > 0) pthread_cond_wait(&pool.done_cv, &pool.mu);
     pthread_mutex_unlock(&pool.mu);
