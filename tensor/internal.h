@@ -143,6 +143,9 @@ const char *sl__isa_name(sl__isa_level level);
 /* ---------------------------------------------------------------- threads */
 /* True while the calling thread runs a pool job (a nested parallel for then runs serially). */
 bool sl__in_pool(void);
+/* How long, in ns, a pool thread watches for work before it blocks, as things stand now
+ * (tensor/pool.c: SL_POOL_SPIN_US, else 50 us or 0 by threads against CPUs). For tests. */
+int64_t sl__pool_spin_ns(void);
 
 /* The calling thread's scratch buffer for `slot`: at least `bytes`, 64-byte aligned, kept
  * between calls and grown on demand (keeping its contents; new bytes are zero), freed when the

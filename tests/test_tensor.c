@@ -1,9 +1,12 @@
 /* The tensor layer: creation, element access, printing, errors, arenas, the RNG, the pool. */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "testutil.h"
+#include "../tensor/internal.h" /* sl__pool_spin_ns */
 
 #include <ctype.h>
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -328,6 +331,26 @@ START_TEST(pool_jobs_from_callbacks_and_several_threads)
 }
 END_TEST
 
+/* The pool's watch before blocking: SL_POOL_SPIN_US when set; else 50 us while the threads,
+ * times an MPI job's local processes, fit this process's CPUs, and 0 when they do not. CTest
+ * runs this with each of those environments. */
+START_TEST(pool_watch_follows_threads_and_cpus)
+{
+    const char *forced = getenv("SL_POOL_SPIN_US"), *ranks = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    cpu_set_t set;
+    ck_assert_int_eq(sched_getaffinity(0, sizeof set, &set), 0);
+    int cpus = CPU_COUNT(&set), local = ranks ? atoi(ranks) : 1;
+    for (int nt = 1; nt <= 3; nt++) {
+        sl_set_num_threads(nt);
+        int64_t want = forced ? 1000 * (int64_t)atol(forced)
+                       : nt * local <= cpus ? 50000 : 0;
+        if (!forced && cpus / local < 1) want = 0;
+        ck_assert_int_eq(sl__pool_spin_ns(), want);
+    }
+    sl_set_num_threads(0);
+}
+END_TEST
+
 /* sl_item reads a one-element tensor of any dtype and any shape (a view included), exactly;
  * anything else is NaN with an error. */
 START_TEST(item_of_every_dtype)
@@ -383,6 +406,7 @@ int main(void)
     tu_add_test(s, tc, rng_distributions);
     tu_add_test(s, tc, pool_covers_every_index_once);
     tu_add_test(s, tc, pool_jobs_from_callbacks_and_several_threads);
+    tu_add_test(s, tc, pool_watch_follows_threads_and_cpus);
     tu_add_test(s, tc, item_of_every_dtype);
     return tu_run(s);
 }
