@@ -289,11 +289,27 @@ sl_tensor *sl_input_grad(sl_node *node, int i)
     return g;
 }
 
+/* Whether input i's tensor is also another input of node (its gradient then gets two
+ * contributions from this one backward). */
+static bool input_repeated(const sl_node *node, int i)
+{
+    const sl_tensor *t = node->in[i];
+    for (int k = 0; k < node->n_in; k++) {
+        const sl_tensor *u = node->in[k];
+        if (k != i && u && (u == t || (u->node && u->node == t->node))) return true;
+    }
+    return false;
+}
+
 sl_tensor *sl_input_grad_overwrite(sl_node *node, int i, bool *overwrite)
 {
     bool made = false;
     sl_tensor *t = grad_input(node, i);
-    sl_tensor *g = t ? grad_buffer(t, false, &made) : NULL;
+    /* an input that is also another input (sl_linear(b, W, b)) gets a zeroed buffer, to
+     * accumulate into: its other contribution may be written first */
+    bool zero = t && input_repeated(node, i);
+    sl_tensor *g = t ? grad_buffer(t, zero, &made) : NULL;
+    made = made && !zero;
     if (overwrite) *overwrite = made;
     if (g) sl__bump(g);
     return g;
@@ -306,8 +322,7 @@ bool sl_input_grad_pass(sl_node *node, int i)
         g->dtype != t->dtype || g->arena != t->arena || !sl__same_shape(g, t) ||
         !sl_is_contiguous(g) || g->offset != 0)
         return false;
-    for (int k = 0; k < node->n_in; k++) /* x + x: both would write one buffer */
-        if (k != i && node->in[k] && node->in[k]->node == t->node) return false;
+    if (input_repeated(node, i)) return false; /* x + x: both would write one buffer */
     t->node->grad = g; /* the engine then leaves it out of the spares (run_backward) */
     node->grad_passed = true;
     sl__bump(g);

@@ -320,18 +320,13 @@ static bool linear_backward(sl_node *n)
 {
     const linear_saved *s = n->saved;
     sl_tensor *gx = NULL, *gw = NULL, *gb = NULL;
-    bool dx_new = false; /* dx is written by gemm with beta 0, so a new buffer is not zeroed */
-    if (n->in[0]->requires_grad && !(gx = sl_input_grad_overwrite(n, 0, &dx_new))) return false;
     if (n->in[1]->requires_grad && !(gw = sl_input_grad(n, 1))) return false;
     if (n->n_in > 2 && n->in[2]->requires_grad && !(gb = sl_input_grad(n, 2))) return false;
     sl_dtype dt = n->out->dtype;
     size_t es = sl_dtype_size(dt);
     int64_t units = (s->rows + BLOCK - 1) / BLOCK;
     backward_job j = {.dtype = dt, .s = s, .g = n->grad->data,
-                      .dx = gx ? sl_ptr(gx) : NULL, .dw = gw ? sl_ptr(gw) : NULL,
-                      .dx_beta = dx_new ? 0.0 : 1.0, .k = kernels()};
-    if (dx_new && s->out == 0) /* no product writes dx: it is 0 */
-        memset(j.dx, 0, es * (size_t)(s->rows * s->in));
+                      .dw = gw ? sl_ptr(gw) : NULL, .dx_beta = 1.0, .k = kernels()};
     size_t du_bytes = es * (size_t)(s->rows * s->out);
     if (s->hd) { /* dL/dy head by head: back to rows, in the thread's scratch (no GELU here) */
         heads_job h = {s, dt, j.g, sl__scratch(SL__SCRATCH_BACKWARD, du_bytes)};
@@ -363,6 +358,16 @@ static bool linear_backward(sl_node *n)
     j.dum = (mat){j.du, CblasNoTrans, s->out};
     /* W as the (out, in) operand: forward read W^T as (in, out); the same memory flipped */
     j.wm = (mat){s->w.p, s->w.trans == CblasTrans ? CblasNoTrans : CblasTrans, s->w.ld};
+    /* dx is written by gemm with beta 0 when its buffer is new (not zeroed first); asked for
+     * here, after the last exit that could leave it unwritten */
+    bool dx_new = false;
+    if (n->in[0]->requires_grad && !(gx = sl_input_grad_overwrite(n, 0, &dx_new))) return false;
+    if (gx) {
+        j.dx = sl_ptr(gx);
+        j.dx_beta = dx_new ? 0.0 : 1.0;
+        if (dx_new && s->out == 0) /* no product writes dx: it is 0 */
+            memset(j.dx, 0, es * (size_t)(s->rows * s->in));
+    }
     if (s->in == 0 || s->out == 0 || s->rows == 0) return true; /* empty products */
     if (gx) {
         j.wp = packed_b(dt, &j.wm, s->out, s->in);

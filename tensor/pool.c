@@ -36,7 +36,7 @@ typedef struct {
     int n_threads;      /* participants, caller included */
     atomic_uint_fast64_t generation; /* bumped for each job (under mu; read outside it too) */
     atomic_int active;  /* workers still inside the current job (written under mu) */
-    bool stop;
+    atomic_bool stop;   /* written under mu; read outside it too */
     /* the current job */
     sl__task_fn fn;
     void *ctx;
@@ -132,7 +132,10 @@ static bool spin_until(bool (*done)(uint64_t), uint64_t arg)
     }
 }
 
-static bool job_after(uint64_t seen) { return atomic_load(&pool.generation) != seen; }
+static bool job_after(uint64_t seen)
+{
+    return atomic_load(&pool.generation) != seen || atomic_load(&pool.stop);
+}
 static bool workers_done(uint64_t unused) { return (void)unused, atomic_load(&pool.active) == 0; }
 
 bool sl__in_pool(void) { return in_pool; }

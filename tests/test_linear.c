@@ -316,6 +316,17 @@ static sl_tensor *g_fanin(sl_tensor *const *in, int n, void *u)
                   sl_matmul(in[0], sl_transpose(in[1], 0, 1)));
 }
 
+static sl_tensor *g_aliased(sl_tensor *const *in, int n, void *u)
+{
+    /* one tensor as both x and bias (its gradient gets dx and db), a leaf and an intermediate,
+     * with and without GELU; and x as the weight too */
+    sl_tensor *h = sl_mul(in[0], in[0]);
+    sl_tensor *w2 = sl_linear(in[1], in[1], in[0], SL_ACT_NONE); /* (4, 4): W as x and W */
+    return sl_add(sl_add(sl_linear(in[0], in[1], in[0], SL_ACT_NONE),
+                         sl_linear(h, in[1], h, SL_ACT_GELU_TANH)),
+                  sl_sum_all(w2));
+}
+
 START_TEST(gradchecks)
 {
     sl_rng r = sl_rng_seed(6);
@@ -336,6 +347,8 @@ START_TEST(gradchecks)
     sl_tensor *f[] = {tu_randn(&r, SL_F64, sl_shape(3, 4)), tu_randn(&r, SL_F64, sl_shape(4, 4)),
                       tu_randn(&r, SL_F64, sl_shape(4))};
     tu_gradcheck(g_fanin, 3, f, NULL);
+    sl_tensor *al[] = {tu_randn(&r, SL_F64, sl_shape(4)), tu_randn(&r, SL_F64, sl_shape(4, 4))};
+    tu_gradcheck(g_aliased, 2, al, NULL);
     /* a 1-D x, and only some inputs requiring grad */
     sl_tensor *v1[] = {tu_randn(&r, SL_F64, sl_shape(4)), in[1], in[2]};
     tu_gradcheck(g_gelu, 3, v1, NULL);

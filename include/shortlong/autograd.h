@@ -162,7 +162,9 @@ sl_tensor *sl_input_grad(sl_node *node, int i);
  * a copy) when nothing has reached it yet: as sl_input_grad, but a buffer made by this call is
  * not zeroed first, and *overwrite says which case it is. *overwrite true: the buffer is new
  * and holds garbage (NaN in builds without NDEBUG, so a missed element shows in gradchecks):
- * write every element. False: it holds earlier contributions: accumulate, as always. */
+ * write every element. False: it holds earlier contributions (or is zeroed: an input that is
+ * also another input of the node always gets a zeroed buffer): accumulate, as always. Ask for
+ * it just before writing it: a backward that fails after asking must not leave it unwritten. */
 sl_tensor *sl_input_grad_overwrite(sl_node *node, int i, bool *overwrite);
 /* For backward functions whose gradient for input i is exactly the output's gradient,
  * unchanged (an addition's): makes node->grad itself input i's gradient buffer, with nothing
