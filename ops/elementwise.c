@@ -132,9 +132,9 @@ static bool binary_backward(sl_node *n)
                         sl__same_shape(n->in[which], y);
         if (identity && sl_input_grad_pass(n, which)) continue;
         bool fresh = false;
-        sl_tensor *gx = identity && sl_is_contiguous(n->grad)
-                            ? sl_input_grad_overwrite(n, which, &fresh)
-                            : sl_input_grad(n, which);
+        /* a new buffer is a flat copy of n->grad (contiguous, as every gradient buffer) */
+        sl_tensor *gx =
+            identity ? sl_input_grad_overwrite(n, which, &fresh) : sl_input_grad(n, which);
         if (!gx) return false;
         if (fresh) {
             copy_job j = {sl_ptr(gx), sl_ptr(n->grad), sl_dtype_size(y->dtype)};

@@ -59,14 +59,20 @@ static _Thread_local bool in_pool;
 
 enum { SPIN_US = 50 }; /* how long a waiting thread watches before it blocks, by default */
 
+/* The machine's online CPUs, at least 1. */
+static int online_cpus(void)
+{
+    long c = sysconf(_SC_NPROCESSORS_ONLN);
+    return c < 1 ? 1 : c > INT_MAX ? INT_MAX : (int)c;
+}
+
 /* The CPUs this process may run on (its affinity mask: a launcher's binding, a cpuset). */
 static int usable_cpus(void)
 {
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
         return CPU_COUNT(&set);
-    long c = sysconf(_SC_NPROCESSORS_ONLN);
-    return c < 1 ? 1 : c > INT_MAX ? INT_MAX : (int)c;
+    return online_cpus();
 }
 
 /* This job's processes on this machine, as an MPI launcher tells them (Open MPI, MPICH); 1
@@ -136,7 +142,11 @@ static bool job_after(uint64_t seen)
 {
     return atomic_load(&pool.generation) != seen || atomic_load(&pool.stop);
 }
-static bool workers_done(uint64_t unused) { return (void)unused, atomic_load(&pool.active) == 0; }
+static bool workers_done(uint64_t unused)
+{
+    (void)unused;
+    return atomic_load(&pool.active) == 0;
+}
 
 bool sl__in_pool(void) { return in_pool; }
 
@@ -202,8 +212,8 @@ static int default_threads(void)
         long v = strtol(e, NULL, 10);
         if (v >= 1) return v > MAX_THREADS ? MAX_THREADS : (int)v;
     }
-    long c = sysconf(_SC_NPROCESSORS_ONLN);
-    return c < 1 ? 1 : c > MAX_THREADS ? MAX_THREADS : (int)c;
+    int c = online_cpus();
+    return c > MAX_THREADS ? MAX_THREADS : c;
 }
 
 static bool atexit_done;
