@@ -266,7 +266,7 @@ static void du_units(void *ctx, int64_t u0, int64_t u1)
         int64_t r0 = unit * BLOCK, r1 = r0 + BLOCK < s->rows ? r0 + BLOCK : s->rows;
         double *db = j->dbp ? j->dbp + unit * s->out : NULL;
         if (db) memset(db, 0, sizeof(double) * (size_t)s->out);
-        j->k->backward_rows(j->dtype, j->g, s->d, j->du, db, r0, r1, s->out, s->gelu);
+        j->k->backward_rows(j->dtype, j->g, s->d, db, r0, r1, s->out, s->gelu);
     }
 }
 
@@ -327,22 +327,20 @@ static bool linear_backward(sl_node *n)
     int64_t units = (s->rows + BLOCK - 1) / BLOCK;
     backward_job j = {.dtype = dt, .s = s, .g = n->grad->data,
                       .dw = gw ? sl_ptr(gw) : NULL, .dx_beta = 1.0, .k = kernels()};
-    size_t du_bytes = es * (size_t)(s->rows * s->out);
+    size_t g_bytes = es * (size_t)(s->rows * s->out);
     if (s->hd) { /* dL/dy head by head: back to rows, in the thread's scratch (no GELU here) */
-        heads_job h = {s, dt, j.g, sl__scratch(SL__SCRATCH_BACKWARD, du_bytes)};
+        heads_job h = {s, dt, j.g, sl__scratch(SL__SCRATCH_BACKWARD, g_bytes)};
         if (!h.rows)
             return sl_set_error(SL_ERR_OOM, "%s: out of memory for %zu bytes of dL/dy", n->op,
-                                du_bytes);
+                                g_bytes);
         sl_parallel_for(s->rows / s->T * ((s->T + HEAD_ROWS - 1) / HEAD_ROWS), 16, heads_to_rows,
                         &h);
         j.g = h.rows;
     }
-    j.du = (char *)j.g;
-    /* dL/du lives only through this backward: the thread's scratch, not the step arena, where
-     * every layer's would stay until the reset */
-    if (s->gelu && !(j.du = sl__scratch(SL__SCRATCH_BACKWARD, du_bytes)))
-        return sl_set_error(SL_ERR_OOM, "%s: out of memory for %zu bytes of dL/du", n->op,
-                            du_bytes);
+    /* dL/du = dL/dy * gelu'(u) is written over gelu'(u), which nothing reads after this
+     * backward (a backward consumes the graph): no buffer of its own, and its stores hit lines
+     * the pass has just read */
+    j.du = s->gelu ? s->d : (char *)j.g;
     if (gb && !(j.dbp = sl_arena_alloc(sl_arena_current(),
                                        sizeof(double) * (size_t)(units * s->out), 64)))
         return false;

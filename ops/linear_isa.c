@@ -34,13 +34,13 @@ static inline sl_vf gelu_e(sl_vf u)
     return sl_vf_exp(c2 * (u + k * u * u * u));
 }
 
-/* gelu(u) and gelu'(u), given e = gelu_e(u). */
-static inline sl_vf gelu_vec(sl_vf u, sl_vf e) { return u / (1.0f + e); }
+/* gelu(u) = u s and gelu'(u), given e = gelu_e(u) and s = 1 / (1 + e): one division for both,
+ * as in gelu_f64. */
+static inline sl_vf gelu_vec(sl_vf u, sl_vf s) { return u * s; }
 
-static inline sl_vf gelu_deriv_vec(sl_vf u, sl_vf e)
+static inline sl_vf gelu_deriv_vec(sl_vf u, sl_vf e, sl_vf s)
 {
     const float c2 = (float)(2 * GELU_C), k3 = (float)(3 * GELU_K);
-    sl_vf s = 1.0f / (1.0f + e);
     sl_vf term = c2 * u * s * (e * s) * (1.0f + k3 * u * u);
     sl_vi mid = (e > 0.0f) & (e < __builtin_inff());
     return s + (sl_vf)((sl_vi)term & mid);
@@ -66,18 +66,18 @@ static void forward_rows(sl_dtype dt, char *y, char *d, const char *b, int64_t r
     }
 }
 
-static void backward_rows(sl_dtype dt, const char *g, const char *d, char *du, double *db,
-                          int64_t r0, int64_t r1, int64_t n, bool gelu)
+static void backward_rows(sl_dtype dt, const char *g, char *d, double *db, int64_t r0,
+                          int64_t r1, int64_t n, bool gelu)
 {
     size_t es = sl_dtype_size(dt);
     for (int64_t r = r0; r < r1; r++) {
         size_t off = (size_t)(r * n) * es;
         if (dt == SL_F32)
-            backward_row_f32((const float *)(g + off), gelu ? (const float *)(d + off) : NULL,
-                             (float *)(du + off), db, n, gelu);
+            backward_row_f32((const float *)(g + off), gelu ? (float *)(d + off) : NULL, db, n,
+                             gelu);
         else
-            backward_row_f64((const double *)(g + off), gelu ? (const double *)(d + off) : NULL,
-                             (double *)(du + off), db, n, gelu);
+            backward_row_f64((const double *)(g + off), gelu ? (double *)(d + off) : NULL, db, n,
+                             gelu);
     }
 }
 

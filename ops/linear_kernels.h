@@ -17,28 +17,28 @@ static void FN(forward_row)(T *restrict y, T *restrict d, const T *restrict b, i
 #if T_IS_F32
     int64_t j = 0;
     for (; j + SL_VF <= n; j += SL_VF) {
-        sl_vf u = sl_vf_load(y + j), e = gelu_e(u);
-        if (d) sl_vf_store(d + j, gelu_deriv_vec(u, e));
-        sl_vf_store(y + j, gelu_vec(u, e));
+        sl_vf u = sl_vf_load(y + j), e = gelu_e(u), s = 1.0f / (1.0f + e);
+        if (d) sl_vf_store(d + j, gelu_deriv_vec(u, e, s));
+        sl_vf_store(y + j, gelu_vec(u, s));
     }
     if (j < n) {
-        sl_vf u = sl_vf_load_part(y + j, n - j, 0), e = gelu_e(u);
-        if (d) sl_vf_store_part(d + j, gelu_deriv_vec(u, e), n - j);
-        sl_vf_store_part(y + j, gelu_vec(u, e), n - j);
+        sl_vf u = sl_vf_load_part(y + j, n - j, 0), e = gelu_e(u), s = 1.0f / (1.0f + e);
+        if (d) sl_vf_store_part(d + j, gelu_deriv_vec(u, e, s), n - j);
+        sl_vf_store_part(y + j, gelu_vec(u, s), n - j);
     }
 #else
     for (int64_t j = 0; j < n; j++) y[j] = gelu_f64(y[j], d ? d + j : NULL);
 #endif
 }
 
-/* One row of n: du = g * d (when gelu, d = gelu'(u) from forward; else du is g and nothing is
- * written), and db += du in double (when db is given). */
-static void FN(backward_row)(const T *restrict g, const T *restrict d, T *restrict du,
-                             double *restrict db, int64_t n, bool gelu)
+/* One row of n: when gelu, d (forward's gelu'(u)) becomes du = g * d in place (else du is g and
+ * nothing is written), and db += du in double (when db is given). */
+static void FN(backward_row)(const T *restrict g, T *restrict d, double *restrict db, int64_t n,
+                             bool gelu)
 {
-    if (gelu) SL_EACH(n, du[i] = g[i] * d[i]);
+    if (gelu) SL_EACH(n, d[i] *= g[i]);
     if (db) {
-        const T *s = gelu ? du : g;
+        const T *s = gelu ? d : g;
         SL_EACH(n, db[i] += s[i]);
     }
 }
