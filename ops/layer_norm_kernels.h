@@ -77,16 +77,22 @@ static void FN(layer_norm_backward)(const T *restrict x, const T *restrict w, co
             }
             sd /= (double)C;
             sdx /= (double)C;
+            /* dx's pass also adds dw's and db's terms, from the same loads */
             for (int64_t j = 0; j < C8; j += 8) {
-                sl_v8_f64 dh = w ? WIDE8(gr + j) * WIDE8(w + j) : WIDE8(gr + j);
+                sl_v8_f64 gw = WIDE8(gr + j), dh = w ? gw * WIDE8(w + j) : gw;
                 sl_v8_f64 xh = (WIDE8(xr + j) - m) * rs;
                 V8 d = LOAD8(dxr + j) + __builtin_convertvector(rs * (dh - sd - xh * sdx), V8);
                 STORE8(dxr + j, d);
+                if (dw) sl_v8_store_f64(dw + j, sl_v8_load_f64(dw + j) + gw * xh);
+                if (db) sl_v8_store_f64(db + j, sl_v8_load_f64(db + j) + gw);
             }
             for (int64_t j = C8; j < C; j++) {
                 double dh = w ? (double)gr[j] * w[j] : gr[j];
                 dxr[j] += (T)(rs * (dh - sd - (xr[j] - m) * rs * sdx));
+                if (dw) dw[j] += gr[j] * ((xr[j] - m) * rs);
+                if (db) db[j] += gr[j];
             }
+            continue;
         }
         if (dw) {
             for (int64_t j = 0; j < C8; j += 8) {
