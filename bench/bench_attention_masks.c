@@ -22,7 +22,7 @@
  *     ./build/bin/bench_attention_masks [--T 4096] [--window-T 16384] [--B 1] [--H 8] [--D 64]
  *                                       [--reps 5] [--window-reps 3]
  *
- * Threads: the pool's (SL_NUM_THREADS, else all CPUs).
+ * Threads: the pool's (SL_NUM_THREADS, else the CPUs it may run on).
  */
 #include <shortlong/shortlong.h>
 

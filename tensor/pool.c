@@ -212,7 +212,10 @@ static int default_threads(void)
         long v = strtol(e, NULL, 10);
         if (v >= 1) return v > MAX_THREADS ? MAX_THREADS : (int)v;
     }
-    int c = online_cpus();
+    /* the CPUs this process may use (a launcher's binding, taskset, a cpuset); an MPI job's
+     * processes on this machine share them when nothing bound them (a mask of every CPU) */
+    int c = usable_cpus(), ranks = local_ranks();
+    if (ranks > 1 && c == online_cpus()) c = c / ranks < 1 ? 1 : c / ranks;
     return c > MAX_THREADS ? MAX_THREADS : c;
 }
 

@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 START_TEST(creation_values_and_shapes)
 {
@@ -351,6 +352,50 @@ START_TEST(pool_watch_follows_threads_and_cpus)
 }
 END_TEST
 
+/* The pool's default size: the CPUs of the affinity mask (one CPU under a binding to it), or the
+ * machine's CPUs shared among an MPI job's unbound local processes. CTest runs this with and
+ * without such a job's environment. */
+static void add_range(void *ctx, int64_t b, int64_t e)
+{
+    int64_t part = 0;
+    for (int64_t i = b; i < e; i++) part += i;
+    atomic_fetch_add((_Atomic int64_t *)ctx, part);
+}
+
+START_TEST(pool_default_follows_affinity)
+{
+    const char *ranks = getenv("OMPI_COMM_WORLD_LOCAL_SIZE"), *env = getenv("SL_NUM_THREADS");
+    char *saved = env ? strdup(env) : NULL;
+    unsetenv("SL_NUM_THREADS");
+    cpu_set_t all;
+    ck_assert_int_eq(sched_getaffinity(0, sizeof all, &all), 0);
+    int cpus = CPU_COUNT(&all), local = ranks ? atoi(ranks) : 1;
+    int want = local > 1 && cpus == sysconf(_SC_NPROCESSORS_ONLN) ? cpus / local : cpus;
+    want = want < 1 ? 1 : want > 256 ? 256 : want;
+    sl_set_num_threads(0);
+    ck_assert_int_eq(sl_get_num_threads(), want);
+    if (cpus > 1) { /* bound to one CPU of the mask, as mpirun --bind-to core would */
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        int c = 0;
+        while (!CPU_ISSET(c, &all)) c++;
+        CPU_SET(c, &one);
+        ck_assert_int_eq(sched_setaffinity(0, sizeof one, &one), 0);
+        sl_set_num_threads(0);
+        ck_assert_int_eq(sl_get_num_threads(), 1);
+        _Atomic int64_t sum = 0;
+        sl_parallel_for(1000, 1, add_range, (void *)&sum);
+        ck_assert_int_eq(atomic_load(&sum), 999 * 1000 / 2);
+        ck_assert_int_eq(sched_setaffinity(0, sizeof all, &all), 0);
+    }
+    sl_set_num_threads(0); /* workers started again under the whole mask */
+    ck_assert_int_eq(sl_get_num_threads(), want);
+    if (saved) setenv("SL_NUM_THREADS", saved, 1);
+    free(saved);
+    sl_set_num_threads(0);
+}
+END_TEST
+
 /* sl_item reads a one-element tensor of any dtype and any shape (a view included), exactly;
  * anything else is NaN with an error. */
 START_TEST(item_of_every_dtype)
@@ -407,6 +452,7 @@ int main(void)
     tu_add_test(s, tc, pool_covers_every_index_once);
     tu_add_test(s, tc, pool_jobs_from_callbacks_and_several_threads);
     tu_add_test(s, tc, pool_watch_follows_threads_and_cpus);
+    tu_add_test(s, tc, pool_default_follows_affinity);
     tu_add_test(s, tc, item_of_every_dtype);
     return tu_run(s);
 }

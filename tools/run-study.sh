@@ -30,7 +30,7 @@
 #   EVAL_TOKENS [32768]       bytes evaluated per length (non-overlapping, sliding)
 #   SAME_BYTES [8192]         bytes the same-tokens protocol scores per length
 #   DISTANT [1,4]             the distant-context ablation's k (input beyond k L replaced)
-#   METHODS [all]  CORPORA [wikitext2 builtin]  THREADS [all CPUs]  EST_STEPS [30]
+#   METHODS [all]  CORPORA [wikitext2 builtin]  THREADS [the pool's default]  EST_STEPS [30]
 # --smoke DIR runs a tiny budget (a minute or two) into DIR instead, to check the script.
 set -euo pipefail
 cd "$(dirname "$0")/.."

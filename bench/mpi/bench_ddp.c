@@ -28,9 +28,10 @@
  *     bench_ddp [--steps 10] [--warmup 2] [--bucket-bytes N] [--json] [--dim 256] [--layers 4]
  *               [--heads 8] [--context 256] [--batch 8]
  *
- * Threads per rank: SL_NUM_THREADS (else all CPUs). Open MPI binds each rank to one core when
- * it starts two or fewer: give a rank of several threads --bind-to none (the program warns when
- * a rank has fewer CPUs than threads).
+ * Threads per rank: SL_NUM_THREADS, else the pool's default: the CPUs the rank may run on (Open
+ * MPI binds each rank to one core when it starts two or fewer, so 1), or with --bind-to none
+ * the machine's CPUs divided among the ranks. A rank of several threads under a binding needs
+ * --bind-to none (the program warns when a rank has fewer CPUs than threads).
  */
 #define _GNU_SOURCE
 #include <shortlong/dist.h>

@@ -81,7 +81,7 @@ static int cmd_train(int argc, char **argv)
         {"dropout", F_NUM, &dropout, "dropout on residual branches (default 0)"},
         {"seed", F_INT, &seed, "initialisation and data-order seed (default 1)"},
         {"threads", F_INT, &threads, "worker threads, per rank (default: SL_NUM_THREADS or "
-                                     "all CPUs)"},
+                                     "the rank's CPUs)"},
         {"out", F_STR, &out, "checkpoint to write (default gpt.safetensors; locked while "
                              "training)"},
         {"resume", F_STR, &resume, "training checkpoint to continue: its model and settings are "
