@@ -216,6 +216,7 @@ static bool kept_unchanged(const sl_node *n)
 static _Thread_local sl_tensor **spare;
 static _Thread_local size_t n_spare;
 static _Thread_local bool recycling; /* inside run_backward */
+static _Thread_local bool consuming; /* inside a run_backward without SL_RETAIN_GRAPH */
 
 /* Keeps g's storage for reuse; false (nothing kept) if the list cannot grow. */
 static void keep_spare(sl_tensor *g)
@@ -431,6 +432,7 @@ static bool run_backward(sl_node **order, size_t count, bool retain)
     if (want_grad_ready() && !final_leaves(order, count, &fin, &n_fin)) return false;
     n_spare = 0;
     recycling = true;
+    consuming = !retain;
     bool ok = true;
     for (size_t k = count; k-- > 0 && ok;) {
         sl_node *n = order[k];
@@ -449,9 +451,12 @@ static bool run_backward(sl_node **order, size_t count, bool retain)
             NOTIFY(grad_ready, fin[n_fin - 1].leaf);
     }
     recycling = false;
+    consuming = false;
     n_spare = 0;
     return ok;
 }
+
+bool sl__backward_consumes(void) { return recycling && consuming; }
 
 bool sl_backward_ex(sl_tensor *out, const sl_tensor *grad_out, int flags)
 {

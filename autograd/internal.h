@@ -6,4 +6,10 @@
 #include "../tensor/internal.h"
 #include <shortlong/autograd.h>
 
+/* Inside a backward function: true when the running backward consumes the graph (no
+ * SL_RETAIN_GRAPH), so that the node's saved tensors are never read again and the backward may
+ * write over them; false under SL_RETAIN_GRAPH, where a second backward (or a retry after a
+ * failed one) reads them again, and outside a backward. */
+bool sl__backward_consumes(void);
+
 #endif

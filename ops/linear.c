@@ -266,7 +266,7 @@ static void du_units(void *ctx, int64_t u0, int64_t u1)
         int64_t r0 = unit * BLOCK, r1 = r0 + BLOCK < s->rows ? r0 + BLOCK : s->rows;
         double *db = j->dbp ? j->dbp + unit * s->out : NULL;
         if (db) memset(db, 0, sizeof(double) * (size_t)s->out);
-        j->k->backward_rows(j->dtype, j->g, s->d, db, r0, r1, s->out, s->gelu);
+        j->k->backward_rows(j->dtype, j->g, s->d, j->du, db, r0, r1, s->out, s->gelu);
     }
 }
 
@@ -337,10 +337,16 @@ static bool linear_backward(sl_node *n)
                         &h);
         j.g = h.rows;
     }
-    /* dL/du = dL/dy * gelu'(u) is written over gelu'(u), which nothing reads after this
-     * backward (a backward consumes the graph): no buffer of its own, and its stores hit lines
-     * the pass has just read */
-    j.du = s->gelu ? s->d : (char *)j.g;
+    /* dL/du = dL/dy * gelu'(u) is written over gelu'(u) when nothing reads that after this
+     * backward (no SL_RETAIN_GRAPH): no buffer of its own, and its stores hit lines the pass has
+     * just read. Otherwise it lives only through this backward: the thread's scratch, not the
+     * step arena, where every layer's would stay until the reset. */
+    j.du = (char *)j.g;
+    if (s->gelu)
+        j.du = sl__backward_consumes() ? s->d : sl__scratch(SL__SCRATCH_BACKWARD, g_bytes);
+    if (!j.du)
+        return sl_set_error(SL_ERR_OOM, "%s: out of memory for %zu bytes of dL/du", n->op,
+                            g_bytes);
     if (gb && !(j.dbp = sl_arena_alloc(sl_arena_current(),
                                        sizeof(double) * (size_t)(units * s->out), 64)))
         return false;

@@ -12,11 +12,11 @@ typedef struct {
      * y = gelu(u) in place. */
     void (*forward_rows)(sl_dtype dt, char *y, char *d, const char *b, int64_t r0, int64_t r1,
                          int64_t n, bool gelu);
-    /* Rows [r0, r1): if gelu, d (forward's gelu'(u)) becomes du = g * d in place (else du is g
-     * and nothing is written); db (n doubles) += du summed over the rows, in row order, when db
-     * is given. */
-    void (*backward_rows)(sl_dtype dt, const char *g, char *d, double *db, int64_t r0,
-                          int64_t r1, int64_t n, bool gelu);
+    /* Rows [r0, r1): du = g * d if gelu, d forward's gelu'(u), du either another buffer or d
+     * itself (without gelu du is g and nothing is written); db (n doubles) += du summed over
+     * the rows, in row order, when db is given. */
+    void (*backward_rows)(sl_dtype dt, const char *g, const char *d, char *du, double *db,
+                          int64_t r0, int64_t r1, int64_t n, bool gelu);
     /* d += p over n elements. */
     void (*add)(sl_dtype dt, void *d, const void *p, int64_t n);
 } sl__linear_kernels;

@@ -66,18 +66,18 @@ static void forward_rows(sl_dtype dt, char *y, char *d, const char *b, int64_t r
     }
 }
 
-static void backward_rows(sl_dtype dt, const char *g, char *d, double *db, int64_t r0,
-                          int64_t r1, int64_t n, bool gelu)
+static void backward_rows(sl_dtype dt, const char *g, const char *d, char *du, double *db,
+                          int64_t r0, int64_t r1, int64_t n, bool gelu)
 {
     size_t es = sl_dtype_size(dt);
     for (int64_t r = r0; r < r1; r++) {
         size_t off = (size_t)(r * n) * es;
         if (dt == SL_F32)
-            backward_row_f32((const float *)(g + off), gelu ? (float *)(d + off) : NULL, db, n,
-                             gelu);
+            backward_row_f32((const float *)(g + off), gelu ? (const float *)(d + off) : NULL,
+                             (float *)(du + off), db, n, gelu);
         else
-            backward_row_f64((const double *)(g + off), gelu ? (double *)(d + off) : NULL, db, n,
-                             gelu);
+            backward_row_f64((const double *)(g + off), gelu ? (const double *)(d + off) : NULL,
+                             (double *)(du + off), db, n, gelu);
     }
 }
 

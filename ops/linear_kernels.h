@@ -31,14 +31,25 @@ static void FN(forward_row)(T *restrict y, T *restrict d, const T *restrict b, i
 #endif
 }
 
-/* One row of n: when gelu, d (forward's gelu'(u)) becomes du = g * d in place (else du is g and
- * nothing is written), and db += du in double (when db is given). */
-static void FN(backward_row)(const T *restrict g, T *restrict d, double *restrict db, int64_t n,
-                             bool gelu)
+static void FN(mul)(T *restrict du, const T *restrict g, const T *restrict d, int64_t n)
 {
-    if (gelu) SL_EACH(n, d[i] *= g[i]);
+    SL_EACH(n, du[i] = g[i] * d[i]);
+}
+
+static void FN(mul_in_place)(T *restrict d, const T *restrict g, int64_t n)
+{
+    SL_EACH(n, d[i] *= g[i]);
+}
+
+/* One row of n: when gelu, du = g * d, d forward's gelu'(u) (du may be d itself; without gelu du
+ * is g and nothing is written), and db += du in double (when db is given). */
+static void FN(backward_row)(const T *restrict g, const T *d, T *du, double *restrict db,
+                             int64_t n, bool gelu)
+{
+    if (gelu && du == d) FN(mul_in_place)(du, g, n);
+    else if (gelu) FN(mul)(du, g, d, n);
     if (db) {
-        const T *s = gelu ? d : g;
+        const T *s = gelu ? du : g;
         SL_EACH(n, db[i] += s[i]);
     }
 }

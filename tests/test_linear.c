@@ -252,6 +252,44 @@ START_TEST(long_inner_dim_gradients)
 }
 END_TEST
 
+/* Under SL_RETAIN_GRAPH a second backward reads what the first one saved: with GELU and a
+ * gradient other than ones, two retained backwards give twice one backward's gradients (the
+ * saved derivative is not overwritten by dL/du when the graph is kept). */
+START_TEST(retained_graph_backward_twice)
+{
+    for (int f = 0; f < 2; f++) {
+        sl_dtype dt = f ? SL_F64 : SL_F32;
+        sl_rng r = sl_rng_seed(11);
+        sl_tensor *x = tu_randn(&r, dt, sl_shape(33, 20)), *w = tu_randn(&r, dt, sl_shape(24, 20));
+        sl_tensor *b = tu_randn(&r, dt, sl_shape(24));
+        sl_tensor *g = sl_rand_normal(&r, dt, sl_shape(33, 24), 0, 1);
+        sl_tensor *once[3];
+        for (int pass = 0; pass < 2; pass++) {
+            sl_zero_grad(x), sl_zero_grad(w), sl_zero_grad(b);
+            sl_tensor *y = sl_linear(x, w, b, SL_ACT_GELU_TANH);
+            ck_assert_msg(y && sl_backward_ex(y, g, pass ? SL_RETAIN_GRAPH : 0), "%s",
+                          sl_error_message());
+            if (!pass) {
+                sl_tensor *t[3] = {x->grad, w->grad, b->grad};
+                for (int i = 0; i < 3; i++) {
+                    once[i] = sl_empty(dt, t[i]->ndim, t[i]->shape);
+                    ck_assert(sl_copy_into(once[i], t[i]));
+                }
+                continue;
+            }
+            ck_assert_msg(sl_backward_ex(y, g, 0), "%s", sl_error_message());
+            sl_tensor *t[3] = {x->grad, w->grad, b->grad};
+            for (int i = 0; i < 3; i++) {
+                sl_tensor *want = sl_mul_scalar(once[i], 2);
+                double d = tu_max_rel_diff(t[i], want);
+                ck_assert_msg(d <= (f ? 1e-14 : 1e-6), "%s gradient %d: %.3g from twice once",
+                              sl_dtype_name(dt), i, d);
+            }
+        }
+    }
+}
+END_TEST
+
 START_TEST(errors_name_the_shapes)
 {
     sl_rng r = sl_rng_seed(5);
@@ -372,6 +410,7 @@ int main(void)
     tu_add_test(s, tc, layouts_read_in_place_or_copied);
     tu_add_test(s, tc, one_thread_matches_two);
     tu_add_test(s, tc, long_inner_dim_gradients);
+    tu_add_test(s, tc, retained_graph_backward_twice);
     tu_add_test(s, tc, errors_name_the_shapes);
     tu_add_test(s, tc, gradchecks);
     tu_every_isa();
