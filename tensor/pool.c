@@ -19,6 +19,7 @@
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "internal.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
@@ -66,12 +67,20 @@ static int online_cpus(void)
     return c < 1 ? 1 : c > INT_MAX ? INT_MAX : (int)c;
 }
 
-/* The CPUs this process may run on (its affinity mask: a launcher's binding, a cpuset). */
+/* The CPUs this process may run on: its affinity mask (a launcher's binding, taskset, a
+ * cpuset), the main thread's, whichever thread asks; in a set as large as the kernel's. */
 static int usable_cpus(void)
 {
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
-        return CPU_COUNT(&set);
+    for (int n = 1024; n <= 1 << 20; n *= 2) {
+        cpu_set_t *set = CPU_ALLOC(n);
+        if (!set) break;
+        size_t size = CPU_ALLOC_SIZE(n);
+        int rc = sched_getaffinity(getpid(), size, set), err = errno;
+        int c = rc == 0 ? CPU_COUNT_S(size, set) : 0;
+        CPU_FREE(set);
+        if (rc == 0) return c > 0 ? c : online_cpus();
+        if (err != EINVAL) break; /* EINVAL: the kernel's mask is larger than n CPUs */
+    }
     return online_cpus();
 }
 
@@ -88,14 +97,24 @@ static int local_ranks(void)
     return 1;
 }
 
+/* The CPUs this process may count as its own: those it may run on, and with an MPI job's
+ * processes on this machine at most its share of the machine (they may share one mask: not
+ * bound, or bound to a package they share); 0 when there are more processes than CPUs. */
+static int cpu_share(void)
+{
+    int c = usable_cpus(), ranks = local_ranks();
+    if (ranks > 1 && c > online_cpus() / ranks) c = online_cpus() / ranks;
+    return c;
+}
+
 /* How long a waiting thread watches: SL_POOL_SPIN_US if set; else SPIN_US while the pool's
- * threads, times the processes of an MPI job on this machine, fit the CPUs this process may
- * use, and 0 when they do not (there a watching thread holds a core another thread needs: a
- * step of 2 ranks x 2 threads on 2 cores ran 5-7% slower watching). */
+ * threads fit the process's share of the CPUs (cpu_share), and 0 when they do not (there a
+ * watching thread holds a core another thread needs: a step of 2 ranks x 2 threads on 2 cores
+ * ran 5-7% slower watching). */
 static int64_t spin_ns(void)
 {
     static atomic_int_fast64_t forced = -2; /* -2: not read yet, -1: not set; a benign race */
-    static atomic_int room = 0;             /* usable CPUs / local ranks, read once */
+    static atomic_int room = 0;             /* cpu_share(), read once */
     int64_t f = atomic_load(&forced);
     if (f == -2) {
         const char *e = getenv("SL_POOL_SPIN_US");
@@ -106,7 +125,7 @@ static int64_t spin_ns(void)
     if (f >= 0) return f;
     int r = atomic_load(&room);
     if (!r) {
-        r = usable_cpus() / local_ranks();
+        r = cpu_share();
         atomic_store(&room, r < 1 ? -1 : r); /* -1: less than a CPU per process */
     }
     return r > 0 && atomic_load(&n_threads_now) <= r ? (int64_t)SPIN_US * 1000 : 0;
@@ -212,11 +231,8 @@ static int default_threads(void)
         long v = strtol(e, NULL, 10);
         if (v >= 1) return v > MAX_THREADS ? MAX_THREADS : (int)v;
     }
-    /* the CPUs this process may use (a launcher's binding, taskset, a cpuset); an MPI job's
-     * processes on this machine share them when nothing bound them (a mask of every CPU) */
-    int c = usable_cpus(), ranks = local_ranks();
-    if (ranks > 1 && c == online_cpus()) c = c / ranks < 1 ? 1 : c / ranks;
-    return c > MAX_THREADS ? MAX_THREADS : c;
+    int c = cpu_share();
+    return c < 1 ? 1 : c > MAX_THREADS ? MAX_THREADS : c;
 }
 
 static bool atexit_done;

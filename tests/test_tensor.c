@@ -5,6 +5,7 @@
 
 #include <ctype.h>
 
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -332,29 +333,39 @@ START_TEST(pool_jobs_from_callbacks_and_several_threads)
 }
 END_TEST
 
-/* The pool's watch before blocking: SL_POOL_SPIN_US when set; else 50 us while the threads,
- * times an MPI job's local processes, fit this process's CPUs, and 0 when they do not. CTest
- * runs this with each of those environments. */
-START_TEST(pool_watch_follows_threads_and_cpus)
+/* The CPUs the pool counts as this process's own (tensor/pool.c's rule, written out): its
+ * affinity mask's, and with an MPI job's processes on the machine (the launchers' variables) at
+ * most the online CPUs divided among them; 0 when they outnumber the CPUs. */
+static int cpu_share(void)
 {
-    const char *forced = getenv("SL_POOL_SPIN_US"), *ranks = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    const char *o = getenv("OMPI_COMM_WORLD_LOCAL_SIZE"), *m = getenv("MPI_LOCALNRANKS");
+    int ranks = o && atoi(o) >= 1 ? atoi(o) : m && atoi(m) >= 1 ? atoi(m) : 1;
     cpu_set_t set;
     ck_assert_int_eq(sched_getaffinity(0, sizeof set, &set), 0);
-    int cpus = CPU_COUNT(&set), local = ranks ? atoi(ranks) : 1;
+    int c = CPU_COUNT(&set), online = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    return ranks > 1 && c > online / ranks ? online / ranks : c;
+}
+
+/* The pool's watch before blocking: SL_POOL_SPIN_US when set; else 50 us while the threads fit
+ * this process's share of the CPUs, and 0 when they do not. CTest runs this with each of those
+ * environments. */
+START_TEST(pool_watch_follows_threads_and_cpus)
+{
+    const char *forced = getenv("SL_POOL_SPIN_US");
+    int share = cpu_share();
     for (int nt = 1; nt <= 3; nt++) {
         sl_set_num_threads(nt);
-        int64_t want = forced ? 1000 * (int64_t)atol(forced)
-                       : nt * local <= cpus ? 50000 : 0;
-        if (!forced && cpus / local < 1) want = 0;
+        int64_t want = forced ? 1000 * (int64_t)atol(forced) : share >= 1 && nt <= share ? 50000 : 0;
         ck_assert_int_eq(sl__pool_spin_ns(), want);
     }
     sl_set_num_threads(0);
 }
 END_TEST
 
-/* The pool's default size: the CPUs of the affinity mask (one CPU under a binding to it), or the
- * machine's CPUs shared among an MPI job's unbound local processes. CTest runs this with and
- * without such a job's environment. */
+/* The pool's default size: the process's share of the CPUs (cpu_share above), so 1 when it is
+ * bound to one CPU; the workers run under the mask the pool started with. State is restored
+ * before anything is asserted (CK_FORK=no: later tests run in this process). CTest runs this
+ * with and without an MPI job's environment. */
 static void add_range(void *ctx, int64_t b, int64_t e)
 {
     int64_t part = 0;
@@ -362,37 +373,61 @@ static void add_range(void *ctx, int64_t b, int64_t e)
     atomic_fetch_add((_Atomic int64_t *)ctx, part);
 }
 
+static _Atomic int worker_cpus_min, worker_cpus_max;
+
+static void note_mask(void *ctx, int64_t b, int64_t e)
+{
+    (void)ctx, (void)b, (void)e;
+    cpu_set_t set;
+    int c = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : -1;
+    for (int m = atomic_load(&worker_cpus_min); c < m;)
+        if (atomic_compare_exchange_weak(&worker_cpus_min, &m, c)) break;
+    for (int m = atomic_load(&worker_cpus_max); c > m;)
+        if (atomic_compare_exchange_weak(&worker_cpus_max, &m, c)) break;
+}
+
 START_TEST(pool_default_follows_affinity)
 {
-    const char *ranks = getenv("OMPI_COMM_WORLD_LOCAL_SIZE"), *env = getenv("SL_NUM_THREADS");
+    const char *env = getenv("SL_NUM_THREADS");
     char *saved = env ? strdup(env) : NULL;
     unsetenv("SL_NUM_THREADS");
+    int share = cpu_share(), want = share < 1 ? 1 : share > 256 ? 256 : share;
     cpu_set_t all;
     ck_assert_int_eq(sched_getaffinity(0, sizeof all, &all), 0);
-    int cpus = CPU_COUNT(&all), local = ranks ? atoi(ranks) : 1;
-    int want = local > 1 && cpus == sysconf(_SC_NPROCESSORS_ONLN) ? cpus / local : cpus;
-    want = want < 1 ? 1 : want > 256 ? 256 : want;
+    int cpus = CPU_COUNT(&all);
     sl_set_num_threads(0);
-    ck_assert_int_eq(sl_get_num_threads(), want);
+    int got_all = sl_get_num_threads(), got_one = 1, set_ok = 0, restored = 0;
+    _Atomic int64_t sum = 0;
     if (cpus > 1) { /* bound to one CPU of the mask, as mpirun --bind-to core would */
         cpu_set_t one;
         CPU_ZERO(&one);
         int c = 0;
         while (!CPU_ISSET(c, &all)) c++;
         CPU_SET(c, &one);
-        ck_assert_int_eq(sched_setaffinity(0, sizeof one, &one), 0);
+        set_ok = sched_setaffinity(0, sizeof one, &one) == 0;
         sl_set_num_threads(0);
-        ck_assert_int_eq(sl_get_num_threads(), 1);
-        _Atomic int64_t sum = 0;
+        got_one = sl_get_num_threads();
         sl_parallel_for(1000, 1, add_range, (void *)&sum);
-        ck_assert_int_eq(atomic_load(&sum), 999 * 1000 / 2);
-        ck_assert_int_eq(sched_setaffinity(0, sizeof all, &all), 0);
+        restored = sched_setaffinity(0, sizeof all, &all) == 0;
     }
-    sl_set_num_threads(0); /* workers started again under the whole mask */
-    ck_assert_int_eq(sl_get_num_threads(), want);
+    sl_set_num_threads(0); /* workers started again, under the whole mask */
+    int got_again = sl_get_num_threads();
+    atomic_store(&worker_cpus_min, INT_MAX);
+    atomic_store(&worker_cpus_max, -1);
+    sl_parallel_for(64, 1, note_mask, NULL);
     if (saved) setenv("SL_NUM_THREADS", saved, 1);
     free(saved);
     sl_set_num_threads(0);
+
+    ck_assert_int_eq(got_all, want);
+    ck_assert_int_eq(got_again, want);
+    ck_assert_int_eq(atomic_load(&worker_cpus_min), cpus);
+    ck_assert_int_eq(atomic_load(&worker_cpus_max), cpus);
+    if (cpus > 1) {
+        ck_assert(set_ok && restored);
+        ck_assert_int_eq(got_one, 1);
+        ck_assert_int_eq(atomic_load(&sum), 999 * 1000 / 2);
+    }
 }
 END_TEST
 

@@ -213,12 +213,12 @@ const char *sl_cpu_isa(void);
 /* ---------------------------------------------------------------- threads */
 
 /* The pool: n - 1 worker threads plus the caller. The count comes from sl_set_num_threads,
- * else SL_NUM_THREADS, else the number of CPUs the process may run on (its affinity mask, as
- * taskset, a cpuset or an MPI launcher's binding set it; when an MPI job's processes on this
- * machine, OMPI_COMM_WORLD_LOCAL_SIZE or MPI_LOCALNRANKS, are unbound, the machine's CPUs
- * divided among them). Between jobs a worker watches for the next one for up to 50 us
- * (SL_POOL_SPIN_US; none where the threads outnumber the CPUs), then sleeps on a condition
- * variable. Matrix products split over this pool too (ops.h), so the process has one set of
+ * else SL_NUM_THREADS, else the process's share of the CPUs: those of its affinity mask (its
+ * main thread's, as taskset, a cpuset or an MPI launcher's binding set it), and with an MPI
+ * job's processes on this machine (OMPI_COMM_WORLD_LOCAL_SIZE or MPI_LOCALNRANKS) at most the
+ * machine's online CPUs divided among them. Between jobs a worker watches for the next one for
+ * up to 50 us (SL_POOL_SPIN_US; not at all where the threads outnumber that share), then
+ * sleeps on a condition variable. Matrix products split over this pool too (ops.h), so the process has one set of
  * threads. */
 void sl_set_num_threads(int n);
 int sl_get_num_threads(void);
