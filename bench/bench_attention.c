@@ -25,7 +25,8 @@
  *     ./build/bin/bench_attention [--T N] [--B 1] [--H 8] [--D 64] [--reps 5] [--json]
  *                                 [--composed-limit-gib 6]
  *
- * Without --T: T = 512, 1024, ..., 16384. Threads: the pool's (SL_NUM_THREADS, else the CPUs it may run on).
+ * Without --T: T = 512, 1024, ..., 16384. Threads: the pool's (SL_NUM_THREADS, else the CPUs
+ * it may run on).
  */
 #include <shortlong/shortlong.h>
 

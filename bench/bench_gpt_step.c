@@ -41,8 +41,8 @@
  *         [--eval-T N] [--vocab 256] [--dim 256] [--layers 4] [--heads 8] [--context 256]
  *         [--batch 8] [--pos alibi|none] [--no-floor]
  *
- * Threads: --threads, else SL_NUM_THREADS, else the CPUs it may run on. --no-floor skips the floor (to profile
- * the steps alone with perf).
+ * Threads: --threads, else SL_NUM_THREADS, else the CPUs it may run on. --no-floor skips the
+ * floor (to profile the steps alone with perf).
  */
 #include <shortlong/shortlong.h>
 

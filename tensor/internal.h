@@ -144,7 +144,8 @@ const char *sl__isa_name(sl__isa_level level);
 /* True while the calling thread runs a pool job (a nested parallel for then runs serially). */
 bool sl__in_pool(void);
 /* How long, in ns, a pool thread watches for work before it blocks, as things stand now
- * (tensor/pool.c: SL_POOL_SPIN_US, else 50 us or 0 by threads against CPUs). For tests. */
+ * (tensor/pool.c: SL_POOL_SPIN_US, else 50 us, or 0 where the threads outnumber the process's
+ * share of the CPUs). For tests. */
 int64_t sl__pool_spin_ns(void);
 
 /* The calling thread's scratch buffer for `slot`: at least `bytes`, 64-byte aligned, kept

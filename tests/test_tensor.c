@@ -355,7 +355,9 @@ START_TEST(pool_watch_follows_threads_and_cpus)
     int share = cpu_share();
     for (int nt = 1; nt <= 3; nt++) {
         sl_set_num_threads(nt);
-        int64_t want = forced ? 1000 * (int64_t)atol(forced) : share >= 1 && nt <= share ? 50000 : 0;
+        int64_t want = forced                    ? 1000 * (int64_t)atol(forced)
+                       : share >= 1 && nt <= share ? 50000
+                                                   : 0;
         ck_assert_int_eq(sl__pool_spin_ns(), want);
     }
     sl_set_num_threads(0);

@@ -218,8 +218,8 @@ const char *sl_cpu_isa(void);
  * job's processes on this machine (OMPI_COMM_WORLD_LOCAL_SIZE or MPI_LOCALNRANKS) at most the
  * machine's online CPUs divided among them. Between jobs a worker watches for the next one for
  * up to 50 us (SL_POOL_SPIN_US; not at all where the threads outnumber that share), then
- * sleeps on a condition variable. Matrix products split over this pool too (ops.h), so the process has one set of
- * threads. */
+ * sleeps on a condition variable. Matrix products split over this pool too (ops.h), so the
+ * process has one set of threads. */
 void sl_set_num_threads(int n);
 int sl_get_num_threads(void);
 
