@@ -26,7 +26,7 @@ static inline VEC FN(vload)(const T *p)
 
 static inline void FN(vstore)(T *p, VEC v) { memcpy(p, &v, sizeof v); }
 
-static inline VEC FN(vsplat)(T x) { return (VEC){0} + x; }
+static inline VEC FN(vsplat)(T x) { return x - (VEC){0}; } /* as sl_vf_splat (simd.h) */
 
 /* mask ? a : b, lane by lane (mask lanes are all ones or all zeros). */
 static inline VEC FN(vsel)(IVEC mask, VEC a, VEC b)
