@@ -147,6 +147,10 @@ bool sl__in_pool(void);
  * (tensor/pool.c: SL_POOL_SPIN_US, else 50 us, or 0 where the threads outnumber the process's
  * share of the CPUs). For tests. */
 int64_t sl__pool_spin_ns(void);
+/* The CPUs a cgroup CPU quota allows the process (tensor/cgroup.c): ceil(quota / period), the
+ * tightest over its cgroup and their ancestors; 0 when none is set or none can be read. root
+ * prefixes every path read ("" for the system's own files; tests pass a fake tree). */
+int sl__cgroup_cpus(const char *root);
 
 /* The calling thread's scratch buffer for `slot`: at least `bytes`, 64-byte aligned, kept
  * between calls and grown on demand (keeping its contents; new bytes are zero), freed when the

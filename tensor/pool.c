@@ -97,13 +97,17 @@ static int local_ranks(void)
     return 1;
 }
 
-/* The CPUs this process may count as its own: those it may run on, and with an MPI job's
- * processes on this machine at most its share of the machine (they may share one mask: not
- * bound, or bound to a package they share); 0 when there are more processes than CPUs. */
+/* The CPUs this process may count as its own: those it may run on, at most what a cgroup CPU
+ * quota allows (docker --cpus: the mask shows the host's CPUs), and with an MPI job's processes
+ * on this machine at most their share of it (they may share one mask: not bound, or bound to a
+ * package they share; and one quota); 0 when there are more processes than CPUs. */
 static int cpu_share(void)
 {
-    int c = usable_cpus(), ranks = local_ranks();
-    if (ranks > 1 && c > online_cpus() / ranks) c = online_cpus() / ranks;
+    int c = usable_cpus(), machine = online_cpus(), quota = sl__cgroup_cpus(""),
+        ranks = local_ranks();
+    if (quota >= 1 && quota < machine) machine = quota;
+    if (c > machine) c = machine;
+    if (ranks > 1 && c > machine / ranks) c = machine / ranks;
     return c;
 }
 

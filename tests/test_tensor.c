@@ -1,16 +1,18 @@
 /* The tensor layer: creation, element access, printing, errors, arenas, the RNG, the pool. */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "testutil.h"
-#include "../tensor/internal.h" /* sl__pool_spin_ns */
+#include "../tensor/internal.h" /* sl__pool_spin_ns, sl__cgroup_cpus */
 
 #include <ctype.h>
-
+#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 START_TEST(creation_values_and_shapes)
@@ -334,17 +336,93 @@ START_TEST(pool_jobs_from_callbacks_and_several_threads)
 END_TEST
 
 /* The CPUs the pool counts as this process's own (tensor/pool.c's rule, written out): its
- * affinity mask's, and with an MPI job's processes on the machine (the launchers' variables) at
- * most the online CPUs divided among them; 0 when they outnumber the CPUs. */
+ * affinity mask's, at most the machine's CPUs or a cgroup quota's (sl__cgroup_cpus, tested on
+ * fake trees below), and with an MPI job's processes on the machine (the launchers' variables)
+ * at most that divided among them; 0 when they outnumber the CPUs. */
 static int cpu_share(void)
 {
     const char *o = getenv("OMPI_COMM_WORLD_LOCAL_SIZE"), *m = getenv("MPI_LOCALNRANKS");
     int ranks = o && atoi(o) >= 1 ? atoi(o) : m && atoi(m) >= 1 ? atoi(m) : 1;
     cpu_set_t set;
     ck_assert_int_eq(sched_getaffinity(0, sizeof set, &set), 0);
-    int c = CPU_COUNT(&set), online = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    return ranks > 1 && c > online / ranks ? online / ranks : c;
+    int c = CPU_COUNT(&set), machine = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    int quota = sl__cgroup_cpus("");
+    if (quota >= 1 && quota < machine) machine = quota;
+    if (c > machine) c = machine;
+    return ranks > 1 && c > machine / ranks ? machine / ranks : c;
 }
+
+/* Writes text to root/rel, making the directories on the way. */
+static void put_file(const char *root, const char *rel, const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", root, rel);
+    for (char *p = path + strlen(root) + 1; (p = strchr(p, '/')); p++) {
+        *p = '\0';
+        ck_assert_msg(mkdir(path, 0700) == 0 || errno == EEXIST, "mkdir %s", path);
+        *p = '/';
+    }
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* sl__cgroup_cpus on fake trees: cgroup v2's cpu.max and v1's cfs files, ceil(quota / period),
+ * the tightest quota from the cgroup up to the mount (a container's host path that is not under
+ * the mount reaches the container's own quota at the mount's root), the hybrid layout, and no
+ * quota for "max", -1, malformed or missing files. */
+START_TEST(cgroup_quota_from_fake_trees)
+{
+    char root[64];
+    const char *v2_self = "0::/a/b\n", *v1_self = "5:cpuacct,cpu:/docker/abc\n2:memory:/x\n";
+    struct {
+        const char *self, *files[3][2];
+        int want;
+    } cases[] = {
+        {v2_self, {{"sys/fs/cgroup/a/b/cpu.max", "150000 100000\n"}}, 2},
+        {v2_self, {{"sys/fs/cgroup/a/b/cpu.max", "100000 100000\n"}}, 1},
+        {v2_self, {{"sys/fs/cgroup/a/b/cpu.max", "max 100000\n"}}, 0},
+        {v2_self, /* the parent's quota is the tighter */
+         {{"sys/fs/cgroup/a/b/cpu.max", "800000 100000\n"},
+          {"sys/fs/cgroup/a/cpu.max", "300000 100000\n"},
+          {"sys/fs/cgroup/cpu.max", "max 100000\n"}},
+         3},
+        {v2_self, {{"sys/fs/cgroup/cpu.max", "50000 100000\n"}}, 1}, /* half a CPU: 1 */
+        {v2_self, {{"sys/fs/cgroup/unified/a/b/cpu.max", "400000 100000\n"}}, 4}, /* hybrid */
+        {v2_self, {{"sys/fs/cgroup/a/b/cpu.max", "12x 100000\n"}}, 0},
+        {v2_self, {{"sys/fs/cgroup/a/b/cpu.max", "-5 100000\n"}}, 0},
+        {v2_self, {{"sys/fs/cgroup/a/b/cpu.max", "200000 0\n"}}, 0},
+        {v2_self, {{"sys/fs/cgroup/a/b/cpu.weight", "100\n"}}, 0},
+        {v1_self, /* the container's own cgroup at the mount's root */
+         {{"sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us", "250000\n"},
+          {"sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us", "100000\n"}},
+         3},
+        {v1_self,
+         {{"sys/fs/cgroup/cpu/docker/abc/cpu.cfs_quota_us", "-1\n"},
+          {"sys/fs/cgroup/cpu/docker/abc/cpu.cfs_period_us", "100000\n"}},
+         0},
+        {"3:cpuset:/a\n", /* "cpuset" is not "cpu" */
+         {{"sys/fs/cgroup/cpuset/a/cpu.cfs_quota_us", "100000\n"},
+          {"sys/fs/cgroup/cpuset/a/cpu.cfs_period_us", "100000\n"}},
+         0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        snprintf(root, sizeof root, "/tmp/sl_cgroup_XXXXXX");
+        ck_assert_ptr_nonnull(mkdtemp(root));
+        put_file(root, "proc/self/cgroup", cases[i].self);
+        for (int f = 0; f < 3 && cases[i].files[f][0]; f++)
+            put_file(root, cases[i].files[f][0], cases[i].files[f][1]);
+        int got = sl__cgroup_cpus(root);
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+        ck_assert_int_eq(system(cmd), 0);
+        ck_assert_msg(got == cases[i].want, "case %zu: %d CPUs, want %d", i, got,
+                      cases[i].want);
+    }
+    ck_assert_int_eq(sl__cgroup_cpus("/nonexistent/root"), 0); /* no /proc/self/cgroup */
+}
+END_TEST
 
 /* The pool's watch before blocking: SL_POOL_SPIN_US when set; else 50 us while the threads fit
  * this process's share of the CPUs, and 0 when they do not. CTest runs this with each of those
@@ -490,6 +568,7 @@ int main(void)
     tu_add_test(s, tc, pool_jobs_from_callbacks_and_several_threads);
     tu_add_test(s, tc, pool_watch_follows_threads_and_cpus);
     tu_add_test(s, tc, pool_default_follows_affinity);
+    tu_add_test(s, tc, cgroup_quota_from_fake_trees);
     tu_add_test(s, tc, item_of_every_dtype);
     return tu_run(s);
 }
