@@ -210,9 +210,7 @@ static inline VEC FN(iota)(void)
 
 static inline VEC FN(vabs)(VEC v)
 {
-    VEC sign; /* -0.0: the sign bit alone (vsplat would give 0 + -0.0 = +0.0) */
-    for (int i = 0; i < VL; i++) sign[i] = (T)-0.0;
-    return (VEC)((IVEC)v & ~(IVEC)sign);
+    return (VEC)((IVEC)v & ~(IVEC)FN(vsplat)((T)-0.0)); /* -0.0: the sign bit alone */
 }
 
 static inline IVEC FN(vload_seg)(const ISEG *p)

@@ -5,7 +5,8 @@
  *
  * How (the GotoBLAS / BLIS structure, reduced to what the library's products need):
  *   - b (k x n) is packed once per product into panels of NR columns (64 with AVX-512, 16 with
- *     AVX2), in blocks of KC rows of k: block by block, panel by panel, kc x NR floats each, zero-padded past n;
+ *     AVX2), in blocks of KC rows of k: block by block, panel by panel, kc x NR floats each,
+ *     zero-padded past n;
  *   - a is read in place: MR = 6 rows at a time, each k broadcast from wherever a keeps it
  *     (row-major a: 6 row streams; transposed a: 6 neighbours in one row);
  *   - the micro-kernel keeps an MR x NR block of c in vector registers over one block of k

@@ -3,8 +3,10 @@
  * quota lets its threads run on two CPUs' worth of time, and a pool sized to the mask then
  * spends most of each step throttled.
  *
- * A quota is quota / period microseconds of CPU time per period: ceil(quota / period) CPUs (as
- * Go's and the JVM's runtimes count it). Where the process's cgroup is read from:
+ * A quota is quota / period microseconds of CPU time per period: ceil(quota / period) CPUs, as
+ * the JVM counts it (Go takes at least 2 as well; 1.5 CPUs is 2 threads here, which use the
+ * whole quota and are throttled for part of each period, rather than 1 that leaves a third of
+ * it unused). Where the process's cgroup is read from:
  *   - cgroup v2: the "0::<path>" line of /proc/self/cgroup; the file <mount><path>/cpu.max
  *     ("max <period>" or "<quota> <period>");
  *   - cgroup v1: the line whose controllers include "cpu"; cpu.cfs_quota_us (-1: none) and
@@ -12,12 +14,14 @@
  * A quota anywhere above the cgroup limits it as well, so every directory from <mount><path>
  * up to <mount> is read and the tightest quota counts. In a container the path is often the
  * host's while the mount shows the container's own cgroup at its root: the walk up reaches it
- * there. The mounts looked at are the usual ones (unified, hybrid and v1 layouts), not
- * /proc/self/mountinfo: a cgroup file system mounted elsewhere is not seen. Anything missing or
- * malformed counts as no quota.
+ * there. A path with a ".." component (a cgroup outside the process's cgroup namespace) is not
+ * under the mount at all and counts as no quota. The mounts looked at are the usual ones
+ * (unified, hybrid and v1 layouts), not /proc/self/mountinfo: a cgroup file system mounted
+ * elsewhere is not seen. Anything missing or malformed counts as no quota.
  */
 #include "internal.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,18 +32,33 @@ enum { PATH_MAX_ = 4096 };
 /* The first line of the file, in buf (size n); false if it cannot be read. */
 static bool read_line(const char *path, char *buf, size_t n)
 {
-    FILE *f = fopen(path, "r");
+    FILE *f = fopen(path, "re");
     if (!f) return false;
     bool ok = fgets(buf, (int)n, f) != NULL;
     fclose(f);
     return ok;
 }
 
-/* ceil(quota / period) in CPUs, 0 when quota is not a positive number of microseconds. */
+/* The integer that *p starts with (leading blanks skipped), *p moved past it; false if there
+ * is none or it does not fit. */
+static bool parse_ll(const char **p, long long *v)
+{
+    char *end;
+    errno = 0;
+    *v = strtoll(*p, &end, 10);
+    if (end == *p || errno) return false;
+    *p = end;
+    return true;
+}
+
+/* Whether s holds nothing but blanks and a newline. */
+static bool rest_blank(const char *s) { return s[strspn(s, " \t\n")] == '\0'; }
+
+/* ceil(quota / period) in CPUs, 0 when either is not a positive number of microseconds. */
 static int quota_cpus(long long quota, long long period)
 {
     if (quota <= 0 || period <= 0) return 0;
-    long long c = (quota + period - 1) / period;
+    long long c = quota / period + (quota % period != 0);
     return c > INT_MAX ? INT_MAX : (int)c;
 }
 
@@ -48,19 +67,21 @@ static int dir_quota(const char *dir, bool v2)
 {
     char path[PATH_MAX_ + 32], line[128];
     long long quota, period;
-    if (v2) {
+    const char *p = line;
+    if (v2) { /* "max <period>" or "<quota> <period>" */
         snprintf(path, sizeof path, "%s/cpu.max", dir);
         if (!read_line(path, line, sizeof line)) return 0;
-        char q[32];
-        if (sscanf(line, "%31s %lld", q, &period) != 2 || !strcmp(q, "max")) return 0;
-        char *end;
-        quota = strtoll(q, &end, 10);
-        return *end ? 0 : quota_cpus(quota, period);
+        p += strspn(p, " \t");
+        if (!strncmp(p, "max", 3)) return 0;
+        if (!parse_ll(&p, &quota) || !parse_ll(&p, &period) || !rest_blank(p)) return 0;
+        return quota_cpus(quota, period);
     }
     snprintf(path, sizeof path, "%s/cpu.cfs_quota_us", dir);
-    if (!read_line(path, line, sizeof line) || sscanf(line, "%lld", &quota) != 1) return 0;
+    if (!read_line(path, line, sizeof line) || !parse_ll(&p, &quota) || !rest_blank(p)) return 0;
     snprintf(path, sizeof path, "%s/cpu.cfs_period_us", dir);
-    if (!read_line(path, line, sizeof line) || sscanf(line, "%lld", &period) != 1) return 0;
+    p = line;
+    if (!read_line(path, line, sizeof line) || !parse_ll(&p, &period) || !rest_blank(p))
+        return 0;
     return quota_cpus(quota, period);
 }
 
@@ -77,10 +98,16 @@ static int walk_up(const char *mount, const char *cg, bool v2)
         int q = dir_quota(dir, v2);
         if (q && (!best || q < best)) best = q;
         if (len <= base) return best;
-        char *slash = strrchr(dir + base, '/');
-        if (!slash) slash = dir + base;
-        *slash = '\0';
+        *strrchr(dir + base, '/') = '\0'; /* dir[base] is the path's first '/' */
     }
+}
+
+/* Whether a cgroup path has a ".." component. */
+static bool has_dotdot(const char *path)
+{
+    for (const char *p = path; (p = strstr(p, "..")); p += 2)
+        if ((p == path || p[-1] == '/') && (p[2] == '/' || p[2] == '\0')) return true;
+    return false;
 }
 
 /* Whether a comma-separated list of controllers names "cpu". */
@@ -99,16 +126,22 @@ int sl__cgroup_cpus(const char *root)
 {
     char path[PATH_MAX_], line[PATH_MAX_];
     snprintf(path, sizeof path, "%s/proc/self/cgroup", root);
-    FILE *f = fopen(path, "r");
+    FILE *f = fopen(path, "re");
     if (!f) return 0;
     static const char *const v2_mounts[] = {"/sys/fs/cgroup", "/sys/fs/cgroup/unified"};
     static const char *const v1_mounts[] = {"/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct",
                                             "/sys/fs/cgroup/cpuacct,cpu"};
     int best = 0;
     while (fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\n")] = '\0';
+        size_t len = strcspn(line, "\n");
+        if (!line[len]) { /* longer than the buffer (or the last line, unended): skip it */
+            int ch;
+            while ((ch = fgetc(f)) != EOF && ch != '\n') {}
+            if (len == sizeof line - 1) continue;
+        }
+        line[len] = '\0';
         char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-        if (!c2 || c2[1] != '/') continue; /* "id:controllers:/path" */
+        if (!c2 || c2[1] != '/' || has_dotdot(c2 + 1)) continue; /* "id:controllers:/path" */
         bool v2 = c2 == c1 + 1 && !strncmp(line, "0:", 2);
         if (!v2 && !has_cpu(c1 + 1, (size_t)(c2 - c1 - 1))) continue;
         const char *const *mounts = v2 ? v2_mounts : v1_mounts;

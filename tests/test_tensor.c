@@ -370,14 +370,15 @@ static void put_file(const char *root, const char *rel, const char *text)
 
 /* sl__cgroup_cpus on fake trees: cgroup v2's cpu.max and v1's cfs files, ceil(quota / period),
  * the tightest quota from the cgroup up to the mount (a container's host path that is not under
- * the mount reaches the container's own quota at the mount's root), the hybrid layout, and no
- * quota for "max", -1, malformed or missing files. */
+ * the mount reaches the container's own quota at the mount's root) and over the hierarchies, the
+ * hybrid layout, and no quota for "max", -1, malformed, out-of-range or missing files, or a
+ * path out of the mount (".."). */
 START_TEST(cgroup_quota_from_fake_trees)
 {
     char root[64];
     const char *v2_self = "0::/a/b\n", *v1_self = "5:cpuacct,cpu:/docker/abc\n2:memory:/x\n";
     struct {
-        const char *self, *files[3][2];
+        const char *self, *files[4][2];
         int want;
     } cases[] = {
         {v2_self, {{"sys/fs/cgroup/a/b/cpu.max", "150000 100000\n"}}, 2},
@@ -402,16 +403,31 @@ START_TEST(cgroup_quota_from_fake_trees)
          {{"sys/fs/cgroup/cpu/docker/abc/cpu.cfs_quota_us", "-1\n"},
           {"sys/fs/cgroup/cpu/docker/abc/cpu.cfs_period_us", "100000\n"}},
          0},
-        {"3:cpuset:/a\n", /* "cpuset" is not "cpu" */
-         {{"sys/fs/cgroup/cpuset/a/cpu.cfs_quota_us", "100000\n"},
-          {"sys/fs/cgroup/cpuset/a/cpu.cfs_period_us", "100000\n"}},
+        {"3:cpuset:/a\n", /* "cpuset" is not "cpu" (the files where a "cpu" line would look) */
+         {{"sys/fs/cgroup/cpu/a/cpu.cfs_quota_us", "100000\n"},
+          {"sys/fs/cgroup/cpu/a/cpu.cfs_period_us", "100000\n"}},
          0},
+        {"3:cpu:/a/b\n", /* v1, from the parent */
+         {{"sys/fs/cgroup/cpu/a/cpu.cfs_quota_us", "200000\n"},
+          {"sys/fs/cgroup/cpu/a/cpu.cfs_period_us", "100000\n"}},
+         2},
+        {"0::/\n", {{"sys/fs/cgroup/cpu.max", "200000 100000\n"}}, 2}, /* a namespace's root */
+        {"4:cpu,cpuacct:/\n0::/a/b\n", /* two hierarchies: the tighter */
+         {{"sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us", "500000\n"},
+          {"sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us", "100000\n"},
+          {"sys/fs/cgroup/a/b/cpu.max", "200000 100000\n"}},
+         2},
+        {"0::/../../../x\n", /* outside the mount (which has to exist for ".." to resolve) */
+         {{"x/cpu.max", "100000 100000\n"}, {"sys/fs/cgroup/cgroup.procs", "1\n"}},
+         0},
+        {v2_self, {{"sys/fs/cgroup/a/b/cpu.max", "9223372036854775807 100000\n"}}, INT_MAX},
+        {v2_self, {{"sys/fs/cgroup/a/b/cpu.max", "99999999999999999999 100000\n"}}, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         snprintf(root, sizeof root, "/tmp/sl_cgroup_XXXXXX");
         ck_assert_ptr_nonnull(mkdtemp(root));
         put_file(root, "proc/self/cgroup", cases[i].self);
-        for (int f = 0; f < 3 && cases[i].files[f][0]; f++)
+        for (int f = 0; f < 4 && cases[i].files[f][0]; f++)
             put_file(root, cases[i].files[f][0], cases[i].files[f][1]);
         int got = sl__cgroup_cpus(root);
         char cmd[128];

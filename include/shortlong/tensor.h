@@ -214,10 +214,10 @@ const char *sl_cpu_isa(void);
 
 /* The pool: n - 1 worker threads plus the caller. The count comes from sl_set_num_threads,
  * else SL_NUM_THREADS, else the process's share of the CPUs: those of its affinity mask (its
- * main thread's, as taskset, a cpuset or an MPI launcher's binding set it), and with an MPI
- * job's processes on this machine (OMPI_COMM_WORLD_LOCAL_SIZE or MPI_LOCALNRANKS) at most the
- * machine's online CPUs divided among them, where a cgroup CPU quota (docker --cpus) counts as
- * ceil(quota / period) CPUs when it is fewer than those online. Between jobs a worker watches for the next one for
+ * main thread's, as taskset, a cpuset or an MPI launcher's binding set it), at most the CPUs a
+ * cgroup CPU quota allows (docker --cpus: ceil(quota / period)), and with an MPI job's
+ * processes on this machine (OMPI_COMM_WORLD_LOCAL_SIZE or MPI_LOCALNRANKS) at most the online
+ * CPUs, or the quota's, divided among them. Between jobs a worker watches for the next one for
  * up to 50 us (SL_POOL_SPIN_US; not at all where the threads outnumber that share), then
  * sleeps on a condition variable. Matrix products split over this pool too (ops.h), so the
  * process has one set of threads. */
