@@ -4,9 +4,9 @@
  * spends most of each step throttled.
  *
  * A quota is quota / period microseconds of CPU time per period: ceil(quota / period) CPUs, as
- * the JVM counts it (Go takes at least 2 as well; 1.5 CPUs is 2 threads here, which use the
- * whole quota and are throttled for part of each period, rather than 1 that leaves a third of
- * it unused). Where the process's cgroup is read from:
+ * the JVM counts it (Go takes at least 2 as well). 1.5 CPUs is 2 threads, which use the whole
+ * quota and are throttled for part of each period, rather than 1 that leaves a third of it
+ * unused: the reference training step ran 1.39x faster so (BENCHMARKS.md, issue 11). Where the process's cgroup is read from:
  *   - cgroup v2: the "0::<path>" line of /proc/self/cgroup; the file <mount><path>/cpu.max
  *     ("max <period>" or "<quota> <period>");
  *   - cgroup v1: the line whose controllers include "cpu"; cpu.cfs_quota_us (-1: none) and
