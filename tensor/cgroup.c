@@ -6,7 +6,9 @@
  * A quota is quota / period microseconds of CPU time per period: ceil(quota / period) CPUs, as
  * the JVM counts it (Go takes at least 2 as well). 1.5 CPUs is 2 threads, which use the whole
  * quota and are throttled for part of each period, rather than 1 that leaves a third of it
- * unused: the reference training step ran 1.39x faster so (BENCHMARKS.md, issue 11). Where the process's cgroup is read from:
+ * unused: the reference training step ran 1.39x faster so (BENCHMARKS.md, issue 11).
+ *
+ * Where the process's cgroup is read from:
  *   - cgroup v2: the "0::<path>" line of /proc/self/cgroup; the file <mount><path>/cpu.max
  *     ("max <period>" or "<quota> <period>");
  *   - cgroup v1: the line whose controllers include "cpu"; cpu.cfs_quota_us (-1: none) and
@@ -122,7 +124,7 @@ static bool has_cpu(const char *list, size_t n)
     return false;
 }
 
-int sl__cgroup_cpus(const char *root)
+static int cgroup_cpus(const char *root)
 {
     char path[PATH_MAX_], line[PATH_MAX_];
     snprintf(path, sizeof path, "%s/proc/self/cgroup", root);
@@ -156,4 +158,12 @@ int sl__cgroup_cpus(const char *root)
     }
     fclose(f);
     return best;
+}
+
+int sl__cgroup_cpus(const char *root)
+{
+    int saved = errno; /* the caller's errno survives the files that are not there */
+    int c = cgroup_cpus(root);
+    errno = saved;
+    return c;
 }
