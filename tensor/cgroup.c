@@ -29,8 +29,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { PATH_MAX_ = 4096 };
-
 /* The first line of the file, in buf (size n); false if it cannot be read. */
 static bool read_line(const char *path, char *buf, size_t n)
 {
@@ -67,7 +65,7 @@ static int quota_cpus(long long quota, long long period)
 /* The quota set in one cgroup directory, in CPUs; 0 if none. */
 static int dir_quota(const char *dir, bool v2)
 {
-    char path[PATH_MAX_ + 32], line[128];
+    char path[PATH_MAX + 32], line[128];
     long long quota, period;
     const char *p = line;
     if (v2) { /* "max <period>" or "<quota> <period>" */
@@ -90,7 +88,7 @@ static int dir_quota(const char *dir, bool v2)
 /* The tightest quota from mount + cg up to mount, in CPUs; 0 if none. */
 static int walk_up(const char *mount, const char *cg, bool v2)
 {
-    char dir[PATH_MAX_];
+    char dir[PATH_MAX];
     size_t base = strlen(mount);
     if (snprintf(dir, sizeof dir, "%s%s", mount, cg) >= (int)sizeof dir) return 0;
     int best = 0;
@@ -126,7 +124,7 @@ static bool has_cpu(const char *list, size_t n)
 
 static int cgroup_cpus(const char *root)
 {
-    char path[PATH_MAX_], line[PATH_MAX_];
+    char path[PATH_MAX], line[PATH_MAX];
     snprintf(path, sizeof path, "%s/proc/self/cgroup", root);
     FILE *f = fopen(path, "re");
     if (!f) return 0;
@@ -149,7 +147,7 @@ static int cgroup_cpus(const char *root)
         const char *const *mounts = v2 ? v2_mounts : v1_mounts;
         size_t n = v2 ? sizeof v2_mounts / sizeof *v2_mounts : sizeof v1_mounts / sizeof *v1_mounts;
         for (size_t i = 0; i < n; i++) {
-            char mount[PATH_MAX_];
+            char mount[PATH_MAX];
             if (snprintf(mount, sizeof mount, "%s%s", root, mounts[i]) >= (int)sizeof mount)
                 continue;
             int q = walk_up(mount, c2 + 1, v2);
