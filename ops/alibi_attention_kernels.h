@@ -16,6 +16,11 @@
 #define IVEC CAT(ivec, SUF)
 #define ISEG CAT(iseg, SUF)
 #define VL ((int)(VEC_BYTES / sizeof(T)))
+#if T_IS_F32
+#define VTRANSPOSE sl_vf_transpose
+#else
+#define VTRANSPOSE sl_vd_transpose
+#endif
 
 static inline VEC FN(vload)(const T *p)
 {
@@ -153,14 +158,28 @@ static void FN(gemm_band_acc)(int band, int64_t d, int M, int N, int K, const T 
 }
 
 /* dst (n, TILE) = src (rows, n)^T, src rows ld apart: a tile of q, k, v or dO laid out for
- * gemm's B. Columns from `rows` to the next vector boundary are zeroed. */
+ * gemm's B. Columns from `rows` to the next vector boundary are zeroed. Blocks of VL x VL are
+ * transposed in registers (ops/simd.h), the edges element by element. */
 static void FN(pack_t)(T *restrict dst, const T *restrict src, int64_t ld, int rows, int n)
 {
-    int padded = (rows + VL - 1) / VL * VL;
-    for (int c = 0; c < rows; c++)
+    int padded = (rows + VL - 1) / VL * VL, c = 0;
+    for (; c + VL <= rows; c += VL) {
+        int d = 0;
+        for (; d + VL <= n; d += VL) {
+            VEC r[VL];
+#pragma GCC unroll 16
+            for (int i = 0; i < VL; i++) r[i] = FN(vload)(src + (c + i) * ld + d);
+            VTRANSPOSE(r);
+#pragma GCC unroll 16
+            for (int i = 0; i < VL; i++) FN(vstore)(dst + (d + i) * TILE + c, r[i]);
+        }
+        for (; d < n; d++)
+            for (int i = 0; i < VL; i++) dst[d * TILE + c + i] = src[(c + i) * ld + d];
+    }
+    for (; c < rows; c++)
         for (int d = 0; d < n; d++) dst[d * TILE + c] = src[c * ld + d];
     for (int d = 0; d < n; d++)
-        for (int c = rows; c < padded; c++) dst[d * TILE + c] = 0;
+        for (c = rows; c < padded; c++) dst[d * TILE + c] = 0;
 }
 
 /* ---------------------------------------------------------------- logits and probabilities
@@ -854,6 +873,7 @@ static void FN(group_grad_task)(const attn_job *j, int64_t b, int64_t g, char *s
                          (T *)j->dq + at3(j->dqs, b, h, 0), j->dqs[2]);
 }
 
+#undef VTRANSPOSE
 #undef VL
 #undef ISEG
 #undef IVEC

@@ -163,6 +163,65 @@ static inline sl_vd sl_vd_exp(sl_vd x)
     return x;
 }
 
+/* ---------------------------------------------------------------- transposes
+ *
+ * r[0 .. n - 1], vectors of n lanes, transposed in registers (lane j of r[i] and lane i of r[j]
+ * change places), in log2(n) stages of two-vector shuffles: the stage of width s swaps, between
+ * r[i] and r[i + s] (bit s of i clear), their s x s blocks off the diagonal, which exchanges bit
+ * s of the row with bit s of the lane. A copy: every value keeps its bits. */
+#define SL_UNPAREN_(...) __VA_ARGS__
+#define SL_SWAP_BLOCKS_(r, n, s, lo, hi)                                                           \
+    _Pragma("GCC unroll 16") for (int i_ = 0; i_ < (n); i_++) if (!(i_ & (s))) {                   \
+        __typeof__((r)[0]) a_ = (r)[i_], b_ = (r)[i_ + (s)];                                       \
+        (r)[i_] = __builtin_shufflevector(a_, b_, SL_UNPAREN_ lo);                                 \
+        (r)[i_ + (s)] = __builtin_shufflevector(a_, b_, SL_UNPAREN_ hi);                           \
+    }
+#define SL_TRANSPOSE_2(r)                                                                          \
+    SL_SWAP_BLOCKS_(r, 2, 1, (0, 2), (1, 3))
+#define SL_TRANSPOSE_4(r)                                                                          \
+    SL_SWAP_BLOCKS_(r, 4, 1, (0, 4, 2, 6), (1, 5, 3, 7))                                           \
+    SL_SWAP_BLOCKS_(r, 4, 2, (0, 1, 4, 5), (2, 3, 6, 7))
+#define SL_TRANSPOSE_8(r)                                                                          \
+    SL_SWAP_BLOCKS_(r, 8, 1, (0, 8, 2, 10, 4, 12, 6, 14), (1, 9, 3, 11, 5, 13, 7, 15))             \
+    SL_SWAP_BLOCKS_(r, 8, 2, (0, 1, 8, 9, 4, 5, 12, 13), (2, 3, 10, 11, 6, 7, 14, 15))             \
+    SL_SWAP_BLOCKS_(r, 8, 4, (0, 1, 2, 3, 8, 9, 10, 11), (4, 5, 6, 7, 12, 13, 14, 15))
+#define SL_TRANSPOSE_16(r)                                                                         \
+    SL_SWAP_BLOCKS_(r, 16, 1,                                                                      \
+                    (0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30),                   \
+                    (1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31))                   \
+    SL_SWAP_BLOCKS_(r, 16, 2,                                                                      \
+                    (0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29),                    \
+                    (2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31))                  \
+    SL_SWAP_BLOCKS_(r, 16, 4,                                                                      \
+                    (0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27),                    \
+                    (4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31))                  \
+    SL_SWAP_BLOCKS_(r, 16, 8,                                                                      \
+                    (0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23),                      \
+                    (8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31))
+
+/* r[0 .. SL_VF - 1] and r[0 .. SL_VD - 1] transposed (see above). */
+static inline __attribute__((always_inline)) void sl_vf_transpose(sl_vf *r)
+{
+#if SL_VEC_BYTES == 64
+    SL_TRANSPOSE_16(r);
+#elif SL_VEC_BYTES == 32
+    SL_TRANSPOSE_8(r);
+#else
+    SL_TRANSPOSE_4(r);
+#endif
+}
+
+static inline __attribute__((always_inline)) void sl_vd_transpose(sl_vd *r)
+{
+#if SL_VEC_BYTES == 64
+    SL_TRANSPOSE_8(r);
+#elif SL_VEC_BYTES == 32
+    SL_TRANSPOSE_4(r);
+#else
+    SL_TRANSPOSE_2(r);
+#endif
+}
+
 /* ---------------------------------------------------------------- 8 lanes at every level
  *
  * Sums in double over 8 lanes, lane k taking elements k, k + 8, ..., then the lanes added
