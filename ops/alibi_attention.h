@@ -126,6 +126,10 @@ static inline bool tile_full_n(const attn_job *j, int64_t j0, int nk, int64_t p0
 
 /* Which terms of a tile product are zeros to skip (alibi_attention_kernels.h, FN(band)). */
 enum { BAND_NONE, BAND_BELOW, BAND_ABOVE };
+/* Which columns of a causal tile of scores are masked for a whole block of rows, so that the
+ * score product may store zeros there (FN(gemm_cols_set)): COLS_UPTO, rows are queries and
+ * columns keys (keys after the queries masked); COLS_FROM, rows keys and columns queries. */
+enum { COLS_ALL, COLS_UPTO, COLS_FROM };
 
 /* One SIMD level's kernels for one dtype (alibi_attention_kernels.h). Tasks index (batch, head,
  * query tile) or (batch, kv head, key tile); scratch holds scratch_bytes(D, Dv) bytes of the

@@ -142,6 +142,58 @@ static void FN(gemm_set)(int M, int N, int K, const T *restrict a, int64_t ars, 
     FN(gemm)(false, BAND_NONE, 0, M, N, K, a, ars, acs, b, ldb, c, ldc);
 }
 
+/* C (M, N) = A B as FN(gemm_set), for a tile of scores whose pairs are masked causally: in
+ * blocks of MR rows, the vectors of columns that every row of the block masks are stored as
+ * zeros instead of multiplied (COLS_UPTO: keys c > m + mr - 1 + d after the block's last query;
+ * COLS_FROM: queries c < m - d before the block's first key; d = p0 - j0). The callers mask
+ * those pairs anyway, so the tile's results keep their bits; on the causal diagonal that skips
+ * 3/8 of the product. The last N % VL columns are computed whole. */
+static void FN(gemm_cols_set)(int cols, int64_t d, int M, int N, int K, const T *restrict a,
+                              int64_t ars, int64_t acs, const T *restrict b, int64_t ldb,
+                              T *restrict c, int64_t ldc)
+{
+    const int nvec = N / VL;
+    if (cols == COLS_ALL || nvec == 0) {
+        FN(gemm_set)(M, N, K, a, ars, acs, b, ldb, c, ldc);
+        return;
+    }
+#define COLS_BLOCK(mr, nv)                                                                       \
+    FN(gemm_block)(false, mr, nv, K, a + m * ars, ars, acs, b + v * VL, ldb, c + m * ldc + v * VL, \
+                   ldc)
+    for (int m = 0; m < M;) {
+        const int mr = M - m >= MR ? MR : 1;
+        /* the block's vectors [v0, v1): those holding a column some row of it sees */
+        int64_t v0 = 0, v1 = nvec;
+        if (cols == COLS_UPTO) {
+            const int64_t last = m + mr - 1 + d; /* the last key column the block sees */
+            v1 = last < 0 ? 0 : last / VL + 1 < nvec ? last / VL + 1 : nvec;
+        } else {
+            const int64_t first = m - d; /* the first query column the block sees */
+            v0 = first <= 0 ? 0 : first / VL < nvec ? first / VL : nvec;
+        }
+        for (int r = 0; r < mr; r++) {
+            for (int64_t z = 0; z < v0; z++) FN(vstore)(c + (m + r) * ldc + z * VL, FN(vsplat)(0));
+            for (int64_t z = v1; z < nvec; z++)
+                FN(vstore)(c + (m + r) * ldc + z * VL, FN(vsplat)(0));
+        }
+        int64_t v = v0;
+        if (mr == MR) {
+            for (; v + NV <= v1; v += NV) COLS_BLOCK(MR, NV);
+            if (NV > 2)
+                for (; v + 2 <= v1; v += 2) COLS_BLOCK(MR, 2);
+            for (; v < v1; v++) COLS_BLOCK(MR, 1);
+        } else {
+            for (; v + NV <= v1; v += NV) COLS_BLOCK(1, NV);
+            for (; v < v1; v++) COLS_BLOCK(1, 1);
+        }
+        m += mr;
+    }
+#undef COLS_BLOCK
+    if (nvec * VL < N) /* the last columns, whole */
+        FN(gemm)(false, BAND_NONE, 0, M, N - nvec * VL, K, a, ars, acs, b + nvec * VL, ldb,
+                 c + nvec * VL, ldc);
+}
+
 /* The same with the inner dim cut to the band, setting c or adding to it. */
 static void FN(gemm_band_set)(int band, int64_t d, int M, int N, int K, const T *restrict a,
                               int64_t ars, int64_t acs, const T *restrict b, int64_t ldb,
@@ -575,7 +627,8 @@ static void FN(forward_task)(const attn_job *j, int64_t b, int64_t h, int64_t qt
         t.nk = bk;
         t.full = tile_full(j, j0, bk, p0, bq, bq, uniform);
         const T *kj = k + j0 * j->ks[2], *vj = v + j0 * j->vs[2];
-        FN(gemm_set)(bk, bq, (int)D, kj, j->ks[2], 1, w.bt, TILE, w.s, TILE);
+        FN(gemm_cols_set)(j->causal ? COLS_FROM : COLS_ALL, p0 - j0, bk, bq, (int)D, kj,
+                          j->ks[2], 1, w.bt, TILE, w.s, TILE);
         FN(online_softmax)(j, w.s, &t, w.m, w.l, w.alpha);
         const int band = j->causal ? BAND_BELOW : BAND_NONE; /* rows: queries; k: keys */
         if (first) { /* the first tile sets the accumulator */
@@ -694,14 +747,15 @@ static void FN(kv_grad_task)(const attn_job *j, int64_t b, int64_t g, int64_t kt
             const T *q = (const T *)j->q + b * j->qs[0] + h * j->qs[1] + i0 * j->qs[2];
             const T *go = (const T *)j->dout + at3(j->dos, b, h, i0);
             const int64_t lgo = j->dos[2];
-            FN(gemm_set)(bq, bk, (int)D, q, j->qs[2], 1, w.bt, TILE, w.s, TILE);
-            FN(probabilities_rows)(j, w.s, &t, (const T *)j->lse + row0);
             const int band = j->causal ? BAND_ABOVE : BAND_NONE; /* rows: keys; k: queries */
+            const int cols = j->causal ? COLS_UPTO : COLS_ALL;
             const int64_t d = t.p0 - j0;
+            FN(gemm_cols_set)(cols, d, bq, bk, (int)D, q, j->qs[2], 1, w.bt, TILE, w.s, TILE);
+            FN(probabilities_rows)(j, w.s, &t, (const T *)j->lse + row0);
             if (want_v)
                 FN(gemm_band_acc)(band, d, bk, (int)Dv, bq, w.s, 1, TILE, go, lgo, w.acc2, Dv);
             if (!want_k) continue;
-            FN(gemm_set)(bq, bk, (int)Dv, go, lgo, 1, w.bt2, TILE, w.dp, TILE);
+            FN(gemm_cols_set)(cols, d, bq, bk, (int)Dv, go, lgo, 1, w.bt2, TILE, w.dp, TILE);
             FN(score_grads_rows)(&t, w.s, w.dp, (const T *)j->drow + row0);
             FN(gemm_band_acc)(band, d, bk, (int)D, bq, w.dp, 1, TILE, q, j->qs[2], w.acc, D);
         }
@@ -760,9 +814,11 @@ static void FN(q_grad_task)(const attn_job *j, int64_t b, int64_t h, int64_t qt,
             t.nk = bk;
             t.full = tile_full(j, j0, bk, p0, bq, bq, uniform);
             const T *kj = k + j0 * j->ks[2];
-            FN(gemm_set)(bk, bq, (int)D, kj, j->ks[2], 1, w.bt, TILE, w.s, TILE);
-            FN(gemm_set)(bk, bq, (int)Dv, v + j0 * j->vs[2], j->vs[2], 1, w.bt2, TILE, w.dp,
-                         TILE);
+            const int cols = j->causal ? COLS_FROM : COLS_ALL; /* rows: keys */
+            FN(gemm_cols_set)(cols, p0 - j0, bk, bq, (int)D, kj, j->ks[2], 1, w.bt, TILE, w.s,
+                              TILE);
+            FN(gemm_cols_set)(cols, p0 - j0, bk, bq, (int)Dv, v + j0 * j->vs[2], j->vs[2], 1,
+                              w.bt2, TILE, w.dp, TILE);
             FN(score_grads_keys)(j, w.s, w.dp, &t, w.m, w.alpha, want_slope, dm);
             if (j->dq) /* rows: queries; k: keys */
                 FN(gemm_band_acc)(j->causal ? BAND_BELOW : BAND_NONE, p0 - j0, bq, (int)D, bk,
@@ -824,16 +880,17 @@ static void FN(group_grad_task)(const attn_job *j, int64_t b, int64_t g, char *s
                 const T *q = (const T *)j->q + b * j->qs[0] + h * j->qs[1] + i0 * j->qs[2];
                 const T *go = (const T *)j->dout + at3(j->dos, b, h, i0);
                 const int64_t lgo = j->dos[2];
-                FN(gemm_set)(bq, bk, (int)D, q, j->qs[2], 1, w.bt, TILE, w.s, TILE);
-                FN(probabilities_rows)(j, w.s, &t, (const T *)j->lse + row0);
                 const int64_t d = t.p0 - j0; /* the tile's diagonal offset, for the bands */
                 const int above = j->causal ? BAND_ABOVE : BAND_NONE,
                           below = j->causal ? BAND_BELOW : BAND_NONE;
+                const int cols = j->causal ? COLS_UPTO : COLS_ALL; /* rows: queries */
+                FN(gemm_cols_set)(cols, d, bq, bk, (int)D, q, j->qs[2], 1, w.bt, TILE, w.s, TILE);
+                FN(probabilities_rows)(j, w.s, &t, (const T *)j->lse + row0);
                 if (want_v)
                     FN(gemm_band_acc)(above, d, bk, (int)Dv, bq, w.s, 1, TILE, go, lgo, w.acc2,
                                       Dv);
                 if (!want_k && !want_q && !want_slope) continue;
-                FN(gemm_set)(bq, bk, (int)Dv, go, lgo, 1, w.bt2, TILE, w.dp, TILE);
+                FN(gemm_cols_set)(cols, d, bq, bk, (int)Dv, go, lgo, 1, w.bt2, TILE, w.dp, TILE);
                 if (want_slope) memset(dm, 0, sizeof dm);
                 const T *dr = (const T *)j->drow + row0;
                 if (t.full && want_slope)
