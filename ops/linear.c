@@ -37,6 +37,7 @@ enum {
     SLAB = 1024,     /* dW's inner dim (x's rows) per gemm call */
 };
 _Static_assert(SLAB % SL__SGEMM_KC == 0, "slabs start where a packed operand can be cut");
+_Static_assert(GEMM_ROWS % BLOCK == 0, "a dx chunk holds whole units of du");
 #define MIN_CHUNK_FLOPS 4e6 /* below this much work, a parallel chunk costs more than it saves */
 
 /* The running CPU's epilogues (linear_isa.c). */
@@ -253,6 +254,7 @@ typedef struct {
     mat dum, wm;   /* du as a NoTrans (rows, out) operand; w as the (out, in) operand */
     const float *wp, *xp; /* w and x packed for shortlong's kernel, or NULL (cblas) */
     int64_t xchunk, wchunk, wchunks; /* rows per dx call; dW rows per call, calls per slab */
+    bool du_in_dx;  /* each dx chunk makes its rows' du first (du_units), read back from cache */
     char *slabs;   /* (slabs - 1, out, in): dW's share from every slab but the first */
     const sl__linear_kernels *k;
 } backward_job;
@@ -270,13 +272,15 @@ static void du_units(void *ctx, int64_t u0, int64_t u1)
     }
 }
 
-/* Chunks [c0, c1) of dx's rows: dx += du @ W  ((rows, out) @ (out, in)). */
+/* Chunks [c0, c1) of dx's rows: dx += du @ W  ((rows, out) @ (out, in)), with du_in_dx the
+ * chunk's du and db partial sums made just before (xchunk is a multiple of BLOCK). */
 static void dx_chunks(void *ctx, int64_t c0, int64_t c1)
 {
     const backward_job *j = ctx;
     const linear_saved *s = j->s;
     for (int64_t c = c0; c < c1; c++) {
         int64_t r0 = c * j->xchunk, r1 = r0 + j->xchunk < s->rows ? r0 + j->xchunk : s->rows;
+        if (j->du_in_dx) du_units(ctx, r0 / BLOCK, (r1 + BLOCK - 1) / BLOCK);
         gemm_rows(j->dtype, &j->dum, &j->wm, j->wp, j->dx, s->in, r0, r1, s->in, s->out,
                   j->dx_beta);
     }
@@ -350,15 +354,6 @@ static bool linear_backward(sl_node *n)
     if (gb && !(j.dbp = sl_arena_alloc(sl_arena_current(),
                                        sizeof(double) * (size_t)(units * s->out), 64)))
         return false;
-    if (s->gelu || gb) sl_parallel_for(units, 1, du_units, &j);
-    if (gb) { /* db += the partial sums, in unit order */
-        for (int64_t c = 0; c < s->out; c++) {
-            double acc = 0;
-            for (int64_t u = 0; u < units; u++) acc += j.dbp[u * s->out + c];
-            if (dt == SL_F32) ((float *)sl_ptr(gb))[c] += (float)acc;
-            else ((double *)sl_ptr(gb))[c] += acc;
-        }
-    }
     j.dum = (mat){j.du, CblasNoTrans, s->out};
     /* W as the (out, in) operand: forward read W^T as (in, out); the same memory flipped */
     j.wm = (mat){s->w.p, s->w.trans == CblasTrans ? CblasNoTrans : CblasTrans, s->w.ld};
@@ -372,12 +367,25 @@ static bool linear_backward(sl_node *n)
         if (dx_new && s->out == 0) /* no product writes dx: it is 0 */
             memset(j.dx, 0, es * (size_t)(s->rows * s->in));
     }
-    if (s->in == 0 || s->out == 0 || s->rows == 0) return true; /* empty products */
-    if (gx) {
+    /* du and db's partial sums: in dx's chunks when there is a dx product to read them while
+     * in cache, else in a pass of their own */
+    const bool products = s->in > 0 && s->out > 0 && s->rows > 0;
+    j.xchunk = chunk_rows(2.0 * (double)(s->in * s->out));
+    j.du_in_dx = (s->gelu || gb) && gx && products;
+    if ((s->gelu || gb) && !j.du_in_dx) sl_parallel_for(units, 1, du_units, &j);
+    if (products && gx) {
         j.wp = packed_b(dt, &j.wm, s->out, s->in);
-        j.xchunk = chunk_rows(2.0 * (double)(s->in * s->out));
         sl_parallel_for((s->rows + j.xchunk - 1) / j.xchunk, 1, dx_chunks, &j);
     }
+    if (gb) { /* db += the partial sums, in unit order */
+        for (int64_t c = 0; c < s->out; c++) {
+            double acc = 0;
+            for (int64_t u = 0; u < units; u++) acc += j.dbp[u * s->out + c];
+            if (dt == SL_F32) ((float *)sl_ptr(gb))[c] += (float)acc;
+            else ((double *)sl_ptr(gb))[c] += acc;
+        }
+    }
+    if (!products) return true; /* empty products */
     if (gw) {
         /* dW's rows are few and its inner dim long: splitting the inner dim too, rather than
          * dW's rows ever finer, keeps each call's packing of x down to its own slab */
