@@ -39,8 +39,9 @@ static inline VEC FN(vsel)(IVEC mask, VEC a, VEC b)
     return (VEC)(((IVEC)a & mask) | ((IVEC)b & ~mask));
 }
 
-/* y = a x + b y over n elements (b = 0: y is not read; x may be y), in vectors and a tail. */
-static void FN(axpby)(int64_t n, T a, const T *x, T b, T *y)
+/* y = a x + b y over n elements (b = 0: y is not read; x may be y), in vectors and a tail.
+ * Inlined: its rows are a head wide (a few vectors), and b is a constant at every call. */
+static inline __attribute__((always_inline)) void FN(axpby)(int64_t n, T a, const T *x, T b, T *y)
 {
     int64_t i = 0;
     for (; i + VL <= n; i += VL) {
@@ -572,7 +573,8 @@ static void FN(zero_rows)(const attn_job *j, int64_t b, int64_t h, int64_t i0, i
 }
 
 /* y_r += a x_r for n rows of len elements: x's rows len apart, y's ld apart. */
-static void FN(add_rows)(int n, int64_t len, T a, const T *x, T *y, int64_t ld)
+static inline __attribute__((always_inline)) void FN(add_rows)(int n, int64_t len, T a,
+                                                               const T *x, T *y, int64_t ld)
 {
     for (int r = 0; r < n; r++) FN(axpby)(len, a, x + r * len, 1, y + r * ld);
 }
