@@ -220,28 +220,31 @@ typedef struct {
     char *rows;    /* (rows, out) */
 } heads_job;
 
-enum { HEAD_ROWS = 8 }; /* rows per block of heads_to_rows: a block of out's rows stays in L1 */
+enum { HEAD_ROWS = 8 }; /* rows per block of heads_rows: a block of out's rows stays in L1 */
 
-/* Blocks [u0, u1) of HEAD_ROWS positions of one batch row: every head's hd columns of them, from
- * the heads' planes (B, P, T, hd) into rows (rows, out), a block of whole rows at a time (rows
- * written one head at a time would be 128-byte pieces a row apart, which miss). */
-static void heads_to_rows(void *ctx, int64_t u0, int64_t u1)
+/* Rows [r0, r1) of (rows, out) from the heads' planes (B, P, T, hd): every head's hd columns of
+ * them, in blocks of up to HEAD_ROWS positions of one batch row, a block of whole rows at a time
+ * (rows written one head at a time would be 128-byte pieces a row apart, which miss). */
+static void heads_rows(const heads_job *h, int64_t r0, int64_t r1)
 {
-    const heads_job *h = ctx;
     const linear_saved *s = h->s;
     const size_t es = sl_dtype_size(h->dtype), n = es * (size_t)s->hd;
-    const int64_t P = s->out / s->hd, per_b = (s->T + HEAD_ROWS - 1) / HEAD_ROWS;
-    for (int64_t u = u0; u < u1; u++) {
-        const int64_t b = u / per_b, t0 = u % per_b * HEAD_ROWS;
-        const int64_t t1 = t0 + HEAD_ROWS < s->T ? t0 + HEAD_ROWS : s->T;
+    const int64_t P = s->out / s->hd;
+    for (int64_t r = r0; r < r1;) {
+        const int64_t b = r / s->T, t0 = r % s->T;
+        int64_t t1 = t0 + HEAD_ROWS < s->T ? t0 + HEAD_ROWS : s->T;
+        if (t1 - t0 > r1 - r) t1 = t0 + (r1 - r);
         for (int64_t p = 0; p < P; p++) {
             const char *src = h->g + n * (size_t)((b * P + p) * s->T);
             char *dst = h->rows + es * (size_t)(b * s->T * s->out + p * s->hd);
             for (int64_t t = t0; t < t1; t++)
                 sl__copy_row(dst + es * (size_t)(t * s->out), src + n * (size_t)t, n);
         }
+        r += t1 - t0;
     }
 }
+
+static void heads_to_rows(void *ctx, int64_t r0, int64_t r1) { heads_rows(ctx, r0, r1); }
 
 typedef struct {
     sl_dtype dtype;
@@ -255,6 +258,8 @@ typedef struct {
     const float *wp, *xp; /* w and x packed for shortlong's kernel, or NULL (cblas) */
     int64_t xchunk, wchunk, wchunks; /* rows per dx call; dW rows per call, calls per slab */
     bool du_in_dx;  /* each dx chunk makes its rows' du first (du_units), read back from cache */
+    const heads_job *heads; /* sl_linear_heads with du_in_dx: each dx chunk also lays out its
+                               rows of dL/dy first (heads_rows), before du_units */
     char *slabs;   /* (slabs - 1, out, in): dW's share from every slab but the first */
     const sl__linear_kernels *k;
 } backward_job;
@@ -280,6 +285,7 @@ static void dx_chunks(void *ctx, int64_t c0, int64_t c1)
     const linear_saved *s = j->s;
     for (int64_t c = c0; c < c1; c++) {
         int64_t r0 = c * j->xchunk, r1 = r0 + j->xchunk < s->rows ? r0 + j->xchunk : s->rows;
+        if (j->heads) heads_rows(j->heads, r0, r1);
         if (j->du_in_dx) du_units(ctx, r0 / BLOCK, (r1 + BLOCK - 1) / BLOCK);
         gemm_rows(j->dtype, &j->dum, &j->wm, j->wp, j->dx, s->in, r0, r1, s->in, s->out,
                   j->dx_beta);
@@ -332,13 +338,13 @@ static bool linear_backward(sl_node *n)
     backward_job j = {.dtype = dt, .s = s, .g = n->grad->data,
                       .dw = gw ? sl_ptr(gw) : NULL, .dx_beta = 1.0, .k = kernels()};
     size_t g_bytes = es * (size_t)(s->rows * s->out);
-    if (s->hd) { /* dL/dy head by head: back to rows, in the thread's scratch (no GELU here) */
-        heads_job h = {s, dt, j.g, sl__scratch(SL__SCRATCH_BACKWARD, g_bytes)};
-        if (!h.rows)
+    /* sl_linear_heads: dL/dy head by head, back to rows in the thread's scratch (no GELU here),
+     * by the dx chunks when there is a dx product (below), else in a pass of its own */
+    heads_job h = {s, dt, j.g, NULL};
+    if (s->hd) {
+        if (!(h.rows = sl__scratch(SL__SCRATCH_BACKWARD, g_bytes)))
             return sl_set_error(SL_ERR_OOM, "%s: out of memory for %zu bytes of dL/dy", n->op,
                                 g_bytes);
-        sl_parallel_for(s->rows / s->T * ((s->T + HEAD_ROWS - 1) / HEAD_ROWS), 16, heads_to_rows,
-                        &h);
         j.g = h.rows;
     }
     /* dL/du = dL/dy * gelu'(u) is written over gelu'(u) when nothing reads that after this
@@ -372,6 +378,8 @@ static bool linear_backward(sl_node *n)
     const bool products = s->in > 0 && s->out > 0 && s->rows > 0;
     j.xchunk = chunk_rows(2.0 * (double)(s->in * s->out));
     j.du_in_dx = (s->gelu || gb) && gx && products;
+    if (s->hd && gx && products) j.heads = &h;
+    else if (s->hd) sl_parallel_for(s->rows, 16 * HEAD_ROWS, heads_to_rows, &h);
     if ((s->gelu || gb) && !j.du_in_dx) sl_parallel_for(units, 1, du_units, &j);
     if (products && gx) {
         j.wp = packed_b(dt, &j.wm, s->out, s->in);
