@@ -8,7 +8,9 @@
  * after gemm wrote it, while it is in cache. Backward makes no view gradients: dx and dW are
  * accumulated by gemm (beta = 1) straight into the gradient buffers of x and W (dx with beta =
  * 0 into a new, unzeroed buffer when x's gradient starts there: sl_input_grad_overwrite), and
- * db is a column sum folded into the pass that applies the activation's derivative. Those per-row
+ * db is a column sum folded into the pass that applies the activation's derivative, which each
+ * chunk of dx's rows runs on its own rows just before its product reads them (so they come back
+ * from cache; sl_linear_heads' chunks first lay out their rows of dL/dy too). Those per-row
  * epilogues live in linear_kernels.h (one type-generic source, made into f32 and f64 functions
  * for every SIMD level by linear_isa.c; the running CPU's are picked here, ops/linear.h).
  *
