@@ -260,7 +260,7 @@ typedef struct {
     const float *wp, *xp; /* w and x packed for shortlong's kernel, or NULL (cblas) */
     int64_t xchunk, wchunk, wchunks; /* rows per dx call; dW rows per call, calls per slab */
     bool du_in_dx;  /* each dx chunk makes its rows' du first (du_units), read back from cache */
-    const heads_job *heads; /* sl_linear_heads with du_in_dx: each dx chunk also lays out its
+    const heads_job *heads; /* sl_linear_heads with a dx product: each dx chunk lays out its
                                rows of dL/dy first (heads_rows), before du_units */
     char *slabs;   /* (slabs - 1, out, in): dW's share from every slab but the first */
     const sl__linear_kernels *k;
@@ -378,7 +378,7 @@ static bool linear_backward(sl_node *n)
     /* du and db's partial sums: in dx's chunks when there is a dx product to read them while
      * in cache, else in a pass of their own */
     const bool products = s->in > 0 && s->out > 0 && s->rows > 0;
-    j.xchunk = chunk_rows(2.0 * (double)(s->in * s->out));
+    if (products) j.xchunk = chunk_rows(2.0 * (double)(s->in * s->out)); /* flops > 0 */
     j.du_in_dx = (s->gelu || gb) && gx && products;
     if (s->hd && gx && products) j.heads = &h;
     else if (s->hd) sl_parallel_for(s->rows, 16 * HEAD_ROWS, heads_to_rows, &h);

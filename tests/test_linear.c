@@ -290,6 +290,45 @@ START_TEST(retained_graph_backward_twice)
 }
 END_TEST
 
+/* Empty products (in = 0: y = b; out = 0: y is empty), forward and backward, with and without
+ * bias and GELU: y = act(b) row by row, db = act'(b) * the column sums of g, dx = 0 (out = 0)
+ * and dW, dx empty where they are. */
+START_TEST(empty_products_have_gradients)
+{
+    for (int f = 0; f < 2; f++) {
+        sl_dtype dt = f ? SL_F64 : SL_F32;
+        sl_rng r = sl_rng_seed(12);
+        for (int gelu = 0; gelu < 2; gelu++) { /* in = 0 */
+            sl_tensor *x = sl_requires_grad(sl_zeros(dt, sl_shape(3, 0)), true);
+            sl_tensor *w = sl_requires_grad(sl_zeros(dt, sl_shape(4, 0)), true);
+            sl_tensor *b = sl_requires_grad(tu_randn(&r, dt, sl_shape(4)), true);
+            sl_tensor *g = sl_rand_normal(&r, dt, sl_shape(3, 4), 0, 1);
+            sl_tensor *y = sl_linear(x, w, b, gelu ? SL_ACT_GELU_TANH : SL_ACT_NONE);
+            ck_assert_msg(y && sl_backward_ex(y, g, 0), "%s", sl_error_message());
+            sl_tensor *u = sl_add(sl_zeros(dt, sl_shape(3, 4)), b); /* the rows of y before act */
+            sl_tensor *want = gelu ? sl_gelu(u, SL_GELU_TANH) : u;
+            ck_assert_double_le(tu_max_rel_diff(y, want), f ? 1e-14 : 1e-6);
+            for (int c = 0; c < 4; c++) {
+                double s = 0, d = gelu ? gelu_ref_deriv(sl_get(b, c)) : 1;
+                for (int i = 0; i < 3; i++) s += sl_get(g, i * 4 + c);
+                double got = sl_get(b->grad, c), tol = (f ? 1e-12 : 1e-5) * (1 + fabs(d * s));
+                ck_assert_msg(fabs(got - d * s) <= tol, "db[%d] = %.9g, want %.9g", c, got, d * s);
+            }
+            ck_assert(x->grad && sl_numel(x->grad) == 0 && w->grad && sl_numel(w->grad) == 0);
+        }
+        /* out = 0 */
+        sl_tensor *x = sl_requires_grad(tu_randn(&r, dt, sl_shape(3, 2)), true);
+        sl_tensor *w = sl_requires_grad(sl_zeros(dt, sl_shape(0, 2)), true);
+        sl_tensor *b = sl_requires_grad(sl_zeros(dt, sl_shape(0)), true);
+        sl_tensor *y = sl_linear(x, w, b, SL_ACT_GELU_TANH);
+        ck_assert_msg(y && sl_numel(y) == 0, "%s", sl_error_message());
+        ck_assert_msg(sl_backward_ex(y, sl_zeros(dt, sl_shape(3, 0)), 0), "%s", sl_error_message());
+        ck_assert(x->grad && sl_numel(x->grad) == 6);
+        for (int i = 0; i < 6; i++) ck_assert_double_eq(sl_get(x->grad, i), 0);
+    }
+}
+END_TEST
+
 START_TEST(errors_name_the_shapes)
 {
     sl_rng r = sl_rng_seed(5);
@@ -411,6 +450,7 @@ int main(void)
     tu_add_test(s, tc, one_thread_matches_two);
     tu_add_test(s, tc, long_inner_dim_gradients);
     tu_add_test(s, tc, retained_graph_backward_twice);
+    tu_add_test(s, tc, empty_products_have_gradients);
     tu_add_test(s, tc, errors_name_the_shapes);
     tu_add_test(s, tc, gradchecks);
     tu_every_isa();
