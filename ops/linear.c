@@ -375,15 +375,15 @@ static bool linear_backward(sl_node *n)
         if (dx_new && s->out == 0) /* no product writes dx: it is 0 */
             memset(j.dx, 0, es * (size_t)(s->rows * s->in));
     }
-    /* du and db's partial sums: in dx's chunks when there is a dx product to read them while
-     * in cache, else in a pass of their own */
-    const bool products = s->in > 0 && s->out > 0 && s->rows > 0;
-    if (products) j.xchunk = chunk_rows(2.0 * (double)(s->in * s->out)); /* flops > 0 */
-    j.du_in_dx = (s->gelu || gb) && gx && products;
-    if (s->hd && gx && products) j.heads = &h;
+    /* dL/dy's rows (sl_linear_heads), du and db's partial sums: in dx's chunks when there is
+     * a dx product to read them while in cache, else in passes of their own */
+    const bool products = s->in > 0 && s->out > 0 && s->rows > 0, dx_product = gx && products;
+    j.du_in_dx = (s->gelu || gb) && dx_product;
+    if (s->hd && dx_product) j.heads = &h;
     else if (s->hd) sl_parallel_for(s->rows, 16 * HEAD_ROWS, heads_to_rows, &h);
     if ((s->gelu || gb) && !j.du_in_dx) sl_parallel_for(units, 1, du_units, &j);
-    if (products && gx) {
+    if (dx_product) {
+        j.xchunk = chunk_rows(2.0 * (double)(s->in * s->out)); /* in, out > 0 */
         j.wp = packed_b(dt, &j.wm, s->out, s->in);
         sl_parallel_for((s->rows + j.xchunk - 1) / j.xchunk, 1, dx_chunks, &j);
     }
