@@ -131,19 +131,27 @@ typedef struct {
     char *y;             /* (rows, out): gemm's output, + bias, then act() applied in place */
     char *d;             /* (rows, out): gelu'(pre-activation), for backward; NULL if not kept */
     const char *b;       /* (out) or NULL */
+    const char *r;       /* sl_linear_residual: the residual's rows, rrs elements apart, or NULL */
+    int64_t rrs;
     int64_t T, hd;       /* sl_linear_heads: y is (B, out / hd, T, hd); hd 0: y is (rows, out) */
     const sl__linear_kernels *k;
 } forward_job;
 
-/* Rows [r0, r1): gemm, then bias and activation, row by row. */
+/* Rows [r0, r1): gemm, then bias and activation, row by row, then the residual added. */
 static void forward_rows(const forward_job *j, int64_t r0, int64_t r1)
 {
     size_t es = sl_dtype_size(j->dtype);
     if (j->in > 0)
         gemm_rows(j->dtype, &j->x, &j->w, j->wp, j->y, j->out, r0, r1, j->out, j->in, 0.0);
     else memset(j->y + (size_t)(r0 * j->out) * es, 0, (size_t)((r1 - r0) * j->out) * es);
-    if (!j->b && !j->gelu) return;
-    j->k->forward_rows(j->dtype, j->y, j->d, j->b, r0, r1, j->out, j->gelu);
+    if (j->b || j->gelu) j->k->forward_rows(j->dtype, j->y, j->d, j->b, r0, r1, j->out, j->gelu);
+    if (!j->r) return;
+    char *y = j->y + es * (size_t)(r0 * j->out);
+    if (j->rrs == j->out) /* rows back to back: one run */
+        j->k->add(j->dtype, y, j->r + es * (size_t)(r0 * j->out), (r1 - r0) * j->out);
+    else
+        for (int64_t r = r0; r < r1; r++, y += es * (size_t)j->out)
+            j->k->add(j->dtype, y, j->r + es * (size_t)(r * j->rrs), j->out);
 }
 
 /* Chunks [c0, c1) of j->chunk rows, one gemm call each. */
@@ -326,14 +334,47 @@ static void add_slabs(void *ctx, int64_t e0, int64_t e1)
                   e1 - e0);
 }
 
-/* y = act(u), u = x W^T + b, so with g = dL/dy and du = g * act'(u):
- *     dx = du W,   dW = du^T x,   db = sum over rows of du. */
+typedef struct {
+    sl_dtype dtype;
+    char *dst;
+    const char *src;
+    bool add; /* dst += src; else dst = src */
+    const sl__linear_kernels *k;
+} pass_job;
+
+static void pass_range(void *ctx, int64_t e0, int64_t e1)
+{
+    const pass_job *j = ctx;
+    size_t es = sl_dtype_size(j->dtype);
+    if (j->add) j->k->add(j->dtype, j->dst + es * (size_t)e0, j->src + es * (size_t)e0, e1 - e0);
+    else memcpy(j->dst + es * (size_t)e0, j->src + es * (size_t)e0, es * (size_t)(e1 - e0));
+}
+
+/* sl_linear_residual: the residual's gradient is g = dL/dy itself, as sl_add's backward gives
+ * it (g's own buffer handed over when nothing else has reached the residual's yet; else a copy
+ * of g, or g added to what is there). It runs first, as sl_add's backward ran before the
+ * Linear's, so that every sum keeps its order. */
+static bool residual_grad(sl_node *n)
+{
+    if (sl_input_grad_pass(n, 3)) return true;
+    bool fresh = false;
+    sl_tensor *gr = sl_input_grad_overwrite(n, 3, &fresh);
+    if (!gr) return false;
+    pass_job j = {n->out->dtype, sl_ptr(gr), sl_ptr(n->grad), !fresh, kernels()};
+    sl_parallel_for(sl_numel(gr), 1 << 14, pass_range, &j);
+    return true;
+}
+
+/* y = act(u) (+ r), u = x W^T + b, so with g = dL/dy and du = g * act'(u):
+ *     dx = du W,   dW = du^T x,   db = sum over rows of du   (dr = g). */
 static bool linear_backward(sl_node *n)
 {
     const linear_saved *s = n->saved;
     sl_tensor *gx = NULL, *gw = NULL, *gb = NULL;
+    if (n->n_in > 3 && n->in[3]->requires_grad && !residual_grad(n)) return false;
     if (n->in[1]->requires_grad && !(gw = sl_input_grad(n, 1))) return false;
-    if (n->n_in > 2 && n->in[2]->requires_grad && !(gb = sl_input_grad(n, 2))) return false;
+    if (n->n_in > 2 && n->in[2] && n->in[2]->requires_grad && !(gb = sl_input_grad(n, 2)))
+        return false;
     sl_dtype dt = n->out->dtype;
     size_t es = sl_dtype_size(dt);
     int64_t units = (s->rows + BLOCK - 1) / BLOCK;
@@ -430,12 +471,13 @@ static sl_tensor *x_operand(sl_tensor *x, int64_t rows, int64_t in, mat *m)
     return c && as_mat(sl_ptr(c), rows, in, in, 1, m) ? c : NULL;
 }
 
-/* sl_linear, and sl_linear_heads when hd > 0 (x 3-D, act none: checked by the caller). */
+/* sl_linear; sl_linear_heads when hd > 0 (x 3-D, act none: checked by the caller);
+ * sl_linear_residual when res is given (hd 0). */
 static sl_tensor *linear(const char *op, sl_tensor *x, sl_tensor *weight, sl_tensor *bias,
-                         sl_activation act, int64_t hd)
+                         sl_activation act, int64_t hd, sl_tensor *res)
 {
     if (!sl__check_float(op, x) || !sl__check_same_dtype(op, x, weight) ||
-        (bias && !sl__check_same_dtype(op, x, bias)))
+        (bias && !sl__check_same_dtype(op, x, bias)) || (res && !sl__check_same_dtype(op, x, res)))
         return NULL;
     if (weight->ndim != 2)
         return SL_FAIL(SL_ERR_SHAPE, "%s: weight must be 2-D (out, in), got %s", op,
@@ -457,6 +499,10 @@ static sl_tensor *linear(const char *op, sl_tensor *x, sl_tensor *weight, sl_ten
     int64_t shape[SL_MAX_DIMS];
     memcpy(shape, x->shape, sizeof shape);
     shape[x->ndim - 1] = out;
+    if (res && (res->ndim != x->ndim || memcmp(res->shape, shape, sizeof(int64_t) * x->ndim)))
+        return SL_FAIL(SL_ERR_SHAPE, "%s: residual %s does not have the output's shape (input %s "
+                       "@ weight %s: expected %s)", op, sl_shape_str(res), sl_shape_str(x),
+                       sl_shape_str(weight), sl__dims_str(x->ndim, shape));
     bool gelu = act == SL_ACT_GELU_TANH;
     sl_tensor *y = hd ? sl__new(op, x->dtype, 4,
                                 (int64_t[]){x->shape[0], out / hd, x->shape[1], hd})
@@ -474,6 +520,14 @@ static sl_tensor *linear(const char *op, sl_tensor *x, sl_tensor *weight, sl_ten
         as_mat(sl_ptr(wk), in, out, 1, in, &j.w);
     }
     j.b = bk ? sl_ptr(bk) : NULL;
+    if (res) { /* read in place when its rows are evenly strided and themselves contiguous */
+        sl_tensor *rk = res;
+        if (!sl__rows_stride(res, &j.rrs) || (out > 1 && res->strides[res->ndim - 1] != 1)) {
+            if (!(rk = sl__contig(OP, res))) return NULL;
+            j.rrs = out;
+        }
+        j.r = sl_ptr(rk);
+    }
     /* GELU's derivative is computed with the activation, from the same exponential, and kept
      * for backward (which then only multiplies) when the op will be recorded */
     bool recording = sl_grad_enabled() && (x->requires_grad || weight->requires_grad ||
@@ -490,8 +544,8 @@ static sl_tensor *linear(const char *op, sl_tensor *x, sl_tensor *weight, sl_ten
         sl_parallel_for(chunks, 1, forward_chunks, &j);
 
     sl_node *n;
-    sl_tensor *ins[3] = {x, weight, bias};
-    if (!sl_record(&n, op, y, bias ? 3 : 2, ins, linear_backward, sizeof(linear_saved)))
+    sl_tensor *ins[4] = {x, weight, bias, res};
+    if (!sl_record(&n, op, y, res ? 4 : bias ? 3 : 2, ins, linear_backward, sizeof(linear_saved)))
         return NULL;
     if (n)
         *(linear_saved *)n->saved =
@@ -511,7 +565,20 @@ sl_tensor *sl_linear(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activa
     SL_CHECK_OPTIONAL(OP, bias);
     if (act != SL_ACT_NONE && act != SL_ACT_GELU_TANH)
         return SL_FAIL(SL_ERR_ARG, "sl_linear: unknown activation %d", (int)act);
-    return linear(OP, x, weight, sl__opt(bias), act, 0);
+    return linear(OP, x, weight, sl__opt(bias), act, 0, NULL);
+}
+
+sl_tensor *sl_linear_residual(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activation act,
+                              sl_tensor *residual)
+{
+    static const char *const op = "sl_linear_residual";
+    SL_CHECK_TENSOR(op, x);
+    SL_CHECK_TENSOR(op, weight);
+    SL_CHECK_OPTIONAL(op, bias);
+    SL_CHECK_TENSOR(op, residual);
+    if (act != SL_ACT_NONE && act != SL_ACT_GELU_TANH)
+        return SL_FAIL(SL_ERR_ARG, "%s: unknown activation %d", op, (int)act);
+    return linear(op, x, weight, sl__opt(bias), act, 0, residual);
 }
 
 sl_tensor *sl_linear_heads(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, int64_t head_dim)
@@ -525,5 +592,5 @@ sl_tensor *sl_linear_heads(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, int
     if (x->ndim != 3 || x->shape[0] < 1 || x->shape[1] < 1)
         return SL_FAIL(SL_ERR_SHAPE, "%s: input %s must be 3-D (B, T, in), non-empty", op,
                        sl_shape_str(x));
-    return linear(op, x, weight, sl__opt(bias), SL_ACT_NONE, head_dim);
+    return linear(op, x, weight, sl__opt(bias), SL_ACT_NONE, head_dim, NULL);
 }

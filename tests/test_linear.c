@@ -370,6 +370,106 @@ START_TEST(errors_name_the_shapes)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- sl_linear_residual */
+
+static bool same_bits(const sl_tensor *a, const sl_tensor *b)
+{
+    size_t n = (size_t)sl_numel(a) * sl_dtype_size(a->dtype);
+    char *p = malloc(n), *q = malloc(n);
+    bool same = sl_numel(a) == sl_numel(b) && sl_copy_out(a, p) && sl_copy_out(b, q) &&
+                !memcmp(p, q, n);
+    free(p);
+    free(q);
+    return same;
+}
+
+enum { R_LEAF, R_INTERMEDIATE, R_IS_X, R_VIEW, R_BROADCAST, R_NO_GRAD, N_RESIDUALS };
+
+/* y = act(x W^T + b) + r, fused or as sl_add(r, sl_linear(...)), with r of one of the kinds
+ * above; the output is y + r (y when r is x), so that r's gradient sums two contributions. */
+static sl_tensor *residual_graph(bool fused, int kind, sl_tensor *x, sl_tensor *w, sl_tensor *b,
+                                 sl_tensor *z, sl_tensor *zrow, sl_activation act)
+{
+    sl_tensor *r = kind == R_INTERMEDIATE ? sl_mul(z, z)
+                   : kind == R_IS_X       ? x
+                   : kind == R_VIEW       ? sl_transpose(z, 0, 1) /* z is (T, B, out) */
+                   : kind == R_BROADCAST  ? sl_expand(zrow, sl_shape(3, 200, 64))
+                                          : z;
+    sl_tensor *y = fused ? sl_linear_residual(x, w, b, act, r) : sl_add(r, sl_linear(x, w, b, act));
+    return kind == R_IS_X ? y : sl_add(y, r);
+}
+
+/* To the bit: the output and every gradient, in f32 and f64, with and without GELU and bias,
+ * over several row chunks, for a residual that is a leaf, an intermediate (its gradient handed
+ * over), x itself, a transposed view (copied), a broadcast row (rows 0 apart) and a leaf that
+ * takes no gradient. */
+START_TEST(residual_matches_add_to_the_bit)
+{
+    sl_rng rng = sl_rng_seed(11);
+    for (int dt = 0; dt < 2; dt++)
+        for (int kind = 0; kind < N_RESIDUALS; kind++)
+            for (int v = 0; v < 3; v++) {
+                sl_dtype d = dt ? SL_F32 : SL_F64;
+                sl_activation act = v == 1 ? SL_ACT_GELU_TANH : SL_ACT_NONE;
+                sl_tensor *x = tu_randn(&rng, d, sl_shape(3, 200, 64));
+                sl_tensor *w = sl_rand_normal(&rng, d, sl_shape(64, 64), 0, 0.2);
+                sl_tensor *b = v == 2 ? SL_NONE : tu_randn(&rng, d, sl_shape(64));
+                sl_tensor *z = kind == R_VIEW ? tu_randn(&rng, d, sl_shape(200, 3, 64))
+                                              : tu_randn(&rng, d, sl_shape(3, 200, 64));
+                sl_tensor *zrow = tu_randn(&rng, d, sl_shape(64));
+                sl_requires_grad(w, true);
+                if (kind == R_NO_GRAD) sl_requires_grad(z, false);
+                sl_tensor *g = sl_rand_normal(&rng, d, sl_shape(3, 200, 64), 0, 1);
+                sl_tensor *leaves[] = {x, w, b, z, zrow}, *got[2][6];
+                for (int fused = 0; fused < 2; fused++) {
+                    for (int i = 0; i < 5; i++)
+                        if (leaves[i] != SL_NONE) sl_zero_grad(leaves[i]);
+                    sl_tensor *y = residual_graph(fused, kind, x, w, b, z, zrow, act);
+                    ck_assert_msg(y && sl_backward_ex(y, g, 0), "%s", sl_error_message());
+                    /* copies (x * 1 keeps every bit): the next round zeroes the gradients */
+                    got[fused][0] = sl_mul_scalar(y, 1.0);
+                    for (int i = 0; i < 5; i++)
+                        got[fused][i + 1] = leaves[i] != SL_NONE && leaves[i]->grad
+                                                ? sl_mul_scalar(leaves[i]->grad, 1.0)
+                                                : NULL;
+                }
+                for (int i = 0; i < 6; i++) {
+                    ck_assert_msg(!got[0][i] == !got[1][i], "kind %d: gradient %d", kind, i);
+                    if (got[0][i])
+                        ck_assert_msg(same_bits(got[0][i], got[1][i]),
+                                      "%s kind %d variant %d: result %d differs",
+                                      sl_dtype_name(d), kind, v, i);
+                }
+            }
+}
+END_TEST
+
+START_TEST(residual_errors)
+{
+    sl_rng r = sl_rng_seed(12);
+    sl_tensor *x = sl_rand_normal(&r, SL_F32, sl_shape(2, 3, 4), 0, 1);
+    sl_tensor *w = sl_rand_normal(&r, SL_F32, sl_shape(5, 4), 0, 1);
+    ck_assert_ptr_null(sl_linear_residual(x, w, SL_NONE, SL_ACT_NONE, x));
+    assert_error(SL_ERR_SHAPE, "sl_linear_residual: residual [2,3,4] does not have the output's "
+                               "shape (input [2,3,4] @ weight [5,4]: expected [2,3,5])");
+    ck_assert_ptr_null(
+        sl_linear_residual(x, w, SL_NONE, SL_ACT_NONE, sl_zeros(SL_F32, sl_shape(6, 5))));
+    assert_error(SL_ERR_SHAPE, "sl_linear_residual: residual [6,5] does not have the output's "
+                               "shape (input [2,3,4] @ weight [5,4]: expected [2,3,5])");
+    ck_assert_ptr_null(
+        sl_linear_residual(x, w, SL_NONE, SL_ACT_NONE, sl_zeros(SL_F64, sl_shape(2, 3, 5))));
+    assert_error(SL_ERR_DTYPE, "sl_linear_residual: dtypes differ: f32 [2,3,4] vs f64 [2,3,5]");
+    ck_assert_ptr_null(sl_linear_residual(x, w, SL_NONE, SL_ACT_NONE, NULL));
+    assert_error(SL_ERR_ARG, "sl_linear_residual: argument 'residual' is NULL");
+    ck_assert_ptr_null(sl_linear_residual(x, w, SL_NONE, SL_ACT_NONE, SL_NONE));
+    assert_error(SL_ERR_ARG,
+                 "sl_linear_residual: argument 'residual' is SL_NONE; it is not optional");
+    ck_assert_ptr_null(
+        sl_linear_residual(x, w, SL_NONE, (sl_activation)3, sl_zeros(SL_F32, sl_shape(2, 3, 5))));
+    assert_error(SL_ERR_ARG, "sl_linear_residual: unknown activation 3");
+}
+END_TEST
+
 /* ---------------------------------------------------------------- gradchecks */
 
 static sl_tensor *g_lin(sl_tensor *const *in, int n, void *u)
@@ -404,6 +504,22 @@ static sl_tensor *g_aliased(sl_tensor *const *in, int n, void *u)
                   sl_sum_all(w2));
 }
 
+static sl_tensor *g_res(sl_tensor *const *in, int n, void *u)
+{
+    return sl_linear_residual(in[0], in[1], n > 3 ? in[3] : SL_NONE, SL_ACT_NONE, in[2]);
+}
+static sl_tensor *g_res_gelu(sl_tensor *const *in, int n, void *u)
+{
+    return sl_linear_residual(in[0], in[1], n > 3 ? in[3] : SL_NONE, SL_ACT_GELU_TANH, in[2]);
+}
+static sl_tensor *g_res_shared(sl_tensor *const *in, int n, void *u)
+{
+    /* the residual is x; then an intermediate that is used again after */
+    sl_tensor *h = sl_mul(in[0], in[0]);
+    sl_tensor *y = sl_linear_residual(in[0], in[1], in[2], SL_ACT_GELU_TANH, in[0]);
+    return sl_mul(sl_linear_residual(y, in[1], SL_NONE, SL_ACT_NONE, h), h);
+}
+
 START_TEST(gradchecks)
 {
     sl_rng r = sl_rng_seed(6);
@@ -434,6 +550,20 @@ START_TEST(gradchecks)
     sl_requires_grad(in[1], true);
     sl_requires_grad(in[0], false);
     tu_gradcheck(g_gelu, 3, in, NULL);
+    sl_requires_grad(in[0], true);
+    /* sl_linear_residual: x, W, residual (, b) */
+    sl_tensor *rs[] = {in[0], in[1], tu_randn(&r, SL_F64, sl_shape(2, 3, 5)), in[2]};
+    for (int n = 3; n <= 4; n++) {
+        tu_gradcheck(g_res, n, rs, NULL);
+        tu_gradcheck(g_res_gelu, n, rs, NULL);
+        tu_f32_matches_f64(g_res_gelu, n, rs, NULL);
+    }
+    sl_tensor *vrs[] = {tu_noncontig(rs[0]), tu_noncontig(rs[1]), tu_noncontig(rs[2]),
+                        tu_noncontig(rs[3])};
+    tu_gradcheck(g_res_gelu, 4, vrs, NULL);
+    sl_tensor *sq[] = {tu_randn(&r, SL_F64, sl_shape(3, 4)), tu_randn(&r, SL_F64, sl_shape(4, 4)),
+                       tu_randn(&r, SL_F64, sl_shape(4))};
+    tu_gradcheck(g_res_shared, 3, sq, NULL);
 }
 END_TEST
 
@@ -452,6 +582,8 @@ int main(void)
     tu_add_test(s, tc, retained_graph_backward_twice);
     tu_add_test(s, tc, empty_products_have_gradients);
     tu_add_test(s, tc, errors_name_the_shapes);
+    tu_add_test(s, tc, residual_matches_add_to_the_bit);
+    tu_add_test(s, tc, residual_errors);
     tu_add_test(s, tc, gradchecks);
     tu_every_isa();
     return tu_run(s);

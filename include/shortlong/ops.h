@@ -151,6 +151,17 @@ sl_tensor *sl_linear(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activa
  * or out not a multiple of head_dim. */
 sl_tensor *sl_linear_heads(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, int64_t head_dim);
 
+/* sl_linear with a residual added: y = act(x weight^T + bias) + residual, residual of y's shape
+ * and dtype (..., out). The same numbers as sl_add(residual, sl_linear(x, weight, bias, act)),
+ * to the last bit, the gradients too, in one op: each block of rows gets its residual while
+ * gemm's output is in cache, the sum is not a tensor of its own, and the residual's gradient
+ * is dL/dy itself (handed over uncopied when nothing else has reached the residual's yet). A
+ * transformer block's residual connections (x + proj(...)) so cost no pass of their own.
+ * Differentiable in all four. Errors (NULL) as sl_linear's, named "sl_linear_residual", and a
+ * NULL residual or one whose shape or dtype is not the output's. */
+sl_tensor *sl_linear_residual(sl_tensor *x, sl_tensor *weight, sl_tensor *bias, sl_activation act,
+                              sl_tensor *residual);
+
 /* ---------------------------------------------------------------- shape (shape.c) */
 
 /* A view when the strides allow it, else a copy. One entry may be -1 (inferred). */
