@@ -115,7 +115,7 @@ static const char *const family_name[FAM_COUNT] = {
 /* Each family's ops by the names the library records (the sl_record calls in ops/); an op not
  * listed (views, copies, reductions, position encodings) is "other". */
 static const char *const family_ops[FAM_OTHER][20] = {
-    [FAM_MATMUL] = {"sl_matmul", "sl_linear", "sl_linear_heads"},
+    [FAM_MATMUL] = {"sl_matmul", "sl_linear", "sl_linear_heads", "sl_linear_residual"},
     [FAM_ATTENTION] = {"sl_alibi_attention", "sl_alibi_attention_packed"},
     [FAM_ELEMENTWISE] = {"sl_add", "sl_sub", "sl_mul", "sl_div", "sl_neg", "sl_add_scalar",
                          "sl_mul_scalar", "sl_pow_scalar", "sl_exp", "sl_log", "sl_sqrt",

@@ -627,6 +627,12 @@ sl_tensor *sl_attention_forward(const sl_attention *m, sl_tensor *x, sl_kv_cache
 sl_tensor *sl_attention_forward_masked(const sl_attention *m, sl_tensor *x, sl_kv_cache *cache,
                                        const sl_attention_mask *mask)
 {
+    return sl__attention_forward_residual(m, x, cache, mask, NULL);
+}
+
+sl_tensor *sl__attention_forward_residual(const sl_attention *m, sl_tensor *x, sl_kv_cache *cache,
+                                          const sl_attention_mask *mask, sl_tensor *residual)
+{
     if (!m) return SL_FAIL(SL_ERR_ARG, "sl_attention_forward: module is NULL");
     SL_CHECK_TENSOR("sl_attention_forward", x);
     const sl_attention_config *c = &m->cfg;
@@ -654,7 +660,7 @@ sl_tensor *sl_attention_forward_masked(const sl_attention *m, sl_tensor *x, sl_k
         sl_tensor *y = slopes ? sl_alibi_attention_packed(qkv, c->n_heads, c->n_kv_heads,
                                                           slopes, &o)
                               : NULL;       // (B, T, C)
-        return sl_linear_forward(m->proj, y);
+        return sl__linear_forward_residual(m->proj, y, residual);
     }
     sl_tensor *q, *k, *v; // (B, T, C), (B, T, Hk D), (B, T, Hk D)
     if (c->fused_qkv) {
@@ -681,5 +687,5 @@ sl_tensor *sl_attention_forward_masked(const sl_attention *m, sl_tensor *x, sl_k
     sl_tensor *y = attend(m, q, k, v, mask);                // (B, H, T, D)
     y = sl_permute(y, (int[]){0, 2, 1, 3});                 // (B, T, H, D)
     y = sl_reshape(y, 3, x->shape);                         // (B, T, C), a copy
-    return sl_linear_forward(m->proj, y);
+    return sl__linear_forward_residual(m->proj, y, residual);
 }

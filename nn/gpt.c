@@ -67,6 +67,14 @@ sl_tensor *sl_block_forward_masked(const sl_block *m, sl_tensor *x, sl_kv_cache 
                                    sl_rng *rng, bool train)
 {
     if (!m) return SL_FAIL(SL_ERR_ARG, "sl_block_forward: module is NULL");
+    if (!drop || (drop->p >= 0 && drop->p < 1 && (!train || drop->p == 0))) {
+        /* dropout (if any) passes the branches as they are (sl_dropout returns x): each
+         * branch's last Linear adds the residual (sl_linear_residual, the same bits as the
+         * sl_adds below) */
+        x = sl__attention_forward_residual(m->attn, sl_layer_norm_forward(m->ln1, x), cache,
+                                           mask, x);                            // (B, T, C)
+        return sl__mlp_forward_residual(m->mlp, sl_layer_norm_forward(m->ln2, x), x);
+    }
     sl_tensor *h =
         sl_attention_forward_masked(m->attn, sl_layer_norm_forward(m->ln1, x), cache, mask);
     x = sl_add(x, branch_drop(h, drop, rng, train));                       // (B, T, C)

@@ -61,6 +61,15 @@ sl_tensor *sl_linear_forward(const sl_linear_module *m, sl_tensor *x)
     return sl_linear(x, m->weight, m->bias ? m->bias : SL_NONE, SL_ACT_NONE);
 }
 
+sl_tensor *sl__linear_forward_residual(const sl_linear_module *m, sl_tensor *x,
+                                       sl_tensor *residual)
+{
+    if (!residual || !m || !x || x == SL_NONE || x->ndim < 1 || x->dtype != m->weight->dtype ||
+        x->shape[x->ndim - 1] != m->weight->shape[1])
+        return sl_linear_forward(m, x); /* without a residual, or for its error message */
+    return sl_linear_residual(x, m->weight, m->bias ? m->bias : SL_NONE, SL_ACT_NONE, residual);
+}
+
 /* ---------------------------------------------------------------- Embedding */
 
 sl_embedding_module *sl_embedding_new(sl_params *ps, const char *name, int64_t num, int64_t dim,
@@ -134,6 +143,11 @@ sl_mlp *sl_mlp_new(sl_params *ps, const char *name, int64_t dim, int64_t hidden,
  * sl_linear, on each block of rows as gemm finishes it. */
 sl_tensor *sl_mlp_forward(const sl_mlp *m, sl_tensor *x)
 {
+    return sl__mlp_forward_residual(m, x, NULL);
+}
+
+sl_tensor *sl__mlp_forward_residual(const sl_mlp *m, sl_tensor *x, sl_tensor *residual)
+{
     if (!m) return SL_FAIL(SL_ERR_ARG, "sl_mlp_forward: module is NULL");
     SL_CHECK_TENSOR("sl_mlp_forward", x);
     const sl_tensor *w = m->fc->weight;
@@ -141,5 +155,5 @@ sl_tensor *sl_mlp_forward(const sl_mlp *m, sl_tensor *x)
         return sl_linear_forward(m->fc, x); /* for its error message */
     sl_tensor *h =
         sl_linear(x, m->fc->weight, m->fc->bias ? m->fc->bias : SL_NONE, SL_ACT_GELU_TANH);
-    return sl_linear_forward(m->proj, h);
+    return sl__linear_forward_residual(m->proj, h, residual);
 }

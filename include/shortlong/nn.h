@@ -319,7 +319,9 @@ typedef struct sl_block {
 } sl_block;
 sl_block *sl_block_new(sl_params *ps, const char *name, const sl_attention_config *cfg,
                        int64_t mlp_hidden, sl_rng *rng);
-/* Pre-LN: x + attn(ln1(x)), then + mlp(ln2(x)); dropout (if any) on both residual branches. */
+/* Pre-LN: x + attn(ln1(x)), then + mlp(ln2(x)); dropout (if any) on both residual branches.
+ * Without dropout (none, p = 0, or train false) each branch's output projection adds the
+ * residual itself (sl_linear_residual: the same bits, one pass and one (B, T, C) tensor less). */
 sl_tensor *sl_block_forward(const sl_block *m, sl_tensor *x, sl_kv_cache *cache,
                             const sl_dropout_module *drop, sl_rng *rng, bool train);
 /* The same with per-call attention masks (NULL: none; see sl_attention_mask). */

@@ -307,13 +307,14 @@ typedef struct {
     int nodes;
     int die_how;
     bool die;
+    int die_at; /* the node (counted from 1) after whose backward the rank dies */
 } node_hook;
 
 static void hook_node_end(void *user, const sl_node *node)
 {
     node_hook *h = user;
     h->nodes++;
-    if (h->die && h->nodes == 20) {
+    if (h->die && h->nodes == h->die_at) {
         fprintf(stderr, "test_dist: rank %d ends itself (%s) in the backward of step 3\n", rank,
                 h->die_how == 0 ? "exit(3)" : "SIGKILL");
         if (h->die_how == 0) exit(3);
@@ -336,6 +337,7 @@ static sl_gpt *train_ddp(ddp_run *run, double *losses)
     int32_t idx[B * T], tgt[B * T];
     node_hook hook = {0};
     sl_autograd_observer obs = {.user = &hook, .node_end = hook_node_end};
+    int backward_nodes = 0; /* the dying rank counts them at step 2, to die halfway at step 3 */
     uint64_t heap0 = 0;
     for (int s = 0; s < STEPS; s++) {
         if (s == 2) heap0 = sl_heap_allocs();
@@ -343,8 +345,9 @@ static sl_gpt *train_ddp(ddp_run *run, double *losses)
         sl_params_zero_grad(m->params);
         sl_arena *prev = sl_arena_set(step);
         double w = (double)rows / B, l = 0;
-        bool hooked = rank == run->jitter_rank || (rank == run->die_rank && s == 3);
-        hook = (node_hook){.die = rank == run->die_rank, .die_how = run->die_how};
+        bool hooked = rank == run->jitter_rank || (rank == run->die_rank && (s == 2 || s == 3));
+        hook = (node_hook){.die = rank == run->die_rank && s == 3, .die_how = run->die_how,
+                           .die_at = backward_nodes / 2};
         if (hooked) OK(sl_autograd_add_observer(&obs));
         if (rows > 0) {
             sl_tensor *loss = sl_gpt_loss(m, sl_from_data(SL_I32, sl_shape(rows, T), idx + r0 * T),
@@ -353,6 +356,7 @@ static sl_gpt *train_ddp(ddp_run *run, double *losses)
             l = w * sl_item(loss);
         } else OK(sl_ddp_backward(ddp, SL_NONE, 0.0));
         if (hooked) sl_autograd_remove_observer(&obs);
+        if (rank == run->die_rank && s == 2) backward_nodes = hook.nodes;
         OK(sl_optim_step(o, LR));
         OK(sl_dist_sum(MPI_COMM_WORLD, &l, 1));
         losses[s] = l;
