@@ -759,6 +759,21 @@ START_TEST(block_is_pre_ln_residual_and_gradchecks)
     sl_tensor *want = sl_add(h, sl_mlp_forward(b->mlp, sl_layer_norm_forward(b->ln2, h)));
     sl_tensor *y = sl_block_forward(b, x, NULL, NULL, NULL, false);
     ck_assert(tu_max_abs_diff(y, want) == 0);
+    /* and the same gradients of x and of every parameter (the block's output projections add
+     * the residual themselves: sl_linear_residual) */
+    sl_tensor *gy = sl_rand_normal(&r, SL_F64, sl_shape(2, 4, 8), 0, 1), *grads[2][13];
+    for (int fused = 0; fused < 2; fused++) {
+        sl_zero_grad(x);
+        sl_params_zero_grad(ps);
+        sl_tensor *out = want;
+        if (fused) out = sl_block_forward(b, x, NULL, NULL, NULL, false);
+        ck_assert_msg(sl_backward_ex(out, gy, SL_RETAIN_GRAPH), "%s", sl_error_message());
+        grads[fused][0] = sl_mul_scalar(x->grad, 1.0);
+        for (int i = 0; i < 12; i++)
+            grads[fused][1 + i] = sl_mul_scalar(sl_params_at(ps, i)->value->grad, 1.0);
+    }
+    for (int i = 0; i < 13; i++)
+        ck_assert_msg(tu_max_abs_diff(grads[0][i], grads[1][i]) == 0, "gradient %d differs", i);
     /* With dropout while training: on both residual branches, in that order. */
     sl_dropout_module drop = {0.5};
     sl_rng r1 = sl_rng_seed(9), r2 = r1;
