@@ -329,6 +329,26 @@ static inline IVEC FN(visible)(const FN(tile) *t, VEC col, VEC dist, int n, int 
 
 static inline bool FN(has_bias)(const FN(tile) *t) { return t->mb != 0 || t->ma != 0; }
 
+/* Causal tiles on the diagonal: the vectors of a row whose every pair is masked (the key after
+ * the query) are 0 after the softmax and in the score gradients, so the loops below store 0
+ * there without computing them (the same bits: exp(-inf) and the masked fill are +0 too).
+ * Key rows r (columns are queries): the vectors before the returned column, at most nc. */
+static inline int FN(masked_before)(const FN(tile) *t, int r, int nc)
+{
+    const int64_t lo = r - (t->p0 - t->j0); /* queries c < lo come before key j0 + r */
+    if (!t->causal || lo <= 0) return 0;
+    return lo / VL * VL < nc ? (int)(lo / VL * VL) : nc;
+}
+
+/* Query rows r (columns are keys): the vectors from the returned column on, at most n. */
+static inline int FN(masked_from)(const FN(tile) *t, int r, int n)
+{
+    const int64_t hi = r + (t->p0 - t->j0); /* keys c > hi come after query p0 + r */
+    if (!t->causal) return n;
+    if (hi < 0) return 0;
+    return (hi / VL + 1) * VL < n ? (int)((hi / VL + 1) * VL) : n;
+}
+
 /* Forward, key rows: the logits in place, and their max per query (column) into colmax. */
 ALWAYS_INLINE void FN(logits_colmax)(bool bias, bool full, const FN(tile) *t, T *st, T scale,
                                      const T *tab, T *colmax)
@@ -339,8 +359,9 @@ ALWAYS_INLINE void FN(logits_colmax)(bool bias, bool full, const FN(tile) *t, T 
     for (int r = 0; r < bk; r++) {
         T *row = st + (size_t)r * TILE;
         const T *b = tab + (TILE - 1) - r;
-        VEC col = iota, dist = (d00 - (T)r) + iota; /* p0 + c - (j0 + r) */
-        for (int c = 0; c < bq; c += VL, col += (T)VL, dist += (T)VL) {
+        const int c0 = full ? 0 : FN(masked_before)(t, r, bq); /* masked whole before c0 */
+        VEC col = (T)c0 + iota, dist = (d00 - (T)r + (T)c0) + iota; /* p0 + c - (j0 + r) */
+        for (int c = c0; c < bq; c += VL, col += (T)VL, dist += (T)VL) {
             VEC x = FN(logit)(bias, FN(vload)(row + c), b + c, scale);
             if (!full) x = FN(masked)(FN(visible)(t, col, dist, bq, r, c), x, -INFINITY);
             FN(vstore)(row + c, x);
@@ -375,7 +396,9 @@ static void FN(online_softmax)(const attn_job *j, T *st, const FN(tile) *t, T *m
     }
     for (int r = 0; r < bk; r++) {
         T *row = st + (size_t)r * TILE;
-        for (int c = 0; c < nc; c += VL) {
+        const int c0 = t->full ? 0 : FN(masked_before)(t, r, nc); /* as logits_colmax's */
+        for (int c = 0; c < c0; c += VL) FN(vstore)(row + c, FN(vsplat)(0));
+        for (int c = c0; c < nc; c += VL) {
             VEC p = FN(vexp)(FN(vload)(row + c) - FN(vload)(colmax + c));
             FN(vstore)(row + c, p);
             FN(vstore)(colsum + c, FN(vload)(colsum + c) + p);
@@ -398,12 +421,15 @@ ALWAYS_INLINE void FN(probabilities_body)(bool bias, bool full, const FN(tile) *
     for (int r = 0; r < bq; r++) {
         T *row = s + (size_t)r * TILE;
         const T *b = tab + (TILE - 1) - r;
+        const int c1 = full ? bk : FN(masked_from)(t, r, bk); /* masked whole from c1 on */
         VEC col = iota, dist = (d00 + (T)r) - iota; /* p0 + r - (j0 + c) */
-        for (int c = 0; c < bk; c += VL, col += (T)VL, dist -= (T)VL) {
+        int c = 0;
+        for (; c < c1; c += VL, col += (T)VL, dist -= (T)VL) {
             VEC x = FN(logit)(bias, FN(vload)(row + c), b + c, scale);
             if (!full) x = FN(masked)(FN(visible)(t, col, dist, bk, r, c), x, -INFINITY);
             FN(vstore)(row + c, FN(vexp)(x - lse[r]));
         }
+        for (; c < bk; c += VL) FN(vstore)(row + c, FN(vsplat)(0));
     }
 }
 
@@ -446,7 +472,10 @@ ALWAYS_INLINE void FN(scaled_grads_body)(bool full, bool want_slope, const FN(ti
         T *row = dp + (size_t)r * TILE;
         VEC col = iota, dist = (T)(t->p0 + r - t->j0) - iota;
         VEC acc = {0}, acc_after = {0};
-        for (int c = 0; c < bk; c += VL, col += (T)VL, dist -= (T)VL) {
+        /* with the slopes' sums, every vector (a masked one adds -0 or +0 to them) */
+        const int c1 = full || want_slope ? bk : FN(masked_from)(t, r, bk);
+        int c = 0;
+        for (; c < c1; c += VL, col += (T)VL, dist -= (T)VL) {
             VEC ds = FN(vload)(prow + c) * (FN(vload)(row + c) - drow[r]);
             if (!full) ds = FN(masked)(FN(visible)(t, col, dist, bk, r, c), ds, 0);
             FN(vstore)(row + c, ds * scale);
@@ -458,6 +487,7 @@ ALWAYS_INLINE void FN(scaled_grads_body)(bool full, bool want_slope, const FN(ti
                 acc -= ds * FN(vabs)(dist);
             }
         }
+        for (; c < bk; c += VL) FN(vstore)(row + c, FN(vsplat)((T)0 * scale)); /* as masked */
         if (want_slope) dm[r] += FN(hsum)(acc);
         if (want_slope && asym) dm[TILE + r] += FN(hsum)(acc_after);
     }
