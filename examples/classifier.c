@@ -61,7 +61,7 @@ static sl_tensor *model_forward(const model *m, sl_tensor *x)
 {
     sl_tensor *h = sl_linear_forward(m->in, x);
     for (int b = 0; b < BLOCKS; b++)
-        h = sl_add(h, sl_mlp_forward(m->mlp[b], sl_layer_norm_forward(m->ln[b], h)));
+        h = sl_mlp_forward_residual(m->mlp[b], sl_layer_norm_forward(m->ln[b], h), h); // h + mlp
     return sl_linear_forward(m->out, sl_layer_norm_forward(m->ln_out, h));
 }
 

@@ -630,6 +630,13 @@ sl_tensor *sl_attention_forward_masked(const sl_attention *m, sl_tensor *x, sl_k
     return sl__attention_forward_residual(m, x, cache, mask, NULL);
 }
 
+sl_tensor *sl_attention_forward_residual(const sl_attention *m, sl_tensor *x, sl_kv_cache *cache,
+                                         const sl_attention_mask *mask, sl_tensor *residual)
+{
+    SL_CHECK_TENSOR("sl_attention_forward_residual", residual);
+    return sl__attention_forward_residual(m, x, cache, mask, residual);
+}
+
 sl_tensor *sl__attention_forward_residual(const sl_attention *m, sl_tensor *x, sl_kv_cache *cache,
                                           const sl_attention_mask *mask, sl_tensor *residual)
 {

@@ -13,8 +13,8 @@ bool sl__attention_config_resolve(const char *op, const sl_attention_config *cfg
 
 /* KERPLE's initial parameters (log r1, log r2, each (H)): the authors' r1 ~ U(0, 2) and
  * r2 ~ U(0, 1), each at least 0.01, drawn from rng (r1 for every head, then r2). */
-/* The modules' forwards with a residual added by their last Linear (sl_linear_residual): the
- * same numbers as sl_add(residual, forward(...)); residual NULL: the forward as it is. */
+/* The modules' residual forwards (nn.h), where residual NULL means none: the forward as it
+ * is (the public ones take it as an error). */
 sl_tensor *sl__linear_forward_residual(const sl_linear_module *m, sl_tensor *x,
                                        sl_tensor *residual);
 sl_tensor *sl__mlp_forward_residual(const sl_mlp *m, sl_tensor *x, sl_tensor *residual);

@@ -61,6 +61,13 @@ sl_tensor *sl_linear_forward(const sl_linear_module *m, sl_tensor *x)
     return sl_linear(x, m->weight, m->bias ? m->bias : SL_NONE, SL_ACT_NONE);
 }
 
+sl_tensor *sl_linear_forward_residual(const sl_linear_module *m, sl_tensor *x,
+                                      sl_tensor *residual)
+{
+    SL_CHECK_TENSOR("sl_linear_forward_residual", residual);
+    return sl__linear_forward_residual(m, x, residual);
+}
+
 sl_tensor *sl__linear_forward_residual(const sl_linear_module *m, sl_tensor *x,
                                        sl_tensor *residual)
 {
@@ -144,6 +151,12 @@ sl_mlp *sl_mlp_new(sl_params *ps, const char *name, int64_t dim, int64_t hidden,
 sl_tensor *sl_mlp_forward(const sl_mlp *m, sl_tensor *x)
 {
     return sl__mlp_forward_residual(m, x, NULL);
+}
+
+sl_tensor *sl_mlp_forward_residual(const sl_mlp *m, sl_tensor *x, sl_tensor *residual)
+{
+    SL_CHECK_TENSOR("sl_mlp_forward_residual", residual);
+    return sl__mlp_forward_residual(m, x, residual);
 }
 
 sl_tensor *sl__mlp_forward_residual(const sl_mlp *m, sl_tensor *x, sl_tensor *residual)

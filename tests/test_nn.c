@@ -270,6 +270,23 @@ START_TEST(linear_values_and_errors)
     ck_assert_ptr_null(sl_linear_forward(m, sl_zeros(SL_F32, sl_shape(2, 5))));
     ck_assert_str_eq(sl_error_message(), "sl_linear_forward: input is f32, weight is f64");
     sl_error_clear();
+    /* with a residual: the same as adding it after */
+    sl_tensor *res = tu_randn(&r, SL_F64, sl_shape(2, 4, 3));
+    ck_assert(tu_max_abs_diff(sl_linear_forward_residual(m, x, res), sl_add(res, y)) == 0);
+    ck_assert(tu_max_abs_diff(sl_linear_forward_residual(nb, x, res),
+                              sl_add(res, sl_linear_forward(nb, x))) == 0);
+    ck_assert_ptr_null(sl_linear_forward_residual(m, x, NULL));
+    ck_assert_str_eq(sl_error_message(), "sl_linear_forward_residual: argument 'residual' is NULL");
+    sl_error_clear();
+    ck_assert_ptr_null(sl_linear_forward_residual(m, x, x));
+    ck_assert_str_eq(sl_error_message(), "sl_linear_residual: residual [2,4,5] does not have the "
+                                         "output's shape (input [2,4,5] @ weight [3,5]: expected "
+                                         "[2,4,3])");
+    sl_error_clear();
+    ck_assert_ptr_null(sl_linear_forward_residual(m, sl_zeros(SL_F64, sl_shape(2, 4)), res));
+    ck_assert_str_eq(sl_error_message(),
+                     "sl_linear_forward: input [2,4] does not end in 5 features (weight [3,5])");
+    sl_error_clear();
     ck_assert_ptr_null(sl_linear_new(ps, "bad", 0, 3, true, &r));
     ck_assert_str_eq(sl_error_message(), "sl_linear_new: bad: sizes in 0, out 3 must be >= 1");
     sl_error_clear();
@@ -369,6 +386,11 @@ static sl_tensor *run_mlp(sl_tensor *const *in, int n, void *user)
     return sl_mlp_forward(user, in[0]);
 }
 
+static sl_tensor *run_mlp_residual(sl_tensor *const *in, int n, void *user)
+{
+    return sl_mlp_forward_residual(user, in[0], in[5]);
+}
+
 START_TEST(mlp_values_and_gradcheck)
 {
     sl_rng r = sl_rng_seed(5);
@@ -393,8 +415,15 @@ START_TEST(mlp_values_and_gradcheck)
             }
             ck_assert_close(sl_get(y, row * 3 + o), s, 1e-12, 1e-12);
         }
-    sl_tensor *in[] = {x, m->fc->weight, m->fc->bias, m->proj->weight, m->proj->bias};
+    sl_tensor *in[] = {x, m->fc->weight, m->fc->bias, m->proj->weight, m->proj->bias,
+                       tu_randn(&r, SL_F64, sl_shape(2, 3))};
     tu_gradcheck(run_mlp, 5, in, m);
+    /* with a residual: the same values as adding it after, and its gradients */
+    ck_assert(tu_max_abs_diff(sl_mlp_forward_residual(m, x, in[5]), sl_add(in[5], y)) == 0);
+    tu_gradcheck(run_mlp_residual, 6, in, m);
+    ck_assert_ptr_null(sl_mlp_forward_residual(m, x, NULL));
+    ck_assert_str_eq(sl_error_message(), "sl_mlp_forward_residual: argument 'residual' is NULL");
+    sl_error_clear();
     sl_params_free(ps);
 }
 END_TEST
@@ -756,6 +785,13 @@ START_TEST(block_is_pre_ln_residual_and_gradchecks)
     sl_tensor *x = tu_randn(&r, SL_F64, sl_shape(2, 4, 8));
     /* The same thing composed from the modules. */
     sl_tensor *h = sl_add(x, sl_attention_forward(b->attn, sl_layer_norm_forward(b->ln1, x), NULL));
+    ck_assert(tu_max_abs_diff(sl_attention_forward_residual(
+                                  b->attn, sl_layer_norm_forward(b->ln1, x), NULL, NULL, x),
+                              h) == 0);
+    ck_assert_ptr_null(sl_attention_forward_residual(b->attn, x, NULL, NULL, NULL));
+    ck_assert_str_eq(sl_error_message(),
+                     "sl_attention_forward_residual: argument 'residual' is NULL");
+    sl_error_clear();
     sl_tensor *want = sl_add(h, sl_mlp_forward(b->mlp, sl_layer_norm_forward(b->ln2, h)));
     sl_tensor *y = sl_block_forward(b, x, NULL, NULL, NULL, false);
     ck_assert(tu_max_abs_diff(y, want) == 0);

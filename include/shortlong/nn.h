@@ -92,6 +92,11 @@ sl_linear_module *sl_linear_new(sl_params *ps, const char *name, int64_t in, int
                                 sl_rng *rng);
 /* (..., in) -> (..., out) */
 sl_tensor *sl_linear_forward(const sl_linear_module *m, sl_tensor *x);
+/* residual + sl_linear_forward(m, x), the residual (of the output's shape and dtype) added by
+ * the Linear itself (sl_linear_residual: the same bits, gradients too, with no tensor and no
+ * pass of its own for the sum). The residual forwards below work the same way. */
+sl_tensor *sl_linear_forward_residual(const sl_linear_module *m, sl_tensor *x,
+                                      sl_tensor *residual);
 
 typedef struct sl_embedding_module {
     sl_tensor *weight; /* (num, dim) */
@@ -121,6 +126,9 @@ typedef struct sl_mlp {
 /* dim -> hidden (GELU, tanh form as in GPT-2) -> dim. */
 sl_mlp *sl_mlp_new(sl_params *ps, const char *name, int64_t dim, int64_t hidden, sl_rng *rng);
 sl_tensor *sl_mlp_forward(const sl_mlp *m, sl_tensor *x);
+/* residual + sl_mlp_forward(m, x), added by the second Linear: a pre-LN block's
+ * h + mlp(ln(h)) is sl_mlp_forward_residual(m, sl_layer_norm_forward(ln, h), h). */
+sl_tensor *sl_mlp_forward_residual(const sl_mlp *m, sl_tensor *x, sl_tensor *residual);
 
 /* ---------------------------------------------------------------- attention (attention.c) */
 
@@ -269,6 +277,10 @@ sl_tensor *sl_attention_forward(const sl_attention *m, sl_tensor *x, sl_kv_cache
  * the cache), a cache with bidirectional attention. */
 sl_tensor *sl_attention_forward_masked(const sl_attention *m, sl_tensor *x, sl_kv_cache *cache,
                                        const sl_attention_mask *mask);
+/* residual + sl_attention_forward_masked(m, x, cache, mask), added by the output projection
+ * (residual (B, T, C), like the output). */
+sl_tensor *sl_attention_forward_residual(const sl_attention *m, sl_tensor *x, sl_kv_cache *cache,
+                                         const sl_attention_mask *mask, sl_tensor *residual);
 
 /* Learned slopes. With SL_SLOPES_LEARNED a head's slope is m = exp(theta), theta a parameter
  * (no weight decay) initialised to log of the fixed slope. Why exp: m stays > 0 (a negative
