@@ -448,12 +448,15 @@ static void FN(score_grads_rows)(const FN(tile) *t, const T *p, T *dp, const T *
     for (int r = 0; r < bq; r++) {
         const T *prow = p + (size_t)r * TILE;
         T *row = dp + (size_t)r * TILE;
+        const int c1 = t->full ? bk : FN(masked_from)(t, r, bk); /* masked whole from c1 on */
         VEC col = iota, dist = (T)(t->p0 + r - t->j0) - iota;
-        for (int c = 0; c < bk; c += VL, col += (T)VL, dist -= (T)VL) {
+        int c = 0;
+        for (; c < c1; c += VL, col += (T)VL, dist -= (T)VL) {
             VEC ds = FN(vload)(prow + c) * (FN(vload)(row + c) - drow[r]);
             if (!t->full) ds = FN(masked)(FN(visible)(t, col, dist, bk, r, c), ds, 0);
             FN(vstore)(row + c, ds);
         }
+        for (; c < bk; c += VL) FN(vstore)(row + c, FN(vsplat)(0));
     }
 }
 
@@ -509,8 +512,14 @@ ALWAYS_INLINE void FN(score_grads_body)(bool bias, bool full, const FN(tile) *t,
     for (int r = 0; r < bk; r++) {
         T *prow = st + (size_t)r * TILE, *row = dpt + (size_t)r * TILE;
         const T *b = tab + (TILE - 1) - r;
-        VEC col = iota, dist = (d00 - (T)r) + iota;
-        for (int c = 0; c < bq; c += VL, col += (T)VL, dist += (T)VL) {
+        /* masked whole before c0 (with the slopes' sums, every vector: see scaled_grads_body) */
+        const int c0 = full || want_slope ? 0 : FN(masked_before)(t, r, bq);
+        for (int c = 0; c < c0; c += VL) {
+            FN(vstore)(prow + c, FN(vsplat)(0));
+            FN(vstore)(row + c, FN(vsplat)(0));
+        }
+        VEC col = (T)c0 + iota, dist = (d00 - (T)r + (T)c0) + iota;
+        for (int c = c0; c < bq; c += VL, col += (T)VL, dist += (T)VL) {
             VEC x = FN(logit)(bias, FN(vload)(prow + c), b + c, scale);
             IVEC valid = full ? (IVEC){0} : FN(visible)(t, col, dist, bq, r, c);
             if (!full) x = FN(masked)(valid, x, -INFINITY);
