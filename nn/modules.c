@@ -71,8 +71,8 @@ sl_tensor *sl_linear_forward_residual(const sl_linear_module *m, sl_tensor *x,
 sl_tensor *sl__linear_forward_residual(const sl_linear_module *m, sl_tensor *x,
                                        sl_tensor *residual)
 {
-    if (!residual || !m || !x || x == SL_NONE || x->ndim < 1 || x->dtype != m->weight->dtype ||
-        x->shape[x->ndim - 1] != m->weight->shape[1])
+    if (!residual || !m || !x || x == SL_NONE || !sl__is_live(x) || x->ndim < 1 ||
+        x->dtype != m->weight->dtype || x->shape[x->ndim - 1] != m->weight->shape[1])
         return sl_linear_forward(m, x); /* without a residual, or for its error message */
     return sl_linear_residual(x, m->weight, m->bias ? m->bias : SL_NONE, SL_ACT_NONE, residual);
 }

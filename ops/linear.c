@@ -221,6 +221,9 @@ typedef struct {
     int64_t rows, in, out;
     bool gelu;
     int64_t T, hd; /* sl_linear_heads: dL/dy comes as (B, out / hd, T, hd); hd 0: (rows, out) */
+    int X;         /* the node's inputs: x, W, b from index X on; sl_linear_residual (X = 1)
+                      records the residual first, as sl_add(residual, ...) does, so that the
+                      backward reaches the inputs' subgraphs in the same order */
 } linear_saved;
 
 typedef struct {
@@ -356,9 +359,9 @@ static void pass_range(void *ctx, int64_t e0, int64_t e1)
  * Linear's, so that every sum keeps its order. */
 static bool residual_grad(sl_node *n)
 {
-    if (sl_input_grad_pass(n, 3)) return true;
+    if (sl_input_grad_pass(n, 0)) return true;
     bool fresh = false;
-    sl_tensor *gr = sl_input_grad_overwrite(n, 3, &fresh);
+    sl_tensor *gr = sl_input_grad_overwrite(n, 0, &fresh);
     if (!gr) return false;
     pass_job j = {n->out->dtype, sl_ptr(gr), sl_ptr(n->grad), !fresh, kernels()};
     sl_parallel_for(sl_numel(gr), 1 << 14, pass_range, &j);
@@ -370,11 +373,14 @@ static bool residual_grad(sl_node *n)
 static bool linear_backward(sl_node *n)
 {
     const linear_saved *s = n->saved;
+    const int X = s->X, W = X + 1, B = X + 2; /* inputs x, weight, bias (absent: NULL) */
     sl_tensor *gx = NULL, *gw = NULL, *gb = NULL;
-    if (n->n_in > 3 && n->in[3]->requires_grad && !residual_grad(n)) return false;
-    if (n->in[1]->requires_grad && !(gw = sl_input_grad(n, 1))) return false;
-    if (n->n_in > 2 && n->in[2] && n->in[2]->requires_grad && !(gb = sl_input_grad(n, 2)))
-        return false;
+    if (X && n->in[0]->requires_grad && !residual_grad(n)) return false;
+    const bool want_b = n->n_in > B && n->in[B] && n->in[B]->requires_grad;
+    if (!n->in[X]->requires_grad && !n->in[W]->requires_grad && !want_b)
+        return true; /* only the residual's */
+    if (n->in[W]->requires_grad && !(gw = sl_input_grad(n, W))) return false;
+    if (want_b && !(gb = sl_input_grad(n, B))) return false;
     sl_dtype dt = n->out->dtype;
     size_t es = sl_dtype_size(dt);
     int64_t units = (s->rows + BLOCK - 1) / BLOCK;
@@ -409,7 +415,7 @@ static bool linear_backward(sl_node *n)
     /* dx is written by gemm with beta 0 when its buffer is new (not zeroed first); asked for
      * here, after the last exit that could leave it unwritten */
     bool dx_new = false;
-    if (n->in[0]->requires_grad && !(gx = sl_input_grad_overwrite(n, 0, &dx_new))) return false;
+    if (n->in[X]->requires_grad && !(gx = sl_input_grad_overwrite(n, X, &dx_new))) return false;
     if (gx) {
         j.dx = sl_ptr(gx);
         j.dx_beta = dx_new ? 0.0 : 1.0;
@@ -523,7 +529,7 @@ static sl_tensor *linear(const char *op, sl_tensor *x, sl_tensor *weight, sl_ten
     if (res) { /* read in place when its rows are evenly strided and themselves contiguous */
         sl_tensor *rk = res;
         if (!sl__rows_stride(res, &j.rrs) || (out > 1 && res->strides[res->ndim - 1] != 1)) {
-            if (!(rk = sl__contig(OP, res))) return NULL;
+            if (!(rk = sl__contig(op, res))) return NULL;
             j.rrs = out;
         }
         j.r = sl_ptr(rk);
@@ -531,7 +537,8 @@ static sl_tensor *linear(const char *op, sl_tensor *x, sl_tensor *weight, sl_ten
     /* GELU's derivative is computed with the activation, from the same exponential, and kept
      * for backward (which then only multiplies) when the op will be recorded */
     bool recording = sl_grad_enabled() && (x->requires_grad || weight->requires_grad ||
-                                            (bias && bias->requires_grad));
+                                            (bias && bias->requires_grad) ||
+                                            (res && res->requires_grad));
     size_t d_bytes = sl_dtype_size(x->dtype) * (size_t)(rows * out);
     if (gelu && recording && !(j.d = sl_arena_alloc(y->arena, d_bytes, 64))) return NULL;
     j.wp = in > 0 ? packed_b(x->dtype, &j.w, in, out) : NULL;
@@ -544,12 +551,12 @@ static sl_tensor *linear(const char *op, sl_tensor *x, sl_tensor *weight, sl_ten
         sl_parallel_for(chunks, 1, forward_chunks, &j);
 
     sl_node *n;
-    sl_tensor *ins[4] = {x, weight, bias, res};
-    if (!sl_record(&n, op, y, res ? 4 : bias ? 3 : 2, ins, linear_backward, sizeof(linear_saved)))
+    sl_tensor *ins[4] = {res, x, weight, bias}, **rec = res ? ins : ins + 1;
+    if (!sl_record(&n, op, y, res ? 4 : bias ? 3 : 2, rec, linear_backward, sizeof(linear_saved)))
         return NULL;
     if (n)
         *(linear_saved *)n->saved =
-            (linear_saved){j.x, j.w, j.d, rows, in, out, gelu, j.T, hd};
+            (linear_saved){j.x, j.w, j.d, rows, in, out, gelu, j.T, hd, res ? 1 : 0};
     /* dx reads W, dW reads x (as forward read them: the inputs or their copies); the saved
      * derivative is the op's own */
     if ((weight->requires_grad && !sl_save_for_backward(n, xk)) ||

@@ -383,14 +383,22 @@ static bool same_bits(const sl_tensor *a, const sl_tensor *b)
     return same;
 }
 
-enum { R_LEAF, R_INTERMEDIATE, R_IS_X, R_VIEW, R_BROADCAST, R_NO_GRAD, N_RESIDUALS };
+enum {
+    R_LEAF, R_INTERMEDIATE, R_IS_X, R_VIEW, R_BROADCAST, R_NO_GRAD,
+    R_ONLY,   /* only the residual takes a gradient (x, W, b do not) */
+    R_COMMON, /* x and r both made from z: z's gradient sums three contributions, whose order
+                 the backward's walk of the two subgraphs decides */
+    N_RESIDUALS
+};
 
 /* y = act(x W^T + b) + r, fused or as sl_add(r, sl_linear(...)), with r of one of the kinds
  * above; the output is y + r (y when r is x), so that r's gradient sums two contributions. */
 static sl_tensor *residual_graph(bool fused, int kind, sl_tensor *x, sl_tensor *w, sl_tensor *b,
                                  sl_tensor *z, sl_tensor *zrow, sl_activation act)
 {
+    if (kind == R_COMMON) x = sl_add(sl_mul_scalar(z, 1.5), sl_mul_scalar(z, -0.7));
     sl_tensor *r = kind == R_INTERMEDIATE ? sl_mul(z, z)
+                   : kind == R_COMMON     ? sl_mul_scalar(z, 2.0)
                    : kind == R_IS_X       ? x
                    : kind == R_VIEW       ? sl_transpose(z, 0, 1) /* z is (T, B, out) */
                    : kind == R_BROADCAST  ? sl_expand(zrow, sl_shape(3, 200, 64))
@@ -401,8 +409,9 @@ static sl_tensor *residual_graph(bool fused, int kind, sl_tensor *x, sl_tensor *
 
 /* To the bit: the output and every gradient, in f32 and f64, with and without GELU and bias,
  * over several row chunks, for a residual that is a leaf, an intermediate (its gradient handed
- * over), x itself, a transposed view (copied), a broadcast row (rows 0 apart) and a leaf that
- * takes no gradient. */
+ * over), x itself, a transposed view (copied), a broadcast row (rows 0 apart), a leaf that
+ * takes no gradient, the only input that takes one, and one made from x's own source. Each
+ * graph runs its backward twice (SL_RETAIN_GRAPH, then not): the gradients are twice one's. */
 START_TEST(residual_matches_add_to_the_bit)
 {
     sl_rng rng = sl_rng_seed(11);
@@ -419,13 +428,20 @@ START_TEST(residual_matches_add_to_the_bit)
                 sl_tensor *zrow = tu_randn(&rng, d, sl_shape(64));
                 sl_requires_grad(w, true);
                 if (kind == R_NO_GRAD) sl_requires_grad(z, false);
+                if (kind == R_ONLY) {
+                    sl_requires_grad(x, false);
+                    sl_requires_grad(w, false);
+                    if (b != SL_NONE) sl_requires_grad(b, false);
+                }
                 sl_tensor *g = sl_rand_normal(&rng, d, sl_shape(3, 200, 64), 0, 1);
                 sl_tensor *leaves[] = {x, w, b, z, zrow}, *got[2][6];
                 for (int fused = 0; fused < 2; fused++) {
                     for (int i = 0; i < 5; i++)
                         if (leaves[i] != SL_NONE) sl_zero_grad(leaves[i]);
                     sl_tensor *y = residual_graph(fused, kind, x, w, b, z, zrow, act);
-                    ck_assert_msg(y && sl_backward_ex(y, g, 0), "%s", sl_error_message());
+                    ck_assert_msg(y && sl_backward_ex(y, g, SL_RETAIN_GRAPH) &&
+                                      sl_backward_ex(y, g, 0),
+                                  "%s", sl_error_message());
                     /* copies (x * 1 keeps every bit): the next round zeroes the gradients */
                     got[fused][0] = sl_mul_scalar(y, 1.0);
                     for (int i = 0; i < 5; i++)

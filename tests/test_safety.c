@@ -313,6 +313,15 @@ START_TEST(ops_refuse_a_released_tensor)
     ck_assert_released("sl_add", "b");
     ck_assert_ptr_null(sl_concat(2, (sl_tensor *[]){seven, slopes}, 0));
     ck_assert_released("sl_concat", "tensors[i]");
+    sl_rng rng = sl_rng_seed(1);
+    sl_params *ps = sl_params_new(SL_F32);
+    sl_linear_module *lin = sl_linear_new(ps, "lin", 2, 2, true, &rng);
+    ck_assert_ptr_nonnull(lin);
+    ck_assert_ptr_null(sl_linear_forward_residual(lin, slopes, seven));
+    ck_assert_released("sl_linear_forward", "x");
+    ck_assert_ptr_null(sl_linear_residual(seven, lin->weight, lin->bias, SL_ACT_NONE, slopes));
+    ck_assert_released("sl_linear_residual", "residual");
+    sl_params_free(ps);
     ck_assert_ptr_nonnull(sl_alibi_attention(q, q, q, SL_NONE, NULL)); /* the live ones work */
 
     /* the accessors */
