@@ -10,7 +10,9 @@
  * 0 into a new, unzeroed buffer when x's gradient starts there: sl_input_grad_overwrite), and
  * db is a column sum folded into the pass that applies the activation's derivative, which each
  * chunk of dx's rows runs on its own rows just before its product reads them (so they come back
- * from cache; sl_linear_heads' chunks first lay out their rows of dL/dy too). Those per-row
+ * from cache; sl_linear_heads' chunks first lay out their rows of dL/dy too). sl_linear_residual
+ * adds its residual to each block of rows after the activation, and hands dL/dy on as the
+ * residual's gradient (the residual recorded first, as sl_add records it). Those per-row
  * epilogues live in linear_kernels.h (one type-generic source, made into f32 and f64 functions
  * for every SIMD level by linear_isa.c; the running CPU's are picked here, ops/linear.h).
  *
