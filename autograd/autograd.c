@@ -330,6 +330,33 @@ bool sl_input_grad_pass(sl_node *node, int i)
     return true;
 }
 
+typedef struct {
+    char *dst;
+    const char *src;
+    size_t es;
+} copy_job;
+
+static void copy_range(void *ctx, int64_t e0, int64_t e1)
+{
+    const copy_job *j = ctx;
+    memcpy(j->dst + (size_t)e0 * j->es, j->src + (size_t)e0 * j->es, (size_t)(e1 - e0) * j->es);
+}
+
+bool sl__input_grad_identity(sl_node *node, int i)
+{
+    if (sl_input_grad_pass(node, i)) return true;
+    bool fresh = false;
+    sl_tensor *g = sl_input_grad_overwrite(node, i, &fresh);
+    if (!g) return false;
+    if (!fresh) { /* accumulate straight into the gradient */
+        sl__accumulate(g, node->grad);
+        return true;
+    }
+    copy_job j = {sl_ptr(g), sl_ptr(node->grad), sl_dtype_size(g->dtype)}; /* both contiguous */
+    sl_parallel_for(sl_numel(g), 1 << 14, copy_range, &j);
+    return true;
+}
+
 /* ---------------------------------------------------------------- topological order */
 
 typedef struct {

@@ -12,4 +12,11 @@
  * failed one) reads them again, and outside a backward. */
 bool sl__backward_consumes(void);
 
+/* Inside a backward function: input i's gradient gets node's own, dL/dx_i += dL/dy, for an
+ * input of y's shape that y passes on unchanged (x in x + b, the residual of
+ * sl_linear_residual). node's buffer is handed over when nothing else has reached input i's
+ * yet (sl_input_grad_pass); else a new buffer gets a copy of it, or an existing one gets it
+ * added. False (an error set) when out of memory. */
+bool sl__input_grad_identity(sl_node *node, int i);
+
 #endif

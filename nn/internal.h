@@ -11,8 +11,6 @@
 bool sl__attention_config_resolve(const char *op, const sl_attention_config *cfg,
                                   sl_attention_config *out);
 
-/* KERPLE's initial parameters (log r1, log r2, each (H)): the authors' r1 ~ U(0, 2) and
- * r2 ~ U(0, 1), each at least 0.01, drawn from rng (r1 for every head, then r2). */
 /* The modules' residual forwards (nn.h), where residual NULL means none: the forward as it
  * is (the public ones take it as an error). */
 sl_tensor *sl__linear_forward_residual(const sl_linear_module *m, sl_tensor *x,
@@ -21,6 +19,8 @@ sl_tensor *sl__mlp_forward_residual(const sl_mlp *m, sl_tensor *x, sl_tensor *re
 sl_tensor *sl__attention_forward_residual(const sl_attention *m, sl_tensor *x, sl_kv_cache *cache,
                                           const sl_attention_mask *mask, sl_tensor *residual);
 
+/* KERPLE's initial parameters (log r1, log r2, each (H)): the authors' r1 ~ U(0, 2) and
+ * r2 ~ U(0, 1), each at least 0.01, drawn from rng (r1 for every head, then r2). */
 bool sl__kerple_init(sl_tensor *log_r1, sl_tensor *log_r2, sl_rng *rng);
 
 /* A GPT config with its defaults filled in (mlp_ratio 4 and the attention's), every setting

@@ -105,19 +105,6 @@ static void binary_flat_range(void *vctx, int64_t b, int64_t e)
     kernels()->binary_forward((void *)&j->c, p, bs, e - b);
 }
 
-typedef struct {
-    char *dst;
-    const char *src;
-    size_t es;
-} copy_job;
-
-static void copy_range(void *ctx, int64_t e0, int64_t e1)
-{
-    const copy_job *j = ctx;
-    memcpy(j->dst + (size_t)e0 * j->es, j->src + (size_t)e0 * j->es,
-           (size_t)(e1 - e0) * j->es);
-}
-
 /* y = a op b; dL/da is g * dy/da summed over the dims a was broadcast along (likewise b).
  * Where that is g itself (a + b, a - b: a's, when a has y's shape), a's gradient is g's own
  * buffer, handed over uncopied when nothing else has reached it yet (sl_input_grad_pass), and
@@ -130,17 +117,12 @@ static bool binary_backward(sl_node *n)
         if (!n->in[which]->requires_grad) continue;
         bool identity = (op == B_ADD || (op == B_SUB && which == 0)) &&
                         sl__same_shape(n->in[which], y);
-        if (identity && sl_input_grad_pass(n, which)) continue;
-        bool fresh = false;
-        /* a new buffer is a flat copy of n->grad (contiguous, as every gradient buffer) */
-        sl_tensor *gx =
-            identity ? sl_input_grad_overwrite(n, which, &fresh) : sl_input_grad(n, which);
-        if (!gx) return false;
-        if (fresh) {
-            copy_job j = {sl_ptr(gx), sl_ptr(n->grad), sl_dtype_size(y->dtype)};
-            sl_parallel_for(sl_numel(gx), GRAIN, copy_range, &j);
+        if (identity) {
+            if (!sl__input_grad_identity(n, which)) return false;
             continue;
         }
+        sl_tensor *gx = sl_input_grad(n, which);
+        if (!gx) return false;
         /* Accumulate straight into the gradient; dims where it has stride 0 are summed. */
         binary_ctx c = {op, y->dtype, which};
         sl__foreach_broadcast(kernels()->binary_backward, &c, 4,

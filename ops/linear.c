@@ -339,37 +339,6 @@ static void add_slabs(void *ctx, int64_t e0, int64_t e1)
                   e1 - e0);
 }
 
-typedef struct {
-    sl_dtype dtype;
-    char *dst;
-    const char *src;
-    bool add; /* dst += src; else dst = src */
-    const sl__linear_kernels *k;
-} pass_job;
-
-static void pass_range(void *ctx, int64_t e0, int64_t e1)
-{
-    const pass_job *j = ctx;
-    size_t es = sl_dtype_size(j->dtype);
-    if (j->add) j->k->add(j->dtype, j->dst + es * (size_t)e0, j->src + es * (size_t)e0, e1 - e0);
-    else memcpy(j->dst + es * (size_t)e0, j->src + es * (size_t)e0, es * (size_t)(e1 - e0));
-}
-
-/* sl_linear_residual: the residual's gradient is g = dL/dy itself, as sl_add's backward gives
- * it (g's own buffer handed over when nothing else has reached the residual's yet; else a copy
- * of g, or g added to what is there). It runs first, as sl_add's backward ran before the
- * Linear's, so that every sum keeps its order. */
-static bool residual_grad(sl_node *n)
-{
-    if (sl_input_grad_pass(n, 0)) return true;
-    bool fresh = false;
-    sl_tensor *gr = sl_input_grad_overwrite(n, 0, &fresh);
-    if (!gr) return false;
-    pass_job j = {n->out->dtype, sl_ptr(gr), sl_ptr(n->grad), !fresh, kernels()};
-    sl_parallel_for(sl_numel(gr), 1 << 14, pass_range, &j);
-    return true;
-}
-
 /* y = act(u) (+ r), u = x W^T + b, so with g = dL/dy and du = g * act'(u):
  *     dx = du W,   dW = du^T x,   db = sum over rows of du   (dr = g). */
 static bool linear_backward(sl_node *n)
@@ -377,7 +346,9 @@ static bool linear_backward(sl_node *n)
     const linear_saved *s = n->saved;
     const int X = s->X, W = X + 1, B = X + 2; /* inputs x, weight, bias (absent: NULL) */
     sl_tensor *gx = NULL, *gw = NULL, *gb = NULL;
-    if (X && n->in[0]->requires_grad && !residual_grad(n)) return false;
+    /* the residual's gradient is dL/dy itself (as sl_add's backward gives it, and first, as
+     * sl_add's backward ran before the Linear's: every sum keeps its order) */
+    if (X && n->in[0]->requires_grad && !sl__input_grad_identity(n, 0)) return false;
     const bool want_b = n->n_in > B && n->in[B] && n->in[B]->requires_grad;
     if (!n->in[X]->requires_grad && !n->in[W]->requires_grad && !want_b)
         return true; /* only the residual's */
@@ -537,12 +508,12 @@ static sl_tensor *linear(const char *op, sl_tensor *x, sl_tensor *weight, sl_ten
         j.r = sl_ptr(rk);
     }
     /* GELU's derivative is computed with the activation, from the same exponential, and kept
-     * for backward (which then only multiplies) when the op will be recorded */
-    bool recording = sl_grad_enabled() && (x->requires_grad || weight->requires_grad ||
-                                            (bias && bias->requires_grad) ||
-                                            (res && res->requires_grad));
+     * for backward (which then only multiplies) when x, W or b will take a gradient (the
+     * residual's needs none) */
+    bool want_d = sl_grad_enabled() && (x->requires_grad || weight->requires_grad ||
+                                         (bias && bias->requires_grad));
     size_t d_bytes = sl_dtype_size(x->dtype) * (size_t)(rows * out);
-    if (gelu && recording && !(j.d = sl_arena_alloc(y->arena, d_bytes, 64))) return NULL;
+    if (gelu && want_d && !(j.d = sl_arena_alloc(y->arena, d_bytes, 64))) return NULL;
     j.wp = in > 0 ? packed_b(x->dtype, &j.w, in, out) : NULL;
     j.chunk = chunk_rows(2.0 * (double)(in * out) + 1);
     int64_t chunks = (rows + j.chunk - 1) / j.chunk;
