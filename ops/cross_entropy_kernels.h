@@ -19,13 +19,13 @@ static void FN(cross_entropy_forward)(const T *restrict x, const int32_t *restri
             if (xr[j] > mx) mx = xr[j];
 #if T_IS_F32 /* SL_VF logits at a time through the vector exp, the last C % SL_VF padded with
                -inf (e^-inf = 0), the sum in 8 double lanes (ops/simd.h) */
-        sl_v8_f64 acc = {0};
+        sl_acc8 acc = {0};
         for (int64_t j = 0; j < C; j += SL_VF) {
             sl_vf v = C - j >= SL_VF ? sl_vf_load(xr + j)
                                      : sl_vf_load_part(xr + j, C - j, -INFINITY);
-            acc = sl_v8_add_vf(acc, sl_vf_exp(v - mx));
+            acc = sl_acc8_add_vf(acc, sl_vf_exp(v - mx));
         }
-        double s = sl_v8_hsum(acc);
+        double s = sl_acc8_hsum(acc);
 #else
         double s = 0;
         for (int64_t j = 0; j < C; j++) s += exp(xr[j] - mx);

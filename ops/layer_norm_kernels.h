@@ -1,14 +1,21 @@
 /* ops/layer_norm_kernels.h — the layer norm kernels, written once over a type T and
  * instantiated by layer_norm_isa.c for every SIMD level with T = float and with T = double (SUF
  * names them: _f32, _f64). Statistics and gradient sums are in double, over the 8 double lanes
- * of ops/simd.h (sl_v8_f64, whose order is the same at every level). The backward kernel
- * ACCUMULATES into dx. */
+ * of ops/simd.h (sl_v8_f64, and sl_acc8 for the running sums; their order is the same at every
+ * level). The backward kernel ACCUMULATES into dx. */
 #include <tgmath.h>
 
-#define V8 FN(sl_v8)         /* 8 T's */
-#define LOAD8 FN(sl_v8_load) /* 8 T's from memory */
-#define WIDE8 FN(sl_v8_wide) /* 8 T's from memory, in double */
-#define STORE8 FN(sl_v8_store)
+#define WIDE FN(sl_vd_wide)     /* SL_VD T's from memory, in double */
+#define NARROW FN(sl_vd_narrow) /* SL_VD doubles to memory, as T's */
+#define ADD_TO FN(sl_vd_add_to)  /* SL_VD T's in memory += SL_VD doubles, rounded to T */
+
+/* for each of the 8 elements from j on, SL_VD at a time: h indexes sl_acc8's registers and o is
+ * the offset of h's elements. Unrolled, so that the sums stay in registers. */
+#define EACH8(j, ...)                                                                            \
+    _Pragma("GCC unroll 8") for (int h = 0; h < SL_ACC8; h++) {                                                          \
+        const int64_t o = (j) + h * SL_VD;                                                       \
+        __VA_ARGS__;                                                                             \
+    }
 
 /* Rows [r0, r1) of x (rows, C): y = (x - mean) * rstd * w + b, where the row's mean and
  * rstd = 1 / sqrt(var + eps) are computed in double (two passes, 8 lanes) and saved.
@@ -21,28 +28,27 @@ static void FN(layer_norm_forward)(const T *restrict x, const T *restrict w, con
     for (int64_t r = r0; r < r1; r++) {
         const T *xr = x + r * C;
         T *yr = y + r * C;
-        sl_v8_f64 s8 = {0}, v8 = {0};
-        for (int64_t j = 0; j < C8; j += 8) s8 += WIDE8(xr + j);
-        double s = sl_v8_hsum(s8);
+        sl_acc8 s8 = {0}, v8 = {0};
+        for (int64_t j = 0; j < C8; j += 8) EACH8(j, s8.r[h] += WIDE(xr + o));
+        double s = sl_acc8_hsum(s8);
         for (int64_t j = C8; j < C; j++) s += xr[j];
         double m = s / (double)C;
-        for (int64_t j = 0; j < C8; j += 8) {
-            sl_v8_f64 d = WIDE8(xr + j) - m;
-            v8 += d * d;
-        }
-        double v = sl_v8_hsum(v8);
+        for (int64_t j = 0; j < C8; j += 8) EACH8(j, {
+                sl_vd d = WIDE(xr + o) - m;
+                v8.r[h] += d * d;
+            });
+        double v = sl_acc8_hsum(v8);
         for (int64_t j = C8; j < C; j++) v += (xr[j] - m) * (xr[j] - m);
         double rs = 1 / sqrt(v / (double)C + eps);
-        for (int64_t j = 0; j < C8; j += 8) {
-            V8 h = __builtin_convertvector((WIDE8(xr + j) - m) * rs, V8);
-            if (w) h *= LOAD8(w + j);
-            if (b) h += LOAD8(b + j);
-            STORE8(yr + j, h);
-        }
-        for (int64_t j = C8; j < C; j++) {
-            T h = (T)((xr[j] - m) * rs);
-            yr[j] = (w ? h * w[j] : h) + (b ? b[j] : 0);
-        }
+        for (int64_t j = 0; j < C8; j += 8) EACH8(j, {
+                sl_vd hv = (WIDE(xr + o) - m) * rs;
+                NARROW(yr + o, hv);
+            });
+        for (int64_t j = C8; j < C; j++) yr[j] = (T)((xr[j] - m) * rs);
+        /* then the weight and bias, in T */
+        if (w && b) SL_EACH(C, yr[i] = yr[i] * w[i] + b[i]);
+        else if (w) SL_EACH(C, yr[i] *= w[i]);
+        else if (b) SL_EACH(C, yr[i] += b[i]);
         mean[r] = m;
         rstd[r] = rs;
     }
@@ -63,13 +69,13 @@ static void FN(layer_norm_backward)(const T *restrict x, const T *restrict w, co
         double m = mean[r], rs = rstd[r];
         if (dx) {
             T *dxr = dx + r * C;
-            sl_v8_f64 sd8 = {0}, sdx8 = {0}; /* sums of dxhat and of dxhat * xhat */
-            for (int64_t j = 0; j < C8; j += 8) {
-                sl_v8_f64 dh = w ? WIDE8(gr + j) * WIDE8(w + j) : WIDE8(gr + j);
-                sd8 += dh;
-                sdx8 += dh * ((WIDE8(xr + j) - m) * rs);
-            }
-            double sd = sl_v8_hsum(sd8), sdx = sl_v8_hsum(sdx8);
+            sl_acc8 sd8 = {0}, sdx8 = {0}; /* sums of dxhat and of dxhat * xhat */
+            for (int64_t j = 0; j < C8; j += 8) EACH8(j, {
+                    sl_vd dh = w ? WIDE(gr + o) * WIDE(w + o) : WIDE(gr + o);
+                    sd8.r[h] += dh;
+                    sdx8.r[h] += dh * ((WIDE(xr + o) - m) * rs);
+                });
+            double sd = sl_acc8_hsum(sd8), sdx = sl_acc8_hsum(sdx8);
             for (int64_t j = C8; j < C; j++) {
                 double dh = w ? (double)gr[j] * w[j] : gr[j];
                 sd += dh;
@@ -78,14 +84,13 @@ static void FN(layer_norm_backward)(const T *restrict x, const T *restrict w, co
             sd /= (double)C;
             sdx /= (double)C;
             /* dx's pass also adds dw's and db's terms, from the same loads */
-            for (int64_t j = 0; j < C8; j += 8) {
-                sl_v8_f64 gw = WIDE8(gr + j), dh = w ? gw * WIDE8(w + j) : gw;
-                sl_v8_f64 xh = (WIDE8(xr + j) - m) * rs;
-                V8 d = LOAD8(dxr + j) + __builtin_convertvector(rs * (dh - sd - xh * sdx), V8);
-                STORE8(dxr + j, d);
-                if (dw) sl_v8_store_f64(dw + j, sl_v8_load_f64(dw + j) + gw * xh);
-                if (db) sl_v8_store_f64(db + j, sl_v8_load_f64(db + j) + gw);
-            }
+            for (int64_t j = 0; j < C8; j += 8) EACH8(j, {
+                    sl_vd gv = WIDE(gr + o), dh = w ? gv * WIDE(w + o) : gv;
+                    sl_vd xh = (WIDE(xr + o) - m) * rs;
+                    ADD_TO(dxr + o, rs * (dh - sd - xh * sdx));
+                    if (dw) sl_vd_add_to_f64(dw + o, gv * xh);
+                    if (db) sl_vd_add_to_f64(db + o, gv);
+                });
             for (int64_t j = C8; j < C; j++) {
                 double dh = w ? (double)gr[j] * w[j] : gr[j];
                 dxr[j] += (T)(rs * (dh - sd - (xr[j] - m) * rs * sdx));
@@ -95,19 +100,12 @@ static void FN(layer_norm_backward)(const T *restrict x, const T *restrict w, co
             continue;
         }
         if (dw) {
-            for (int64_t j = 0; j < C8; j += 8) {
-                sl_v8_f64 acc = sl_v8_load_f64(dw + j);
-                acc += WIDE8(gr + j) * ((WIDE8(xr + j) - m) * rs);
-                sl_v8_store_f64(dw + j, acc);
-            }
+            for (int64_t j = 0; j < C8; j += 8)
+                EACH8(j, sl_vd_add_to_f64(dw + o, WIDE(gr + o) * ((WIDE(xr + o) - m) * rs)));
             for (int64_t j = C8; j < C; j++) dw[j] += gr[j] * ((xr[j] - m) * rs);
         }
         if (db) {
-            for (int64_t j = 0; j < C8; j += 8) {
-                sl_v8_f64 acc = sl_v8_load_f64(db + j);
-                acc += WIDE8(gr + j);
-                sl_v8_store_f64(db + j, acc);
-            }
+            for (int64_t j = 0; j < C8; j += 8) EACH8(j, sl_vd_add_to_f64(db + o, WIDE(gr + o)));
             for (int64_t j = C8; j < C; j++) db[j] += gr[j];
         }
     }
@@ -124,7 +122,7 @@ static void FN(add_block_sums)(T *restrict dst, const double *restrict part, int
     }
 }
 
-#undef V8
-#undef LOAD8
-#undef WIDE8
-#undef STORE8
+#undef WIDE
+#undef NARROW
+#undef ADD_TO
+#undef EACH8

@@ -156,6 +156,37 @@ static inline void sl_vd_store(double *p, sl_vd v) { memcpy(p, &v, sizeof v); }
 
 static inline sl_vd sl_vd_splat(double x) { return x - (sl_vd){0}; } /* as sl_vf_splat */
 
+/* SL_VD floats in double, and back (rounded to nearest) into memory; the _f64 forms are the
+ * plain load and store, for kernels written over T (FN(sl_vd_wide), FN(sl_vd_narrow)). */
+typedef float sl_vd_f32 __attribute__((vector_size(SL_VEC_BYTES / 2)));
+
+static inline sl_vd sl_vd_wide_f32(const float *p)
+{
+    sl_vd_f32 v;
+    memcpy(&v, p, sizeof v);
+    return __builtin_convertvector(v, sl_vd);
+}
+
+static inline void sl_vd_narrow_f32(float *p, sl_vd v)
+{
+    sl_vd_f32 f = __builtin_convertvector(v, sl_vd_f32);
+    memcpy(p, &f, sizeof f);
+}
+
+static inline sl_vd sl_vd_wide_f64(const double *p) { return sl_vd_load(p); }
+static inline void sl_vd_narrow_f64(double *p, sl_vd v) { sl_vd_store(p, v); }
+
+/* p[0 .. SL_VD - 1] += v, v rounded to T first and the add in T (as a scalar p[i] += (T)v[i]). */
+static inline void sl_vd_add_to_f32(float *p, sl_vd v)
+{
+    sl_vd_f32 f;
+    memcpy(&f, p, sizeof f);
+    f += __builtin_convertvector(v, sl_vd_f32);
+    memcpy(p, &f, sizeof f);
+}
+
+static inline void sl_vd_add_to_f64(double *p, sl_vd v) { sl_vd_store(p, sl_vd_load(p) + v); }
+
 /* e^x lane by lane through libm's exp: f64 is the reference precision. */
 static inline sl_vd sl_vd_exp(sl_vd x)
 {
@@ -262,21 +293,46 @@ static inline double sl_v8_hsum(sl_v8_f64 v)
     return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
 }
 
-/* acc + the SL_VF lanes of v in double, lane k of acc taking v's lanes k mod 8: v[k] + v[k + 8]
- * with 16 lanes, v[k] with 8, v[k] for k < 4 (and 0 for the others) with 4. */
-static inline sl_v8_f64 sl_v8_add_vf(sl_v8_f64 acc, sl_vf v)
+/* A running sum over 8 double lanes, carried from one iteration of a loop to the next: the
+ * lanes of an sl_v8_f64, held as SL_ACC8 of the level's own registers (one 64-byte, two 32-byte
+ * or four 16-byte vectors; register h holds lanes h SL_VD to h SL_VD + SL_VD - 1). GCC keeps a
+ * 64-byte vector that a loop carries in memory when the level has no 64-byte registers (AVX2,
+ * SSE2), going through the stack and general registers every iteration: layer norm's forward
+ * ran at half the generic level's speed at the AVX2 level that way. sl_acc8_hsum adds the lanes
+ * in sl_v8_hsum's order, so the sums are the same at every level. */
+enum { SL_ACC8 = 8 / SL_VD };
+typedef struct {
+    sl_vd r[SL_ACC8];
+} sl_acc8;
+
+/* a + the SL_VF lanes of v in double, lane k of a taking v's lanes k mod 8: v[k] + v[k + 8]
+ * with 16 lanes (that pair added first), v[k] with 8, v[k] for k < 4 (and 0 for the others)
+ * with 4. */
+static inline sl_acc8 sl_acc8_add_vf(sl_acc8 a, sl_vf v)
 {
 #if SL_VEC_BYTES == 64
     sl_v8_f64 lo =
         __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), sl_v8_f64);
     sl_v8_f64 hi = __builtin_convertvector(
         __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15), sl_v8_f64);
-    return acc + (lo + hi);
+    a.r[0] += lo + hi;
 #elif SL_VEC_BYTES == 32
-    return acc + __builtin_convertvector(v, sl_v8_f64);
+    typedef float f4 __attribute__((vector_size(16)));
+    a.r[0] += __builtin_convertvector((f4){v[0], v[1], v[2], v[3]}, sl_vd);
+    a.r[1] += __builtin_convertvector((f4){v[4], v[5], v[6], v[7]}, sl_vd);
 #else
-    return acc + (sl_v8_f64){v[0], v[1], v[2], v[3], 0, 0, 0, 0};
+    typedef float f2 __attribute__((vector_size(8)));
+    a.r[0] += __builtin_convertvector((f2){v[0], v[1]}, sl_vd);
+    a.r[1] += __builtin_convertvector((f2){v[2], v[3]}, sl_vd);
 #endif
+    return a;
+}
+
+static inline double sl_acc8_hsum(sl_acc8 a)
+{
+    double l[8];
+    memcpy(l, a.r, sizeof l);
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
 }
 
 /* sqrt lane by lane, correctly rounded (as sqrt() is), in vector instructions where the level
