@@ -1,7 +1,8 @@
 /* ops/alibi_attention_isa.c — sl_alibi_attention's tile kernels (alibi_attention_kernels.h)
  * for one SIMD level (tensor/isa.h): AVX-512 (blocks of 4 rows x 4 vectors of 16 floats in its 32
- * registers), AVX2 (4 x 2 vectors of 8 in 16 registers) or the generic level (4 x 2 vectors of
- * 4). */
+ * registers), AVX2 (6 x 2 vectors of 8 in 16 registers: 12 accumulators, enough to cover the
+ * latency of two FMA pipes, and 6 broadcasts per 2 loads) or the generic level (4 x 2 vectors
+ * of 4). */
 #include "alibi_attention.h"
 #include "simd.h"
 
@@ -9,6 +10,9 @@
 #if SL_VEC_BYTES == 64
 #define MR 4
 #define NV 4
+#elif SL_VEC_BYTES == 32
+#define MR 6
+#define NV 2
 #else
 #define MR 4
 #define NV 2

@@ -105,8 +105,9 @@ static inline void FN(band)(int band, int64_t d, int m, int mr, int K, int *k0, 
 
 /* C (M, N) = A (M, K) B (K, N), or += when add, where A(m, k) = a[m * ars + k * acs] (A or a
  * transposed view), B and C row-major with leading dims ldb and ldc; terms outside the band
- * are skipped (they are zeros). Blocks of MR rows x NV vectors, then single vectors, then
- * scalars for the last N % VL columns. */
+ * are skipped (they are zeros). Blocks of MR rows x NV vectors (with MR > 4, then blocks of 4
+ * rows: a tile's 64 rows are 10 x 6 + 4), then single vectors, then scalars for the last N % VL
+ * columns. */
 static inline __attribute__((always_inline)) void
 FN(gemm)(bool add, int band, int64_t d, int M, int N, int K, const T *restrict a, int64_t ars,
          int64_t acs, const T *restrict b, int64_t ldb, T *restrict c, int64_t ldc)
@@ -119,11 +120,15 @@ FN(gemm)(bool add, int band, int64_t d, int M, int N, int K, const T *restrict a
     for (; n + NV * VL <= N; n += NV * VL) {
         int m = 0;
         for (; m + MR <= M; m += MR) BLOCK(MR, NV);
+        if (MR > 4)
+            for (; m + 4 <= M; m += 4) BLOCK(4, NV);
         for (; m < M; m++) BLOCK(1, NV);
     }
     for (; n + VL <= N; n += VL) {
         int m = 0;
         for (; m + MR <= M; m += MR) BLOCK(MR, 1);
+        if (MR > 4)
+            for (; m + 4 <= M; m += 4) BLOCK(4, 1);
         for (; m < M; m++) BLOCK(1, 1);
     }
 #undef BLOCK
@@ -162,7 +167,7 @@ static void FN(gemm_cols_set)(int cols, int64_t d, int M, int N, int K, const T 
     FN(gemm_block)(false, mr, nv, K, a + m * ars, ars, acs, b + v * VL, ldb, c + m * ldc + v * VL, \
                    ldc)
     for (int m = 0; m < M;) {
-        const int mr = M - m >= MR ? MR : 1;
+        const int mr = M - m >= MR ? MR : MR > 4 && M - m >= 4 ? 4 : 1;
         /* the block's vectors [v0, v1): those holding a column some row of it sees */
         int64_t v0 = 0, v1 = nvec;
         if (cols == COLS_UPTO) {
@@ -183,6 +188,11 @@ static void FN(gemm_cols_set)(int cols, int64_t d, int M, int N, int K, const T 
             if (NV > 2)
                 for (; v + 2 <= v1; v += 2) COLS_BLOCK(MR, 2);
             for (; v < v1; v++) COLS_BLOCK(MR, 1);
+        } else if (mr == 4) {
+            for (; v + NV <= v1; v += NV) COLS_BLOCK(4, NV);
+            if (NV > 2)
+                for (; v + 2 <= v1; v += 2) COLS_BLOCK(4, 2);
+            for (; v < v1; v++) COLS_BLOCK(4, 1);
         } else {
             for (; v + NV <= v1; v += NV) COLS_BLOCK(1, NV);
             for (; v < v1; v++) COLS_BLOCK(1, 1);
