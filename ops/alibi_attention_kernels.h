@@ -183,20 +183,18 @@ static void FN(gemm_cols_set)(int cols, int64_t d, int M, int N, int K, const T 
                 FN(vstore)(c + (m + r) * ldc + z * VL, FN(vsplat)(0));
         }
         int64_t v = v0;
-        if (mr == MR) {
-            for (; v + NV <= v1; v += NV) COLS_BLOCK(MR, NV);
-            if (NV > 2)
-                for (; v + 2 <= v1; v += 2) COLS_BLOCK(MR, 2);
-            for (; v < v1; v++) COLS_BLOCK(MR, 1);
-        } else if (mr == 4) {
-            for (; v + NV <= v1; v += NV) COLS_BLOCK(4, NV);
-            if (NV > 2)
-                for (; v + 2 <= v1; v += 2) COLS_BLOCK(4, 2);
-            for (; v < v1; v++) COLS_BLOCK(4, 1);
-        } else {
-            for (; v + NV <= v1; v += NV) COLS_BLOCK(1, NV);
-            for (; v < v1; v++) COLS_BLOCK(1, 1);
-        }
+        /* mr as a constant, so that the blocks' accumulators live in registers */
+#define COLS_ROWS(mr_)                                                                           \
+    do {                                                                                         \
+        for (; v + NV <= v1; v += NV) COLS_BLOCK(mr_, NV);                                       \
+        if (NV > 2)                                                                              \
+            for (; v + 2 <= v1; v += 2) COLS_BLOCK(mr_, 2);                                      \
+        for (; v < v1; v++) COLS_BLOCK(mr_, 1);                                                  \
+    } while (0)
+        if (mr == MR) COLS_ROWS(MR);
+        else if (mr == 4) COLS_ROWS(4);
+        else COLS_ROWS(1);
+#undef COLS_ROWS
         m += mr;
     }
 #undef COLS_BLOCK

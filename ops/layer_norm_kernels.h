@@ -1,8 +1,7 @@
 /* ops/layer_norm_kernels.h — the layer norm kernels, written once over a type T and
  * instantiated by layer_norm_isa.c for every SIMD level with T = float and with T = double (SUF
  * names them: _f32, _f64). Statistics and gradient sums are in double, over the 8 double lanes
- * of ops/simd.h (sl_v8_f64, and sl_acc8 for the running sums; their order is the same at every
- * level). The backward kernel ACCUMULATES into dx. */
+ * of ops/simd.h (sl_acc8 for the running sums, whose order is the same at every level). The backward kernel ACCUMULATES into dx. */
 #include <tgmath.h>
 
 #define WIDE FN(sl_vd_wide)     /* SL_VD T's from memory, in double */
@@ -12,7 +11,8 @@
 /* for each of the 8 elements from j on, SL_VD at a time: h indexes sl_acc8's registers and o is
  * the offset of h's elements. Unrolled, so that the sums stay in registers. */
 #define EACH8(j, ...)                                                                            \
-    _Pragma("GCC unroll 8") for (int h = 0; h < SL_ACC8; h++) {                                                          \
+    _Pragma("GCC unroll 8") for (int h = 0; h < SL_ACC8; h++)                                   \
+    {                                                                                            \
         const int64_t o = (j) + h * SL_VD;                                                       \
         __VA_ARGS__;                                                                             \
     }

@@ -256,10 +256,10 @@ static inline __attribute__((always_inline)) void sl_vd_transpose(sl_vd *r)
 /* ---------------------------------------------------------------- 8 lanes at every level
  *
  * Sums in double over 8 lanes, lane k taking elements k, k + 8, ..., then the lanes added
- * pairwise (sl_v8_hsum): a fixed order, the same at every level and on any thread count, that
- * the compiler can keep in vector registers, where one running double would serialise a row
- * on the latency of an add. sl_v8_f32 / sl_v8_f64 are 8 floats / 8 doubles (FN(sl_v8) in a
- * kernel header over T, and likewise the functions' _f32 / _f64 suffixes). */
+ * pairwise (sl_acc8_hsum): a fixed order, the same at every level and on any thread count, that
+ * the compiler can keep in vector registers, where one running double would serialise a row on
+ * the latency of an add. sl_v8_f32 / sl_v8_f64 are 8 floats / 8 doubles, for arithmetic on 8
+ * elements at once (the optimizers'). */
 typedef float sl_v8_f32 __attribute__((vector_size(32)));
 typedef double sl_v8_f64 __attribute__((vector_size(64)));
 
@@ -270,60 +270,32 @@ static inline sl_v8_f32 sl_v8_load_f32(const float *p)
     return v;
 }
 
-static inline sl_v8_f64 sl_v8_load_f64(const double *p)
-{
-    sl_v8_f64 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
 static inline void sl_v8_store_f32(float *p, sl_v8_f32 v) { memcpy(p, &v, sizeof v); }
-static inline void sl_v8_store_f64(double *p, sl_v8_f64 v) { memcpy(p, &v, sizeof v); }
 
-/* 8 elements in double. */
-static inline sl_v8_f64 sl_v8_wide_f32(const float *p)
-{
-    return __builtin_convertvector(sl_v8_load_f32(p), sl_v8_f64);
-}
-
-static inline sl_v8_f64 sl_v8_wide_f64(const double *p) { return sl_v8_load_f64(p); }
-
-static inline double sl_v8_hsum(sl_v8_f64 v)
-{
-    return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
-}
-
-/* A running sum over 8 double lanes, carried from one iteration of a loop to the next: the
- * lanes of an sl_v8_f64, held as SL_ACC8 of the level's own registers (one 64-byte, two 32-byte
- * or four 16-byte vectors; register h holds lanes h SL_VD to h SL_VD + SL_VD - 1). GCC keeps a
- * 64-byte vector that a loop carries in memory when the level has no 64-byte registers (AVX2,
- * SSE2), going through the stack and general registers every iteration: layer norm's forward
- * ran at half the generic level's speed at the AVX2 level that way. sl_acc8_hsum adds the lanes
- * in sl_v8_hsum's order, so the sums are the same at every level. */
+/* A running sum over the 8 lanes, carried from one iteration of a loop to the next, held as
+ * SL_ACC8 of the level's own registers (one 64-byte, two 32-byte or four 16-byte vectors;
+ * register h holds lanes h SL_VD to h SL_VD + SL_VD - 1). Not one sl_v8_f64: GCC keeps a 64-byte
+ * vector that a loop carries in memory when the level has no 64-byte registers (AVX2, SSE2),
+ * going through the stack and general registers every iteration; layer norm's forward ran at
+ * half the generic level's speed at the AVX2 level that way. */
 enum { SL_ACC8 = 8 / SL_VD };
 typedef struct {
     sl_vd r[SL_ACC8];
 } sl_acc8;
 
 /* a + the SL_VF lanes of v in double, lane k of a taking v's lanes k mod 8: v[k] + v[k + 8]
- * with 16 lanes (that pair added first), v[k] with 8, v[k] for k < 4 (and 0 for the others)
+ * with 16 lanes (that pair added first), v[k] with 8, v[k] for k < 4 (the others unchanged)
  * with 4. */
 static inline sl_acc8 sl_acc8_add_vf(sl_acc8 a, sl_vf v)
 {
+    sl_vd_f32 half[2]; /* v's lower and upper SL_VD lanes */
+    memcpy(half, &v, sizeof half);
+    sl_vd lo = __builtin_convertvector(half[0], sl_vd), hi = __builtin_convertvector(half[1], sl_vd);
 #if SL_VEC_BYTES == 64
-    sl_v8_f64 lo =
-        __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), sl_v8_f64);
-    sl_v8_f64 hi = __builtin_convertvector(
-        __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15), sl_v8_f64);
     a.r[0] += lo + hi;
-#elif SL_VEC_BYTES == 32
-    typedef float f4 __attribute__((vector_size(16)));
-    a.r[0] += __builtin_convertvector((f4){v[0], v[1], v[2], v[3]}, sl_vd);
-    a.r[1] += __builtin_convertvector((f4){v[4], v[5], v[6], v[7]}, sl_vd);
 #else
-    typedef float f2 __attribute__((vector_size(8)));
-    a.r[0] += __builtin_convertvector((f2){v[0], v[1]}, sl_vd);
-    a.r[1] += __builtin_convertvector((f2){v[2], v[3]}, sl_vd);
+    a.r[0] += lo;
+    a.r[1] += hi;
 #endif
     return a;
 }
