@@ -1,8 +1,8 @@
 /* ops/alibi_attention_isa.c — sl_alibi_attention's tile kernels (alibi_attention_kernels.h)
  * for one SIMD level (tensor/isa.h): AVX-512 (blocks of 4 rows x 4 vectors of 16 floats in its 32
- * registers), AVX2 (6 x 2 vectors of 8 in 16 registers: 12 accumulators, enough to cover the
- * latency of two FMA pipes, and 6 broadcasts per 2 loads) or the generic level (4 x 2 vectors
- * of 4). */
+ * registers, or 8 x 2 for heads of 32 floats), AVX2 (6 x 2 vectors of 8 in 16 registers: 12
+ * accumulators, enough to cover the latency of two FMA pipes, and 6 broadcasts per 2 loads) or
+ * the generic level (4 x 2 vectors of 4). */
 #include "alibi_attention.h"
 #include "simd.h"
 
@@ -17,6 +17,10 @@
 #define MR 4
 #define NV 2
 #endif
+/* Rows of the blocks of two vectors when NV > 2, for as many accumulators as MR x NV: a head of
+ * 32 floats is two AVX-512 vectors, which blocks of MR x 1 would cover with 4 accumulators, too
+ * few chains to hide the FMA latency. */
+#define MR2 (NV > 2 ? MR * NV / 2 : MR)
 
 typedef sl_vf vec_f32; /* the kernels' vectors (ops/simd.h) */
 typedef sl_vi ivec_f32;

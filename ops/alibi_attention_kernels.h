@@ -66,7 +66,7 @@ static inline __attribute__((always_inline)) void
 FN(gemm_block)(bool add, int mr, int nv, int K, const T *restrict a, int64_t ars, int64_t acs,
                const T *restrict b, int64_t ldb, T *restrict c, int64_t ldc)
 {
-    VEC acc[MR][NV], bv[NV];
+    VEC acc[MR2][NV], bv[NV];
 #pragma GCC unroll 8
     for (int r = 0; r < mr; r++)
 #pragma GCC unroll 8
@@ -106,8 +106,8 @@ static inline void FN(band)(int band, int64_t d, int m, int mr, int K, int *k0, 
 /* C (M, N) = A (M, K) B (K, N), or += when add, where A(m, k) = a[m * ars + k * acs] (A or a
  * transposed view), B and C row-major with leading dims ldb and ldc; terms outside the band
  * are skipped (they are zeros). Blocks of MR rows x NV vectors (with MR > 4, then blocks of 4
- * rows: a tile's 64 rows are 10 x 6 + 4), then single vectors, then scalars for the last N % VL
- * columns. */
+ * rows: a tile's 64 rows are 10 x 6 + 4), then MR2 rows x 2 vectors, then single vectors, then
+ * scalars for the last N % VL columns. */
 static inline __attribute__((always_inline)) void
 FN(gemm)(bool add, int band, int64_t d, int M, int N, int K, const T *restrict a, int64_t ars,
          int64_t acs, const T *restrict b, int64_t ldb, T *restrict c, int64_t ldc)
@@ -124,6 +124,13 @@ FN(gemm)(bool add, int band, int64_t d, int M, int N, int K, const T *restrict a
             for (; m + 4 <= M; m += 4) BLOCK(4, NV);
         for (; m < M; m++) BLOCK(1, NV);
     }
+    if (NV > 2)
+        for (; n + 2 * VL <= N; n += 2 * VL) {
+            int m = 0;
+            for (; m + MR2 <= M; m += MR2) BLOCK(MR2, 2);
+            for (; m + 4 <= M; m += 4) BLOCK(4, 2);
+            for (; m < M; m++) BLOCK(1, 2);
+        }
     for (; n + VL <= N; n += VL) {
         int m = 0;
         for (; m + MR <= M; m += MR) BLOCK(MR, 1);
@@ -203,20 +210,34 @@ static void FN(gemm_cols_set)(int cols, int64_t d, int M, int N, int K, const T 
                  c + nvec * VL, ldc);
 }
 
-/* The same with the inner dim cut to the band, setting c or adding to it. */
+/* The same with the inner dim cut to the band, setting c or adding to it. Their A is a tile of
+ * scratch, its rows or its columns TILE apart: those strides become constants, so that a
+ * block's broadcasts of A address it at fixed offsets instead of through registers that a block
+ * of eight rows runs short of. */
+#define TILE_STRIDES(add)                                                                        \
+    do {                                                                                         \
+        if (ars == 1 && acs == TILE)                                                             \
+            FN(gemm)(add, band, d, M, N, K, a, 1, TILE, b, ldb, c, ldc);                         \
+        else if (ars == TILE && acs == 1)                                                        \
+            FN(gemm)(add, band, d, M, N, K, a, TILE, 1, b, ldb, c, ldc);                         \
+        else                                                                                     \
+            FN(gemm)(add, band, d, M, N, K, a, ars, acs, b, ldb, c, ldc);                        \
+    } while (0)
+
 static void FN(gemm_band_set)(int band, int64_t d, int M, int N, int K, const T *restrict a,
                               int64_t ars, int64_t acs, const T *restrict b, int64_t ldb,
                               T *restrict c, int64_t ldc)
 {
-    FN(gemm)(false, band, d, M, N, K, a, ars, acs, b, ldb, c, ldc);
+    TILE_STRIDES(false);
 }
 
 static void FN(gemm_band_acc)(int band, int64_t d, int M, int N, int K, const T *restrict a,
                               int64_t ars, int64_t acs, const T *restrict b, int64_t ldb,
                               T *restrict c, int64_t ldc)
 {
-    FN(gemm)(true, band, d, M, N, K, a, ars, acs, b, ldb, c, ldc);
+    TILE_STRIDES(true);
 }
+#undef TILE_STRIDES
 
 /* dst (n, TILE) = src (rows, n)^T, src rows ld apart: a tile of q, k, v or dO laid out for
  * gemm's B. Columns from `rows` to the next vector boundary are zeroed. Blocks of VL x VL are

@@ -255,6 +255,7 @@ static const cfg CASES[] = {
     {1, 2, 2, 80, 50, 8, 8, true, 0.3},    /* bidirectional allows Tq > Tk; a custom scale */
     {1, 2, 2, 150, 200, 64, 64, false, 0}, /* full register blocks (f32: 4 x 64 columns) */
     {1, 2, 2, 100, 100, 40, 72, false, 0}, /* partial blocks and scalar tails */
+    {1, 2, 2, 75, 75, 32, 32, true, 0},    /* AVX-512's 8-row blocks of two vectors, row tails */
 };
 
 START_TEST(fused_matches_composed_f64)
