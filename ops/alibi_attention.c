@@ -83,8 +83,33 @@ typedef struct {
     phase ph;
     const sl__attn_kernels *k;
     size_t scratch_bytes;
-    bool oom; /* a thread could not get its tiles */
+    bool flush; /* f32: the tasks run with denormals flushed to zero */
+    bool oom;   /* a thread could not get its tiles */
 } runner;
+
+/* Denormals. ALiBi's bias drives the probabilities of far keys down to the bottom of the float
+ * range (head 0's slope of 1/2 takes exp to 2^-126 at about 175 positions), and the products
+ * of such probabilities with the small gradients of training (dS = P (dP - D), dK += dS^T q)
+ * fall below it: subnormal floats, on which x86 cores take a microcode assist per operation
+ * (about a third of the GPT's attention backward on an Intel Xeon, BENCHMARKS.md). So the f32
+ * tasks run with the thread's MXCSR set to flush subnormal results to zero and read subnormal
+ * inputs as zero (FTZ and DAZ), and put it back when done: a product or sum below 2^-126
+ * (1.2e-38) becomes 0, so a result differs from IEEE arithmetic's by at most the few such
+ * terms it adds (about Tk x 1.2e-38), the results stay bitwise repeatable, and the calling
+ * threads keep their own floating-point modes. f64 (gradient checks) runs in IEEE arithmetic. */
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+static unsigned flush_denormals(void)
+{
+    const unsigned csr = _mm_getcsr();
+    _mm_setcsr(csr | 0x8040); /* FTZ (bit 15) and DAZ (bit 6) */
+    return csr;
+}
+static void restore_fp_mode(unsigned csr) { _mm_setcsr(csr); }
+#else
+static unsigned flush_denormals(void) { return 0; }
+static void restore_fp_mode(unsigned csr) { (void)csr; }
+#endif
 
 /* Task t of a phase, costliest first (causal: query tiles from the last, key tiles from the
  * first), so that the schedule ends with small tasks. */
@@ -116,12 +141,14 @@ static void run_tasks(void *ctx, int64_t t0, int64_t t1, int worker)
         rn->oom = true; /* a benign race: every writer stores true */
         return;
     }
+    const unsigned csr = rn->flush ? flush_denormals() : 0;
     for (int64_t t = t0; t < t1; t++) run_task(rn, t, scratch);
+    if (rn->flush) restore_fp_mode(csr);
 }
 
 static bool run_phase(const attn_job *j, phase ph, sl_dtype dtype)
 {
-    runner rn = {.job = j, .ph = ph, .k = kernels(dtype)};
+    runner rn = {.job = j, .ph = ph, .k = kernels(dtype), .flush = dtype == SL_F32};
     rn.scratch_bytes = rn.k->scratch_bytes(j->D, j->Dv);
     if (ph == PHASE_GROUP_GRAD) /* and the group's dQ */
         rn.scratch_bytes += sl_dtype_size(dtype) * (size_t)(j->group * j->Tq * j->D);

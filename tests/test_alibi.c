@@ -4,6 +4,7 @@
  * bidirectional, KV-cache alignment, thread counts, memory, errors, f64 gradchecks. */
 #include "testutil.h"
 
+#include <float.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -271,6 +272,48 @@ START_TEST(fused_matches_composed_f32)
 {
     for (size_t i = 0; i < sizeof CASES / sizeof *CASES; i++)
         compare(&CASES[i], SL_F32, true, 1e-5, 300 + i);
+}
+END_TEST
+
+/* The f32 tiles run with subnormals flushed to zero (ops/alibi_attention.c): with steep slopes
+ * and an output gradient of 1e-30, most products of far keys' probabilities with it fall below
+ * 2^-126. The gradients still agree with f64, hold no subnormal value, and the calling thread's
+ * floating-point mode is what it was. */
+START_TEST(subnormals_flush_and_the_fp_mode_is_kept)
+{
+    const cfg c = {1, 2, 2, 200, 200, 16, 16, false, 0};
+    sl_rng r = sl_rng_seed(61);
+    leaves ref = make_leaves(&r, &c, SL_F64, false);
+    ref.slopes = sl_alibi_slopes(2);
+    sl_set(ref.slopes, 0, 1.0);
+    sl_set(ref.slopes, 1, 0.5);
+    leaves fz = copy_leaves(&ref, SL_F32);
+#if defined(__x86_64__) || defined(__i386__)
+    const unsigned csr = __builtin_ia32_stmxcsr();
+#endif
+    sl_tensor *want = composed(&c, ref.q, ref.k, ref.v, ref.slopes);
+    sl_tensor *got = fused(&c, fz.q, fz.k, fz.v, fz.slopes);
+    ck_assert_msg(want && got, "%s", sl_error_message());
+    sl_tensor *gout = sl_mul_scalar(sl_rand_normal(&r, SL_F64, 4, want->shape, 0, 1), 1e-30);
+    sl_tensor *gout32 = sl_to_dtype(gout, SL_F32);
+    ck_assert(sl_backward_ex(want, gout, 0));
+    ck_assert_msg(sl_backward_ex(got, gout32, 0), "%s", sl_error_message());
+#if defined(__x86_64__) || defined(__i386__)
+    ck_assert_uint_eq(__builtin_ia32_stmxcsr(), csr);
+#endif
+    check_close("output", &c, got, want, 1e-5);
+    const sl_tensor *g32[] = {fz.q->grad, fz.k->grad, fz.v->grad};
+    const sl_tensor *g64[] = {ref.q->grad, ref.k->grad, ref.v->grad};
+    const char *name[] = {"dq", "dk", "dv"};
+    for (int i = 0; i < 3; i++) {
+        check_close(name[i], &c, g32[i], g64[i], 1e-5);
+        double least = INFINITY;
+        for (int64_t e = 0; e < sl_numel(g32[i]); e++) {
+            double x = fabs(sl_get(g32[i], e));
+            if (x > 0 && x < least) least = x;
+        }
+        ck_assert_msg(least >= FLT_MIN, "%s holds a subnormal %g", name[i], least);
+    }
 }
 END_TEST
 
@@ -645,6 +688,7 @@ int main(void)
     tu_add_test(s, tc, slopes_none_and_null);
     tu_add_test(s, tc, fused_matches_composed_f64);
     tu_add_test(s, tc, fused_matches_composed_f32);
+    tu_add_test(s, tc, subnormals_flush_and_the_fp_mode_is_kept);
     tu_add_test(s, tc, zero_slopes_are_plain_attention);
     tu_add_test(s, tc, probabilities_are_right);
     tu_add_test(s, tc, bias_alone_closed_form);

@@ -339,7 +339,10 @@ typedef struct sl_alibi_opts {
  * opts->slopes_after. Memory: besides the output, one log-sum-exp per query row (kept for
  * backward), a copy of the lengths and segment ids, those head-major copies, and a few tiles of
  * scratch per thread; nothing of size Tq x Tk, forward or backward. Results do not depend on
- * the thread count, and repeat bitwise.
+ * the thread count, and repeat bitwise. In f32 the tiles flush subnormal values to zero (a
+ * product or sum below 2^-126, which ALiBi's far keys produce in training, would cost a
+ * microcode assist each on x86): a result differs from IEEE arithmetic's by at most about
+ * Tk x 1.2e-38; the calling thread's floating-point mode is left as it was. f64 is IEEE.
  * Errors (NULL): dtypes that differ or are not float, shapes that do not fit (named, e.g.
  * "sl_alibi_attention: q [2,8,16,64] and k [2,3,16,64]: 8 query heads are not a multiple of 3
  * kv heads"), Tq > Tk in causal mode, slopes or slopes_after of the wrong length or dtype, a
