@@ -22,10 +22,10 @@
  * Otherwise cblas.
  *
  * OpenBLAS runs on one thread (ops/blas.c); products split over the pool in chunks fixed by
- * the shape alone (GEMM_ROWS rows; dW also in slabs of SLAB rows of the inner dim, added in
- * order), and db is summed in double per block of BLOCK rows, the blocks added in order: every
- * gemm call and every sum is the same whatever the thread count, so results repeat bitwise on
- * any number of threads.
+ * the shape and the process's CPUs, never the thread count (chunk_rows: multiples of GEMM_ROWS
+ * rows; dW also in slabs of SLAB rows of the inner dim, added in order), and db is summed in
+ * double per block of BLOCK rows, the blocks added in order: every gemm call and every sum is
+ * the same whatever the thread count, so results repeat bitwise on any number of threads.
  */
 #include "blas.h"
 #include "gemm.h"
@@ -36,8 +36,7 @@
 
 enum {
     BLOCK = 64,      /* rows per db partial sum and per elementwise task */
-    GEMM_ROWS = 256, /* output rows per gemm call, at least (cblas packs the other operand once
-                        per call: 256 rows keep that within 1-2% of one whole call) */
+    GEMM_ROWS = 256, /* output rows per gemm call, at least (chunk_rows) */
     SLAB = 1024,     /* dW's inner dim (x's rows) per gemm call */
 };
 _Static_assert(SLAB % SL__SGEMM_KC == 0, "slabs start where a packed operand can be cut");
@@ -115,11 +114,22 @@ static float *packed_b(sl_dtype dt, const mat *b, int64_t k, int64_t n)
     return bp;
 }
 
-/* Rows per gemm call: GEMM_ROWS, or a multiple of it holding at least MIN_CHUNK_FLOPS. */
-static int64_t chunk_rows(double flops_per_row)
+/* Rows per gemm call, of `rows` that `ways` CPUs share: GEMM_ROWS, or a multiple of it holding
+ * at least MIN_CHUNK_FLOPS. Through cblas, which packs the other operand (the weight) anew in
+ * every call (at 256 rows, 5-10% of the product on an AVX-512 Xeon: BENCHMARKS.md), as many
+ * rows as give each of the CPUs one call, in multiples of GEMM_ROWS: fewer packings where the
+ * CPUs are few, the same calls as before where they are many. The CPUs are the process's
+ * (sl__cpu_share), not the thread count, so that the calls, and the bits, are the same on any
+ * number of threads. */
+static int64_t chunk_rows(int64_t rows, int64_t ways, double flops_per_row, bool cblas)
 {
-    double g = MIN_CHUNK_FLOPS / (flops_per_row * GEMM_ROWS);
-    return GEMM_ROWS * (g > 1 ? (int64_t)ceil(g) : 1);
+    int64_t c = GEMM_ROWS;
+    if (cblas && ways >= 1) {
+        const int64_t share = ((rows + ways - 1) / ways + GEMM_ROWS - 1) / GEMM_ROWS * GEMM_ROWS;
+        if (share > c) c = share;
+    }
+    double g = MIN_CHUNK_FLOPS / (flops_per_row * (double)c);
+    return c * (g > 1 ? (int64_t)ceil(g) : 1);
 }
 
 /* ---------------------------------------------------------------- forward */
@@ -403,8 +413,8 @@ static bool linear_backward(sl_node *n)
     else if (s->hd) sl_parallel_for(s->rows, 16 * HEAD_ROWS, heads_to_rows, &h);
     if ((s->gelu || gb) && !j.du_in_dx) sl_parallel_for(units, 1, du_units, &j);
     if (dx_product) {
-        j.xchunk = chunk_rows(2.0 * (double)(s->in * s->out)); /* in, out > 0 */
         j.wp = packed_b(dt, &j.wm, s->out, s->in);
+        j.xchunk = chunk_rows(s->rows, sl__cpu_share(), 2.0 * (double)(s->in * s->out), !j.wp);
         sl_parallel_for((s->rows + j.xchunk - 1) / j.xchunk, 1, dx_chunks, &j);
     }
     if (gb) { /* db += the partial sums, in unit order */
@@ -420,13 +430,14 @@ static bool linear_backward(sl_node *n)
         /* dW's rows are few and its inner dim long: splitting the inner dim too, rather than
          * dW's rows ever finer, keeps each call's packing of x down to its own slab */
         int64_t slabs = (s->rows + SLAB - 1) / SLAB;
-        j.wchunk = chunk_rows(2.0 * (double)((s->rows < SLAB ? s->rows : SLAB) * s->in));
-        j.wchunks = (s->out + j.wchunk - 1) / j.wchunk;
         if (slabs > 1 &&
             !(j.slabs = sl_arena_alloc(sl_arena_current(),
                                        es * (size_t)((slabs - 1) * s->out * s->in), 64)))
             return false;
         j.xp = packed_b(dt, &s->x, s->rows, s->in); /* slabs start at multiples of KC */
+        j.wchunk = chunk_rows(s->out, (sl__cpu_share() + slabs - 1) / slabs,
+                              2.0 * (double)((s->rows < SLAB ? s->rows : SLAB) * s->in), !j.xp);
+        j.wchunks = (s->out + j.wchunk - 1) / j.wchunk;
         sl_parallel_for(slabs * j.wchunks, 1, dw_tasks, &j);
         if (slabs > 1) sl_parallel_for(s->out * s->in, 1 << 14, add_slabs, &j);
     }
@@ -515,7 +526,7 @@ static sl_tensor *linear(const char *op, sl_tensor *x, sl_tensor *weight, sl_ten
     size_t d_bytes = sl_dtype_size(x->dtype) * (size_t)(rows * out);
     if (gelu && want_d && !(j.d = sl_arena_alloc(y->arena, d_bytes, 64))) return NULL;
     j.wp = in > 0 ? packed_b(x->dtype, &j.w, in, out) : NULL;
-    j.chunk = chunk_rows(2.0 * (double)(in * out) + 1);
+    j.chunk = chunk_rows(rows, sl__cpu_share(), 2.0 * (double)(in * out) + 1, !j.wp);
     int64_t chunks = (rows + j.chunk - 1) / j.chunk;
     if (out > 0 && hd)
         sl__parallel_for_w(chunks, 1, forward_heads_chunks, &j, SL__SCRATCH_FORWARD,

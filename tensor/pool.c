@@ -111,6 +111,14 @@ static int cpu_share(void)
     return c;
 }
 
+int sl__cpu_share(void)
+{
+    static atomic_int share; /* 0: not read yet; a benign race, every reader gets the same */
+    int c = atomic_load(&share);
+    if (!c) atomic_store(&share, c = cpu_share());
+    return c;
+}
+
 /* How long a waiting thread watches: SL_POOL_SPIN_US if set; else SPIN_US while the pool's
  * threads fit the process's share of the CPUs (cpu_share), and 0 when they do not (there a
  * watching thread holds a core another thread needs: a step of 2 ranks x 2 threads on 2 cores
