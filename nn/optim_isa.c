@@ -22,14 +22,11 @@ typedef sl_v8_f32 vf8;
 /* The update of 8 f32 elements; p, m, v in place. */
 static inline void adamw_vec8(const sl__update_args *a, vf8 *p, vf8 g, vf8 *m, vf8 *v)
 {
-    vd8 gd = __builtin_convertvector(g, vd8);
-    *m = __builtin_convertvector(a->beta1 * __builtin_convertvector(*m, vd8) + (1 - a->beta1) * gd,
-                                 vf8);
-    *v = __builtin_convertvector(
-        a->beta2 * __builtin_convertvector(*v, vd8) + (1 - a->beta2) * gd * gd, vf8);
-    vd8 pd = __builtin_convertvector(*p, vd8) * a->decay;
-    pd -= a->step_size * __builtin_convertvector(*m, vd8) /
-          (sl_v8_sqrt(__builtin_convertvector(*v, vd8)) / a->bc2_sqrt + a->eps);
+    vd8 gd = sl_v8_widen(g);
+    *m = __builtin_convertvector(a->beta1 * sl_v8_widen(*m) + (1 - a->beta1) * gd, vf8);
+    *v = __builtin_convertvector(a->beta2 * sl_v8_widen(*v) + (1 - a->beta2) * gd * gd, vf8);
+    vd8 pd = sl_v8_widen(*p) * a->decay;
+    pd -= a->step_size * sl_v8_widen(*m) / (sl_v8_sqrt(sl_v8_widen(*v)) / a->bc2_sqrt + a->eps);
     *p = __builtin_convertvector(pd, vf8);
 }
 

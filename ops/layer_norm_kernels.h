@@ -17,29 +17,57 @@
         __VA_ARGS__;                                                                             \
     }
 
-/* Rows [r0, r1) of x (rows, C): y = (x - mean) * rstd * w + b, where the row's mean and
- * rstd = 1 / sqrt(var + eps) are computed in double (two passes, 8 lanes) and saved.
- * w, b: (C) or NULL. */
+/* The rows whose statistics are summed side by side: each sum is one chain of dependent
+ * additions (one 64-byte register at AVX-512), so a row alone waits on the adder's latency;
+ * NR rows' chains run at once, each in its own order, as a row alone would. At the generic
+ * level (four 16-byte registers per sum) two rows fill the registers. */
+#define NR (SL_ACC8 >= 4 ? 2 : 4)
+
+/* The mean and rstd = 1 / sqrt(var + eps) of the nr rows of C from x (contiguous), in double
+ * (two passes, 8 lanes): the same operations in the same order whatever nr is. */
+static inline __attribute__((always_inline)) void
+FN(row_stats)(const T *restrict x, int64_t C, int nr, double eps, double *restrict mean,
+              double *restrict rstd)
+{
+    const int64_t C8 = C - C % 8;
+    sl_acc8 s8[NR], v8[NR];
+    double m[NR];
+    _Pragma("GCC unroll 4") for (int q = 0; q < nr; q++) s8[q] = v8[q] = (sl_acc8){0};
+    for (int64_t j = 0; j < C8; j += 8)
+        _Pragma("GCC unroll 4") for (int q = 0; q < nr; q++)
+            EACH8(j, s8[q].r[h] += WIDE(x + q * C + o));
+    _Pragma("GCC unroll 4") for (int q = 0; q < nr; q++) {
+        double s = sl_acc8_hsum(s8[q]);
+        for (int64_t j = C8; j < C; j++) s += x[q * C + j];
+        m[q] = s / (double)C;
+    }
+    for (int64_t j = 0; j < C8; j += 8)
+        _Pragma("GCC unroll 4") for (int q = 0; q < nr; q++) EACH8(j, {
+                sl_vd d = WIDE(x + q * C + o) - m[q];
+                v8[q].r[h] += d * d;
+            });
+    _Pragma("GCC unroll 4") for (int q = 0; q < nr; q++) {
+        double v = sl_acc8_hsum(v8[q]);
+        for (int64_t j = C8; j < C; j++) v += (x[q * C + j] - m[q]) * (x[q * C + j] - m[q]);
+        mean[q] = m[q];
+        rstd[q] = 1 / sqrt(v / (double)C + eps);
+    }
+}
+
+/* Rows [r0, r1) of x (rows, C): y = (x - mean) * rstd * w + b, the rows' mean and rstd
+ * (row_stats, NR rows at a time) saved. w, b: (C) or NULL. */
 static void FN(layer_norm_forward)(const T *restrict x, const T *restrict w, const T *restrict b,
                                    T *restrict y, double *restrict mean, double *restrict rstd,
                                    int64_t r0, int64_t r1, int64_t C, double eps)
 {
     const int64_t C8 = C - C % 8;
-    for (int64_t r = r0; r < r1; r++) {
+    int64_t r = r0;
+    for (; r + NR <= r1; r += NR) FN(row_stats)(x + r * C, C, NR, eps, mean + r, rstd + r);
+    for (; r < r1; r++) FN(row_stats)(x + r * C, C, 1, eps, mean + r, rstd + r);
+    for (r = r0; r < r1; r++) {
         const T *xr = x + r * C;
         T *yr = y + r * C;
-        sl_acc8 s8 = {0}, v8 = {0};
-        for (int64_t j = 0; j < C8; j += 8) EACH8(j, s8.r[h] += WIDE(xr + o));
-        double s = sl_acc8_hsum(s8);
-        for (int64_t j = C8; j < C; j++) s += xr[j];
-        double m = s / (double)C;
-        for (int64_t j = 0; j < C8; j += 8) EACH8(j, {
-                sl_vd d = WIDE(xr + o) - m;
-                v8.r[h] += d * d;
-            });
-        double v = sl_acc8_hsum(v8);
-        for (int64_t j = C8; j < C; j++) v += (xr[j] - m) * (xr[j] - m);
-        double rs = 1 / sqrt(v / (double)C + eps);
+        const double m = mean[r], rs = rstd[r];
         for (int64_t j = 0; j < C8; j += 8) EACH8(j, {
                 sl_vd hv = (WIDE(xr + o) - m) * rs;
                 NARROW(yr + o, hv);
@@ -49,8 +77,6 @@ static void FN(layer_norm_forward)(const T *restrict x, const T *restrict w, con
         if (w && b) SL_EACH(C, yr[i] = yr[i] * w[i] + b[i]);
         else if (w) SL_EACH(C, yr[i] *= w[i]);
         else if (b) SL_EACH(C, yr[i] += b[i]);
-        mean[r] = m;
-        rstd[r] = rs;
     }
 }
 
@@ -126,3 +152,4 @@ static void FN(add_block_sums)(T *restrict dst, const double *restrict part, int
 #undef NARROW
 #undef ADD_TO
 #undef EACH8
+#undef NR

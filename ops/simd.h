@@ -160,11 +160,25 @@ static inline sl_vd sl_vd_splat(double x) { return x - (sl_vd){0}; } /* as sl_vf
  * plain load and store, for kernels written over T (FN(sl_vd_wide), FN(sl_vd_narrow)). */
 typedef float sl_vd_f32 __attribute__((vector_size(SL_VEC_BYTES / 2)));
 
+/* SL_VD floats as doubles. GCC 12 makes __builtin_convertvector of a whole register's worth
+ * two half-width conversions and an insert (at AVX-512 also an extract): shuffle-port work
+ * where one vcvtps2pd does, the bottleneck of layer norm's passes. */
+static inline sl_vd sl_vd_widen(sl_vd_f32 v)
+{
+#if SL_VEC_BYTES == 64 && defined(__AVX512F__)
+    return (sl_vd)_mm512_cvtps_pd((__m256)v);
+#elif SL_VEC_BYTES == 32 && defined(__AVX__)
+    return (sl_vd)_mm256_cvtps_pd((__m128)v);
+#else
+    return __builtin_convertvector(v, sl_vd);
+#endif
+}
+
 static inline sl_vd sl_vd_wide_f32(const float *p)
 {
     sl_vd_f32 v;
     memcpy(&v, p, sizeof v);
-    return __builtin_convertvector(v, sl_vd);
+    return sl_vd_widen(v);
 }
 
 static inline void sl_vd_narrow_f32(float *p, sl_vd v)
@@ -263,6 +277,16 @@ static inline __attribute__((always_inline)) void sl_vd_transpose(sl_vd *r)
 typedef float sl_v8_f32 __attribute__((vector_size(32)));
 typedef double sl_v8_f64 __attribute__((vector_size(64)));
 
+/* 8 floats as doubles (one vcvtps2pd at AVX-512: see sl_vd_widen). */
+static inline sl_v8_f64 sl_v8_widen(sl_v8_f32 v)
+{
+#if defined(__AVX512F__)
+    return (sl_v8_f64)_mm512_cvtps_pd((__m256)v);
+#else
+    return __builtin_convertvector(v, sl_v8_f64);
+#endif
+}
+
 static inline sl_v8_f32 sl_v8_load_f32(const float *p)
 {
     sl_v8_f32 v;
@@ -290,7 +314,7 @@ static inline sl_acc8 sl_acc8_add_vf(sl_acc8 a, sl_vf v)
 {
     sl_vd_f32 half[2]; /* v's lower and upper SL_VD lanes */
     memcpy(half, &v, sizeof half);
-    sl_vd lo = __builtin_convertvector(half[0], sl_vd), hi = __builtin_convertvector(half[1], sl_vd);
+    sl_vd lo = sl_vd_widen(half[0]), hi = sl_vd_widen(half[1]);
 #if SL_VEC_BYTES == 64
     a.r[0] += lo + hi;
 #else
