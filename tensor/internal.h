@@ -184,9 +184,9 @@ void sl__parallel_for_w(int64_t n, int64_t grain, sl__task_fn fn, void *ctx,
 void sl__parallel_tasks(int64_t n, sl__task_fn fn, void *ctx, sl__scratch_slot slot,
                         size_t reserve);
 /* The CPUs this process counts as its own (its affinity, a cgroup quota, its share among an MPI
- * job's local ranks), read once: the pool's size unless SL_NUM_THREADS or sl_set_num_threads
- * says otherwise, and unlike the thread count a constant of the process, so that work split
- * by it splits the same way on any number of threads. */
+ * job's local ranks; at least 1), read once: the pool's size unless SL_NUM_THREADS or
+ * sl_set_num_threads says otherwise, and unlike the thread count a constant of the process, so
+ * that work split by it splits the same way on any number of threads. */
 int sl__cpu_share(void);
 
 

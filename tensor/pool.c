@@ -111,12 +111,20 @@ static int cpu_share(void)
     return c;
 }
 
+/* cpu_share(), read once: it reads the affinity mask, a cgroup file and the environment (a
+ * benign race: every reader gets the same). */
+static int cpu_share_once(void)
+{
+    static atomic_int share = -1; /* -1: not read yet */
+    int c = atomic_load(&share);
+    if (c < 0) atomic_store(&share, c = cpu_share());
+    return c;
+}
+
 int sl__cpu_share(void)
 {
-    static atomic_int share; /* 0: not read yet; a benign race, every reader gets the same */
-    int c = atomic_load(&share);
-    if (!c) atomic_store(&share, c = cpu_share());
-    return c;
+    int c = cpu_share_once();
+    return c < 1 ? 1 : c;
 }
 
 /* How long a waiting thread watches: SL_POOL_SPIN_US if set; else SPIN_US while the pool's
@@ -126,7 +134,6 @@ int sl__cpu_share(void)
 static int64_t spin_ns(void)
 {
     static atomic_int_fast64_t forced = -2; /* -2: not read yet, -1: not set; a benign race */
-    static atomic_int room = 0;             /* cpu_share(), read once */
     int64_t f = atomic_load(&forced);
     if (f == -2) {
         const char *e = getenv("SL_POOL_SPIN_US");
@@ -135,11 +142,7 @@ static int64_t spin_ns(void)
         atomic_store(&forced, f);
     }
     if (f >= 0) return f;
-    int r = atomic_load(&room);
-    if (!r) {
-        r = cpu_share();
-        atomic_store(&room, r < 1 ? -1 : r); /* -1: less than a CPU per process */
-    }
+    int r = cpu_share_once(); /* 0: less than a CPU per process */
     return r > 0 && atomic_load(&n_threads_now) <= r ? (int64_t)SPIN_US * 1000 : 0;
 }
 
