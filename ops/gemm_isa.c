@@ -7,12 +7,17 @@
  *   - b (k x n) is packed once per product into panels of NR columns (64 with AVX-512, 16 with
  *     AVX2), in blocks of KC rows of k: block by block, panel by panel, kc x NR floats each,
  *     zero-padded past n;
- *   - a is read in place: MR = 6 rows at a time, each k broadcast from wherever a keeps it
- *     (row-major a: 6 row streams; transposed a: 6 neighbours in one row);
+ *   - a goes MR = 6 rows at a time, each k broadcast from 6 rows of a block of k: read in
+ *     place when a is row-major (6 row streams), copied first into 6-wide rows when a is
+ *     transposed (6 neighbours in one row of a, a row apart, would all fall in one set of L1
+ *     whenever a's rows are a multiple of 4 KiB: the copy is one pass over a per block);
  *   - the micro-kernel keeps an MR x NR block of c in vector registers over one block of k
  *     (AVX-512: 6 x 4 vectors of 16 in 24 of its 32 registers, 4 vectors of b, 6 broadcasts of
- *     a; AVX2: 6 x 2 vectors of 8 in 12 of its 16), then adds it to c or stores it. For a
- *     panel of b (kc x NR floats, in L2) it walks all the rows of its range.
+ *     a; AVX2: 6 x 2 vectors of 8 in 12 of its 16), then adds it to c or stores it;
+ *   - for each block of k and each column block of b (NCP panels: 512 columns at AVX-512, 256 at
+ *     AVX2, the kc x 512 floats in L2), every 6 rows of a run across all the block's panels
+ *     while those rows stay in L1. (Walking all the rows for one panel instead, as before,
+ *     read a from L2 again for every panel: about 10% slower at the GPT step's shapes.)
  * Each element of c is summed over k in one fixed order (k blocks in order, k in order within
  * a block), so results do not depend on how rows are split over threads.
  */
@@ -26,7 +31,9 @@ enum { NV = 4 }; /* vectors of c per row in the register block */
 #else
 enum { NV = 2 };
 #endif
-enum { MR = 6, VL = SL_VF, NR = NV * VL, KC = SL__SGEMM_KC };
+/* NCP: panels per column block, the kc x NCP NR floats of b (512 KiB at AVX-512, 256 at AVX2)
+ * that every row block of a passes over while they stay in L2 */
+enum { MR = 6, VL = SL_VF, NR = NV * VL, KC = SL__SGEMM_KC, NCP = (NV == 4 ? 512 : 256) / NR };
 typedef sl_vf vf;
 
 #if SL_VEC_BYTES >= 32 /* the generic level has no kernel of its own */
@@ -47,12 +54,20 @@ static void pack(float *bp, const float *b, bool trans, int64_t ldb, int64_t k, 
                     memset(d + kk * NR + w, 0, sizeof(float) * (size_t)(NR - w));
                 }
             } else { /* column j of the panel is b's stored row j0 + j, read along k */
-                for (int64_t j = 0; j < NR; j++) {
-                    const float *src = b + (j0 + j) * ldb + k0;
-                    if (j < w)
-                        for (int64_t kk = 0; kk < kc; kk++) d[kk * NR + j] = src[kk];
-                    else
-                        for (int64_t kk = 0; kk < kc; kk++) d[kk * NR + j] = 0;
+                /* in 8 x 8 tiles: 8 rows of b are 8 lines of L1 at any ldb, and the tile's 8
+                 * rows of d are written while in L1 (column by column over the whole panel,
+                 * each store went to another line of a panel larger than L1) */
+                for (int64_t kb = 0; kb < kc; kb += 8) {
+                    int64_t ke = kc - kb < 8 ? kc : kb + 8;
+                    for (int64_t jb = 0; jb < NR; jb += 8)
+                        for (int64_t j = jb; j < jb + 8; j++) {
+                            if (j >= w) { /* past n: zeros */
+                                for (int64_t kk = kb; kk < ke; kk++) d[kk * NR + j] = 0;
+                                continue;
+                            }
+                            const float *src = b + (j0 + j) * ldb + k0;
+                            for (int64_t kk = kb; kk < ke; kk++) d[kk * NR + j] = src[kk];
+                        }
                 }
             }
         }
@@ -122,25 +137,29 @@ static void rows(const float *a, bool trans, int64_t lda, const float *bp, int64
         int64_t kc = k - k0 < KC ? k - k0 : KC;
         bool acc = accumulate || k0 > 0;
         const float *block = bp + k0 * panels * NR;
-        for (int64_t p = 0; p < panels; p++) {
-            int64_t j0 = p * NR, nr = n - j0 < NR ? n - j0 : NR;
-            const float *panel = block + p * kc * NR;
+        for (int64_t q0 = 0; q0 < panels; q0 += NCP) {
+            int64_t q1 = panels - q0 < NCP ? panels : q0 + NCP;
             for (int64_t i = r0; i < r1; i += MR) {
                 int64_t mr = r1 - i < MR ? r1 - i : MR;
-                float *ci = c + i * ldc + j0;
-                if (mr < MR) { /* the last rows: a copy padded with zero rows */
-                    float part[MR * KC];
+                /* a's MR rows over this block of k, for every panel of the column block: in
+                 * place when a is row-major, else (and for the last rows, padded with zero
+                 * rows) copied once into MR-wide rows of k */
+                float part[MR * KC] __attribute__((aligned(64)));
+                if (mr == MR && trans)
+                    for (int64_t kk = 0; kk < kc; kk++)
+                        memcpy(part + kk * MR, a + (k0 + kk) * lda + i, sizeof(float) * MR);
+                else if (mr < MR)
                     for (int64_t kk = 0; kk < kc; kk++)
                         for (int64_t r = 0; r < MR; r++)
-                            part[kk * MR + r] =
-                                r >= mr ? 0
-                                : trans ? a[(k0 + kk) * lda + i + r]
-                                        : a[(i + r) * lda + k0 + kk];
-                    kernel_cols(kc, part, MR, panel, ci, ldc, acc, mr, nr);
-                } else if (trans) {
-                    kernel_cols(kc, a + k0 * lda + i, lda, panel, ci, ldc, acc, mr, nr);
-                } else {
-                    kernel_rows(kc, a + i * lda + k0, lda, panel, ci, ldc, acc, mr, nr);
+                            part[kk * MR + r] = r >= mr ? 0
+                                                : trans ? a[(k0 + kk) * lda + i + r]
+                                                        : a[(i + r) * lda + k0 + kk];
+                for (int64_t p = q0; p < q1; p++) {
+                    int64_t j0 = p * NR, nr = n - j0 < NR ? n - j0 : NR;
+                    const float *panel = block + p * kc * NR;
+                    float *ci = c + i * ldc + j0;
+                    if (mr < MR || trans) kernel_cols(kc, part, MR, panel, ci, ldc, acc, mr, nr);
+                    else kernel_rows(kc, a + i * lda + k0, lda, panel, ci, ldc, acc, mr, nr);
                 }
             }
         }

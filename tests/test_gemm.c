@@ -92,11 +92,13 @@ static void check(problem *p, int64_t r0, int64_t r1, bool accumulate)
 
 START_TEST(layouts_and_edges)
 {
-    /* rows around MR = 6, columns around NR (64 with AVX-512, 16 with AVX2), depths around
-     * KC = 256 (two blocks, a short last block), and a single element */
+    /* rows around MR = 6, columns around NR (64 with AVX-512, 16 with AVX2) and past a column
+     * block (512 columns with AVX-512, 256 with AVX2: a second block, and a short one), depths
+     * around KC = 256 (two blocks, a short last block), and a single element */
     const int64_t sizes[][3] = {{1, 1, 1},     {6, 64, 256},  {7, 65, 257},  {5, 63, 255},
                                 {13, 130, 3},  {12, 128, 512}, {20, 70, 600}, {3, 200, 40},
-                                {6, 16, 256},  {7, 17, 257},  {5, 15, 255},  {11, 33, 70}};
+                                {6, 16, 256},  {7, 17, 257},  {5, 15, 255},  {11, 33, 70},
+                                {7, 577, 300}, {13, 1030, 20}};
     uint64_t seed = 1;
     for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++)
         for (int layout = 0; layout < 4; layout++)
