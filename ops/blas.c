@@ -11,9 +11,14 @@
  * points (gotoblas_dynamic_quit, gotoblas_dynamic_init). SL_BLAS_CORE=keep leaves OpenBLAS's
  * choice alone; SL_BLAS_CORE=<core name> makes that choice instead (for comparisons).
  *
- * The f32 engine. Where OpenBLAS still runs kernels below the CPU's level (it could not be
- * switched, or OPENBLAS_CORETYPE pins an old core), f32 products run on the library's own
- * kernel for that level (ops/gemm.c); everywhere else on cblas_sgemm. SL_SGEMM=blas|kernel
+ * The f32 engine. f32 products of enough rows run on the library's own kernel for the CPU's
+ * level (ops/gemm.c) where OpenBLAS still runs kernels below that level (it could not be
+ * switched, or OPENBLAS_CORETYPE pins an old core: 8 rows or more), and on AVX-512 CPUs even
+ * where OpenBLAS runs its AVX-512 kernels (128 rows or more): there the kernel, which packs its
+ * operand once per product and writes c without a first zeroing pass, made the GPT step about
+ * 6% faster than cblas_sgemm (Xeon, BENCHMARKS.md). Everywhere else, and for fewer rows,
+ * cblas_sgemm; on AVX2 CPUs OpenBLAS's Haswell and Zen kernels are faster than the library's.
+ * SL_SGEMM=blas (cblas always) or SL_SGEMM=kernel (the kernel for every f32 product)
  * decides instead. BENCHMARKS.md has the measurements behind the rule. */
 #include "blas.h"
 #include "gemm.h"
@@ -81,8 +86,10 @@ static void choose_core(void)
         return;
     }
     if (!gotoblas_dynamic_init || !gotoblas_dynamic_quit) {
-        snprintf(blas_note, sizeof blas_note, "OpenBLAS's choice (%s wanted: this OpenBLAS "
-                 "cannot switch)", want);
+        snprintf(blas_note, sizeof blas_note,
+                 "OpenBLAS's choice (%s wanted: this OpenBLAS "
+                 "cannot switch)",
+                 want);
         return;
     }
     char saved[64] = "";
@@ -105,27 +112,53 @@ __attribute__((constructor)) static void blas_setup(void)
     choose_core();
 }
 
-bool sl__sgemm_enabled(void)
+/* The fewest rows (of the product's output) for which f32 products run on the library's own
+ * kernel; 0: none do. Below it, packing b (a weight, say: the kernel packs its whole operand
+ * for every product) costs more than the product, and OpenBLAS's small-product paths win: a
+ * one-row product (a decoding step) took 13-16 us through cblas against 270-460 us on the
+ * kernel, on the Xeon of BENCHMARKS.md. */
+enum {
+    KERNEL_ROWS_FALLBACK = 8, /* OpenBLAS on kernels below the CPU's level (SSE3 on AVX-512) */
+    KERNEL_ROWS_AVX512 = 128, /* OpenBLAS on its AVX-512 kernels */
+};
+
+static int64_t kernel_min_rows(void)
 {
-    static int state; /* 0: not decided yet, 1: on, -1: off (a benign race: all agree) */
-    if (!state) {
+    static int64_t rows = -1; /* -1: not decided yet (a benign race: all agree) */
+    if (rows < 0) {
         const char *e = getenv("SL_SGEMM");
-        if (e && !strcmp(e, "blas")) state = -1;
-        else if (e && !strcmp(e, "kernel")) state = sl__sgemm_level() ? 1 : -1;
-        else
-            state = sl__sgemm_level() && sl__blas_core_level(sl__blas_core()) < sl__isa() ? 1 : -1;
+        sl__isa_level level = sl__sgemm_level();
+        int64_t r = 0;
+        if (!level || (e && !strcmp(e, "blas"))) r = 0;
+        else if (e && !strcmp(e, "kernel")) r = 1;
+        else if (sl__blas_core_level(sl__blas_core()) < sl__isa()) r = KERNEL_ROWS_FALLBACK;
+        else if (level == SL__ISA_AVX512) r = KERNEL_ROWS_AVX512;
+        rows = r;
     }
-    return state > 0;
+    return rows;
+}
+
+bool sl__sgemm_enabled(void) { return kernel_min_rows() > 0; }
+
+bool sl__sgemm_use(int64_t rows)
+{
+    int64_t r = kernel_min_rows();
+    return r > 0 && rows >= r;
 }
 
 const char *sl_matmul_engine(void)
 {
-    static char buf[256];
-    if (sl__sgemm_enabled())
+    static char buf[320];
+    int64_t r = kernel_min_rows();
+    if (r > 1)
+        snprintf(buf, sizeof buf,
+                 "shortlong %s kernel for f32 products of %lld rows or more, OpenBLAS %s for "
+                 "the others (%s)",
+                 sl__isa_name(sl__sgemm_level()), (long long)r, sl__blas_core(), blas_note);
+    else if (r == 1)
         snprintf(buf, sizeof buf, "shortlong %s kernel for f32 (OpenBLAS %s for f64; %s)",
                  sl__isa_name(sl__sgemm_level()), sl__blas_core(), blas_note);
-    else
-        snprintf(buf, sizeof buf, "OpenBLAS %s (%s)", sl__blas_core(), blas_note);
+    else snprintf(buf, sizeof buf, "OpenBLAS %s (%s)", sl__blas_core(), blas_note);
     return buf;
 }
 

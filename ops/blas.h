@@ -13,10 +13,11 @@
  * process has one set of threads and none of them waits by spinning for cores another set
  * holds. */
 
-/* Whether f32 products run on shortlong's own kernel (ops/gemm.c) rather than cblas_sgemm: yes
- * when the build targets AVX-512 and OpenBLAS runs kernels without it (a core it did not
- * recognise, or OPENBLAS_CORETYPE pinning an older one). SL_SGEMM=blas or SL_SGEMM=kernel in the
- * environment decides instead. Decided once per process. */
+/* Whether an f32 product whose output has `rows` rows runs on shortlong's own kernel
+ * (ops/gemm.c) rather than cblas_sgemm (ops/blas.c has the rule: the CPU's level, OpenBLAS's
+ * core, and a least number of rows; SL_SGEMM=blas or SL_SGEMM=kernel in the environment decides
+ * instead), and whether any does. Decided once per process. */
+bool sl__sgemm_use(int64_t rows);
 bool sl__sgemm_enabled(void);
 /* The core OpenBLAS runs its kernels for ("Haswell", "SkylakeX", ...). */
 const char *sl__blas_core(void);

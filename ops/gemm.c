@@ -1,5 +1,5 @@
 /* ops/gemm.c — which level's f32 kernel (ops/gemm_isa.c) runs here, and its entry points.
- * Where it is used instead of cblas_sgemm is ops/blas.c's decision (sl__sgemm_enabled). */
+ * Where it is used instead of cblas_sgemm is ops/blas.c's decision (sl__sgemm_use). */
 #include "gemm.h"
 
 SL_ISA_DECLARE(extern const sl__sgemm_kernel, sl__sgemm_kernel)

@@ -1,7 +1,7 @@
 /* ops/gemm_isa.c — shortlong's own f32 matrix product, compiled for each SIMD level (ops/isa.h):
  * AVX-512 and AVX2 (the generic level has none; cblas is used there).
  *
- * Where it is used instead of cblas_sgemm is ops/blas.c's decision (sl__sgemm_enabled).
+ * Where it is used instead of cblas_sgemm is ops/blas.c's decision (sl__sgemm_use).
  *
  * How (the GotoBLAS / BLIS structure, reduced to what the library's products need):
  *   - b (k x n) is packed once per product into panels of NR columns (64 with AVX-512, 16 with

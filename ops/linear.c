@@ -16,8 +16,8 @@
  * epilogues live in linear_kernels.h (one type-generic source, made into f32 and f64 functions
  * for every SIMD level by linear_isa.c; the running CPU's are picked here, ops/linear.h).
  *
- * f32 products run on shortlong's own AVX-512 kernel (ops/gemm.c) where it beats OpenBLAS's
- * (sl__sgemm_enabled): the operand it packs (W^T forward, W for dx, x for dW) is packed once
+ * f32 products run on shortlong's own kernel (ops/gemm.c) where ops/blas.c's rule says so
+ * (sl__sgemm_use): the operand it packs (W^T forward, W for dx, x for dW) is packed once
  * per product, in parallel, into the calling thread's scratch buffer, and the chunks share it.
  * Otherwise cblas.
  *
@@ -101,11 +101,12 @@ static void pack_panels(void *ctx, int64_t p0, int64_t p1)
 }
 
 /* b (k x n) packed for shortlong's own kernel into the calling thread's scratch (valid until
- * the next packing), panels split over the pool; NULL when the kernel is not used for this
- * product (f64, switched off, or no memory for the packing): cblas then. */
-static float *packed_b(sl_dtype dt, const mat *b, int64_t k, int64_t n)
+ * the next packing), panels split over the pool, for a product of m rows; NULL when the kernel
+ * is not used for this product (f64, too few rows or switched off: sl__sgemm_use, or no memory
+ * for the packing): cblas then. */
+static float *packed_b(sl_dtype dt, const mat *b, int64_t m, int64_t k, int64_t n)
 {
-    if (dt != SL_F32 || !sl__sgemm_enabled() || k == 0 || n == 0) return NULL;
+    if (dt != SL_F32 || !sl__sgemm_use(m) || k == 0 || n == 0) return NULL;
     float *bp = sl__sgemm_scratch(sl__sgemm_packed_floats(k, n));
     if (!bp) return NULL;
     pack_job j = {bp, b, k, n};
@@ -413,7 +414,7 @@ static bool linear_backward(sl_node *n)
     else if (s->hd) sl_parallel_for(s->rows, 16 * HEAD_ROWS, heads_to_rows, &h);
     if ((s->gelu || gb) && !j.du_in_dx) sl_parallel_for(units, 1, du_units, &j);
     if (dx_product) {
-        j.wp = packed_b(dt, &j.wm, s->out, s->in);
+        j.wp = packed_b(dt, &j.wm, s->rows, s->out, s->in);
         j.xchunk = chunk_rows(s->rows, sl__cpu_share(), 2.0 * (double)(s->in * s->out), !j.wp);
         sl_parallel_for((s->rows + j.xchunk - 1) / j.xchunk, 1, dx_chunks, &j);
     }
@@ -434,7 +435,7 @@ static bool linear_backward(sl_node *n)
             !(j.slabs = sl_arena_alloc(sl_arena_current(),
                                        es * (size_t)((slabs - 1) * s->out * s->in), 64)))
             return false;
-        j.xp = packed_b(dt, &s->x, s->rows, s->in); /* slabs start at multiples of KC */
+        j.xp = packed_b(dt, &s->x, s->out, s->rows, s->in); /* slabs: at multiples of KC */
         j.wchunk = chunk_rows(s->out, (sl__cpu_share() + slabs - 1) / slabs,
                               2.0 * (double)((s->rows < SLAB ? s->rows : SLAB) * s->in), !j.xp);
         j.wchunks = (s->out + j.wchunk - 1) / j.wchunk;
@@ -525,7 +526,7 @@ static sl_tensor *linear(const char *op, sl_tensor *x, sl_tensor *weight, sl_ten
                                          (bias && bias->requires_grad));
     size_t d_bytes = sl_dtype_size(x->dtype) * (size_t)(rows * out);
     if (gelu && want_d && !(j.d = sl_arena_alloc(y->arena, d_bytes, 64))) return NULL;
-    j.wp = in > 0 ? packed_b(x->dtype, &j.w, in, out) : NULL;
+    j.wp = in > 0 ? packed_b(x->dtype, &j.w, rows, in, out) : NULL;
     j.chunk = chunk_rows(rows, sl__cpu_share(), 2.0 * (double)(in * out) + 1, !j.wp);
     int64_t chunks = (rows + j.chunk - 1) / j.chunk;
     if (out > 0 && hd)

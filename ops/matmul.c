@@ -11,8 +11,8 @@
  *
  * OpenBLAS runs on one thread (ops/blas.c); the work splits over our pool instead: over
  * batch entries when there are several, else over blocks of rows of one big product. f32
- * products run on shortlong's own AVX-512 kernel (ops/gemm.c) where it beats OpenBLAS's
- * (sl__sgemm_enabled): a single product packs b once for all its row blocks; each batch entry
+ * products run on shortlong's own kernel (ops/gemm.c) where ops/blas.c's rule says so
+ * (sl__sgemm_use): a single product packs b once for all its row blocks; each batch entry
  * packs its own b into the working thread's scratch. cblas otherwise (and if a packing buffer
  * cannot be had).
  *
@@ -145,7 +145,7 @@ static void product(sl_tensor *c, const sl_tensor *x, bool tx, const sl_tensor *
     operand_of(&p.b, y, ty, p.nbd);
     operand_of(&p.c, c, false, p.nbd);
     /* the kernel computes c = a b (+ c): beta is 0 or 1 here */
-    p.kernel = p.dtype == SL_F32 && sl__sgemm_enabled() && (beta == 0 || beta == 1);
+    p.kernel = p.dtype == SL_F32 && sl__sgemm_use(p.m) && (beta == 0 || beta == 1);
     double flops = 2.0 * (double)p.m * (double)p.n * (double)p.k;
     if (p.nbatch > 1) {
         /* with the kernel, each batch entry packs its b into the working thread's scratch */

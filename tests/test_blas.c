@@ -5,6 +5,7 @@
 #include "testutil.h"
 
 #include "../ops/blas.h" /* internal: the policy itself */
+#include "../ops/gemm.h" /* internal: the level of the kernel it chooses */
 
 #include <stdlib.h>
 #include <string.h>
@@ -42,12 +43,30 @@ START_TEST(process_runs_the_best_core)
         ck_assert_msg(sl__blas_core_level(core) >= sl__isa(),
                       "OpenBLAS runs %s (level %s) on a CPU at %s", core,
                       sl__isa_name(sl__blas_core_level(core)), sl_cpu_isa());
-        ck_assert(!sl__sgemm_enabled()); /* cblas: it runs its best kernels */
+    }
+    /* the f32 engine: the library's kernel for products of enough rows on AVX-512 (or where
+     * OpenBLAS runs kernels below the CPU's level), cblas otherwise and for one row */
+    const char *e = getenv("SL_SGEMM");
+    bool below = sl__blas_core_level(core) < sl__isa(),
+         avx512 = sl__sgemm_level() == SL__ISA_AVX512;
+    if (e && !strcmp(e, "blas")) {
+        ck_assert(!sl__sgemm_enabled() && !sl__sgemm_use(1 << 20));
+    } else if (e && !strcmp(e, "kernel")) {
+        ck_assert(sl__sgemm_enabled() == (sl__sgemm_level() != SL__ISA_GENERIC));
+        ck_assert(sl__sgemm_use(1) == sl__sgemm_enabled());
+    } else {
+        bool on = sl__sgemm_level() != SL__ISA_GENERIC && (below || avx512);
+        ck_assert_msg(sl__sgemm_enabled() == on, "kernel %s, OpenBLAS %s on a CPU at %s: %s",
+                      sl__isa_name(sl__sgemm_level()), core, sl_cpu_isa(), engine);
+        ck_assert(!sl__sgemm_use(1) && !sl__sgemm_use(7));
+        ck_assert(sl__sgemm_use(128) == on && sl__sgemm_use(2048) == on);
+        ck_assert(sl__sgemm_use(8) == (on && below));
+        ck_assert_msg(!on || strstr(engine, "rows or more") != NULL, "%s", engine);
     }
     /* the product is right on whatever runs */
     float a[6] = {1, 2, 3, 4, 5, 6}, b[6] = {1, 0, -1, 2, 0.5f, 3};
-    sl_tensor *y = sl_matmul(sl_from_data(SL_F32, sl_shape(2, 3), a),
-                             sl_from_data(SL_F32, sl_shape(3, 2), b));
+    sl_tensor *y =
+        sl_matmul(sl_from_data(SL_F32, sl_shape(2, 3), a), sl_from_data(SL_F32, sl_shape(3, 2), b));
     const double want[4] = {1 * 1 + 2 * -1 + 3 * 0.5, 1 * 0 + 2 * 2 + 3 * 3,
                             4 * 1 + 5 * -1 + 6 * 0.5, 4 * 0 + 5 * 2 + 6 * 3};
     for (int i = 0; i < 4; i++) ck_assert_double_eq(sl_get(y, i), want[i]);

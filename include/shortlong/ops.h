@@ -111,9 +111,10 @@ sl_tensor *sl_mean_all(sl_tensor *a);
 /* ---------------------------------------------------------------- matmul (matmul.c) */
 
 /* Which engine runs matrix products in this process, for reports: "OpenBLAS <core> (<how the
- * core was chosen>)", or "shortlong <level> kernel for f32 (...)" where OpenBLAS runs kernels
- * below the CPU's SIMD level and could not be switched (ops/blas.c has the rule; SL_SGEMM=blas
- * or =kernel, SL_BLAS_CORE=keep or =<OpenBLAS core> override it). */
+ * core was chosen>)", or "shortlong <level> kernel for f32 products of <n> rows or more, ..."
+ * on AVX-512 CPUs and where OpenBLAS runs kernels below the CPU's SIMD level and could not be
+ * switched (ops/blas.c has the rule; SL_SGEMM=blas or =kernel, SL_BLAS_CORE=keep or =<OpenBLAS
+ * core> override it). */
 const char *sl_matmul_engine(void);
 
 /* a [..., M, K] @ b [..., K, N] -> [..., M, N]; both at least 2-D; batch dims broadcast.
