@@ -11,10 +11,11 @@
  * points (gotoblas_dynamic_quit, gotoblas_dynamic_init). SL_BLAS_CORE=keep leaves OpenBLAS's
  * choice alone; SL_BLAS_CORE=<core name> makes that choice instead (for comparisons).
  *
- * The f32 engine. f32 products of enough rows run on the library's own kernel for the CPU's
- * level (ops/gemm.c) where OpenBLAS still runs kernels below that level (it could not be
- * switched, or OPENBLAS_CORETYPE pins an old core: 8 rows or more), and on AVX-512 CPUs even
- * where OpenBLAS runs its AVX-512 kernels (128 rows or more): there the kernel, which packs its
+ * The f32 engine. f32 products of enough rows and columns run on the library's own kernel for
+ * the CPU's level (ops/gemm.c) where OpenBLAS still runs kernels below that level (it could not
+ * be switched, or OPENBLAS_CORETYPE pins an old core: 8 rows or more), and on AVX-512 CPUs even
+ * where OpenBLAS runs its AVX-512 kernels (128 rows or more, columns close to a multiple of 64,
+ * the kernel's panel): there the kernel, which packs its
  * operand once per product and writes c without a first zeroing pass, made the GPT step about
  * 6% faster than cblas_sgemm (Xeon, BENCHMARKS.md). Everywhere else, and for fewer rows,
  * cblas_sgemm; on AVX2 CPUs OpenBLAS's Haswell and Zen kernels are faster than the library's.
@@ -24,6 +25,7 @@
 #include "gemm.h"
 
 #include <ctype.h>
+#include <math.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,50 +114,60 @@ __attribute__((constructor)) static void blas_setup(void)
     choose_core();
 }
 
-/* The fewest rows (of the product's output) for which f32 products run on the library's own
- * kernel; 0: none do. Below it, packing b (a weight, say: the kernel packs its whole operand
- * for every product) costs more than the product, and OpenBLAS's small-product paths win: a
- * one-row product (a decoding step) took 13-16 us through cblas against 270-460 us on the
- * kernel, on the Xeon of BENCHMARKS.md. */
-enum {
-    KERNEL_ROWS_FALLBACK = 8, /* OpenBLAS on kernels below the CPU's level (SSE3 on AVX-512) */
-    KERNEL_ROWS_AVX512 = 128, /* OpenBLAS on its AVX-512 kernels */
-};
+/* Which f32 products run on the library's own kernel: those with at least min_rows rows of
+ * output (0: none), and whose columns, padded to whole panels of the kernel, are at most
+ * max_pad times their number. Below min_rows, packing b (a weight, say: the kernel packs its
+ * whole operand for every product) costs more than the product, and OpenBLAS's small-product
+ * paths win: a one-row product (a decoding step) took 13-16 us through cblas against 270-460 us
+ * on the kernel. Narrow products waste the padded columns: 10 columns, 64 computed, ran at half
+ * cblas's rate, 32 at 0.55-0.6, 100 (128 computed) at 0.85, 64 and 128 at 1.15-1.25
+ * (bench_sgemm's shapes edited, on the Xeon of BENCHMARKS.md). */
+typedef struct {
+    int64_t min_rows;
+    double max_pad;
+} kernel_rule;
 
-static int64_t kernel_min_rows(void)
+static kernel_rule rule(void)
 {
-    static int64_t rows = -1; /* -1: not decided yet (a benign race: all agree) */
-    if (rows < 0) {
+    static kernel_rule r = {-1, 0}; /* -1: not decided yet (a benign race: all agree) */
+    if (r.min_rows < 0) {
         const char *e = getenv("SL_SGEMM");
         sl__isa_level level = sl__sgemm_level();
-        int64_t r = 0;
-        if (!level || (e && !strcmp(e, "blas"))) r = 0;
-        else if (e && !strcmp(e, "kernel")) r = 1;
-        else if (sl__blas_core_level(sl__blas_core()) < sl__isa()) r = KERNEL_ROWS_FALLBACK;
-        else if (level == SL__ISA_AVX512) r = KERNEL_ROWS_AVX512;
-        rows = r;
+        kernel_rule k = {0, 0};
+        if (!level || (e && !strcmp(e, "blas"))) k = (kernel_rule){0, 0};
+        else if (e && !strcmp(e, "kernel")) k = (kernel_rule){1, INFINITY};
+        else if (sl__blas_core_level(sl__blas_core()) < sl__isa())
+            k = (kernel_rule){8, 2.0}; /* OpenBLAS on kernels below the CPU's level: SSE3 on
+                                        * AVX-512 runs at a fifth of the rate */
+        else if (level == SL__ISA_AVX512)
+            k = (kernel_rule){128, 1.125}; /* OpenBLAS on its AVX-512 kernels */
+        r = k;
     }
-    return rows;
+    return r;
 }
 
-bool sl__sgemm_enabled(void) { return kernel_min_rows() > 0; }
+bool sl__sgemm_enabled(void) { return rule().min_rows > 0; }
 
-bool sl__sgemm_use(int64_t rows)
+bool sl__sgemm_use(int64_t rows, int64_t cols)
 {
-    int64_t r = kernel_min_rows();
-    return r > 0 && rows >= r;
+    kernel_rule r = rule();
+    if (r.min_rows <= 0 || rows < r.min_rows || cols < 1) return false;
+    /* the columns the kernel computes: whole panels (a panel of one row of k holds one) */
+    double padded = (double)sl__sgemm_panels(cols) * (double)sl__sgemm_packed_floats(1, 1);
+    return padded <= r.max_pad * (double)cols;
 }
 
 const char *sl_matmul_engine(void)
 {
     static char buf[320];
-    int64_t r = kernel_min_rows();
-    if (r > 1)
+    kernel_rule r = rule();
+    if (r.min_rows > 1)
         snprintf(buf, sizeof buf,
-                 "shortlong %s kernel for f32 products of %lld rows or more, OpenBLAS %s for "
-                 "the others (%s)",
-                 sl__isa_name(sl__sgemm_level()), (long long)r, sl__blas_core(), blas_note);
-    else if (r == 1)
+                 "shortlong %s kernel for f32 products of %lld rows or more (and not too narrow), "
+                 "OpenBLAS %s for the others (%s)",
+                 sl__isa_name(sl__sgemm_level()), (long long)r.min_rows, sl__blas_core(),
+                 blas_note);
+    else if (r.min_rows == 1)
         snprintf(buf, sizeof buf, "shortlong %s kernel for f32 (OpenBLAS %s for f64; %s)",
                  sl__isa_name(sl__sgemm_level()), sl__blas_core(), blas_note);
     else snprintf(buf, sizeof buf, "OpenBLAS %s (%s)", sl__blas_core(), blas_note);

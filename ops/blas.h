@@ -13,11 +13,12 @@
  * process has one set of threads and none of them waits by spinning for cores another set
  * holds. */
 
-/* Whether an f32 product whose output has `rows` rows runs on shortlong's own kernel
+/* Whether an f32 product whose output is rows x cols runs on shortlong's own kernel
  * (ops/gemm.c) rather than cblas_sgemm (ops/blas.c has the rule: the CPU's level, OpenBLAS's
- * core, and a least number of rows; SL_SGEMM=blas or SL_SGEMM=kernel in the environment decides
- * instead), and whether any does. Decided once per process. */
-bool sl__sgemm_use(int64_t rows);
+ * core, a least number of rows, columns that fill the kernel's panels; SL_SGEMM=blas or
+ * SL_SGEMM=kernel in the environment decides instead), and whether any does. Decided once per
+ * process. */
+bool sl__sgemm_use(int64_t rows, int64_t cols);
 bool sl__sgemm_enabled(void);
 /* The core OpenBLAS runs its kernels for ("Haswell", "SkylakeX", ...). */
 const char *sl__blas_core(void);

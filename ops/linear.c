@@ -102,11 +102,11 @@ static void pack_panels(void *ctx, int64_t p0, int64_t p1)
 
 /* b (k x n) packed for shortlong's own kernel into the calling thread's scratch (valid until
  * the next packing), panels split over the pool, for a product of m rows; NULL when the kernel
- * is not used for this product (f64, too few rows or switched off: sl__sgemm_use, or no memory
- * for the packing): cblas then. */
+ * is not used for this product (f64, too few rows or columns or switched off: sl__sgemm_use,
+ * or no memory for the packing): cblas then. */
 static float *packed_b(sl_dtype dt, const mat *b, int64_t m, int64_t k, int64_t n)
 {
-    if (dt != SL_F32 || !sl__sgemm_use(m) || k == 0 || n == 0) return NULL;
+    if (dt != SL_F32 || !sl__sgemm_use(m, n) || k == 0 || n == 0) return NULL;
     float *bp = sl__sgemm_scratch(sl__sgemm_packed_floats(k, n));
     if (!bp) return NULL;
     pack_job j = {bp, b, k, n};

@@ -145,7 +145,7 @@ static void product(sl_tensor *c, const sl_tensor *x, bool tx, const sl_tensor *
     operand_of(&p.b, y, ty, p.nbd);
     operand_of(&p.c, c, false, p.nbd);
     /* the kernel computes c = a b (+ c): beta is 0 or 1 here */
-    p.kernel = p.dtype == SL_F32 && sl__sgemm_use(p.m) && (beta == 0 || beta == 1);
+    p.kernel = p.dtype == SL_F32 && sl__sgemm_use(p.m, p.n) && (beta == 0 || beta == 1);
     double flops = 2.0 * (double)p.m * (double)p.n * (double)p.k;
     if (p.nbatch > 1) {
         /* with the kernel, each batch entry packs its b into the working thread's scratch */

@@ -50,17 +50,23 @@ START_TEST(process_runs_the_best_core)
     bool below = sl__blas_core_level(core) < sl__isa(),
          avx512 = sl__sgemm_level() == SL__ISA_AVX512;
     if (e && !strcmp(e, "blas")) {
-        ck_assert(!sl__sgemm_enabled() && !sl__sgemm_use(1 << 20));
+        ck_assert(!sl__sgemm_enabled() && !sl__sgemm_use(1 << 20, 1024));
     } else if (e && !strcmp(e, "kernel")) {
         ck_assert(sl__sgemm_enabled() == (sl__sgemm_level() != SL__ISA_GENERIC));
-        ck_assert(sl__sgemm_use(1) == sl__sgemm_enabled());
+        ck_assert(sl__sgemm_use(1, 1) == sl__sgemm_enabled());
     } else {
         bool on = sl__sgemm_level() != SL__ISA_GENERIC && (below || avx512);
         ck_assert_msg(sl__sgemm_enabled() == on, "kernel %s, OpenBLAS %s on a CPU at %s: %s",
                       sl__isa_name(sl__sgemm_level()), core, sl_cpu_isa(), engine);
-        ck_assert(!sl__sgemm_use(1) && !sl__sgemm_use(7));
-        ck_assert(sl__sgemm_use(128) == on && sl__sgemm_use(2048) == on);
-        ck_assert(sl__sgemm_use(8) == (on && below));
+        /* rows: a decoding step's one row stays on cblas */
+        ck_assert(!sl__sgemm_use(1, 256) && !sl__sgemm_use(7, 256));
+        ck_assert(sl__sgemm_use(128, 256) == on && sl__sgemm_use(2048, 1024) == on);
+        ck_assert(sl__sgemm_use(8, 256) == (on && below));
+        /* columns: a 10-wide head pads the kernel's panels too much for it, at any level; 64
+         * and its multiples fill them */
+        ck_assert(!sl__sgemm_use(2048, 10) && !sl__sgemm_use(2048, 0));
+        ck_assert(sl__sgemm_use(2048, 64) == on && sl__sgemm_use(2048, 576) == on);
+        if (avx512 && !below) ck_assert(!sl__sgemm_use(2048, 32) && !sl__sgemm_use(2048, 100));
         ck_assert_msg(!on || strstr(engine, "rows or more") != NULL, "%s", engine);
     }
     /* the product is right on whatever runs */
