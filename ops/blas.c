@@ -25,8 +25,9 @@
 #include "gemm.h"
 
 #include <ctype.h>
-#include <math.h>
 #include <limits.h>
+#include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,23 +128,30 @@ typedef struct {
     double max_pad;
 } kernel_rule;
 
+static kernel_rule the_rule;
+static pthread_once_t rule_once = PTHREAD_ONCE_INIT;
+
+static void decide_rule(void)
+{
+    const char *e = getenv("SL_SGEMM");
+    sl__isa_level level = sl__sgemm_level();
+    kernel_rule k = {0, 0};
+    if (!level || (e && !strcmp(e, "blas"))) k = (kernel_rule){0, 0};
+    else if (e && !strcmp(e, "kernel")) k = (kernel_rule){1, INFINITY};
+    else if (sl__blas_core_level(sl__blas_core()) < sl__isa())
+        k = (kernel_rule){8, 2.0}; /* OpenBLAS on kernels below the CPU's level: SSE3 on AVX-512
+                                    * runs at a fifth of the rate */
+    else if (level == SL__ISA_AVX512)
+        k = (kernel_rule){128, 1.125}; /* OpenBLAS on its AVX-512 kernels */
+    the_rule = k;
+}
+
+/* Decided once (both fields together: threads must never see half of it, or the same product
+ * could go to either engine, and its bits with it). */
 static kernel_rule rule(void)
 {
-    static kernel_rule r = {-1, 0}; /* -1: not decided yet (a benign race: all agree) */
-    if (r.min_rows < 0) {
-        const char *e = getenv("SL_SGEMM");
-        sl__isa_level level = sl__sgemm_level();
-        kernel_rule k = {0, 0};
-        if (!level || (e && !strcmp(e, "blas"))) k = (kernel_rule){0, 0};
-        else if (e && !strcmp(e, "kernel")) k = (kernel_rule){1, INFINITY};
-        else if (sl__blas_core_level(sl__blas_core()) < sl__isa())
-            k = (kernel_rule){8, 2.0}; /* OpenBLAS on kernels below the CPU's level: SSE3 on
-                                        * AVX-512 runs at a fifth of the rate */
-        else if (level == SL__ISA_AVX512)
-            k = (kernel_rule){128, 1.125}; /* OpenBLAS on its AVX-512 kernels */
-        r = k;
-    }
-    return r;
+    pthread_once(&rule_once, decide_rule);
+    return the_rule;
 }
 
 bool sl__sgemm_enabled(void) { return rule().min_rows > 0; }
