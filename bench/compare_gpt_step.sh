@@ -86,6 +86,8 @@ if kernel:
     summary["ratio_to_kernel_floor_median"] = med(a["step_ms"] / a["kernel_floor_ms"] for a in c)
     summary["ratio_to_kernel_floor_full_median"] = med(a["step_ms"] / a["kernel_floor_full_ms"]
                                                        for a in c)
+    summary["best_floor_ms_median"] = med(a["best_floor_ms"] for a in c)
+    summary["ratio_to_best_floor_median"] = med(a["ratio_to_best_floor"] for a in c)
 if sys.argv[2] == "1":
     print(json.dumps(summary))
     sys.exit()
@@ -103,6 +105,8 @@ if kernel:
           f"{s['ratio_to_kernel_floor_median']:.2f}x (with full attention products: "
           f"{s['ratio_to_kernel_floor_full_median']:.2f}x); that floor "
           f"{s['kernel_floor_ms_median']:.1f} ms")
+    print(f"median step / the best of both floors (each part on its faster engine): "
+          f"{s['ratio_to_best_floor_median']:.2f}x; that floor {s['best_floor_ms_median']:.1f} ms")
 print(f"median step: shortlong {s['shortlong_step_ms_median']:.1f} ms "
       f"({s['shortlong_tokens_per_s_median']:.0f} tokens/s), torch {s['torch_step_ms_median']:.1f} ms "
       f"({s['torch_tokens_per_s_median']:.0f} tokens/s); floor {s['floor_ms_median']:.1f} ms")
