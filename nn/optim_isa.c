@@ -14,8 +14,12 @@
  *
  * f32 parameters run 8 at a time in vectors of doubles (ops/simd.h; the tail of a range
  * zero-padded into one more vector, so that every element goes through the same instructions
- * wherever a chunk boundary falls: the results do not depend on the thread count). f64 stays
- * scalar: it is the reference precision. */
+ * wherever a chunk boundary falls: the results do not depend on the thread count), with the
+ * bias correction of v moved out of the division: p -= (step_size sqrt(1 - b2^t)) m /
+ * (sqrt(v) + eps sqrt(1 - b2^t)), one division and one square root where the written form has
+ * two of each kind of divider work (in double they bound the kernel; the same value up to
+ * double's rounding, far below the f32 result's). f64 stays scalar, as written: it is the
+ * reference precision. */
 typedef sl_v8_f64 vd8;
 typedef sl_v8_f32 vf8;
 
@@ -26,7 +30,8 @@ static inline void adamw_vec8(const sl__update_args *a, vf8 *p, vf8 g, vf8 *m, v
     *m = __builtin_convertvector(a->beta1 * sl_v8_widen(*m) + (1 - a->beta1) * gd, vf8);
     *v = __builtin_convertvector(a->beta2 * sl_v8_widen(*v) + (1 - a->beta2) * gd * gd, vf8);
     vd8 pd = sl_v8_widen(*p) * a->decay;
-    pd -= a->step_size * sl_v8_widen(*m) / (sl_v8_sqrt(sl_v8_widen(*v)) / a->bc2_sqrt + a->eps);
+    pd -= (a->step_size * a->bc2_sqrt) * sl_v8_widen(*m) /
+          (sl_v8_sqrt(sl_v8_widen(*v)) + a->eps * a->bc2_sqrt);
     *p = __builtin_convertvector(pd, vf8);
 }
 
