@@ -15,10 +15,10 @@
  * the CPU's level (ops/gemm.c) where OpenBLAS still runs kernels below that level (it could not
  * be switched, or OPENBLAS_CORETYPE pins an old core: 8 rows or more), and on AVX-512 CPUs even
  * where OpenBLAS runs its AVX-512 kernels (128 rows or more, columns close to a multiple of 64,
- * the kernel's panel): there the kernel, which packs its
- * operand once per product and writes c without a first zeroing pass, made the GPT step about
- * 6% faster than cblas_sgemm (Xeon, BENCHMARKS.md). Everywhere else, and for fewer rows,
- * cblas_sgemm; on AVX2 CPUs OpenBLAS's Haswell and Zen kernels are faster than the library's.
+ * the kernel's panel): there the kernel, which packs its operand once per product and writes c
+ * without a first zeroing pass, made the GPT step about 6% faster than cblas_sgemm (Xeon,
+ * BENCHMARKS.md). Everywhere else, and for smaller or narrower products, cblas_sgemm; on AVX2
+ * CPUs OpenBLAS's Haswell and Zen kernels are faster than the library's.
  * SL_SGEMM=blas (cblas always) or SL_SGEMM=kernel (the kernel for every f32 product)
  * decides instead. BENCHMARKS.md has the measurements behind the rule. */
 #include "blas.h"
@@ -89,10 +89,8 @@ static void choose_core(void)
         return;
     }
     if (!gotoblas_dynamic_init || !gotoblas_dynamic_quit) {
-        snprintf(blas_note, sizeof blas_note,
-                 "OpenBLAS's choice (%s wanted: this OpenBLAS "
-                 "cannot switch)",
-                 want);
+        snprintf(blas_note, sizeof blas_note, "OpenBLAS's choice (%s wanted: this OpenBLAS "
+                 "cannot switch)", want);
         return;
     }
     char saved[64] = "";
@@ -135,15 +133,14 @@ static void decide_rule(void)
 {
     const char *e = getenv("SL_SGEMM");
     sl__isa_level level = sl__sgemm_level();
-    kernel_rule k = {0, 0};
-    if (!level || (e && !strcmp(e, "blas"))) k = (kernel_rule){0, 0};
-    else if (e && !strcmp(e, "kernel")) k = (kernel_rule){1, INFINITY};
+    the_rule = (kernel_rule){0, 0}; /* cblas for every product */
+    if (!level || (e && !strcmp(e, "blas"))) return;
+    if (e && !strcmp(e, "kernel")) the_rule = (kernel_rule){1, INFINITY};
     else if (sl__blas_core_level(sl__blas_core()) < sl__isa())
-        k = (kernel_rule){8, 2.0}; /* OpenBLAS on kernels below the CPU's level: SSE3 on AVX-512
-                                    * runs at a fifth of the rate */
+        the_rule = (kernel_rule){8, 2.0}; /* OpenBLAS on kernels below the CPU's level: SSE3
+                                           * on AVX-512 runs at a fifth of the rate */
     else if (level == SL__ISA_AVX512)
-        k = (kernel_rule){128, 1.125}; /* OpenBLAS on its AVX-512 kernels */
-    the_rule = k;
+        the_rule = (kernel_rule){128, 1.125}; /* OpenBLAS on its AVX-512 kernels */
 }
 
 /* Decided once (both fields together: threads must never see half of it, or the same product
@@ -178,7 +175,8 @@ const char *sl_matmul_engine(void)
     else if (r.min_rows == 1)
         snprintf(buf, sizeof buf, "shortlong %s kernel for f32 (OpenBLAS %s for f64; %s)",
                  sl__isa_name(sl__sgemm_level()), sl__blas_core(), blas_note);
-    else snprintf(buf, sizeof buf, "OpenBLAS %s (%s)", sl__blas_core(), blas_note);
+    else
+        snprintf(buf, sizeof buf, "OpenBLAS %s (%s)", sl__blas_core(), blas_note);
     return buf;
 }
 

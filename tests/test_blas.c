@@ -71,8 +71,8 @@ START_TEST(process_runs_the_best_core)
     }
     /* the product is right on whatever runs */
     float a[6] = {1, 2, 3, 4, 5, 6}, b[6] = {1, 0, -1, 2, 0.5f, 3};
-    sl_tensor *y =
-        sl_matmul(sl_from_data(SL_F32, sl_shape(2, 3), a), sl_from_data(SL_F32, sl_shape(3, 2), b));
+    sl_tensor *y = sl_matmul(sl_from_data(SL_F32, sl_shape(2, 3), a),
+                             sl_from_data(SL_F32, sl_shape(3, 2), b));
     const double want[4] = {1 * 1 + 2 * -1 + 3 * 0.5, 1 * 0 + 2 * 2 + 3 * 3,
                             4 * 1 + 5 * -1 + 6 * 0.5, 4 * 0 + 5 * 2 + 6 * 3};
     for (int i = 0; i < 4; i++) ck_assert_double_eq(sl_get(y, i), want[i]);
