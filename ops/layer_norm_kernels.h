@@ -5,8 +5,23 @@
 #include <tgmath.h>
 
 #define WIDE FN(sl_vd_wide)     /* SL_VD T's from memory, in double */
-#define NARROW FN(sl_vd_narrow) /* SL_VD doubles to memory, as T's */
 #define ADD_TO FN(sl_vd_add_to)  /* SL_VD T's in memory += SL_VD doubles, rounded to T */
+
+/* SL_VD T's in a register: HALF_LOAD from memory, TO_T from doubles (rounded to nearest) */
+#if T_IS_F32
+#define HALF sl_vd_f32
+#define TO_T(v) __builtin_convertvector((v), sl_vd_f32)
+#else
+#define HALF sl_vd
+#define TO_T(v) (v)
+#endif
+static inline HALF FN(half_load)(const T *p)
+{
+    HALF v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+#define HALF_LOAD FN(half_load)
 
 /* for each of the 8 elements from j on, SL_VD at a time: h indexes sl_acc8's registers and o is
  * the offset of h's elements. Unrolled, so that the sums stay in registers. */
@@ -61,22 +76,30 @@ static void FN(layer_norm_forward)(const T *restrict x, const T *restrict w, con
                                    int64_t r0, int64_t r1, int64_t C, double eps)
 {
     const int64_t C8 = C - C % 8;
-    int64_t r = r0;
-    for (; r + NR <= r1; r += NR) FN(row_stats)(x + r * C, C, NR, eps, mean + r, rstd + r);
-    for (; r < r1; r++) FN(row_stats)(x + r * C, C, 1, eps, mean + r, rstd + r);
-    for (r = r0; r < r1; r++) {
-        const T *xr = x + r * C;
-        T *yr = y + r * C;
-        const double m = mean[r], rs = rstd[r];
-        for (int64_t j = 0; j < C8; j += 8) EACH8(j, {
-                sl_vd hv = (WIDE(xr + o) - m) * rs;
-                NARROW(yr + o, hv);
-            });
-        for (int64_t j = C8; j < C; j++) yr[j] = (T)((xr[j] - m) * rs);
-        /* then the weight and bias, in T */
-        if (w && b) SL_EACH(C, yr[i] = yr[i] * w[i] + b[i]);
-        else if (w) SL_EACH(C, yr[i] *= w[i]);
-        else if (b) SL_EACH(C, yr[i] += b[i]);
+    for (int64_t r = r0; r < r1;) {
+        /* NR rows' statistics, then those rows normalised while they are in L1 */
+        const int nr = r + NR <= r1 ? NR : 1;
+        if (nr == NR) FN(row_stats)(x + r * C, C, NR, eps, mean + r, rstd + r); /* constants: */
+        else FN(row_stats)(x + r * C, C, 1, eps, mean + r, rstd + r); /* sums in registers */
+        for (const int64_t r_end = r + nr; r < r_end; r++) {
+            const T *xr = x + r * C;
+            T *yr = y + r * C;
+            const double m = mean[r], rs = rstd[r];
+            /* xhat rounded to T, then the weight and bias in T, in registers: a second pass
+             * over y would reload each vector from two half-width stores still in the store
+             * buffer, which cannot forward to it */
+            for (int64_t j = 0; j < C8; j += 8) EACH8(j, {
+                    HALF hv = TO_T((WIDE(xr + o) - m) * rs);
+                    if (w && b) hv = hv * HALF_LOAD(w + o) + HALF_LOAD(b + o);
+                    else if (w) hv = hv * HALF_LOAD(w + o);
+                    else if (b) hv = hv + HALF_LOAD(b + o);
+                    memcpy(yr + o, &hv, sizeof hv);
+                });
+            for (int64_t j = C8; j < C; j++) {
+                T h = (T)((xr[j] - m) * rs);
+                yr[j] = w && b ? h * w[j] + b[j] : w ? h * w[j] : b ? h + b[j] : h;
+            }
+        }
     }
 }
 
@@ -149,7 +172,9 @@ static void FN(add_block_sums)(T *restrict dst, const double *restrict part, int
 }
 
 #undef WIDE
-#undef NARROW
 #undef ADD_TO
+#undef HALF
+#undef TO_T
+#undef HALF_LOAD
 #undef EACH8
 #undef NR
