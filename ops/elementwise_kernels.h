@@ -49,7 +49,9 @@ static void FN(unary_backward)(unary_op op, const T *restrict x, const T *restri
     case U_SQRT: SL_EACH(n, gx[i] += g[i] * (T)0.5 / y[i]); break;
     case U_TANH: SL_EACH(n, gx[i] += g[i] * (1 - y[i] * y[i])); break;
     case U_SIGMOID: SL_EACH(n, gx[i] += g[i] * y[i] * (1 - y[i])); break;
-    case U_RELU: SL_EACH(n, gx[i] += x[i] > 0 ? g[i] : 0); break;
+    case U_RELU: /* g read unconditionally: a load under the condition is not vectorised */
+        SL_EACH(n, const T gi = g[i]; gx[i] += x[i] > 0 ? gi : 0);
+        break;
     case U_GELU_ERF: /* Phi(x) + x phi(x) */
         for (int64_t i = 0; i < n; i++) {
             T v = x[i];
