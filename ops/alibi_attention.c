@@ -288,6 +288,15 @@ static void add_slope_grads(const attn_job *j, int part, sl_tensor *gm)
     }
 }
 
+/* A backward that fails after asking for new gradient buffers leaves them zeroed, not holding
+ * garbage (sl_input_grad_overwrite); returns false. */
+static bool unwritten(sl_tensor *const g[5], const bool fresh[3], sl_dtype dt)
+{
+    for (int i = 0; i < 3; i++)
+        if (fresh[i] && g[i]) memset(sl_ptr(g[i]), 0, sl_dtype_size(dt) * (size_t)sl_numel(g[i]));
+    return false;
+}
+
 /* out = P v with P = softmax_j(x), x = scale q k^T + bias (-inf where masked), per (b, h), with
  * bias = -m_h (p_i - j) for j <= p_i and -m'_h (j - p_i) for j > p_i:
  *     dv = P^T dout                   (summed over the query heads that share the kv head)
@@ -306,20 +315,34 @@ static bool attention_backward(sl_node *n)
     attn_job j = s->job;
     sl_dtype dt = n->out->dtype;
     sl_tensor *g[5] = {NULL, NULL, NULL, NULL, NULL}; /* dq, dk, dv, dslopes, dslopes_after */
+    bool fresh[3] = {false, false, false}; /* dq, dk, dv (packed: qkv's) new, written whole */
     const int first_slope = s->packed ? 1 : 3;
     for (int i = 0; i < n->n_in; i++) {
         int slot = i < first_slope ? i : 3 + i - first_slope;
-        if (n->in[i] && n->in[i]->requires_grad && !(g[slot] = sl_input_grad(n, i))) return false;
+        if (!n->in[i] || !n->in[i]->requires_grad) continue;
+        g[slot] = slot < 3 ? sl_input_grad_overwrite(n, i, &fresh[slot]) : sl_input_grad(n, i);
+        if (!g[slot]) return unwritten(g, fresh, dt);
     }
+    /* With no query or no key the tasks write nothing: a new gradient is zeroed here instead. */
+    const bool empty = j.B * j.H * j.Tq == 0 || j.Tk == 0 || j.D == 0 || j.Dv == 0;
+    for (int i = 0; i < 3; i++)
+        if (fresh[i] && empty) {
+            memset(sl_ptr(g[i]), 0, sl_dtype_size(dt) * (size_t)sl_numel(g[i]));
+            fresh[i] = false;
+        }
     j.dout = sl_ptr(n->grad);
-    if (!inputs_for_tiles(&j, sl_dtype_size(dt))) return false;
+    if (!inputs_for_tiles(&j, sl_dtype_size(dt))) return unwritten(g, fresh, dt);
     if (s->packed && g[0]) { /* one gradient, qkv's, holds all three */
         char *base = sl_ptr(g[0]);
         size_t es = sl_dtype_size(dt);
         j.dq = base;
         j.dk = base + es * (size_t)s->dk_at;
         j.dv = base + es * (size_t)s->dv_at;
+        j.set_q = j.set_k = j.set_v = fresh[0]; /* the three cover qkv's gradient */
     } else {
+        j.set_q = fresh[0];
+        j.set_k = fresh[1];
+        j.set_v = fresh[2];
         j.dq = g[0] ? sl_ptr(g[0]) : NULL;
         j.dk = g[1] ? sl_ptr(g[1]) : NULL;
         j.dv = g[2] ? sl_ptr(g[2]) : NULL;
@@ -328,21 +351,23 @@ static bool attention_backward(sl_node *n)
     sl_arena *a = sl_arena_current();
     int64_t rows = j.B * j.H * j.Tq;
     j.drow = sl_arena_alloc(a, sl_dtype_size(dt) * (size_t)rows, 64);
-    if (!j.drow) return false;
+    if (!j.drow) return unwritten(g, fresh, dt);
     rows_ctx rc = {&j, kernels(dt)};
     sl_parallel_for(rows, 1024, row_dots_range, &rc);
 
     bool want_slopes = g[3] || g[4];
     if (want_slopes) {
         size_t parts = (size_t)(j.H * j.B * j.nqt) * (j.asym ? 2 : 1);
-        if (!(j.dslope_part = sl_arena_alloc(a, sizeof(double) * parts, 64))) return false;
+        if (!(j.dslope_part = sl_arena_alloc(a, sizeof(double) * parts, 64)))
+            return unwritten(g, fresh, dt);
         memset(j.dslope_part, 0, sizeof(double) * parts);
     }
     if (single_pass(&j)) {
-        if (!run_phase(&j, PHASE_GROUP_GRAD, dt)) return false;
+        if (!run_phase(&j, PHASE_GROUP_GRAD, dt)) return unwritten(g, fresh, dt);
     } else {
-        if ((j.dk || j.dv) && !run_phase(&j, PHASE_KV_GRAD, dt)) return false;
-        if ((j.dq || want_slopes) && !run_phase(&j, PHASE_Q_GRAD, dt)) return false;
+        if ((j.dk || j.dv) && !run_phase(&j, PHASE_KV_GRAD, dt)) return unwritten(g, fresh, dt);
+        if ((j.dq || want_slopes) && !run_phase(&j, PHASE_Q_GRAD, dt))
+            return unwritten(g, fresh, dt);
     }
     if (g[3]) add_slope_grads(&j, 0, g[3]);
     if (g[4]) add_slope_grads(&j, 1, g[4]); /* asym: a slopes_after input is there */

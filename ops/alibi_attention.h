@@ -44,6 +44,9 @@ typedef struct {
     void *drow;         /* (B, H, Tq) contiguous: D_i = dO_i . O_i */
     void *dq, *dk, *dv; /* gradients to accumulate into, at dqs, dks, dvs; NULL if not wanted */
     int64_t dqs[3], dks[3], dvs[3];
+    /* the gradient is new (sl_input_grad_overwrite): the tasks write every row of it, zeros
+     * where nothing flows (keys past a length, rows no tile reaches), instead of adding */
+    bool set_q, set_k, set_v;
     double *dslope_part; /* (H, B, nqt): per-task shares of dL/dslope, or NULL; asym: then
                             (H, B, nqt) shares of dL/dslope_after */
 } attn_job;

@@ -640,11 +640,25 @@ static void FN(zero_rows)(const attn_job *j, int64_t b, int64_t h, int64_t i0, i
     }
 }
 
-/* y_r += a x_r for n rows of len elements: x's rows len apart, y's ld apart. */
-static inline __attribute__((always_inline)) void FN(add_rows)(int n, int64_t len, T a,
+/* y_r += a x_r for n rows of len elements, or y_r = a x_r when set: x's rows len apart, y's ld
+ * apart. */
+static inline __attribute__((always_inline)) void FN(add_rows)(bool set, int n, int64_t len, T a,
                                                                const T *x, T *y, int64_t ld)
 {
-    for (int r = 0; r < n; r++) FN(axpby)(len, a, x + r * len, 1, y + r * ld);
+    if (set)
+        for (int r = 0; r < n; r++) FN(axpby)(len, a, x + r * len, 0, y + r * ld);
+    else
+        for (int r = 0; r < n; r++) FN(axpby)(len, a, x + r * len, 1, y + r * ld);
+}
+
+/* Rows [t0, t1) of head h, batch b of a gradient at strides s, len elements each: zeros, when
+ * the gradient is new (set) and no tile writes them. */
+static void FN(clear_rows)(bool set, void *grad, const int64_t s[3], int64_t b, int64_t h,
+                           int64_t t0, int64_t t1, int64_t len)
+{
+    if (!set || !grad) return;
+    for (int64_t t = t0; t < t1; t++)
+        memset((T *)grad + at3(s, b, h, t), 0, sizeof(T) * (size_t)len);
 }
 
 /* ---------------------------------------------------------------- forward */
@@ -784,7 +798,8 @@ static inline int FN(query_tile)(const attn_job *j, int64_t b, int64_t qt, const
     return bq;
 }
 
-static void FN(kv_grad_task)(const attn_job *j, int64_t b, int64_t g, int64_t kt, char *scratch)
+/* Returns the rows of the key tile whose dK and dV it wrote. */
+static int FN(kv_grad_tile)(const attn_job *j, int64_t b, int64_t g, int64_t kt, char *scratch)
 {
     FN(tiles) w;
     FN(carve)(scratch, j->D, j->Dv, &w);
@@ -792,9 +807,9 @@ static void FN(kv_grad_task)(const attn_job *j, int64_t b, int64_t g, int64_t kt
     const int64_t kend = j->len_k ? j->len_k[b] : j->Tk;
     const int bk = (int)(kend - j0 < TILE ? kend - j0 : TILE);
     int64_t plo, phi;
-    if (bk <= 0) return;
+    if (bk <= 0) return 0;
     query_span(j, b, j0, bk, &plo, &phi);
-    if (plo >= phi) return;
+    if (plo >= phi) return 0;
     const T *k = (const T *)j->k + b * j->ks[0] + g * j->ks[1] + j0 * j->ks[2];
     const T *v = (const T *)j->v + b * j->vs[0] + g * j->vs[1] + j0 * j->vs[2];
     const bool want_k = j->dk != NULL, want_v = j->dv != NULL;
@@ -831,8 +846,19 @@ static void FN(kv_grad_task)(const attn_job *j, int64_t b, int64_t g, int64_t kt
         }
     }
     if (want_k)
-        FN(add_rows)(bk, D, (T)j->scale, w.acc, (T *)j->dk + at3(j->dks, b, g, j0), j->dks[2]);
-    if (want_v) FN(add_rows)(bk, Dv, 1, w.acc2, (T *)j->dv + at3(j->dvs, b, g, j0), j->dvs[2]);
+        FN(add_rows)(j->set_k, bk, D, (T)j->scale, w.acc, (T *)j->dk + at3(j->dks, b, g, j0),
+                     j->dks[2]);
+    if (want_v)
+        FN(add_rows)(j->set_v, bk, Dv, 1, w.acc2, (T *)j->dv + at3(j->dvs, b, g, j0), j->dvs[2]);
+    return bk;
+}
+
+static void FN(kv_grad_task)(const attn_job *j, int64_t b, int64_t g, int64_t kt, char *scratch)
+{
+    const int64_t j0 = kt * TILE, end = j0 + TILE < j->Tk ? j0 + TILE : j->Tk;
+    const int done = FN(kv_grad_tile)(j, b, g, kt, scratch);
+    FN(clear_rows)(j->set_k, j->dk, j->dks, b, g, j0 + done, end, j->D);
+    FN(clear_rows)(j->set_v, j->dv, j->dvs, b, g, j0 + done, end, j->Dv);
 }
 
 /* Pass 2: dQ of query tile qt of head h, batch b, and this tile's shares of dL/dm_h (and
@@ -846,7 +872,8 @@ static void FN(q_grad_task)(const attn_job *j, int64_t b, int64_t h, int64_t qt,
     FN(carve)(scratch, j->D, j->Dv, &w);
     const int64_t D = j->D, Dv = j->Dv, g = h / j->group;
     const int64_t i0 = qt * TILE, p0 = j->off + i0, row0 = (b * j->H + h) * j->Tq + i0;
-    const int bq = valid_queries(j, b, p0, (int)(j->Tq - i0 < TILE ? j->Tq - i0 : TILE));
+    const int rows = (int)(j->Tq - i0 < TILE ? j->Tq - i0 : TILE);
+    const int bq = valid_queries(j, b, p0, rows);
     const bool want_slope = j->dslope_part != NULL;
     const int64_t slot = (h * j->B + b) * j->nqt + qt;
     double dm[2] = {0, 0};
@@ -895,7 +922,11 @@ static void FN(q_grad_task)(const attn_job *j, int64_t b, int64_t h, int64_t qt,
                                   w.dp, 1, TILE, kj, j->ks[2], w.acc, D);
         }
         if (j->dq)
-            FN(add_rows)(bq, D, (T)j->scale, w.acc, (T *)j->dq + at3(j->dqs, b, h, i0), j->dqs[2]);
+            FN(add_rows)(j->set_q, bq, D, (T)j->scale, w.acc,
+                         (T *)j->dq + at3(j->dqs, b, h, i0), j->dqs[2]);
+        FN(clear_rows)(j->set_q, j->dq, j->dqs, b, h, i0 + bq, i0 + rows, D);
+    } else {
+        FN(clear_rows)(j->set_q, j->dq, j->dqs, b, h, i0, i0 + rows, D);
     }
     if (want_slope) j->dslope_part[slot] = dm[0];
     if (want_slope && j->asym) j->dslope_part[j->H * j->B * j->nqt + slot] = dm[1];
@@ -929,7 +960,11 @@ static void FN(group_grad_task)(const attn_job *j, int64_t b, int64_t g, char *s
         const int bk = (int)(kend - j0 < TILE ? kend - j0 : TILE);
         int64_t plo, phi;
         query_span(j, b, j0, bk, &plo, &phi);
-        if (plo >= phi) continue;
+        if (plo >= phi) { /* no query sees these keys */
+            FN(clear_rows)(j->set_k, j->dk, j->dks, b, g, j0, j0 + bk, D);
+            FN(clear_rows)(j->set_v, j->dv, j->dvs, b, g, j0, j0 + bk, Dv);
+            continue;
+        }
         const T *k = (const T *)j->k + b * j->ks[0] + g * j->ks[1] + j0 * j->ks[2];
         const T *v = (const T *)j->v + b * j->vs[0] + g * j->vs[1] + j0 * j->vs[2];
         const int32_t *krange = j->seg_q ? j->segk_range + 2 * (b * j->nkt + kt) : NULL;
@@ -990,13 +1025,19 @@ static void FN(group_grad_task)(const attn_job *j, int64_t b, int64_t g, char *s
                 }
             }
         }
-        if (want_k) FN(add_rows)(bk, D, 1, w.acc, (T *)j->dk + at3(j->dks, b, g, j0), j->dks[2]);
+        if (want_k)
+            FN(add_rows)(j->set_k, bk, D, 1, w.acc, (T *)j->dk + at3(j->dks, b, g, j0),
+                         j->dks[2]);
         if (want_v)
-            FN(add_rows)(bk, Dv, 1, w.acc2, (T *)j->dv + at3(j->dvs, b, g, j0), j->dvs[2]);
+            FN(add_rows)(j->set_v, bk, Dv, 1, w.acc2, (T *)j->dv + at3(j->dvs, b, g, j0),
+                         j->dvs[2]);
     }
+    const int64_t kdone = kend > 0 ? kend : 0; /* keys past the length get no gradient */
+    FN(clear_rows)(j->set_k, j->dk, j->dks, b, g, kdone, j->Tk, D);
+    FN(clear_rows)(j->set_v, j->dv, j->dvs, b, g, kdone, j->Tk, Dv);
     if (want_q)
         for (int64_t h = g * G; h < (g + 1) * G; h++)
-            FN(add_rows)((int)j->Tq, D, 1, dqs + (h - g * G) * j->Tq * D,
+            FN(add_rows)(j->set_q, (int)j->Tq, D, 1, dqs + (h - g * G) * j->Tq * D,
                          (T *)j->dq + at3(j->dqs, b, h, 0), j->dqs[2]);
 }
 
