@@ -4,8 +4,9 @@
  * variants measured in the same run, rep by rep in turn so that they share the machine's load:
  *   fused     sl_alibi_attention, forward and forward + backward (dq, dk, dv);
  *   packed    sl_alibi_attention_packed on one qkv (B, T, 3 H D) leaf, out (B, T, H D): the
- *             heads read and their gradients written where a Linear puts them (the model's
- *             path); the same FLOPs;
+ *             heads read and their gradients written where a Linear puts them; the same FLOPs;
+ *   heads     the same on a heads-major qkv (B, 3 H, T, D) leaf, as sl_linear_heads makes it
+ *             (the GPT's path: nn/attention.c), out (B, T, H D);
  *   views     the same from the same leaf through views, as a model without the packed op
  *             would do it: sl_narrow, sl_reshape and sl_permute to (B, H, T, D) heads,
  *             sl_alibi_attention, and sl_permute + sl_reshape (a copy) back to (B, T, H D);
@@ -39,21 +40,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { MAX_REPS = 51, N_VARIANTS = 6 };
-typedef enum { FUSED, PACKED, VIEWS, NOBIAS, COMPOSED, SGEMM } variant;
-static const char *const variant_name[N_VARIANTS] = {"fused",  "packed",   "views",
+enum { MAX_REPS = 51, N_VARIANTS = 7 };
+typedef enum { FUSED, PACKED, HEADS, VIEWS, NOBIAS, COMPOSED, SGEMM } variant;
+static const char *const variant_name[N_VARIANTS] = {"fused",  "packed",   "heads", "views",
                                                      "nobias", "composed", "sgemm"};
 
 _Static_assert(MAX_REPS <= BENCH_MAX_SAMPLES, "median() takes every rep");
 
 typedef struct {
     int64_t B, H, T, D;
-    sl_tensor *q, *k, *v, *gout; /* (B, H, T, D) f32; q, k, v leaves requiring grad */
+    sl_tensor *q, *k, *v, *gout;  /* (B, H, T, D) f32; q, k, v leaves requiring grad */
     sl_tensor *qkv, *gout_packed; /* (B, T, 3 H D) leaf, (B, T, H D) */
-    sl_tensor *zero_slopes;      /* [H] */
-    sl_tensor *bias, *mask;      /* composed only: (H, T, T) f32, (T, T) i32 */
-    sl_arena *step[N_VARIANTS];  /* one per variant, reset every iteration */
-    float *gemm_buf;             /* sgemm: rows of scores, one block per thread */
+    sl_tensor *qkv_heads;         /* (B, 3 H, T, D) leaf */
+    sl_tensor *zero_slopes;       /* [H] */
+    sl_tensor *bias, *mask;       /* composed only: (H, T, T) f32, (T, T) i32 */
+    sl_arena *step[N_VARIANTS];   /* one per variant, reset every iteration */
+    float *gemm_buf;              /* sgemm: rows of scores, one block per thread */
     int threads;
 } bench;
 
@@ -89,16 +91,20 @@ static bool attention_iteration(bench *b, variant v, double *t_fwd, double *t_fb
     sl_zero_grad(b->k);
     sl_zero_grad(b->v);
     sl_zero_grad(b->qkv);
+    sl_zero_grad(b->qkv_heads);
     sl_arena_reset(b->step[v]);
     sl_arena *prev = sl_arena_set(b->step[v]);
     sl_tensor *slopes = v == NOBIAS ? b->zero_slopes : SL_NONE; /* SL_NONE: the paper's */
     double t0 = now();
     sl_tensor *out = v == COMPOSED ? composed(b)
                      : v == PACKED ? sl_alibi_attention_packed(b->qkv, (int)b->H, 0, slopes, NULL)
-                     : v == VIEWS  ? by_views(b)
-                                   : sl_alibi_attention(b->q, b->k, b->v, slopes, NULL);
+                     : v == HEADS
+                         ? sl_alibi_attention_packed(b->qkv_heads, (int)b->H, 0, slopes, NULL)
+                     : v == VIEWS ? by_views(b)
+                                  : sl_alibi_attention(b->q, b->k, b->v, slopes, NULL);
     double t1 = now();
-    bool ok = out && sl_backward_ex(out, v == PACKED || v == VIEWS ? b->gout_packed : b->gout, 0);
+    const sl_tensor *gout = v == PACKED || v == HEADS || v == VIEWS ? b->gout_packed : b->gout;
+    bool ok = out && sl_backward_ex(out, gout, 0);
     double t2 = now();
     sl_arena_set(prev);
     *t_fwd = t1 - t0;
@@ -330,10 +336,12 @@ int main(int argc, char **argv)
         b.gout = sl_rand_normal(&rng, SL_F32, sl_shape(B, H, T, D), 0, 1);
         b.zero_slopes = sl_zeros(SL_F32, sl_shape(H));
         b.qkv = sl_requires_grad(sl_rand_normal(&rng, SL_F32, sl_shape(B, T, 3 * H * D), 0, 1), true);
+        b.qkv_heads =
+            sl_requires_grad(sl_rand_normal(&rng, SL_F32, sl_shape(B, 3 * H, T, D), 0, 1), true);
         b.gout_packed = sl_rand_normal(&rng, SL_F32, sl_shape(B, T, H * D), 0, 1);
         result res[N_VARIANTS];
-        bool ok = b.q && b.k && b.v && b.gout && b.zero_slopes && b.qkv && b.gout_packed &&
-                  measure(&b, reps, limit_gib * (1 << 30), res);
+        bool ok = b.q && b.k && b.v && b.gout && b.zero_slopes && b.qkv && b.qkv_heads &&
+                  b.gout_packed && measure(&b, reps, limit_gib * (1 << 30), res);
         if (ok && json) print_json(&b, res);
         else if (ok) print_table(&b, res);
         sl_arena_set(prev);
