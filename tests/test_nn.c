@@ -121,6 +121,44 @@ START_TEST(clip_grad_norm_matches_hand_computation)
 }
 END_TEST
 
+/* sl_params_zero_grad over the pool: gradients of sizes around its 64 KiB pieces, both dtypes'
+ * registries, every element zeroed; and it is a write like any
+ * other, so a backward that saved a gradient before it sees the change. */
+START_TEST(zero_grad_every_byte_and_bumps_versions)
+{
+    const int64_t sizes[] = {1, 16383, 16385, 70000, 3};
+    for (int d = 0; d < 2; d++) {
+        sl_params *ps = sl_params_new(d ? SL_F64 : SL_F32);
+        sl_tensor *p[5], *loss = NULL;
+        for (int i = 0; i < 5; i++) {
+            char name[8];
+            snprintf(name, sizeof name, "p%d", i);
+            p[i] = sl_params_add(ps, name, sl_shape(sizes[i]), true);
+            ck_assert_ptr_nonnull(p[i]);
+            if (i == 2) continue; /* no backward reaches p2: no gradient */
+            sl_tensor *t = sl_sum_all(sl_mul_scalar(p[i], 1.5));
+            loss = loss ? sl_add(loss, t) : t;
+        }
+        ck_assert_msg(sl_backward(loss), "%s", sl_error_message());
+        ck_assert_ptr_null(p[2]->grad);
+        ck_assert_double_eq(sl_get(p[3]->grad, sizes[3] - 1), 1.5);
+        sl_params_zero_grad(ps);
+        for (int i = 0; i < 5; i++)
+            for (int64_t e = 0; p[i]->grad && e < sizes[i]; e++)
+                ck_assert_msg(sl_get(p[i]->grad, e) == 0, "p%d[%lld]", i, (long long)e);
+
+        /* a node that saved p0's gradient: zeroing it afterwards fails that backward */
+        sl_tensor *x = sl_requires_grad(sl_full(d ? SL_F64 : SL_F32, sl_shape(1), 2.0), true);
+        sl_tensor *y = sl_sum_all(sl_mul(x, p[0]->grad));
+        sl_params_zero_grad(ps);
+        ck_assert(!sl_backward(y));
+        ck_assert_int_eq(sl_error(), SL_ERR_STATE);
+        sl_error_clear();
+        sl_params_free(ps);
+    }
+}
+END_TEST
+
 /* sl_params_copy: values by name, any order, dtype converted; a mismatch names itself and
  * leaves the destination as it was. */
 START_TEST(params_copy_by_name_converting_dtype)
@@ -835,6 +873,7 @@ int main(void)
     tu_fixture(tc, tu_setup, tu_teardown);
     tu_add_test(s, tc, registry_names_count_find_errors);
     tu_add_test(s, tc, clip_grad_norm_matches_hand_computation);
+    tu_add_test(s, tc, zero_grad_every_byte_and_bumps_versions);
     tu_add_test(s, tc, params_copy_by_name_converting_dtype);
     tu_add_test(s, tc, gpt2_init_statistics_and_determinism);
     tu_add_test(s, tc, linear_values_and_errors);
