@@ -254,13 +254,12 @@ void sl_params_zero_grad(sl_params *ps)
     if (!ps) return;
     int64_t bytes = 0;
     for (int i = 0; i < ps->count; i++) {
-        const sl_tensor *g = ps->items[i]->value->grad;
-        if (g) bytes += sl_numel(g) * (int64_t)sl_dtype_size(g->dtype);
+        sl_tensor *g = ps->items[i]->value->grad;
+        if (!g) continue;
+        bytes += sl_numel(g) * (int64_t)sl_dtype_size(g->dtype);
+        sl__bump(g); /* a write like sl_fill's: a node that saved g for its backward sees it */
     }
     sl_parallel_for((bytes + ZERO_PIECE - 1) / ZERO_PIECE, 8, zero_pieces, ps);
-    /* a write like sl_fill's: a node that saved a gradient for its backward sees the change */
-    for (int i = 0; i < ps->count; i++)
-        if (ps->items[i]->value->grad) sl__bump(ps->items[i]->value->grad);
 }
 
 /* Gradients are contiguous buffers made by autograd (or absent: no backward reached them). */

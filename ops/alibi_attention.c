@@ -323,13 +323,6 @@ static bool attention_backward(sl_node *n)
         g[slot] = slot < 3 ? sl_input_grad_overwrite(n, i, &fresh[slot]) : sl_input_grad(n, i);
         if (!g[slot]) return unwritten(g, fresh, dt);
     }
-    /* With no query or no key the tasks write nothing: a new gradient is zeroed here instead. */
-    const bool empty = j.B * j.H * j.Tq == 0 || j.Tk == 0 || j.D == 0 || j.Dv == 0;
-    for (int i = 0; i < 3; i++)
-        if (fresh[i] && empty) {
-            memset(sl_ptr(g[i]), 0, sl_dtype_size(dt) * (size_t)sl_numel(g[i]));
-            fresh[i] = false;
-        }
     j.dout = sl_ptr(n->grad);
     if (!inputs_for_tiles(&j, sl_dtype_size(dt))) return unwritten(g, fresh, dt);
     if (s->packed && g[0]) { /* one gradient, qkv's, holds all three */

@@ -33,12 +33,14 @@ static void FN(forward_row)(T *restrict y, T *restrict d, const T *restrict b, i
 
 /* Not inlined: inlined into backward_row, GCC 12 lost SL_EACH's multiple-of-16 trip count and
  * left both loops scalar (perf: 2% of the GPT step in a vmulss loop). */
-static __attribute__((noinline)) void FN(mul)(T *restrict du, const T *restrict g, const T *restrict d, int64_t n)
+static __attribute__((noinline)) void FN(mul)(T *restrict du, const T *restrict g,
+                                              const T *restrict d, int64_t n)
 {
     SL_EACH(n, du[i] = g[i] * d[i]);
 }
 
-static __attribute__((noinline)) void FN(mul_in_place)(T *restrict d, const T *restrict g, int64_t n)
+static __attribute__((noinline)) void FN(mul_in_place)(T *restrict d, const T *restrict g,
+                                                       int64_t n)
 {
     SL_EACH(n, d[i] *= g[i]);
 }

@@ -122,8 +122,8 @@ START_TEST(clip_grad_norm_matches_hand_computation)
 END_TEST
 
 /* sl_params_zero_grad over the pool: gradients of sizes around its 64 KiB pieces, both dtypes'
- * registries, every element zeroed; and it is a write like any
- * other, so a backward that saved a gradient before it sees the change. */
+ * registries, every element zeroed; and it is a write like any other, so a backward that saved
+ * a gradient before it sees the change. */
 START_TEST(zero_grad_every_byte_and_bumps_versions)
 {
     const int64_t sizes[] = {1, 16383, 16385, 70000, 3};
